@@ -1,0 +1,7 @@
+"""Inference engines. Public API: ``Engine``, ``Signature``, ``TensorSpec``,
+``EngineError``, ``load_engine``."""
+
+from engines.base import BYTES_DTYPE, Engine, EngineError, EngineOptions, Signature, TensorSpec
+from engines.registry import load_engine
+
+__all__ = ["BYTES_DTYPE", "Engine", "EngineError", "EngineOptions", "Signature", "TensorSpec", "load_engine"]

@@ -1,0 +1,102 @@
+"""The engine contract: numpy in, numpy out, no protobuf and no gRPC.
+
+An engine owns one loaded model version on one device. The scheduler calls
+``infer`` from an executor thread, possibly from several threads at once when
+``max_concurrency`` > 1, so implementations must be thread-safe up to that
+number (onnxruntime's ``InferenceSession.run`` and TensorRT execution
+contexts are).
+
+Tensors are ``numpy.ndarray``. BYTES tensors are ``dtype=object`` arrays whose
+elements are ``bytes``; BF16 uses ``ml_dtypes.bfloat16``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: numpy dtype used for BYTES tensors (elements are ``bytes``).
+BYTES_DTYPE = np.dtype(object)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One input or output as the engine sees it.
+
+    ``shape`` includes the batch dimension when the model has one; ``-1``
+    marks a dimension whose size is chosen per call.
+    """
+
+    name: str
+    dtype: np.dtype  # type: ignore[type-arg]
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    #: Batch sizes the engine can run, ascending; empty means any size from 1
+    #: to the model's max batch (a dynamic first dimension).
+    batch_sizes: tuple[int, ...] = field(default=())
+
+    def input(self, name: str) -> TensorSpec | None:
+        return next((t for t in self.inputs if t.name == name), None)
+
+    def output(self, name: str) -> TensorSpec | None:
+        return next((t for t in self.outputs if t.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Engine settings taken from the model config.
+
+    ``concurrency``: execution slots (Triton ``instance_group.count``).
+    ``intra_op_threads`` / ``inter_op_threads``: onnxruntime thread pools; 0
+    lets the runtime choose (Triton's ORT backend parameters
+    ``intra_op_thread_count`` / ``inter_op_thread_count``).
+    ``providers``: execution providers in preference order; empty means CPU.
+    """
+
+    concurrency: int = 1
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    providers: tuple[str, ...] = ()
+
+
+class EngineError(RuntimeError):
+    """The engine could not load or run. The message is safe to show a caller."""
+
+
+class Engine(abc.ABC):
+    """A loaded model version. Create through the engine's own constructor or
+    ``load``; release with ``close`` (also a context manager)."""
+
+    #: How many ``infer`` calls may run at once on this engine.
+    max_concurrency: int = 1
+
+    @property
+    @abc.abstractmethod
+    def signature(self) -> Signature: ...
+
+    @abc.abstractmethod
+    def infer(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run one batch. ``outputs`` None means every output. Raises
+        ``EngineError`` for a failure that belongs to this call."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Free the model's memory. Idempotent."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
