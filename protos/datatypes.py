@@ -15,7 +15,7 @@ import numpy as np
 _LENGTH = struct.Struct("<I")
 
 #: V2 datatype name -> numpy dtype (little-endian, as the wire format is).
-NUMPY_DTYPES: dict[str, np.dtype] = {  # type: ignore[type-arg]
+NUMPY_DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
     "INT8": np.dtype("<i1"),
     "INT16": np.dtype("<i2"),
@@ -71,12 +71,12 @@ CONTENTS_FIELD = {
 }
 
 
-def numpy_dtype(datatype: str) -> np.dtype | None:  # type: ignore[type-arg]
+def numpy_dtype(datatype: str) -> np.dtype | None:
     """The numpy dtype for a V2 datatype name, or None if the name is unknown."""
     return NUMPY_DTYPES.get(datatype)
 
 
-def v2_datatype(dtype: np.dtype) -> str:  # type: ignore[type-arg]
+def v2_datatype(dtype: np.dtype) -> str:
     """The V2 datatype name for a numpy dtype (str and bytes arrays are BYTES)."""
     dtype = np.dtype(dtype)
     if dtype.kind in ("U", "S", "O"):

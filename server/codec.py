@@ -1,0 +1,205 @@
+"""Protobuf <-> numpy at the edge: decode and validate a ModelInferRequest
+against the model's IO, and encode outputs as raw_output_contents.
+
+Every check runs before any allocation sized by the request, and every error
+names the field at fault (``InvalidArgument``); a caller never sees internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from protos import grpc_service_pb2 as pb
+from protos.datatypes import CONTENTS_FIELD, NUMPY_DTYPES, deserialize_bytes, serialize_bytes
+from server.errors import InvalidArgument, ResourceExhausted
+from server.model_io import ModelIO, TensorInfo
+from server.request import InferRequest, ParamValue
+
+#: Largest element count accepted for one tensor; bounds memory per request
+#: before anything is allocated. 2**28 elements = 1 GiB of FP32.
+DEFAULT_MAX_ELEMENTS = 1 << 28
+
+
+def decode_params(params: Mapping[str, pb.InferParameter]) -> dict[str, ParamValue]:
+    out: dict[str, ParamValue] = {}
+    for key, value in params.items():
+        which = value.WhichOneof("parameter_choice")
+        if which is not None:
+            out[key] = getattr(value, which)
+    return out
+
+
+def encode_param(value: ParamValue) -> pb.InferParameter:
+    if isinstance(value, bool):
+        return pb.InferParameter(bool_param=value)
+    if isinstance(value, int):
+        return pb.InferParameter(int64_param=value)
+    if isinstance(value, float):
+        return pb.InferParameter(double_param=value)
+    return pb.InferParameter(string_param=str(value))
+
+
+def _check_shape(
+    tensor: pb.ModelInferRequest.InferInputTensor, info: TensorInfo, max_elements: int
+) -> tuple[tuple[int, ...], int]:
+    shape = tuple(tensor.shape)
+    where = f"input '{tensor.name}'"
+    if any(d < 0 for d in shape):
+        raise InvalidArgument(f"{where}: shape {list(shape)} has a negative dimension")
+    if len(shape) != len(info.shape):
+        raise InvalidArgument(
+            f"{where}: shape {list(shape)} has rank {len(shape)}, model expects rank "
+            f"{len(info.shape)} {_fmt(info.shape)}"
+        )
+    for got, want in zip(shape, info.shape, strict=True):
+        if want != -1 and got != want:
+            raise InvalidArgument(
+                f"{where}: shape {list(shape)} does not match model shape {_fmt(info.shape)}"
+            )
+    count = 1
+    for d in shape:  # Python ints: no overflow, bounded before allocation
+        count *= d
+        if count > max_elements:
+            raise ResourceExhausted(
+                f"{where}: shape {list(shape)} exceeds the limit of {max_elements} elements"
+            )
+    return shape, count
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join("-1" if d < 0 else str(d) for d in shape) + "]"
+
+
+def _decode_tensor(
+    tensor: pb.ModelInferRequest.InferInputTensor,
+    info: TensorInfo,
+    raw: bytes | None,
+    max_elements: int,
+) -> np.ndarray:
+    where = f"input '{tensor.name}'"
+    if tensor.datatype != info.datatype:
+        raise InvalidArgument(
+            f"{where}: datatype {tensor.datatype or '(empty)'} does not match the model's "
+            f"{info.datatype}"
+        )
+    shape, count = _check_shape(tensor, info, max_elements)
+    dtype = NUMPY_DTYPES[info.datatype]
+    if raw is not None:
+        if info.datatype == "BYTES":
+            try:
+                return deserialize_bytes(raw, count).reshape(shape)
+            except ValueError as exc:
+                raise InvalidArgument(f"{where}: {exc}") from None
+        expected = count * dtype.itemsize
+        if len(raw) != expected:
+            raise InvalidArgument(
+                f"{where}: raw_input_contents has {len(raw)} bytes, shape {list(shape)} of "
+                f"{info.datatype} needs {expected}"
+            )
+        # Zero-copy view on the message's buffer; engines treat inputs as read-only.
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+    field = CONTENTS_FIELD.get(info.datatype)
+    if field is None:
+        raise InvalidArgument(f"{where}: {info.datatype} data must be sent in raw_input_contents")
+    values = getattr(tensor.contents, field)
+    if len(values) != count:
+        raise InvalidArgument(
+            f"{where}: contents.{field} has {len(values)} elements, shape {list(shape)} needs "
+            f"{count}"
+        )
+    if info.datatype == "BYTES":
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+        return array.reshape(shape)
+    try:
+        typed: np.ndarray = np.asarray(values, dtype=dtype).reshape(shape)
+        return typed
+    except OverflowError:
+        raise InvalidArgument(
+            f"{where}: contents.{field} has values out of range for {info.datatype}"
+        ) from None
+
+
+def decode_request(
+    msg: pb.ModelInferRequest, io: ModelIO, *, max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> InferRequest:
+    """Validate ``msg`` against ``io`` and return the numpy request."""
+    raw_contents = msg.raw_input_contents
+    if raw_contents and len(raw_contents) != len(msg.inputs):
+        raise InvalidArgument(
+            f"raw_input_contents has {len(raw_contents)} entries for {len(msg.inputs)} inputs"
+        )
+    inputs: dict[str, np.ndarray] = {}
+    rows = 1
+    for i, tensor in enumerate(msg.inputs):
+        info = io.inputs.get(tensor.name)
+        if info is None:
+            raise InvalidArgument(
+                f"unknown input '{tensor.name}'; the model's inputs are {sorted(io.inputs)}"
+            )
+        if tensor.name in inputs:
+            raise InvalidArgument(f"input '{tensor.name}' is given more than once")
+        if raw_contents and tensor.HasField("contents"):
+            raise InvalidArgument(
+                f"input '{tensor.name}': contents and raw_input_contents are both set"
+            )
+        raw = raw_contents[i] if raw_contents else None
+        inputs[tensor.name] = _decode_tensor(tensor, info, raw, max_elements)
+    missing = [n for n, t in io.inputs.items() if n not in inputs and not t.optional]
+    if missing:
+        raise InvalidArgument(f"missing input(s) {missing}")
+    if io.batched and inputs:
+        batch_sizes = {a.shape[0] for a in inputs.values()}
+        if len(batch_sizes) != 1:
+            raise InvalidArgument(
+                f"inputs disagree on the batch dimension: {sorted(batch_sizes)}"
+            )
+        rows = batch_sizes.pop()
+        if rows < 1:
+            raise InvalidArgument("batch size is 0; send at least one row")
+        if rows > io.max_batch_size:
+            raise InvalidArgument(
+                f"batch size {rows} exceeds the model's max_batch_size {io.max_batch_size}"
+            )
+    outputs = tuple(o.name for o in msg.outputs)
+    for name in outputs:
+        if name not in io.outputs:
+            raise InvalidArgument(
+                f"unknown output '{name}'; the model's outputs are {sorted(io.outputs)}"
+            )
+    if len(set(outputs)) != len(outputs):
+        raise InvalidArgument("an output is requested more than once")
+    return InferRequest(
+        inputs=inputs,
+        outputs=outputs,
+        rows=rows,
+        id=msg.id,
+        parameters=decode_params(msg.parameters),
+    )
+
+
+def encode_response(
+    model_name: str,
+    model_version: str,
+    request_id: str,
+    outputs: Mapping[str, np.ndarray],
+    io: ModelIO,
+    order: Sequence[str] = (),
+) -> pb.ModelInferResponse:
+    """Outputs in ``order`` (default: the model's order) as raw contents."""
+    names = order or [n for n in io.outputs if n in outputs]
+    response = pb.ModelInferResponse(
+        model_name=model_name, model_version=model_version, id=request_id
+    )
+    raw = response.raw_output_contents
+    for name in names:
+        array = outputs[name]
+        datatype = io.outputs[name].datatype
+        response.outputs.add(name=name, datatype=datatype, shape=array.shape)
+        if datatype == "BYTES":
+            raw.append(serialize_bytes(array))
+        else:
+            raw.append(np.ascontiguousarray(array, dtype=NUMPY_DTYPES[datatype]).tobytes())
+    return response

@@ -1,0 +1,51 @@
+"""What a loaded model accepts and returns, as the codec validates it.
+
+Built once per model version from its completed config, so the per-request
+path only does dictionary look-ups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protos import model_config_pb2
+from protos.datatypes import CONFIG_TO_V2
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    name: str
+    datatype: str  # V2 name, e.g. "FP32"
+    #: Full shape as a request sends it: with a leading -1 batch dimension
+    #: when the model batches; -1 marks any size.
+    shape: tuple[int, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIO:
+    inputs: dict[str, TensorInfo]
+    outputs: dict[str, TensorInfo]
+    #: 0 when the model has no batch dimension.
+    max_batch_size: int
+
+    @property
+    def batched(self) -> bool:
+        return self.max_batch_size > 0
+
+    @classmethod
+    def from_config(cls, config: model_config_pb2.ModelConfig) -> ModelIO:
+        lead = (-1,) if config.max_batch_size > 0 else ()
+
+        def datatype(enum_value: int) -> str:
+            return CONFIG_TO_V2[str(model_config_pb2.DataType.Name(enum_value))]
+
+        inputs = {
+            t.name: TensorInfo(t.name, datatype(t.data_type), lead + tuple(t.dims), t.optional)
+            for t in config.input
+        }
+        outputs = {
+            t.name: TensorInfo(t.name, datatype(t.data_type), lead + tuple(t.dims))
+            for t in config.output
+        }
+        return cls(inputs, outputs, config.max_batch_size)

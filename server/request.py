@@ -1,0 +1,24 @@
+"""The request as the layers below the servicer see it: numpy and a deadline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ParamValue = bool | int | float | str
+
+
+@dataclass(slots=True)
+class InferRequest:
+    inputs: dict[str, np.ndarray]
+    #: Output names to return, in the caller's order; empty means all.
+    outputs: tuple[str, ...]
+    #: Rows in the batch dimension (1 for a model that does not batch).
+    rows: int
+    id: str = ""
+    parameters: dict[str, ParamValue] = field(default_factory=dict)
+    #: ``time.monotonic()`` seconds by which the answer is due; None: no deadline.
+    deadline: float | None = None
+    #: 0 is the default level; lower numbers are served first (Triton semantics).
+    priority: int = 0
