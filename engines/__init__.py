@@ -4,4 +4,12 @@
 from engines.base import BYTES_DTYPE, Engine, EngineError, EngineOptions, Signature, TensorSpec
 from engines.registry import load_engine
 
-__all__ = ["BYTES_DTYPE", "Engine", "EngineError", "EngineOptions", "Signature", "TensorSpec", "load_engine"]
+__all__ = [
+    "BYTES_DTYPE",
+    "Engine",
+    "EngineError",
+    "EngineOptions",
+    "Signature",
+    "TensorSpec",
+    "load_engine",
+]

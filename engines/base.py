@@ -31,7 +31,7 @@ class TensorSpec:
     """
 
     name: str
-    dtype: np.dtype  # type: ignore[type-arg]
+    dtype: np.dtype
     shape: tuple[int, ...]
 
 

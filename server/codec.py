@@ -153,9 +153,7 @@ def decode_request(
     if io.batched and inputs:
         batch_sizes = {a.shape[0] for a in inputs.values()}
         if len(batch_sizes) != 1:
-            raise InvalidArgument(
-                f"inputs disagree on the batch dimension: {sorted(batch_sizes)}"
-            )
+            raise InvalidArgument(f"inputs disagree on the batch dimension: {sorted(batch_sizes)}")
         rows = batch_sizes.pop()
         if rows < 1:
             raise InvalidArgument("batch size is 0; send at least one row")

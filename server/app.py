@@ -1,0 +1,141 @@
+"""Assemble and run the server: gRPC on an asyncio loop, models behind it.
+
+``InferdServer`` binds first (so a taken port fails at once), starts
+answering health checks, then loads the repository; ServerReady turns true
+when every model has a ready version. ``stop`` drains: readiness goes false,
+new work is refused with UNAVAILABLE, admitted work finishes within the grace
+period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from protos import grpc_service_pb2_grpc as pb_grpc
+from server.codec import DEFAULT_MAX_ELEMENTS
+from server.models import ModelManager
+from server.repository import ModelRepository
+from server.servicer import InferenceServicer
+
+log = logging.getLogger("inferd.app")
+
+MiB = 1 << 20
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is one line for the operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    model_repository: Path
+    #: Address to bind. 127.0.0.1 by default so a developer's server is not
+    #: exposed by accident; containers pass 0.0.0.0.
+    host: str = "127.0.0.1"
+    #: 8001 is Triton's gRPC port, so stock clients find us with their defaults.
+    #: 0 picks a free port (tests).
+    grpc_port: int = 8001
+    #: Largest request/response message, bytes. 64 MiB fits a batch of 64
+    #: 224x224x3 FP32 images with room to spare; raise it for bigger tensors.
+    max_message_bytes: int = 64 * MiB
+    #: Largest tensor accepted, in elements; checked before any allocation.
+    max_elements: int = DEFAULT_MAX_ELEMENTS
+    #: Seconds admitted requests get to finish on shutdown.
+    grace_seconds: float = 30.0
+    #: max_batch_size given to a model without config whose inputs all have a
+    #: dynamic first dimension.
+    default_max_batch_size: int = 64
+    #: Let several processes share the port (SO_REUSEPORT). Off by default so
+    #: a port already in use is an error instead of a silent second listener.
+    reuse_port: bool = False
+
+
+def _port_free(host: str, port: int) -> bool:
+    if port == 0:
+        return True
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class InferdServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        try:
+            repository = ModelRepository(config.model_repository)
+        except Exception as exc:
+            raise StartupError(str(exc)) from None
+        self.models = ModelManager(repository, default_max_batch_size=config.default_max_batch_size)
+        self.servicer = InferenceServicer(self.models, max_elements=config.max_elements)
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def start(self, *, load: bool = True) -> int:
+        """Bind, serve, load the models; returns the bound port."""
+        options = [
+            ("grpc.max_receive_message_length", self.config.max_message_bytes),
+            ("grpc.max_send_message_length", self.config.max_message_bytes),
+            ("grpc.so_reuseport", 1 if self.config.reuse_port else 0),
+        ]
+        server = grpc.aio.server(options=options)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
+        address = f"{self.config.host}:{self.config.grpc_port}"
+        if not self.config.reuse_port and not _port_free(self.config.host, self.config.grpc_port):
+            # Checked ahead of gRPC so the operator gets one clear line, not a core log.
+            raise StartupError(f"cannot listen on {address}: address already in use")
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise StartupError(f"cannot listen on {address}: address in use or not available")
+        await server.start()
+        self._server = server
+        self.port = port
+        log.info("listening on %s:%d", self.config.host, port)
+        if load:
+            await self.models.load_all()
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain and stop. Safe to call twice."""
+        self.servicer.draining = True
+        if self._server is not None:
+            await self._server.stop(self.config.grace_seconds if grace is None else grace)
+            self._server = None
+        await self.models.close()
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGTERM or SIGINT, then drain and return."""
+    server = InferdServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    log.info(
+        "serving %d model version(s) on %s:%d",
+        len(server.models.loaded()),
+        config.host,
+        server.port,
+    )
+    await stop.wait()
+    log.info("shutting down: draining for up to %.0f s", config.grace_seconds)
+    await server.stop()

@@ -1,0 +1,120 @@
+"""The ``inferd`` command: ``serve``, ``infer``, ``models``, ``demo-models``.
+
+Start-up errors print one ``error: ...`` line and exit 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+DEMO_ENV = "INFERD_DEMO_REPOSITORY"
+
+
+def default_demo_repository() -> Path:
+    """Where ``inferd serve`` with no repository builds the bundled demo models."""
+    env = os.environ.get(DEMO_ENV)
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "inferd" / "demo-models"
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the gRPC inference server")
+    p.add_argument(
+        "--model-repository",
+        type=Path,
+        help="Triton-layout model repository (default: the bundled demo models, built on "
+        f"first use under ${DEMO_ENV} or ~/.cache/inferd/demo-models)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
+    p.add_argument(
+        "--max-message-mb", type=int, default=64, help="largest gRPC message in MiB (default 64)"
+    )
+    p.add_argument(
+        "--grace", type=float, default=30.0, help="seconds to drain on SIGTERM (default 30)"
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _serve(opts: argparse.Namespace) -> int:
+    from server.app import ServerConfig, StartupError, serve
+
+    logging.basicConfig(
+        level=opts.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    repository = opts.model_repository
+    if repository is None:
+        from server.demo_models import build_demo_repository
+
+        repository = build_demo_repository(default_demo_repository())
+    if not 0 <= opts.grpc_port <= 65535:
+        return _error(f"--grpc-port {opts.grpc_port} is not a port number")
+    config = ServerConfig(
+        model_repository=repository,
+        host=opts.host,
+        grpc_port=opts.grpc_port,
+        max_message_bytes=opts.max_message_mb << 20,
+        grace_seconds=opts.grace,
+    )
+    try:
+        _run(serve(config))
+    except StartupError as exc:
+        return _error(str(exc))
+    return 0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop  # the fast extra; a faster loop when it is installed
+
+        uvloop.run(main)
+    except ImportError:
+        asyncio.run(main)
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    # Client subcommands own their argument parsing.
+    if args and args[0] in ("infer", "models"):
+        from clients.cli import infer_main, models_main
+
+        return (infer_main if args[0] == "infer" else models_main)(args[1:])
+    parser = argparse.ArgumentParser(prog="inferd", description="gRPC inference server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    sub.add_parser("infer", help="send one request (inferd infer --help)")
+    sub.add_parser("models", help="list the server's models (inferd models --help)")
+    demo = sub.add_parser("demo-models", help="build the bundled demo model repository")
+    demo.add_argument("dest", type=Path)
+    demo.add_argument("--force", action="store_true")
+    opts = parser.parse_args(args)
+    if opts.command == "serve":
+        return _serve(opts)
+    if opts.command == "demo-models":
+        from server.demo_models import build_demo_repository
+
+        try:
+            print(build_demo_repository(opts.dest, force=opts.force))
+        except FileExistsError as exc:
+            return _error(str(exc))
+        return 0
+    parser.error(f"unknown command {opts.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

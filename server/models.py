@@ -1,0 +1,275 @@
+"""Loaded model versions and their lifecycle: load, warm up, serve, unload.
+
+The manager is the router's source of truth: it resolves a (name, version)
+pair from a request to a loaded version, looking names up in the repository
+index, never building paths from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engines import Engine, EngineError, load_engine
+from protos import model_config_pb2
+from protos.datatypes import NUMPY_DTYPES
+from server.errors import InferdError, NotFound, Unavailable
+from server.model_io import ModelIO
+from server.repository import (
+    ModelRepository,
+    RepositoryError,
+    complete_config,
+    engine_options,
+)
+from server.scheduler import DirectScheduler, Scheduler
+from server.stats import ModelStats
+
+log = logging.getLogger("inferd.models")
+
+#: Longest name echoed back in an error; request names are untrusted.
+_NAME_ECHO = 80
+
+
+def _echo(name: str) -> str:
+    return name if len(name) <= _NAME_ECHO else name[:_NAME_ECHO] + "..."
+
+
+class State(str, enum.Enum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(slots=True)
+class ModelVersion:
+    name: str
+    version: int
+    platform: str
+    config: model_config_pb2.ModelConfig
+    io: ModelIO
+    engine: Engine
+    scheduler: Scheduler
+    stats: ModelStats
+    card: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def version_str(self) -> str:
+        return str(self.version)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """Everything known about one model name."""
+
+    ready: dict[int, ModelVersion] = field(default_factory=dict)
+    state: State = State.UNAVAILABLE
+    reason: str = ""
+    #: Versions that failed, with the reason, for RepositoryIndex.
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+def synthetic_inputs(io: ModelIO, rows: int) -> dict[str, np.ndarray]:
+    """Zero inputs of ``rows`` rows (variable dims become 1) for warmup."""
+    inputs: dict[str, np.ndarray] = {}
+    for info in io.inputs.values():
+        shape = tuple(1 if d < 0 else d for d in info.shape)
+        if io.batched:
+            shape = (rows, *shape[1:])
+        if info.datatype == "BYTES":
+            array = np.empty(shape, dtype=object)
+            array.fill(b"")
+        else:
+            array = np.zeros(shape, dtype=NUMPY_DTYPES[info.datatype])
+        inputs[info.name] = array
+    return inputs
+
+
+class ModelManager:
+    def __init__(self, repository: ModelRepository, *, default_max_batch_size: int = 64) -> None:
+        self.repository = repository
+        self._default_max_batch_size = default_max_batch_size
+        self._models: dict[str, _Entry] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def load_all(self) -> None:
+        """Load every model in the repository; one that fails leaves the others
+        serving (its reason shows in RepositoryIndex)."""
+        for name in self.repository.index():
+            # A failure is already logged and recorded on the model's entry.
+            with contextlib.suppress(InferdError):
+                await self.load(name)
+
+    async def load(self, name: str) -> None:
+        """(Re)load every version the model's policy selects. A failure is
+        recorded and reported; it never replaces versions that are serving."""
+        if name not in self.repository.index():
+            raise NotFound(f"model '{_echo(name)}' is not in the repository")
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            entry = self._models.setdefault(name, _Entry())
+            if not entry.ready:
+                entry.state = State.LOADING
+            try:
+                source = await asyncio.to_thread(self.repository.source, name)
+            except RepositoryError as exc:
+                entry.state = State.UNAVAILABLE if not entry.ready else entry.state
+                entry.reason = str(exc)
+                log.error("model load failed: %s", exc)
+                raise Unavailable(str(exc)) from None
+            loaded: dict[int, ModelVersion] = {}
+            failed: dict[int, str] = {}
+            for version, path in sorted(source.versions.items()):
+                try:
+                    loaded[version] = await asyncio.to_thread(
+                        self._load_version,
+                        name,
+                        version,
+                        path,
+                        source.platform,
+                        source.config,
+                        source.card,
+                    )
+                except (RepositoryError, EngineError, InferdError) as exc:
+                    failed[version] = str(exc)
+                    log.error("model '%s' version %d failed to load: %s", name, version, exc)
+            if not loaded:
+                entry.state = State.READY if entry.ready else State.UNAVAILABLE
+                entry.reason = "; ".join(failed.values()) or "no loadable version"
+                entry.failed = failed
+                raise Unavailable(f"model '{name}' failed to load: {entry.reason}")
+            old = entry.ready
+            entry.ready = loaded  # atomic switch: the next lookup sees the new set
+            entry.failed = failed
+            entry.state = State.READY
+            entry.reason = ""
+            log.info("model '%s' ready, versions %s", name, sorted(loaded))
+        for stale in old.values():
+            if loaded.get(stale.version) is not stale:
+                await self._retire(stale)
+
+    def _load_version(
+        self,
+        name: str,
+        version: int,
+        path: Path,
+        platform: str,
+        config: model_config_pb2.ModelConfig,
+        card: dict[str, str],
+    ) -> ModelVersion:
+        engine = load_engine(platform, path, engine_options(config))
+        try:
+            completed = complete_config(
+                config, engine.signature, default_max_batch_size=self._default_max_batch_size
+            )
+            io = ModelIO.from_config(completed)
+            # Warm up before READY so the first caller does not pay for lazy init.
+            engine.infer(synthetic_inputs(io, 1))
+        except BaseException:
+            engine.close()
+            raise
+        stats = ModelStats()
+        return ModelVersion(
+            name=name,
+            version=version,
+            platform=completed.platform or platform,
+            config=completed,
+            io=io,
+            engine=engine,
+            scheduler=DirectScheduler(engine, stats, name),
+            stats=stats,
+            card=card,
+        )
+
+    async def _retire(self, version: ModelVersion) -> None:
+        """Drain admitted requests, then free the engine."""
+        await version.scheduler.close()
+        await asyncio.to_thread(version.engine.close)
+        log.info("model '%s' version %d unloaded", version.name, version.version)
+
+    async def unload(self, name: str) -> None:
+        entry = self._models.get(name)
+        if entry is None:
+            raise NotFound(f"model '{_echo(name)}' is not loaded")
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            old = entry.ready
+            entry.ready = {}
+            entry.state = State.UNAVAILABLE
+            entry.reason = "unloaded"
+        for stale in old.values():
+            await self._retire(stale)
+
+    async def close(self) -> None:
+        for name in list(self._models):
+            if self._models[name].ready:
+                await self.unload(name)
+
+    # -- lookups (hot path) ----------------------------------------------------------------
+
+    def resolve(self, name: str, version: str = "") -> ModelVersion:
+        """The version that serves ``name``/``version``; "" picks the highest ready one."""
+        entry = self._models.get(name)
+        if entry is None:
+            raise NotFound(f"model '{_echo(name)}' is not known")
+        if not entry.ready:
+            if entry.state is State.LOADING:
+                raise Unavailable(f"model '{name}' is loading")
+            raise Unavailable(f"model '{name}' is not ready: {entry.reason or 'unavailable'}")
+        if not version:
+            return entry.ready[max(entry.ready)]
+        try:
+            number = int(version)
+        except ValueError:
+            raise NotFound(f"version '{_echo(version)}' of model '{name}' is not known") from None
+        found = entry.ready.get(number)
+        if found is None:
+            raise NotFound(f"version {number} of model '{name}' is not available")
+        return found
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        entry = self._models.get(name)
+        return [entry.ready[v] for v in sorted(entry.ready)] if entry else []
+
+    def loaded(self) -> list[ModelVersion]:
+        return [v for name in sorted(self._models) for v in self.versions(name)]
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.resolve(name, version)
+        except InferdError:
+            return False
+        return True
+
+    @property
+    def all_ready(self) -> bool:
+        """Every model in the repository has at least one ready version."""
+        return all(e.ready for e in self._models.values())
+
+    def index(self, ready_only: bool = False) -> list[tuple[str, str, str, str]]:
+        """(name, version, state, reason) rows for RepositoryIndex."""
+        rows: list[tuple[str, str, str, str]] = []
+        for name in self.repository.index():
+            entry = self._models.get(name)
+            if entry is None:
+                if not ready_only:
+                    rows.append((name, "", State.UNAVAILABLE.value, "not loaded"))
+                continue
+            for v in sorted(entry.ready):
+                rows.append((name, str(v), State.READY.value, ""))
+            if ready_only:
+                continue
+            for v, why in sorted(entry.failed.items()):
+                if v not in entry.ready:
+                    rows.append((name, str(v), State.UNAVAILABLE.value, why))
+            if not entry.ready and not entry.failed:
+                rows.append((name, "", entry.state.value, entry.reason))
+        return rows

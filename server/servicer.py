@@ -1,0 +1,324 @@
+"""``inference.GRPCInferenceService``: the protocol edge.
+
+Protobuf stops here. Each handler decodes its message, asks the model manager
+(the router) for a version, hands numpy to that version's scheduler and
+encodes the answer. ``_rpc`` turns every error into a gRPC status in one
+place, so no handler leaks an exception's text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from protos import grpc_service_pb2 as pb
+from protos import grpc_service_pb2_grpc as pb_grpc
+from server.codec import DEFAULT_MAX_ELEMENTS, decode_request, encode_response
+from server.errors import (
+    DeadlineExceeded,
+    InferdError,
+    InvalidArgument,
+    Unavailable,
+    status_of,
+)
+from server.models import ModelManager, ModelVersion
+from server.request import InferRequest
+from server.stats import Duration, ModelStats
+
+log = logging.getLogger("inferd.servicer")
+
+SERVER_NAME = "inferd"
+SERVER_VERSION = "0.1.0"
+#: Protocol extensions this server implements (Triton's names); kept truthful
+#: by tests that exercise each one.
+EXTENSIONS = ("model_configuration", "statistics", "parameters")
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
+
+
+def _rpc(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Map domain errors to their status and anything else to a bare INTERNAL."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        try:
+            return await fn(self, request, context)
+        except InferdError as exc:
+            await context.abort(exc.code, exc.message)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", fn.__name__)
+            code, message = status_of(Exception())
+            await context.abort(code, message)
+        raise AssertionError("unreachable")  # abort always raises
+
+    return wrapper
+
+
+def _deadline(context: grpc.aio.ServicerContext[Any, Any], request: InferRequest) -> float | None:
+    """Earliest of the gRPC deadline and Triton's ``timeout`` parameter (µs)."""
+    now = time.monotonic()
+    deadline: float | None = None
+    remaining = context.time_remaining()
+    if remaining is not None:
+        deadline = now + remaining
+    timeout_us = request.parameters.get("timeout")
+    if timeout_us is not None:
+        if isinstance(timeout_us, bool) or not isinstance(timeout_us, int) or timeout_us < 0:
+            raise InvalidArgument("parameter 'timeout' must be a non-negative integer (µs)")
+        if timeout_us > 0:
+            limit = now + timeout_us / 1e6
+            deadline = limit if deadline is None else min(deadline, limit)
+    return deadline
+
+
+def _duration(d: Duration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+
+def _statistics(version: ModelVersion) -> pb.ModelStatistics:
+    s: ModelStats = version.stats
+    return pb.ModelStatistics(
+        name=version.name,
+        version=version.version_str,
+        last_inference=s.last_inference_ms,
+        inference_count=s.inference_count,
+        execution_count=s.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=_duration(s.success),
+            fail=_duration(s.fail),
+            queue=_duration(s.queue),
+            compute_input=_duration(s.compute_input),
+            compute_infer=_duration(s.compute_infer),
+            compute_output=_duration(s.compute_output),
+        ),
+        batch_stats=[
+            pb.InferBatchStatistics(
+                batch_size=size,
+                compute_input=_duration(b.compute_input),
+                compute_infer=_duration(b.compute_infer),
+                compute_output=_duration(b.compute_output),
+            )
+            for size, b in sorted(s.batches.items())
+        ],
+    )
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    def __init__(self, models: ModelManager, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> None:
+        self.models = models
+        self.max_elements = max_elements
+        #: Set while shutting down: readiness turns false, new work is refused.
+        self.draining = False
+
+    # -- health and metadata ---------------------------------------------------------------
+
+    @_rpc
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: Any
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @_rpc
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: Any
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=not self.draining and self.models.all_ready)
+
+    @_rpc
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: Any
+    ) -> pb.ModelReadyResponse:
+        ready = not self.draining and self.models.is_ready(request.name, request.version)
+        return pb.ModelReadyResponse(ready=ready)
+
+    @_rpc
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Any
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS
+        )
+
+    @_rpc
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Any
+    ) -> pb.ModelMetadataResponse:
+        version = self.models.resolve(request.name, request.version)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=version.name,
+            versions=[v.version_str for v in self.models.versions(version.name)],
+            platform=version.platform,
+            inputs=[
+                tensor(name=t.name, datatype=t.datatype, shape=t.shape)
+                for t in version.io.inputs.values()
+            ],
+            outputs=[
+                tensor(name=t.name, datatype=t.datatype, shape=t.shape)
+                for t in version.io.outputs.values()
+            ],
+            properties=version.card,
+        )
+
+    @_rpc
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: Any
+    ) -> pb.ModelConfigResponse:
+        version = self.models.resolve(request.name, request.version)
+        return pb.ModelConfigResponse(config=version.config)
+
+    @_rpc
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Any
+    ) -> pb.ModelStatisticsResponse:
+        if not request.name:
+            if request.version:
+                raise InvalidArgument("a version needs a model name")
+            versions = self.models.loaded()
+        elif request.version:
+            versions = [self.models.resolve(request.name, request.version)]
+        else:
+            self.models.resolve(request.name)  # NOT_FOUND / UNAVAILABLE as for inference
+            versions = self.models.versions(request.name)
+        return pb.ModelStatisticsResponse(model_stats=[_statistics(v) for v in versions])
+
+    @_rpc
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Any
+    ) -> pb.RepositoryIndexResponse:
+        if request.repository_name:
+            raise InvalidArgument(
+                "this server has a single model repository; leave repository_name empty"
+            )
+        index = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(
+            models=[
+                index(name=n, version=v, state=s, reason=r)
+                for n, v, s, r in self.models.index(ready_only=request.ready)
+            ]
+        )
+
+    # -- inference -------------------------------------------------------------------------
+
+    async def _infer(
+        self, msg: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ModelInferResponse:
+        start = time.monotonic_ns()
+        if self.draining:
+            raise Unavailable("server is shutting down; retry on another replica")
+        version = self.models.resolve(msg.model_name, msg.model_version)
+        try:
+            request = decode_request(msg, version.io, max_elements=self.max_elements)
+            request.deadline = _deadline(context, request)
+            if request.deadline is not None and time.monotonic() >= request.deadline:
+                raise DeadlineExceeded("deadline already expired on arrival")
+            outputs = await version.scheduler.submit(request)
+            response = encode_response(
+                version.name, version.version_str, msg.id, outputs, version.io, request.outputs
+            )
+        except InferdError:
+            version.stats.record_failure(time.monotonic_ns() - start)
+            raise
+        version.stats.record_success(time.monotonic_ns() - start, request.rows)
+        return response
+
+    @_rpc
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ModelInferResponse:
+        return await self._infer(request, context)
+
+    async def ModelStreamInfer(
+        self,
+        request_iterator: AsyncIterator[pb.ModelInferRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Triton's streaming semantics: requests run concurrently (and batch
+        with everything else), responses carry the request id and come back as
+        they finish, a failed request answers ``error_message`` and the stream
+        goes on."""
+        results: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(msg: pb.ModelInferRequest) -> None:
+            try:
+                response = await self._infer(msg, context)
+                results.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
+            except Exception as exc:
+                if not isinstance(exc, InferdError):
+                    log.exception("unexpected error in ModelStreamInfer")
+                _, message = status_of(exc)
+                results.put_nowait(
+                    pb.ModelStreamInferResponse(
+                        error_message=message,
+                        infer_response=pb.ModelInferResponse(
+                            model_name=msg.model_name, model_version=msg.model_version, id=msg.id
+                        ),
+                    )
+                )
+
+        async def reader() -> None:
+            try:
+                async for msg in request_iterator:
+                    task = asyncio.create_task(one(msg))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                while tasks:
+                    await asyncio.gather(*list(tasks))
+            finally:
+                results.put_nowait(None)
+
+        read_task = asyncio.create_task(reader())
+        try:
+            while (item := await results.get()) is not None:
+                yield item
+            await read_task
+        finally:
+            read_task.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    # -- not offered -----------------------------------------------------------------------
+
+    async def _unimplemented(self, context: grpc.aio.ServicerContext[Any, Any], what: str) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not supported by inferd")
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        await self._unimplemented(context, "RepositoryModelLoad")
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        await self._unimplemented(context, "RepositoryModelUnload")
+
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        await self._unimplemented(context, "system shared memory")
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        await self._unimplemented(context, "system shared memory")
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        await self._unimplemented(context, "system shared memory")
+
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        await self._unimplemented(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        await self._unimplemented(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        await self._unimplemented(context, "CUDA shared memory")
+
+    async def TraceSetting(self, request: Any, context: Any) -> Any:
+        await self._unimplemented(context, "TraceSetting")
+
+    async def LogSettings(self, request: Any, context: Any) -> Any:
+        await self._unimplemented(context, "LogSettings")
