@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import threading
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -14,6 +18,8 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
+from server.app import InferdServer, ServerConfig  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -21,3 +27,90 @@ def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from server.demo_models import build_demo_repository
 
     return build_demo_repository(tmp_path_factory.mktemp("demo") / "models")
+
+
+T = TypeVar("T")
+
+
+class ServerThread:
+    """A real inferd server on 127.0.0.1, port 0, on its own event loop thread,
+    so synchronous clients (and child processes) can call it from the test."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.server: InferdServer | None = None
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="inferd-test-server", daemon=True)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        if not self._started.wait(60):
+            raise TimeoutError("server did not start within 60 s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the server's loop (e.g. to load or unload a model)."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(60)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            self.server = InferdServer(self.config)
+            self.port = await self.server.start()
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        await self._stop.wait()
+        await self.server.stop(grace=5)
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., ServerThread]]:
+    """Start servers on given repositories (``make_server(repo, **config)``);
+    all are stopped when the test ends."""
+    started: list[ServerThread] = []
+
+    def make(repository: Path, **options: Any) -> ServerThread:
+        options.setdefault("grpc_port", 0)
+        thread = ServerThread(ServerConfig(model_repository=repository, **options)).start()
+        started.append(thread)
+        return thread
+
+    yield make
+    for thread in started:
+        thread.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_server(demo_repository: Path) -> Iterator[ServerThread]:
+    """One server on the demo models, shared by the session's read-only tests."""
+    thread = ServerThread(ServerConfig(model_repository=demo_repository, grpc_port=0)).start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture(scope="session")
+def server_address(demo_server: ServerThread) -> str:
+    return demo_server.address
