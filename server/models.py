@@ -14,12 +14,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from engines import Engine, EngineError, load_engine
 from protos import model_config_pb2
-from protos.datatypes import NUMPY_DTYPES
+from server.batcher import BatchingScheduler
+from server.batching import options_from_config
 from server.errors import InferdError, NotFound, Unavailable
+from server.latency import LatencyModel
 from server.model_io import ModelIO
 from server.repository import (
     ModelRepository,
@@ -27,8 +27,8 @@ from server.repository import (
     complete_config,
     engine_options,
 )
-from server.scheduler import DirectScheduler, Scheduler
 from server.stats import ModelStats
+from server.warmup import warm_up
 
 log = logging.getLogger("inferd.models")
 
@@ -55,7 +55,7 @@ class ModelVersion:
     config: model_config_pb2.ModelConfig
     io: ModelIO
     engine: Engine
-    scheduler: Scheduler
+    scheduler: BatchingScheduler
     stats: ModelStats
     card: dict[str, str] = field(default_factory=dict)
 
@@ -73,22 +73,6 @@ class _Entry:
     reason: str = ""
     #: Versions that failed, with the reason, for RepositoryIndex.
     failed: dict[int, str] = field(default_factory=dict)
-
-
-def synthetic_inputs(io: ModelIO, rows: int) -> dict[str, np.ndarray]:
-    """Zero inputs of ``rows`` rows (variable dims become 1) for warmup."""
-    inputs: dict[str, np.ndarray] = {}
-    for info in io.inputs.values():
-        shape = tuple(1 if d < 0 else d for d in info.shape)
-        if io.batched:
-            shape = (rows, *shape[1:])
-        if info.datatype == "BYTES":
-            array = np.empty(shape, dtype=object)
-            array.fill(b"")
-        else:
-            array = np.zeros(shape, dtype=NUMPY_DTYPES[info.datatype])
-        inputs[info.name] = array
-    return inputs
 
 
 class ModelManager:
@@ -171,8 +155,15 @@ class ModelManager:
                 config, engine.signature, default_max_batch_size=self._default_max_batch_size
             )
             io = ModelIO.from_config(completed)
-            # Warm up before READY so the first caller does not pay for lazy init.
-            engine.infer(synthetic_inputs(io, 1))
+            options = options_from_config(
+                completed,
+                engine.signature.batch_sizes,
+                auto_completed=not config.input and not config.output,
+            )
+            latency = LatencyModel()
+            # Before READY: the first caller must not pay for lazy initialisation,
+            # and the batcher must know each size's latency before it plans.
+            warm_up(engine, io, options, latency)
         except BaseException:
             engine.close()
             raise
@@ -184,7 +175,7 @@ class ModelManager:
             config=completed,
             io=io,
             engine=engine,
-            scheduler=DirectScheduler(engine, stats, name),
+            scheduler=BatchingScheduler(engine, stats, options, latency, name=name),
             stats=stats,
             card=card,
         )

@@ -81,6 +81,14 @@ def _deadline(context: grpc.aio.ServicerContext[Any, Any], request: InferRequest
     return deadline
 
 
+def _priority(request: InferRequest) -> int:
+    """Triton's ``priority`` request parameter; 0 means the model's default."""
+    value = request.parameters.get("priority", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument("parameter 'priority' must be a non-negative integer")
+    return value
+
+
 def _duration(d: Duration) -> pb.StatisticDuration:
     return pb.StatisticDuration(count=d.count, ns=d.ns)
 
@@ -220,6 +228,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         try:
             request = decode_request(msg, version.io, max_elements=self.max_elements)
             request.deadline = _deadline(context, request)
+            request.priority = _priority(request)
             if request.deadline is not None and time.monotonic() >= request.deadline:
                 raise DeadlineExceeded("deadline already expired on arrival")
             outputs = await version.scheduler.submit(request)

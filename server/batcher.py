@@ -1,0 +1,461 @@
+"""The batching scheduler: admission, an EDF queue, dispatch, merge and split.
+
+One dispatcher task per model version plans batches with a ``Planner``
+(adaptive or Triton-static) whenever a request arrives, an execution slot
+frees, or a planned wake-up comes due. Batches run on the engine in this
+scheduler's own threads; requests are merged along the batch dimension and
+their outputs handed back as views of the batch's outputs (no copy).
+
+Guarantees:
+- A request whose deadline cannot be met given the queue is refused at
+  arrival (DEADLINE_EXCEEDED, with the prediction in the message); a full
+  queue refuses with UNAVAILABLE and a retry hint.
+- Cancelled requests leave the queue before any compute; a request already
+  late (or that cannot finish even if run alone now) is answered
+  DEADLINE_EXCEEDED and never run.
+- Admitted work is never dropped on close: ``close`` refuses new requests
+  and waits for the queue to drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import heapq
+import itertools
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engines import Engine, EngineError
+from server.batching import BatchingOptions, Plan, make_planner
+from server.errors import DeadlineExceeded, EngineFailure, InvalidArgument, Unavailable
+from server.latency import LatencyModel
+from server.request import InferRequest
+from server.scheduler import Scheduler
+from server.stats import ModelStats
+
+log = logging.getLogger("inferd.batcher")
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    """One executed batch, for telemetry."""
+
+    size: int
+    rows: int
+    requests: int
+    reason: str
+    slack_s: float
+    predicted_s: float
+    actual_s: float
+
+
+@dataclass(slots=True)
+class Counters:
+    """Requests refused at arrival, expired in the queue, or answered late."""
+
+    refused: collections.Counter[str] = field(default_factory=collections.Counter)
+    expired: int = 0
+    late: int = 0
+    cancelled: int = 0
+
+
+class _Entry:
+    __slots__ = ("arrival", "deadline", "done", "future", "key", "request", "rows")
+
+    def __init__(
+        self,
+        request: InferRequest,
+        deadline: float,
+        arrival: float,
+        future: asyncio.Future[dict[str, np.ndarray]],
+    ) -> None:
+        self.request = request
+        self.rows = request.rows
+        self.deadline = deadline
+        self.arrival = arrival
+        self.future = future
+        self.done = False
+        # Requests merge only when their non-batch dimensions agree.
+        self.key = tuple((n, a.shape[1:], a.dtype) for n, a in request.inputs.items())
+
+
+class _Rate:
+    """Arrival rate in rows/s: an exponentially decaying count (time constant tau)."""
+
+    def __init__(self, tau: float = 0.25) -> None:
+        self.tau = tau
+        self._value = 0.0
+        self._last = time.monotonic()
+
+    def add(self, rows: int, now: float) -> None:
+        self._value = self._value * math.exp(-(now - self._last) / self.tau) + rows
+        self._last = now
+
+    def rate(self, now: float) -> float:
+        return self._value * math.exp(-(now - self._last) / self.tau) / self.tau
+
+
+class BatchingScheduler(Scheduler):
+    def __init__(
+        self,
+        engine: Engine,
+        stats: ModelStats,
+        options: BatchingOptions,
+        latency: LatencyModel | None = None,
+        *,
+        name: str = "model",
+        history: int = 256,
+    ) -> None:
+        self.engine = engine
+        self.stats = stats
+        self.options = options
+        self.latency = latency or LatencyModel()
+        self.counters = Counters()
+        #: The most recent batches (size, reason, slack, predicted vs actual).
+        self.batches: collections.deque[BatchRecord] = collections.deque(maxlen=history)
+        self._planner = make_planner(options, self.latency)
+        self._slots_total = max(1, engine.max_concurrency)
+        self._free_slots = self._slots_total
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._slots_total, thread_name_prefix=f"engine-{name}"
+        )
+        self._heap: list[tuple[int, float, int, _Entry]] = []
+        self._seq = itertools.count()
+        self._queued_rows = 0
+        self._queued = 0
+        self._running: dict[int, float] = {}  # batch id -> predicted end
+        self._pending = 0
+        self._rate = _Rate()
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._batch_tasks: set[asyncio.Task[None]] = set()
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    async def submit(self, request: InferRequest) -> dict[str, np.ndarray]:
+        if self._closing:
+            raise Unavailable("model is unloading; retry on another version or replica")
+        if self._task is None:
+            self._task = asyncio.create_task(self._dispatch_loop())
+        now = time.monotonic()
+        deadline = self._deadline_of(request, now)
+        self._admit(request, deadline, now)
+        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        entry = _Entry(request, deadline, now, future)
+        priority = request.priority or self.options.default_priority
+        if self.options.policy == "static":
+            key: tuple[int, float, int, _Entry] = (priority, 0.0, next(self._seq), entry)
+        else:
+            key = (priority, deadline, next(self._seq), entry)
+        heapq.heappush(self._heap, key)
+        self._queued_rows += entry.rows
+        self._queued += 1
+        self._pending += 1
+        self._idle.clear()
+        self._rate.add(entry.rows, now)
+        self._wake.set()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if not entry.done:  # still queued: withdraw it before any compute
+                self._withdraw(entry)
+                self.counters.cancelled += 1
+            raise
+        finally:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.set()
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._idle.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)
+
+    # -- admission -------------------------------------------------------------------------
+
+    def _deadline_of(self, request: InferRequest, now: float) -> float:
+        deadline = request.deadline if request.deadline is not None else math.inf
+        budget = self.options.budget_s
+        if self.options.policy == "static":
+            budget = self.options.queue_timeout_s
+        if budget is not None:
+            deadline = min(deadline, now + budget)
+        return deadline
+
+    def _admit(self, request: InferRequest, deadline: float, now: float) -> None:
+        levels = self.options.priority_levels
+        if request.priority and levels and not 1 <= request.priority <= levels:
+            raise InvalidArgument(f"parameter 'priority' must be between 1 and {levels}")
+        if self._queued >= self.options.max_queue:
+            drain = self._backlog_seconds(now, 0)
+            raise Unavailable(
+                f"queue is full ({self._queued} requests); retry after about "
+                f"{max(1.0, drain * 1e3):.0f} ms"
+            )
+        if self.options.policy == "static" or deadline == math.inf:
+            return  # Triton's batcher admits everything the queue holds
+        predicted = self._backlog_seconds(now, request.rows)
+        if now + predicted > deadline:
+            self.counters.refused["deadline"] += 1
+            raise DeadlineExceeded(
+                f"cannot finish within the deadline: predicted {predicted * 1e3:.1f} ms, "
+                f"{max(0.0, deadline - now) * 1e3:.1f} ms left"
+            )
+
+    def _backlog_seconds(self, now: float, rows: int) -> float:
+        """Predicted time until a request of ``rows`` rows, queued behind
+        everything queued now, would finish."""
+        lat = self.latency
+        largest = self.options.largest
+        total = self._queued_rows + rows
+        if total <= 0:
+            return 0.0
+        full, rest = divmod(total, largest)
+        work = full * lat.high(largest) + (lat.high(rest) if rest else 0.0)
+        # Until a slot frees: the soonest end among running batches.
+        wait = 0.0
+        if self._free_slots == 0 and self._running:
+            wait = max(0.0, min(self._running.values()) - now)
+        return wait + work / self._slots_total
+
+    def _withdraw(self, entry: _Entry) -> None:
+        entry.done = True
+        self._queued_rows -= entry.rows
+        self._queued -= 1
+        self._wake.set()
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def _head(self, now: float) -> _Entry | None:
+        """Earliest live request; drops withdrawn ones and expires hopeless ones."""
+        heap = self._heap
+        while heap:
+            entry = heap[0][3]
+            if entry.done:
+                heapq.heappop(heap)
+                continue
+            if self._hopeless(entry, now):
+                heapq.heappop(heap)
+                self._expire(entry)
+                continue
+            return entry
+        return None
+
+    def _hopeless(self, entry: _Entry, now: float) -> bool:
+        # Late already, or cannot finish even alone: never run late work.
+        return entry.deadline <= now + self.latency.mean(entry.rows)
+
+    def _expire(self, entry: _Entry) -> None:
+        self._withdraw(entry)
+        self.counters.expired += 1
+        if not entry.future.done():
+            entry.future.set_exception(
+                DeadlineExceeded("deadline expired while the request was queued")
+            )
+
+    async def _dispatch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            while self._free_slots > 0:
+                now = time.monotonic()
+                head = self._head(now)
+                if head is None:
+                    break
+                plan = self._planner.plan(
+                    now, self._queued_rows, head.deadline, head.arrival, self._rate.rate(now)
+                )
+                if plan.take == 0:
+                    if plan.wake_at is not None:
+                        self._timer = loop.call_at(
+                            loop.time() + max(0.0, plan.wake_at - now), self._wake.set
+                        )
+                    break
+                entries = self._form(plan, head)
+                if entries:
+                    self._launch(entries, plan, now)
+
+    def _form(self, plan: Plan, head: _Entry) -> list[_Entry]:
+        """Pop up to ``plan.take`` rows in queue order, all shaped like the head."""
+        taken: list[_Entry] = []
+        skipped: list[tuple[int, float, int, _Entry]] = []
+        rows = 0
+        now = time.monotonic()
+        while self._heap and rows < plan.take:
+            item = self._heap[0]
+            entry = item[3]
+            if entry.done:
+                heapq.heappop(self._heap)
+                continue
+            if entry.key != head.key:
+                skipped.append(heapq.heappop(self._heap))
+                continue
+            if taken and rows + entry.rows > plan.take:
+                break  # keep queue order: the next batch starts with it
+            heapq.heappop(self._heap)
+            if entry.deadline <= now:
+                self._expire(entry)
+                continue
+            entry.done = True
+            self._queued_rows -= entry.rows
+            self._queued -= 1
+            rows += entry.rows
+            taken.append(entry)
+        for item in skipped:
+            heapq.heappush(self._heap, item)
+        return taken
+
+    def _launch(self, entries: list[_Entry], plan: Plan, now: float) -> None:
+        rows = sum(e.rows for e in entries)
+        if not self.options.batched:
+            size = rows
+        elif rows > plan.size:
+            size = self._planner.cover(rows)
+        else:
+            size = plan.size
+        predicted = self.latency.high(size)
+        batch_id = next(self._seq)
+        self._running[batch_id] = now + predicted
+        self._free_slots -= 1
+        for entry in entries:
+            self.stats.record_queue(int((now - entry.arrival) * 1e9))
+        task = asyncio.create_task(self._run_batch(batch_id, entries, size, rows, plan, predicted))
+        self._batch_tasks.add(task)
+        task.add_done_callback(self._batch_tasks.discard)
+
+    async def _run_batch(
+        self,
+        batch_id: int,
+        entries: list[_Entry],
+        size: int,
+        rows: int,
+        plan: Plan,
+        predicted: float,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        released = False
+
+        def release(_: object = None) -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._running.pop(batch_id, None)
+                self._free_slots += 1
+                self._wake.set()
+
+        try:
+            future = self._executor.submit(self._execute, entries, size, rows)
+        except RuntimeError:  # executor already shut down
+            release()
+            self._fail(entries, Unavailable("model is unloading; retry"))
+            return
+        # The slot frees when the engine really finishes, never earlier.
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(release))
+        try:
+            outputs, input_ns, infer_ns, output_ns = await asyncio.wrap_future(future)
+        except EngineFailure as exc:
+            self._fail(entries, exc)
+            return
+        except Exception:
+            log.exception("batch execution failed")
+            self._fail(entries, EngineFailure("model execution failed"))
+            return
+        finished = time.monotonic()
+        actual = infer_ns / 1e9
+        self.latency.observe(size, actual)
+        self.stats.record_execution(rows, len(entries), input_ns, infer_ns, output_ns)
+        self.batches.append(
+            BatchRecord(size, rows, len(entries), plan.reason, plan.slack, predicted, actual)
+        )
+        for entry, result in zip(entries, outputs, strict=True):
+            if finished > entry.deadline:
+                self.counters.late += 1
+            if not entry.future.done():
+                entry.future.set_result(result)
+
+    @staticmethod
+    def _fail(entries: Sequence[_Entry], error: Exception) -> None:
+        for entry in entries:
+            if not entry.future.done():
+                entry.future.set_exception(error)
+
+    def _execute(
+        self, entries: Sequence[_Entry], size: int, rows: int
+    ) -> tuple[list[dict[str, np.ndarray]], int, int, int]:
+        t0 = time.perf_counter_ns()
+        inputs = _merge([e.request.inputs for e in entries], size - rows)
+        wanted = _union([e.request.outputs for e in entries])
+        t1 = time.perf_counter_ns()
+        try:
+            outputs = self.engine.infer(inputs, wanted)
+        except EngineError as exc:
+            raise EngineFailure(f"model execution failed: {exc}") from None
+        except MemoryError:
+            raise EngineFailure("model execution ran out of memory") from None
+        t2 = time.perf_counter_ns()
+        results = _split(outputs, entries) if self.options.batched else [outputs]
+        t3 = time.perf_counter_ns()
+        return results, t1 - t0, t2 - t1, t3 - t2
+
+
+def _merge(inputs: list[dict[str, np.ndarray]], pad: int) -> dict[str, np.ndarray]:
+    if len(inputs) == 1 and pad == 0:
+        return inputs[0]  # a lone request runs on its own arrays: no copy
+    merged: dict[str, np.ndarray] = {}
+    for name in inputs[0]:
+        parts = [i[name] for i in inputs]
+        if pad:
+            last = parts[-1][-1:]
+            parts.append(np.repeat(last, pad, axis=0))  # padding rows are discarded
+        merged[name] = np.concatenate(parts, axis=0)
+    return merged
+
+
+def _union(requested: list[tuple[str, ...]]) -> list[str] | None:
+    if any(not r for r in requested):
+        return None  # someone wants every output
+    names: dict[str, None] = {}
+    for r in requested:
+        names.update(dict.fromkeys(r))
+    return list(names)
+
+
+def _split(
+    outputs: dict[str, np.ndarray], entries: Sequence[_Entry]
+) -> list[dict[str, np.ndarray]]:
+    results: list[dict[str, np.ndarray]] = []
+    offset = 0
+    for entry in entries:
+        end = offset + entry.rows
+        names = entry.request.outputs or tuple(outputs)
+        results.append({n: outputs[n][offset:end] for n in names})
+        offset = end
+    return results

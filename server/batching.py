@@ -1,0 +1,277 @@
+"""Batching options, read from a model's config, and the two dispatch plans.
+
+Options come from Triton's ``dynamic_batching`` block and from inferd
+parameters in ``config.pbtxt`` (``parameters { key: "..." value {
+string_value: "..." } }``); a bad value fails the model's load naming it.
+
+- ``batching_policy`` (param): ``adaptive`` | ``static`` | ``none``. Default
+  ``adaptive`` when the model batches (``max_batch_size`` > 0) and has a
+  ``dynamic_batching`` block or no config (auto-complete), else ``none`` (each
+  request runs alone, as Triton does without the block). ``static`` reproduces
+  Triton's batcher so both can be compared on one server.
+- ``latency_budget_ms`` (param, ms, 0.001..3.6e6; else
+  ``default_queue_policy.default_timeout_microseconds``): the deadline of
+  requests that bring none. Default none. Set it to your callers' SLO.
+- ``max_queue_size`` (param or ``default_queue_policy.max_queue_size``,
+  requests, 1..2**24): default 2048. Bounds memory under overload: a full queue
+  answers UNAVAILABLE at once. Lower it to shed load earlier.
+- ``preferred_batch_size`` (rows) and ``max_queue_delay_microseconds`` (µs,
+  default 0): the static policy's sizes and window, with Triton's meaning.
+- ``priority_levels`` / ``default_priority_level``: requests choose a level
+  with the ``priority`` parameter; lower numbers are served first.
+- ``warmup_rounds`` (param, timed runs per batch size, 1..100): default 3.
+  More rounds give a steadier latency model and a slower start.
+- ``batching_utilization`` (param, fraction, 0.1..1): default 0.8. The
+  adaptive policy waits for fuller batches only when the arrival rate would
+  load the engine past this fraction at the current size. Lower favours
+  throughput, higher favours latency.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from protos import model_config_pb2
+from server.errors import InvalidArgument
+from server.latency import LatencyModel
+
+POLICIES = ("adaptive", "static", "none")
+DEFAULT_MAX_QUEUE = 2048
+DEFAULT_WARMUP_ROUNDS = 3
+DEFAULT_UTILIZATION = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingOptions:
+    policy: str = "adaptive"
+    max_batch_size: int = 0  # rows; 0 = the model does not batch
+    #: Batch sizes the engine can run; empty = any size up to max_batch_size.
+    engine_sizes: tuple[int, ...] = ()
+    budget_s: float | None = None
+    max_queue: int = DEFAULT_MAX_QUEUE
+    preferred_sizes: tuple[int, ...] = ()
+    max_queue_delay_s: float = 0.0
+    priority_levels: int = 0
+    default_priority: int = 0
+    warmup_rounds: int = DEFAULT_WARMUP_ROUNDS
+    utilization: float = DEFAULT_UTILIZATION
+    #: Triton queue-policy timeout for the static policy (s); None = none.
+    queue_timeout_s: float | None = None
+    sizes: tuple[int, ...] = field(default=(), init=False)
+
+    def __post_init__(self) -> None:
+        # Sizes the scheduler may dispatch (and warmup must measure).
+        if self.max_batch_size <= 0:
+            sizes: tuple[int, ...] = (1,)
+        elif self.engine_sizes:
+            sizes = tuple(s for s in sorted(set(self.engine_sizes)) if s <= self.max_batch_size)
+        else:
+            sizes = tuple(range(1, self.max_batch_size + 1))
+        object.__setattr__(self, "sizes", sizes or (1,))
+
+    @property
+    def batched(self) -> bool:
+        return self.max_batch_size > 0 and self.policy != "none"
+
+    @property
+    def largest(self) -> int:
+        return self.sizes[-1] if self.batched else 1
+
+    def warmup_sizes(self) -> tuple[int, ...]:
+        """Every dispatchable size up to 64; beyond, powers of two and the
+        largest (the latency model interpolates between them)."""
+        if len(self.sizes) <= 64:
+            return self.sizes
+        picked = {s for s in self.sizes if s <= 64 or s & (s - 1) == 0}
+        picked.add(self.sizes[-1])
+        return tuple(sorted(picked))
+
+
+def _param(config: model_config_pb2.ModelConfig, key: str) -> str | None:
+    if key in config.parameters:
+        return config.parameters[key].string_value.strip()
+    return None
+
+
+def _number(config: model_config_pb2.ModelConfig, key: str, lo: float, hi: float) -> float | None:
+    text = _param(config, key)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidArgument(f"parameter '{key}' must be a number, got '{text[:40]}'") from None
+    if not (lo <= value <= hi) or math.isnan(value):
+        raise InvalidArgument(f"parameter '{key}' must be between {lo:g} and {hi:g}")
+    return value
+
+
+def options_from_config(
+    config: model_config_pb2.ModelConfig,
+    engine_sizes: Sequence[int] = (),
+    *,
+    auto_completed: bool = False,
+) -> BatchingOptions:
+    """Read the batching options; a bad value raises InvalidArgument naming it."""
+    has_block = config.HasField("dynamic_batching")
+    dyn = config.dynamic_batching
+    policy = _param(config, "batching_policy")
+    if policy is None:
+        batches = config.max_batch_size > 0 and (has_block or auto_completed)
+        policy = "adaptive" if batches else "none"
+    if policy not in POLICIES:
+        raise InvalidArgument(f"parameter 'batching_policy' must be one of {list(POLICIES)}")
+    queue_policy = dyn.default_queue_policy
+    budget_ms = _number(config, "latency_budget_ms", 0.001, 3_600_000)
+    queue_timeout = (
+        queue_policy.default_timeout_microseconds / 1e6
+        if queue_policy.default_timeout_microseconds
+        else None
+    )
+    budget_s = budget_ms / 1e3 if budget_ms is not None else queue_timeout
+    max_queue = _number(config, "max_queue_size", 1, 1 << 24)
+    if max_queue is None and queue_policy.max_queue_size:
+        max_queue = queue_policy.max_queue_size
+    rounds = _number(config, "warmup_rounds", 1, 100)
+    utilization = _number(config, "batching_utilization", 0.1, 1.0)
+    return BatchingOptions(
+        policy=policy,
+        max_batch_size=max(0, config.max_batch_size),
+        engine_sizes=tuple(engine_sizes),
+        budget_s=budget_s,
+        max_queue=int(max_queue) if max_queue is not None else DEFAULT_MAX_QUEUE,
+        preferred_sizes=tuple(sorted(s for s in dyn.preferred_batch_size if s > 0)),
+        max_queue_delay_s=dyn.max_queue_delay_microseconds / 1e6,
+        priority_levels=int(dyn.priority_levels),
+        default_priority=int(dyn.default_priority_level),
+        warmup_rounds=int(rounds) if rounds is not None else DEFAULT_WARMUP_ROUNDS,
+        utilization=utilization if utilization is not None else DEFAULT_UTILIZATION,
+        queue_timeout_s=queue_timeout,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do now: dispatch ``size`` rows (``take`` real ones), or wait."""
+
+    size: int = 0
+    take: int = 0
+    reason: str = ""
+    #: Seconds of slack the earliest request had at dispatch (inf: no deadline).
+    slack: float = math.inf
+    #: When waiting: the monotonic time to plan again at the latest.
+    wake_at: float | None = None
+
+
+class Planner:
+    """Decides, when a slot is free, whether to dispatch and how big."""
+
+    def __init__(self, options: BatchingOptions, latency: LatencyModel) -> None:
+        self.options = options
+        self.latency = latency
+
+    def plan(
+        self, now: float, rows: int, head_deadline: float, head_arrival: float, arrival_rate: float
+    ) -> Plan:
+        raise NotImplementedError
+
+    def _fit(self, rows: int) -> int:
+        """Largest dispatchable size <= rows (at least the smallest size)."""
+        sizes = self.options.sizes
+        best = sizes[0]
+        for s in sizes:
+            if s <= rows:
+                best = s
+        return best
+
+    def cover(self, rows: int) -> int:
+        """Smallest dispatchable size >= rows (padding), else the largest."""
+        for s in self.options.sizes:
+            if s >= rows:
+                return s
+        return self.options.sizes[-1]
+
+
+class AdaptivePlanner(Planner):
+    """Plan each batch against the earliest deadline and the arrival rate.
+
+    With a free slot and ``rows`` queued it dispatches at once, unless the
+    arrival rate says the engine could not keep up at this batch size (its
+    utilization would pass ``options.utilization``); then it waits for the
+    smallest batch that keeps up, but never past the moment the earliest
+    deadline would be missed (its slack). Batches are sized so the earliest
+    request still finishes in time; padding up to an engine size is used only
+    when the padded batch still fits.
+    """
+
+    def plan(
+        self, now: float, rows: int, head_deadline: float, head_arrival: float, arrival_rate: float
+    ) -> Plan:
+        opts, lat = self.options, self.latency
+        largest = opts.largest
+        take = min(rows, largest)
+        size = self.cover(take)
+        if size != take and now + lat.high(size) > head_deadline:
+            size = take = self._fit(take)  # padding would make the head late
+        slack = head_deadline - now - lat.high(size)
+        if slack < 0 and size > self.options.sizes[0]:
+            # Even this batch is too slow for the earliest deadline: shrink it.
+            for s in reversed(opts.sizes):
+                if s <= size and now + lat.high(s) <= head_deadline:
+                    size = take = min(s, take)
+                    break
+            slack = head_deadline - now - lat.high(size)
+        if take >= largest:
+            return Plan(size, take, "full", slack)
+        if slack <= 0:
+            return Plan(size, take, "deadline", slack)
+        target = self._keep_up_size(arrival_rate)
+        if take >= target:
+            return Plan(size, take, "ready", slack)
+        # Waiting gathers about rate * t rows; stop waiting before slack runs out.
+        target_slack = head_deadline - now - lat.high(self.cover(target))
+        if target_slack <= 0:
+            return Plan(size, take, "deadline", slack)
+        needed = (target - take) / arrival_rate if arrival_rate > 0 else math.inf
+        return Plan(wake_at=now + min(target_slack, needed))
+
+    def _keep_up_size(self, arrival_rate: float) -> int:
+        """Smallest size whose throughput serves ``arrival_rate`` rows/s at the
+        utilization target; 1 when the rate is unknown or low."""
+        if arrival_rate <= 0:
+            return 1
+        for s in self.options.sizes:
+            per_batch = self.latency.mean(s)
+            if per_batch <= 0 or arrival_rate * per_batch / s <= self.options.utilization:
+                return s
+        return self.options.sizes[-1]
+
+
+class StaticPlanner(Planner):
+    """Triton's dynamic batcher: wait until the largest preferred size is
+    queued or the oldest request has waited ``max_queue_delay``, then take the
+    largest preferred size available (or everything up to max)."""
+
+    def plan(
+        self, now: float, rows: int, head_deadline: float, head_arrival: float, arrival_rate: float
+    ) -> Plan:
+        opts = self.options
+        largest = opts.largest
+        preferred = [p for p in opts.preferred_sizes if p <= largest]
+        goal = preferred[-1] if preferred else largest
+        if rows >= goal:
+            return Plan(goal, goal, "full")
+        due = head_arrival + opts.max_queue_delay_s
+        if now >= due:
+            fitting = [p for p in preferred if p <= rows]
+            take = fitting[-1] if fitting else min(rows, largest)
+            return Plan(take, take, "window")
+        return Plan(wake_at=due)
+
+
+def make_planner(options: BatchingOptions, latency: LatencyModel) -> Planner:
+    if options.policy == "static":
+        return StaticPlanner(options, latency)
+    return AdaptivePlanner(options, latency)
