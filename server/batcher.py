@@ -335,12 +335,9 @@ class BatchingScheduler(Scheduler):
 
     def _launch(self, entries: list[_Entry], plan: Plan, now: float) -> None:
         rows = sum(e.rows for e in entries)
-        if not self.options.batched:
-            size = rows
-        elif rows > plan.size:
-            size = self._planner.cover(rows)
-        else:
-            size = plan.size
+        # The smallest engine size that holds the rows actually taken (fewer
+        # than planned when some were withdrawn or shaped differently).
+        size = self._planner.cover(rows) if self.options.batched else rows
         predicted = self.latency.high(size)
         batch_id = next(self._seq)
         self._running[batch_id] = now + predicted

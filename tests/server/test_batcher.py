@@ -1,0 +1,366 @@
+"""Behaviour of the batching scheduler with a controllable engine.
+
+The engine here is a test double on purpose: these tests need to hold a batch
+mid-execution and to know exactly which rows ran in which batch, which a real
+onnxruntime session cannot show. The real engine is covered end to end in the
+server and client tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pytest
+
+from engines import Engine, EngineError, Signature, TensorSpec
+from server.batcher import BatchingScheduler
+from server.batching import AdaptivePlanner, BatchingOptions, StaticPlanner
+from server.errors import DeadlineExceeded, EngineFailure, Unavailable
+from server.latency import LatencyModel
+from server.request import InferRequest
+from server.stats import ModelStats
+
+
+class GatedEngine(Engine):
+    """y = 2x. Each call records the first column of its batch, waits on
+    ``gate`` while it is closed, then sleeps ``seconds``."""
+
+    def __init__(self, *, concurrency: int = 1, seconds: float = 0.0, width: int = 2) -> None:
+        self.max_concurrency = concurrency
+        self.seconds = seconds
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+        self.batches: list[list[float]] = []
+        self.fail_next = False
+        self._sig = Signature(
+            inputs=(TensorSpec("x", np.dtype(np.float32), (-1, width)),),
+            outputs=(TensorSpec("y", np.dtype(np.float32), (-1, width)),),
+        )
+
+    @property
+    def signature(self) -> Signature:
+        return self._sig
+
+    def infer(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        self.batches.append([float(v) for v in x[:, 0]])
+        self.started.set()
+        self.gate.wait(10)
+        if self.seconds:
+            time.sleep(self.seconds)
+        if self.fail_next:
+            self.fail_next = False
+            raise EngineError("boom")
+        return {"y": x * 2}
+
+    def close(self) -> None:
+        pass
+
+
+def request(
+    value: float, rows: int = 1, deadline: float | None = None, **kw: object
+) -> InferRequest:
+    x = np.full((rows, 2), value, dtype=np.float32)
+    x[:, 1] = np.arange(rows)
+    return InferRequest(inputs={"x": x}, outputs=(), rows=rows, deadline=deadline, **kw)  # type: ignore[arg-type]
+
+
+def scheduler(
+    engine: GatedEngine, latency: LatencyModel | None = None, **options: object
+) -> BatchingScheduler:
+    options.setdefault("max_batch_size", 8)
+    return BatchingScheduler(engine, ModelStats(), BatchingOptions(**options), latency)  # type: ignore[arg-type]
+
+
+async def hold_first_batch(
+    sched: BatchingScheduler, engine: GatedEngine
+) -> asyncio.Task[dict[str, np.ndarray]]:
+    """Start a batch and keep it running until ``engine.gate`` is set."""
+    engine.gate.clear()
+    first = asyncio.create_task(sched.submit(request(-1.0)))
+    while not engine.started.is_set():
+        await asyncio.sleep(0.001)
+    return first
+
+
+async def test_queue_is_served_earliest_deadline_first() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine, max_batch_size=1)
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    far = asyncio.create_task(sched.submit(request(3.0, deadline=now + 30)))
+    near = asyncio.create_task(sched.submit(request(1.0, deadline=now + 10)))
+    mid = asyncio.create_task(sched.submit(request(2.0, deadline=now + 20)))
+    await asyncio.sleep(0.01)
+    engine.gate.set()
+    await asyncio.gather(first, far, near, mid)
+    assert engine.batches == [[-1.0], [1.0], [2.0], [3.0]]
+    await sched.close()
+
+
+async def test_priority_level_beats_an_earlier_deadline() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine, max_batch_size=1, priority_levels=2)
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    low = asyncio.create_task(sched.submit(request(2.0, deadline=now + 1, priority=2)))
+    high = asyncio.create_task(sched.submit(request(1.0, deadline=now + 30, priority=1)))
+    await asyncio.sleep(0.01)
+    engine.gate.set()
+    await asyncio.gather(first, low, high)
+    assert engine.batches[1:] == [[1.0], [2.0]]
+    await sched.close()
+
+
+async def test_requests_queued_behind_a_batch_merge_and_split_back() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine)
+    first = await hold_first_batch(sched, engine)
+    tasks = [
+        asyncio.create_task(sched.submit(request(float(v), rows=r)))
+        for v, r in ((1, 1), (2, 3), (3, 2))
+    ]
+    await asyncio.sleep(0.01)
+    engine.gate.set()
+    results = await asyncio.gather(*tasks)
+    await first
+    assert engine.batches[1] == [1.0, 2.0, 2.0, 2.0, 3.0, 3.0]  # one batch of 6 rows
+    for (value, rows), out in zip(((1, 1), (2, 3), (3, 2)), results, strict=True):
+        expected = np.full((rows, 2), value * 2, dtype=np.float32)
+        expected[:, 1] = np.arange(rows) * 2
+        np.testing.assert_array_equal(out["y"], expected)
+    assert sched.stats.execution_count == 2
+    assert sched.batches[-1].rows == 6 and sched.batches[-1].requests == 3
+    await sched.close()
+
+
+async def test_cancelled_request_leaves_the_queue_before_compute() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine)
+    first = await hold_first_batch(sched, engine)
+    doomed = asyncio.create_task(sched.submit(request(7.0)))
+    kept = asyncio.create_task(sched.submit(request(8.0)))
+    await asyncio.sleep(0.01)
+    doomed.cancel()
+    await asyncio.sleep(0.01)
+    engine.gate.set()
+    await asyncio.gather(first, kept)
+    assert all(7.0 not in batch for batch in engine.batches)
+    assert [8.0] in engine.batches
+    assert sched.counters.cancelled == 1
+    await sched.close()
+
+
+async def test_expired_request_is_answered_and_never_run() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine)
+    first = await hold_first_batch(sched, engine)
+    late = asyncio.create_task(sched.submit(request(5.0, deadline=time.monotonic() + 0.05)))
+    await asyncio.sleep(0.1)  # its deadline passes while the first batch runs
+    engine.gate.set()
+    await first
+    with pytest.raises(DeadlineExceeded, match="expired"):
+        await late
+    assert all(5.0 not in batch for batch in engine.batches)
+    assert sched.counters.expired == 1
+    await sched.close()
+
+
+async def test_admission_refuses_what_cannot_finish_in_time() -> None:
+    engine = GatedEngine()
+    latency = LatencyModel()
+    for size in range(1, 9):
+        latency.observe(size, 0.05)  # 50 ms per batch, any size
+    sched = scheduler(engine, latency)
+    first = await hold_first_batch(sched, engine)
+    with pytest.raises(DeadlineExceeded, match=r"predicted \d+\.\d ms"):
+        await sched.submit(request(9.0, deadline=time.monotonic() + 0.01))
+    assert sched.counters.refused["deadline"] == 1
+    assert sched.queued == 0  # refused at arrival, never queued
+    engine.gate.set()
+    await first
+    ok = await sched.submit(request(4.0, deadline=time.monotonic() + 1.0))
+    assert ok["y"][0, 0] == 8.0
+    await sched.close()
+
+
+async def test_full_queue_answers_unavailable_with_a_retry_hint() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine, max_queue=2, max_batch_size=1)
+    first = await hold_first_batch(sched, engine)
+    queued = [asyncio.create_task(sched.submit(request(float(i)))) for i in range(2)]
+    await asyncio.sleep(0.01)
+    with pytest.raises(Unavailable, match="retry after"):
+        await sched.submit(request(9.0))
+    engine.gate.set()
+    await asyncio.gather(first, *queued)
+    await sched.close()
+
+
+async def test_engine_failure_fails_only_its_own_batch() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine)
+    engine.fail_next = True
+    with pytest.raises(EngineFailure, match="boom"):
+        await sched.submit(request(1.0))
+    out = await sched.submit(request(2.0))
+    assert out["y"][0, 0] == 4.0
+    await sched.close()
+
+
+async def test_padding_to_an_engine_size_returns_only_real_rows() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine, engine_sizes=(1, 4, 8))
+    first = await hold_first_batch(sched, engine)
+    tasks = [asyncio.create_task(sched.submit(request(float(v)))) for v in (1, 2, 3)]
+    await asyncio.sleep(0.01)
+    engine.gate.set()
+    results = await asyncio.gather(*tasks)
+    await first
+    assert len(engine.batches[1]) == 4  # 3 rows padded to the engine's size 4
+    assert [r["y"].shape for r in results] == [(1, 2)] * 3
+    assert sched.batches[-1].size == 4 and sched.batches[-1].rows == 3
+    await sched.close()
+
+
+async def test_requests_with_different_inner_shapes_do_not_merge() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine)
+    first = await hold_first_batch(sched, engine)
+    wide = InferRequest(inputs={"x": np.ones((1, 3), np.float32)}, outputs=(), rows=1)
+    narrow = asyncio.create_task(sched.submit(request(2.0)))
+    other = asyncio.create_task(sched.submit(wide))
+    await asyncio.sleep(0.01)
+    engine.gate.set()
+    await asyncio.gather(first, narrow, other)
+    assert sorted(len(b) for b in engine.batches[1:]) == [1, 1]
+    await sched.close()
+
+
+async def test_policy_none_runs_each_request_alone() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine, policy="none")
+    first = await hold_first_batch(sched, engine)
+    tasks = [asyncio.create_task(sched.submit(request(float(v), rows=2))) for v in (1, 2)]
+    await asyncio.sleep(0.01)
+    engine.gate.set()
+    await asyncio.gather(first, *tasks)
+    assert engine.batches[1:] == [[1.0, 1.0], [2.0, 2.0]]
+    await sched.close()
+
+
+async def test_close_finishes_admitted_work_and_refuses_new() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine)
+    first = await hold_first_batch(sched, engine)
+    queued = asyncio.create_task(sched.submit(request(3.0)))
+    await asyncio.sleep(0.01)
+    closing = asyncio.create_task(sched.close())
+    await asyncio.sleep(0.01)
+    with pytest.raises(Unavailable):
+        await sched.submit(request(4.0))
+    engine.gate.set()
+    await closing
+    assert (await queued)["y"][0, 0] == 6.0 and (await first)["y"][0, 0] == -2.0
+
+
+async def test_static_policy_fires_on_preferred_size_or_window() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine, policy="static", preferred_sizes=(4,), max_queue_delay_s=0.05)
+    start = time.monotonic()
+    await asyncio.gather(*(sched.submit(request(float(v))) for v in range(4)))
+    assert engine.batches[0] == [0.0, 1.0, 2.0, 3.0]
+    assert sched.batches[-1].reason == "full"
+    assert time.monotonic() - start < 0.05  # did not wait for the window
+    start = time.monotonic()
+    await sched.submit(request(9.0))
+    assert time.monotonic() - start >= 0.045  # a lone request waits the window out
+    assert sched.batches[-1].reason == "window"
+    await sched.close()
+
+
+# -- the adaptive plan, deterministic --------------------------------------------------------
+
+
+def affine_latency(base: float, per_row: float, sizes: range) -> LatencyModel:
+    model = LatencyModel()
+    for s in sizes:
+        model.observe(s, base + per_row * s)
+    return model
+
+
+def test_adaptive_plan_dispatches_at_once_under_light_load() -> None:
+    opts = BatchingOptions(max_batch_size=32)
+    planner = AdaptivePlanner(opts, affine_latency(0.002, 0.0001, range(1, 33)))
+    plan = planner.plan(now=0.0, rows=1, head_deadline=0.025, head_arrival=0.0, arrival_rate=10.0)
+    assert plan.take == 1 and plan.reason == "ready"
+
+
+def test_adaptive_plan_waits_for_a_fuller_batch_under_heavy_load_until_slack_runs_out() -> None:
+    opts = BatchingOptions(max_batch_size=32)
+    latency = affine_latency(0.002, 0.0001, range(1, 33))
+    planner = AdaptivePlanner(opts, latency)
+    # 2,000 rows/s: batches of 1 (2.1 ms each) cannot keep up, so it waits...
+    plan = planner.plan(now=0.0, rows=1, head_deadline=0.025, head_arrival=0.0, arrival_rate=2000)
+    assert plan.take == 0 and plan.wake_at is not None and 0 < plan.wake_at < 0.025
+    # ...but not past the moment the earliest deadline would be missed.
+    late = planner.plan(
+        now=0.0224, rows=3, head_deadline=0.025, head_arrival=0.0, arrival_rate=2000
+    )
+    assert late.take == 3 and late.reason == "deadline"
+
+
+def test_adaptive_plan_shrinks_a_batch_that_would_miss_the_earliest_deadline() -> None:
+    opts = BatchingOptions(max_batch_size=32)
+    planner = AdaptivePlanner(opts, affine_latency(0.001, 0.001, range(1, 33)))
+    plan = planner.plan(now=0.0, rows=20, head_deadline=0.010, head_arrival=0.0, arrival_rate=0)
+    assert plan.size <= 9  # 1 ms + 1 ms/row must fit in 10 ms
+    assert plan.slack >= 0
+
+
+def test_adaptive_plan_fires_a_full_batch_at_once() -> None:
+    opts = BatchingOptions(max_batch_size=8)
+    planner = AdaptivePlanner(opts, affine_latency(0.001, 0.0001, range(1, 9)))
+    plan = planner.plan(now=0.0, rows=50, head_deadline=1.0, head_arrival=0.0, arrival_rate=1e6)
+    assert (plan.take, plan.reason) == (8, "full")
+
+
+def test_adaptive_plan_pads_only_when_the_padded_batch_fits() -> None:
+    opts = BatchingOptions(max_batch_size=16, engine_sizes=(1, 8, 16))
+    latency = LatencyModel()
+    latency.observe(1, 0.001)
+    latency.observe(8, 0.004)
+    latency.observe(16, 0.050)
+    planner = AdaptivePlanner(opts, latency)
+    fits = planner.plan(now=0.0, rows=5, head_deadline=1.0, head_arrival=0.0, arrival_rate=0)
+    assert (fits.size, fits.take) == (8, 5)
+    tight = planner.plan(now=0.0, rows=10, head_deadline=0.02, head_arrival=0.0, arrival_rate=0)
+    assert tight.size == 8 and tight.take == 8  # padding 10 -> 16 would miss the deadline
+
+
+def test_static_plan_takes_the_largest_preferred_size_when_the_window_closes() -> None:
+    opts = BatchingOptions(max_batch_size=32, preferred_sizes=(4, 8), max_queue_delay_s=0.01)
+    planner = StaticPlanner(opts, LatencyModel())
+    assert planner.plan(0.005, 6, 1.0, 0.0, 0).take == 0
+    assert planner.plan(0.011, 6, 1.0, 0.0, 0).take == 4
+    assert planner.plan(0.0, 9, 1.0, 0.0, 0).take == 8
+
+
+def test_latency_model_interpolates_and_keeps_a_high_quantile() -> None:
+    model = LatencyModel()
+    model.observe(1, 0.001)
+    model.observe(9, 0.009)
+    assert model.mean(5) == pytest.approx(0.005)
+    for _ in range(20):
+        model.observe(2, 0.002)
+    model.observe(2, 0.020)  # two outliers in 22: above the 95th percentile
+    model.observe(2, 0.020)
+    assert model.high(2) > model.mean(2)
+    assert model.mean(100) > model.mean(9)  # extrapolates upward
