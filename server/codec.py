@@ -21,6 +21,22 @@ from server.request import InferRequest, ParamValue
 #: before anything is allocated. 2**28 elements = 1 GiB of FP32.
 DEFAULT_MAX_ELEMENTS = 1 << 28
 
+#: Longest request-supplied text (name, datatype) and most dims echoed in an
+#: error: gRPC refuses status messages over 16 KiB, and the caller would get
+#: that transport error instead of ours.
+_ECHO_CHARS = 80
+_ECHO_DIMS = 8
+
+
+def _echo(text: str) -> str:
+    return text if len(text) <= _ECHO_CHARS else text[:_ECHO_CHARS] + "..."
+
+
+def _echo_shape(shape: tuple[int, ...]) -> str:
+    if len(shape) <= _ECHO_DIMS:
+        return str(list(shape))
+    return "[" + ", ".join(str(d) for d in shape[:_ECHO_DIMS]) + ", ...]"
+
 
 def decode_params(params: Mapping[str, pb.InferParameter]) -> dict[str, ParamValue]:
     out: dict[str, ParamValue] = {}
@@ -47,10 +63,10 @@ def _check_shape(
     shape = tuple(tensor.shape)
     where = f"input '{tensor.name}'"
     if any(d < 0 for d in shape):
-        raise InvalidArgument(f"{where}: shape {list(shape)} has a negative dimension")
+        raise InvalidArgument(f"{where}: shape {_echo_shape(shape)} has a negative dimension")
     if len(shape) != len(info.shape):
         raise InvalidArgument(
-            f"{where}: shape {list(shape)} has rank {len(shape)}, model expects rank "
+            f"{where}: shape {_echo_shape(shape)} has rank {len(shape)}, model expects rank "
             f"{len(info.shape)} {_fmt(info.shape)}"
         )
     for got, want in zip(shape, info.shape, strict=True):
@@ -81,13 +97,20 @@ def _decode_tensor(
     where = f"input '{tensor.name}'"
     if tensor.datatype != info.datatype:
         raise InvalidArgument(
-            f"{where}: datatype {tensor.datatype or '(empty)'} does not match the model's "
+            f"{where}: datatype {_echo(tensor.datatype) or '(empty)'} does not match the model's "
             f"{info.datatype}"
         )
     shape, count = _check_shape(tensor, info, max_elements)
     dtype = NUMPY_DTYPES[info.datatype]
     if raw is not None:
         if info.datatype == "BYTES":
+            # Every element carries a 4-byte length prefix; checking that first
+            # keeps a tiny message with a huge shape from sizing the allocation.
+            if len(raw) < 4 * count:
+                raise InvalidArgument(
+                    f"{where}: raw_input_contents has {len(raw)} bytes, too few for the "
+                    f"{count} BYTES elements of shape {list(shape)} (4-byte length prefix each)"
+                )
             try:
                 return deserialize_bytes(raw, count).reshape(shape)
             except ValueError as exc:
@@ -137,7 +160,7 @@ def decode_request(
         info = io.inputs.get(tensor.name)
         if info is None:
             raise InvalidArgument(
-                f"unknown input '{tensor.name}'; the model's inputs are {sorted(io.inputs)}"
+                f"unknown input '{_echo(tensor.name)}'; the model's inputs are {sorted(io.inputs)}"
             )
         if tensor.name in inputs:
             raise InvalidArgument(f"input '{tensor.name}' is given more than once")
@@ -165,10 +188,13 @@ def decode_request(
     for name in outputs:
         if name not in io.outputs:
             raise InvalidArgument(
-                f"unknown output '{name}'; the model's outputs are {sorted(io.outputs)}"
+                f"unknown output '{_echo(name)}'; the model's outputs are {sorted(io.outputs)}"
             )
-    if len(set(outputs)) != len(outputs):
-        raise InvalidArgument("an output is requested more than once")
+    seen: set[str] = set()
+    for name in outputs:
+        if name in seen:
+            raise InvalidArgument(f"output '{name}' is requested more than once")
+        seen.add(name)
     return InferRequest(
         inputs=inputs,
         outputs=outputs,

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,8 @@ log = logging.getLogger("inferd.models")
 
 #: Longest name echoed back in an error; request names are untrusted.
 _NAME_ECHO = 80
+#: A requested version: decimal digits, as the repository's version directories.
+_VERSION = re.compile(r"[0-9]{1,19}", re.ASCII)
 
 
 def _echo(name: str) -> str:
@@ -217,10 +220,11 @@ class ModelManager:
             raise Unavailable(f"model '{name}' is not ready: {entry.reason or 'unavailable'}")
         if not version:
             return entry.ready[max(entry.ready)]
-        try:
-            number = int(version)
-        except ValueError:
-            raise NotFound(f"version '{_echo(version)}' of model '{name}' is not known") from None
+        # ASCII digits only: int() would also take "1_0", " 1", "+1" and
+        # non-Latin digits such as "\u0661", none of which names a version.
+        if not _VERSION.fullmatch(version):
+            raise NotFound(f"version '{_echo(version)}' of model '{name}' is not known")
+        number = int(version)
         found = entry.ready.get(number)
         if found is None:
             raise NotFound(f"version {number} of model '{name}' is not available")
