@@ -1,13 +1,22 @@
 """Inference engines. Public API: ``Engine``, ``Signature``, ``TensorSpec``,
 ``EngineError``, ``load_engine``."""
 
-from engines.base import BYTES_DTYPE, Engine, EngineError, EngineOptions, Signature, TensorSpec
+from engines.base import (
+    BYTES_DTYPE,
+    Engine,
+    EngineError,
+    EngineInputError,
+    EngineOptions,
+    Signature,
+    TensorSpec,
+)
 from engines.registry import load_engine
 
 __all__ = [
     "BYTES_DTYPE",
     "Engine",
     "EngineError",
+    "EngineInputError",
     "EngineOptions",
     "Signature",
     "TensorSpec",

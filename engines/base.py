@@ -71,6 +71,11 @@ class EngineError(RuntimeError):
     """The engine could not load or run. The message is safe to show a caller."""
 
 
+class EngineInputError(EngineError):
+    """The inputs are valid for the protocol but this engine cannot take them
+    (e.g. non-UTF-8 text for an onnxruntime string tensor): the caller's fault."""
+
+
 class Engine(abc.ABC):
     """A loaded model version. Create through the engine's own constructor or
     ``load``; release with ``close`` (also a context manager)."""
@@ -90,6 +95,12 @@ class Engine(abc.ABC):
     ) -> dict[str, np.ndarray]:
         """Run one batch. ``outputs`` None means every output. Raises
         ``EngineError`` for a failure that belongs to this call."""
+
+    def check_request(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """Refuse, per request and before batching, inputs this engine cannot
+        run (raise ``EngineInputError``), so one bad request never fails a
+        batch of good ones. The default accepts everything."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None:

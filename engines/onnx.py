@@ -34,7 +34,15 @@ import ml_dtypes
 import numpy as np
 import onnxruntime as ort
 
-from engines.base import BYTES_DTYPE, Engine, EngineError, EngineOptions, Signature, TensorSpec
+from engines.base import (
+    BYTES_DTYPE,
+    Engine,
+    EngineError,
+    EngineInputError,
+    EngineOptions,
+    Signature,
+    TensorSpec,
+)
 
 logger = logging.getLogger("inferd.engines.onnx")
 
@@ -134,7 +142,7 @@ def _encode_strings(name: str, array: np.ndarray) -> np.ndarray:
             try:
                 out[i] = bytes(item).decode("utf-8")
             except UnicodeDecodeError:
-                raise EngineError(
+                raise EngineInputError(
                     f"input '{name}' element {i} is not valid UTF-8; "
                     "onnxruntime string tensors can only hold UTF-8 text"
                 ) from None
@@ -273,6 +281,11 @@ class OnnxEngine(Engine):
                 array = _decode_strings(array)
             out[name] = np.ascontiguousarray(array)
         return out
+
+    def check_request(self, inputs: Mapping[str, np.ndarray]) -> None:
+        for name, spec in self._inputs.items():
+            if spec.dtype == BYTES_DTYPE and name in inputs:
+                _encode_strings(name, np.asarray(inputs[name]))
 
     def _prepare_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         unknown = [n for n in inputs if n not in self._inputs]

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engines import Engine, EngineError
+from engines import Engine, EngineError, EngineInputError
 from server.batching import BatchingOptions, Plan, make_planner
 from server.errors import DeadlineExceeded, EngineFailure, InvalidArgument, Unavailable
 from server.latency import LatencyModel
@@ -157,6 +157,10 @@ class BatchingScheduler(Scheduler):
             raise Unavailable("model is unloading; retry on another version or replica")
         if self._task is None:
             self._task = asyncio.create_task(self._dispatch_loop())
+        try:
+            self.engine.check_request(request.inputs)
+        except EngineInputError as exc:
+            raise InvalidArgument(str(exc)) from None
         now = time.monotonic()
         deadline = self._deadline_of(request, now)
         self._admit(request, deadline, now)

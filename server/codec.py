@@ -185,6 +185,13 @@ def decode_request(
                 f"batch size {rows} exceeds the model's max_batch_size {io.max_batch_size}"
             )
     outputs = tuple(o.name for o in msg.outputs)
+    for o in msg.outputs:
+        if "classification" in o.parameters:
+            # Triton's classification extension is not offered; answering the
+            # raw tensor instead would silently change the result's meaning.
+            raise InvalidArgument(
+                f"output '{_echo(o.name)}': the classification parameter is not supported"
+            )
     for name in outputs:
         if name not in io.outputs:
             raise InvalidArgument(
