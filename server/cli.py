@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -42,15 +43,20 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--grace", type=float, default=30.0, help="seconds to drain on SIGTERM (default 30)"
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT); about one per core (default 1)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
 def _serve(opts: argparse.Namespace) -> int:
     from server.app import ServerConfig, StartupError, serve
 
-    logging.basicConfig(
-        level=opts.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup = functools.partial(_setup_logging, opts.log_level)
+    setup()
     repository = opts.model_repository
     if repository is None:
         from server.demo_models import build_demo_repository
@@ -65,11 +71,21 @@ def _serve(opts: argparse.Namespace) -> int:
         max_message_bytes=opts.max_message_mb << 20,
         grace_seconds=opts.grace,
     )
+    if opts.workers < 1:
+        return _error(f"--workers {opts.workers} must be at least 1")
     try:
+        if opts.workers > 1:
+            from server.workers import run_workers
+
+            return run_workers(config, opts.workers, setup)
         _run(serve(config))
     except StartupError as exc:
         return _error(str(exc))
     return 0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
