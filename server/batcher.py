@@ -343,11 +343,14 @@ class BatchingScheduler(Scheduler):
         # than planned when some were withdrawn or shaped differently).
         size = self._planner.cover(rows) if self.options.batched else rows
         predicted = self.latency.high(size)
+        for entry in entries:
+            self.stats.record_queue(int((now - entry.arrival) * 1e9))
+        if 0 < predicted <= self.options.inline_max_s and self._slots_total == 1:
+            self._run_inline(entries, size, rows, plan, predicted)
+            return
         batch_id = next(self._seq)
         self._running[batch_id] = now + predicted
         self._free_slots -= 1
-        for entry in entries:
-            self.stats.record_queue(int((now - entry.arrival) * 1e9))
         task = asyncio.create_task(self._run_batch(batch_id, entries, size, rows, plan, predicted))
         self._batch_tasks.add(task)
         task.add_done_callback(self._batch_tasks.discard)
@@ -381,14 +384,40 @@ class BatchingScheduler(Scheduler):
         # The slot frees when the engine really finishes, never earlier.
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(release))
         try:
-            outputs, input_ns, infer_ns, output_ns = await asyncio.wrap_future(future)
-        except EngineFailure as exc:
-            self._fail(entries, exc)
+            result = await asyncio.wrap_future(future)
+        except Exception as exc:
+            self._failed(entries, exc)
             return
-        except Exception:
-            log.exception("batch execution failed")
-            self._fail(entries, EngineFailure("model execution failed"))
+        self._complete(entries, size, rows, plan, predicted, result)
+
+    def _run_inline(
+        self, entries: list[_Entry], size: int, rows: int, plan: Plan, predicted: float
+    ) -> None:
+        """Run a batch on the event loop thread: for engines measured faster
+        than the two thread hops an executor costs."""
+        try:
+            result = self._execute(entries, size, rows)
+        except Exception as exc:
+            self._failed(entries, exc)
             return
+        self._complete(entries, size, rows, plan, predicted, result)
+
+    def _failed(self, entries: list[_Entry], exc: Exception) -> None:
+        if not isinstance(exc, EngineFailure):
+            log.error("batch execution failed: %s", type(exc).__name__)
+            exc = EngineFailure("model execution failed")
+        self._fail(entries, exc)
+
+    def _complete(
+        self,
+        entries: list[_Entry],
+        size: int,
+        rows: int,
+        plan: Plan,
+        predicted: float,
+        result: tuple[list[dict[str, np.ndarray]], int, int, int],
+    ) -> None:
+        outputs, input_ns, infer_ns, output_ns = result
         finished = time.monotonic()
         actual = infer_ns / 1e9
         self.latency.observe(size, actual)
@@ -396,11 +425,11 @@ class BatchingScheduler(Scheduler):
         self.batches.append(
             BatchRecord(size, rows, len(entries), plan.reason, plan.slack, predicted, actual)
         )
-        for entry, result in zip(entries, outputs, strict=True):
+        for entry, out in zip(entries, outputs, strict=True):
             if finished > entry.deadline:
                 self.counters.late += 1
             if not entry.future.done():
-                entry.future.set_result(result)
+                entry.future.set_result(out)
 
     @staticmethod
     def _fail(entries: Sequence[_Entry], error: Exception) -> None:

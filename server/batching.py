@@ -21,6 +21,11 @@ string_value: "..." } }``); a bad value fails the model's load naming it.
   with the ``priority`` parameter; lower numbers are served first.
 - ``warmup_rounds`` (param, timed runs per batch size, 1..100): default 3.
   More rounds give a steadier latency model and a slower start.
+- ``inline_max_us`` (param, µs, 0..10000): default 0 (off). A batch predicted
+  to take less than this runs on the event loop thread instead of an executor
+  thread, saving two thread hops (about 6% CPU per request on a 64-256-256-10
+  MLP). Only for single-slot models you trust: while it runs, the server
+  answers nothing else, and an engine timeout cannot interrupt it.
 - ``batching_utilization`` (param, fraction, 0.1..1): default 0.8. The
   adaptive policy waits for fuller batches only when the arrival rate would
   load the engine past this fraction at the current size. Lower favours
@@ -57,6 +62,8 @@ class BatchingOptions:
     default_priority: int = 0
     warmup_rounds: int = DEFAULT_WARMUP_ROUNDS
     utilization: float = DEFAULT_UTILIZATION
+    #: Batches predicted faster than this (s) run on the event loop thread.
+    inline_max_s: float = 0.0
     #: Triton queue-policy timeout for the static policy (s); None = none.
     queue_timeout_s: float | None = None
     sizes: tuple[int, ...] = field(default=(), init=False)
@@ -136,6 +143,7 @@ def options_from_config(
         max_queue = queue_policy.max_queue_size
     rounds = _number(config, "warmup_rounds", 1, 100)
     utilization = _number(config, "batching_utilization", 0.1, 1.0)
+    inline_us = _number(config, "inline_max_us", 0, 10_000)
     return BatchingOptions(
         policy=policy,
         max_batch_size=max(0, config.max_batch_size),
@@ -149,6 +157,7 @@ def options_from_config(
         warmup_rounds=int(rounds) if rounds is not None else DEFAULT_WARMUP_ROUNDS,
         utilization=utilization if utilization is not None else DEFAULT_UTILIZATION,
         queue_timeout_s=queue_timeout,
+        inline_max_s=(inline_us or 0.0) / 1e6,
     )
 
 

@@ -364,3 +364,38 @@ def test_latency_model_interpolates_and_keeps_a_high_quantile() -> None:
     model.observe(2, 0.020)
     assert model.high(2) > model.mean(2)
     assert model.mean(100) > model.mean(9)  # extrapolates upward
+
+
+async def test_fast_batches_can_run_inline_on_the_event_loop_thread() -> None:
+    threads: list[str] = []
+
+    class Recording(GatedEngine):
+        def infer(self, inputs, outputs=None):  # type: ignore[no-untyped-def]
+            threads.append(threading.current_thread().name)
+            return super().infer(inputs, outputs)
+
+    latency = LatencyModel()
+    for s in range(1, 9):
+        latency.observe(s, 0.0001)
+    inline = scheduler(Recording(), latency, inline_max_s=0.001)
+    out = await inline.submit(request(3.0, rows=2))
+    threaded = scheduler(Recording(), latency)
+    await threaded.submit(request(3.0))
+    assert out["y"][0, 0] == 6.0 and inline.stats.execution_count == 1
+    assert threads[0] == threading.current_thread().name  # the loop's own thread
+    assert threads[1] != threading.current_thread().name
+    await inline.close()
+    await threaded.close()
+
+
+def test_inline_option_is_read_from_config_parameters() -> None:
+    from protos import model_config_pb2
+    from server.batching import options_from_config
+
+    config = model_config_pb2.ModelConfig(max_batch_size=8)
+    config.dynamic_batching.SetInParent()
+    config.parameters["inline_max_us"].string_value = "300"
+    assert options_from_config(config).inline_max_s == pytest.approx(0.0003)
+    config.parameters["inline_max_us"].string_value = "lots"
+    with pytest.raises(Exception, match="inline_max_us"):
+        options_from_config(config)

@@ -1,0 +1,92 @@
+"""The ceiling of unary Python gRPC on this machine: a bare grpc.aio server
+whose ModelInfer only decodes the first input and answers a slice of it (no
+model, no batching, no validation). Benchmarks run it beside inferd so that
+"served / bare" is measured in the same run.
+
+    python -m benchmarks.bare_server --port 8005
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import grpc
+import numpy as np
+
+from protos import grpc_service_pb2 as pb
+from protos import grpc_service_pb2_grpc as pb_grpc
+from protos import model_config_pb2
+
+
+class BareServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=True)
+
+    async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=True)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="bare", version="0")
+
+    # perf_analyzer asks for these once before measuring; answer as digits_mlp.
+    async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=request.name,
+            versions=["1"],
+            platform="onnxruntime_onnx",
+            inputs=[tensor(name="pixels", datatype="FP32", shape=[-1, 64])],
+            outputs=[tensor(name="probabilities", datatype="FP32", shape=[-1, 10])],
+        )
+
+    async def ModelConfig(self, request: Any, context: Any) -> pb.ModelConfigResponse:
+        config = model_config_pb2.ModelConfig(
+            name=request.name, platform="onnxruntime_onnx", max_batch_size=64
+        )
+        config.input.add(name="pixels", data_type=model_config_pb2.TYPE_FP32, dims=[64])
+        config.output.add(name="probabilities", data_type=model_config_pb2.TYPE_FP32, dims=[10])
+        return pb.ModelConfigResponse(config=config)
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Any
+    ) -> pb.ModelInferResponse:
+        x = np.frombuffer(request.raw_input_contents[0], dtype=np.float32)
+        out = x[:10]
+        response = pb.ModelInferResponse(
+            model_name=request.model_name, model_version="1", id=request.id
+        )
+        response.outputs.add(name="probabilities", datatype="FP32", shape=[1, out.size])
+        response.raw_output_contents.append(out.tobytes())
+        return response
+
+
+async def serve(host: str, port: int) -> None:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(BareServicer(), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    print(f"bare server on {host}:{bound}", flush=True)
+    await server.wait_for_termination()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8005)
+    opts = parser.parse_args(argv)
+    try:
+        import uvloop
+
+        uvloop.run(serve(opts.host, opts.port))
+    except ImportError:
+        asyncio.run(serve(opts.host, opts.port))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
