@@ -105,6 +105,10 @@ def _error(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     # Client subcommands own their argument parsing.
+    if args and args[0] == "bench":
+        from benchmarks.__main__ import main as bench_main
+
+        return bench_main(args[1:])
     if args and args[0] in ("infer", "models"):
         from clients.cli import infer_main, models_main
 

@@ -1,0 +1,215 @@
+"""Benchmark scenarios: what to load, how, on which server config, and the
+latency targets each load point must meet.
+
+Targets are for a quiet machine with two or more free cores; ``smoke``'s are
+loose on purpose because CI shares its machine. Open-loop loads are
+fractions of the capacity measured at the start of the same run (closed-loop
+saturation on the model's own config), so the scenarios travel between
+machines of different speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+#: Demo models' input: (name, features per row, upper bound of the values).
+MODEL_INPUTS = {"digits_mlp": ("pixels", 64, 16.0), "dense_reference": ("x", 1024, 1.0)}
+MODEL_OUTPUTS = {"digits_mlp": ("label",), "dense_reference": ("y",)}
+
+
+@dataclass(frozen=True)
+class Targets:
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    #: Least fraction of sent requests answered OK within their deadline.
+    min_slo: float | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One server configuration under test: edits to the model's config.pbtxt."""
+
+    name: str
+    #: config ``parameters`` (batching_policy, latency_budget_ms, ...).
+    params: tuple[tuple[str, str], ...] = ()
+    preferred_batch_size: tuple[int, ...] = ()
+    max_queue_delay_us: int | None = None
+    #: When set, each candidate is probed at ``Scenario.tune_fraction`` of
+    #: capacity and the best by goodput (then p99) is run under this name.
+    candidates: tuple[Policy, ...] = ()
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.params]
+        if self.preferred_batch_size:
+            parts.append(f"preferred={list(self.preferred_batch_size)}")
+        if self.max_queue_delay_us is not None:
+            parts.append(f"delay={self.max_queue_delay_us}us")
+        return ", ".join(parts) or "model's own config"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    model: str
+    mode: Literal["closed", "open"]
+    #: Closed loop: requests in flight per point.
+    concurrency: tuple[int, ...] = ()
+    #: Open loop: offered load per point, as a fraction of measured capacity.
+    load_fractions: tuple[float, ...] = ()
+    arrival: Literal["poisson", "bursty", "step"] = "poisson"
+    #: Step arrivals: rate multipliers, each held for an equal share of the point.
+    step_pattern: tuple[float, ...] = (0.5, 1.5, 1.0)
+    duration_s: float = 10.0
+    warmup_s: float = 1.0
+    batch: int = 1  # rows per request
+    deadline_ms: float | None = None  # client SLO, also sent as the gRPC timeout
+    policies: tuple[Policy, ...] = (Policy("default"),)
+    targets: Targets = Targets()
+    #: Per-point targets keyed by concurrency or load fraction; else ``targets``.
+    point_targets: tuple[tuple[float, Targets], ...] = ()
+    capacity_concurrency: int = 64
+    tune_fraction: float = 0.85
+    raw_engine: bool = False
+    reference: bool = False  # also run the bare grpc.aio server
+
+    @property
+    def points(self) -> tuple[float, ...]:
+        return tuple(self.concurrency) if self.mode == "closed" else self.load_fractions
+
+    def targets_for(self, point: float) -> Targets:
+        return dict(self.point_targets).get(point, self.targets)
+
+    @property
+    def needs_capacity(self) -> bool:
+        return self.mode == "open"
+
+
+def _static_candidates(budget_ms: float) -> tuple[Policy, ...]:
+    # Triton-style settings a careful operator would try for a 25 ms SLO.
+    out = []
+    for preferred, delay_us in ((8, 1000), (16, 2000), (32, 4000), (32, 8000)):
+        out.append(
+            Policy(
+                f"static p{preferred}/{delay_us}us",
+                params=(("batching_policy", "static"),),
+                preferred_batch_size=(preferred,),
+                max_queue_delay_us=delay_us,
+            )
+        )
+    return tuple(out)
+
+
+BUDGET_MS = 25.0
+_ADAPTIVE = Policy(
+    "adaptive",
+    params=(("batching_policy", "adaptive"), ("latency_budget_ms", f"{BUDGET_MS:g}")),
+)
+_STATIC = Policy("static", candidates=_static_candidates(BUDGET_MS))
+_BATCHER_TARGETS = (
+    (0.3, Targets(p95_ms=15, p99_ms=25, min_slo=0.99)),
+    (0.5, Targets(p95_ms=15, p99_ms=25, min_slo=0.99)),
+    (0.7, Targets(p95_ms=20, p99_ms=25, min_slo=0.98)),
+    (0.85, Targets(p95_ms=25, p99_ms=25, min_slo=0.95)),
+)
+_FRACTIONS = (0.3, 0.5, 0.7, 0.85, 1.0, 1.2)
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            name="smoke",
+            description="digits_mlp, batch 1, closed loop at concurrency 1 and 8 (CI).",
+            model="digits_mlp",
+            mode="closed",
+            concurrency=(1, 8),
+            duration_s=3.0,
+            warmup_s=0.5,
+            targets=Targets(p95_ms=50, p99_ms=100),
+        ),
+        Scenario(
+            name="mlp-closed",
+            description="digits_mlp, batch 1, closed loop at concurrency 1/8/32, "
+            "next to a bare grpc.aio server running the same engine inline.",
+            model="digits_mlp",
+            mode="closed",
+            concurrency=(1, 8, 32),
+            point_targets=(
+                (1, Targets(p95_ms=2, p99_ms=5)),
+                (8, Targets(p95_ms=8, p99_ms=15)),
+                (32, Targets(p95_ms=30, p99_ms=50)),
+            ),
+            reference=True,
+        ),
+        Scenario(
+            name="dense-saturation",
+            description="dense_reference, batch 1, closed loop at high concurrency: served "
+            "rows/s against the raw engine at the batch size the scheduler used.",
+            model="dense_reference",
+            mode="closed",
+            concurrency=(32, 64, 128),
+            targets=Targets(p95_ms=100, p99_ms=200),
+            raw_engine=True,
+        ),
+        Scenario(
+            name="batcher-poisson",
+            description="dense_reference, batch 1, Poisson arrivals at fractions of capacity, "
+            f"{BUDGET_MS:g} ms deadline: adaptive vs best-tuned static batching.",
+            model="dense_reference",
+            mode="open",
+            load_fractions=_FRACTIONS,
+            arrival="poisson",
+            deadline_ms=BUDGET_MS,
+            policies=(_ADAPTIVE, _STATIC),
+            point_targets=_BATCHER_TARGETS,
+            raw_engine=True,
+        ),
+        Scenario(
+            name="batcher-bursty",
+            description="As batcher-poisson with ON/OFF bursts at 4x the mean rate for 20 % "
+            "of each 0.5 s (same mean).",
+            model="dense_reference",
+            mode="open",
+            load_fractions=_FRACTIONS,
+            arrival="bursty",
+            deadline_ms=BUDGET_MS,
+            policies=(_ADAPTIVE, _STATIC),
+            point_targets=_BATCHER_TARGETS,
+            raw_engine=True,
+        ),
+        Scenario(
+            name="batcher-step",
+            description="dense_reference, adaptive batching under Poisson arrivals whose rate "
+            "steps 0.5x -> 1.5x -> 1x of each point's mean load.",
+            model="dense_reference",
+            mode="open",
+            load_fractions=(0.4, 0.6),
+            arrival="step",
+            duration_s=12.0,
+            deadline_ms=BUDGET_MS,
+            policies=(_ADAPTIVE,),
+            targets=Targets(p99_ms=25, min_slo=0.95),
+        ),
+    )
+}
+
+
+@dataclass
+class Scaled:
+    """A scenario's times after ``--duration-scale``."""
+
+    duration_s: float
+    warmup_s: float
+    capacity_s: float
+    tune_s: float
+
+
+def scaled(scenario: Scenario, factor: float) -> Scaled:
+    duration = max(0.5, scenario.duration_s * factor)
+    return Scaled(
+        duration_s=duration,
+        warmup_s=max(0.3, scenario.warmup_s * min(1.0, factor * 2)),
+        capacity_s=max(1.0, 5.0 * factor),
+        tune_s=max(1.0, duration / 2),
+    )
