@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.loadgen import CLIENT_NICE
+from benchmarks.loadgen import CLIENT_PRIORITY
 from benchmarks.scenarios import MODEL_INPUTS, MODEL_OUTPUTS, SCENARIOS
 
 
@@ -42,9 +42,9 @@ def _scenario_main(argv: Sequence[str]) -> int:
         help="open loop: a point whose p99 send lag exceeds this is invalid (default 1)",
     )  # fmt: skip
     parser.add_argument(
-        "--client-nice", type=int, default=CLIENT_NICE,
-        help=f"nice increment for load workers (default {CLIENT_NICE}: the client keeps its "
-        "schedule on a busy machine; ignored without permission)",
+        "--client-priority", choices=["realtime", "nice", "normal"], default=CLIENT_PRIORITY,
+        help="scheduling of the load workers (default realtime, falling back to nice -10, "
+        "then normal, without permission): keeps the client on schedule on a busy machine",
     )  # fmt: skip
     parser.add_argument("--fail-on-invalid", action="store_true", help="exit 1 on invalid points")
     opts = parser.parse_args(argv)
@@ -58,7 +58,7 @@ def _scenario_main(argv: Sequence[str]) -> int:
     out = opts.results or Path("results") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     report = run_scenario(
         scenario, out, duration_scale=opts.duration_scale, workers=opts.workers,
-        lag_limit_ms=opts.lag_limit_ms, client_nice=opts.client_nice,
+        lag_limit_ms=opts.lag_limit_ms, client_priority=opts.client_priority,
     )  # fmt: skip
     files = write_report(report, out)
     print(format_table(report))
@@ -100,6 +100,9 @@ def _load_main(argv: Sequence[str]) -> int:
     parser.add_argument("--deadline-ms", type=float)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--lag-limit-ms", type=float, default=1.0)
+    parser.add_argument(
+        "--client-priority", choices=["realtime", "nice", "normal"], default=CLIENT_PRIORITY
+    )
     opts = parser.parse_args(argv)
     try:
         check_target(opts.url, opts.allow_remote)  # before any process starts
@@ -114,13 +117,13 @@ def _load_main(argv: Sequence[str]) -> int:
     if opts.concurrency is not None:
         result = run_closed(
             opts.url, wl, concurrency=opts.concurrency, duration_s=opts.duration,
-            workers=opts.workers, allow_remote=opts.allow_remote,
+            workers=opts.workers, allow_remote=opts.allow_remote, priority=opts.client_priority,
         )  # fmt: skip
     else:
         arrival = Bursty(opts.rate) if opts.arrival == "bursty" else Poisson(opts.rate)
         result = run_open(
             opts.url, wl, arrival=arrival, duration_s=opts.duration, workers=opts.workers,
-            allow_remote=opts.allow_remote,
+            allow_remote=opts.allow_remote, priority=opts.client_priority,
         )  # fmt: skip
     summary = result.summary(opts.lag_limit_ms)
     print(json.dumps(plain(dataclasses.asdict(summary)), indent=2))

@@ -22,7 +22,6 @@ whose p99 lag exceeds ``lag_limit_ms`` is marked invalid.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import math
 import multiprocessing as mp
@@ -217,6 +216,7 @@ UNFINISHED = -1  # no answer before the hard stop
 STATUS_NAMES = {c.value[0]: c.name for c in grpc.StatusCode} | {UNFINISHED: "UNFINISHED"}
 _REFUSALS = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
 _DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+_UNKNOWN = grpc.StatusCode.UNKNOWN.value[0]
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 
 
@@ -275,6 +275,7 @@ class Summary:
     offered_rps: float | None
     client_cpu: float  # client CPU seconds per wall second, summed over workers
     valid: bool
+    client_priority: str = ""
     invalid_reason: str = ""
 
 
@@ -295,6 +296,8 @@ class LoadResult:
     client_cpu_s: float = 0.0
     error_details: dict[str, str] = field(default_factory=dict)
     worker_failures: list[str] = field(default_factory=list)
+    #: Scheduling priority the load workers got (see ``raise_priority``).
+    client_priority: str = ""
 
     @classmethod
     def merge(cls, parts: Sequence[LoadResult]) -> LoadResult:
@@ -315,6 +318,7 @@ class LoadResult:
             client_cpu_s=sum(p.client_cpu_s for p in parts),
             error_details=details,
             worker_failures=[f for p in parts for f in p.worker_failures],
+            client_priority=", ".join(sorted({p.client_priority for p in parts})),
         )
 
     def summary(self, lag_limit_ms: float = 1.0) -> Summary:
@@ -364,6 +368,7 @@ class LoadResult:
             client_cpu=self.client_cpu_s / window if window > 0 else 0.0,
             valid=valid,
             invalid_reason="" if valid else reason,
+            client_priority=self.client_priority,
         )
 
 
@@ -381,7 +386,7 @@ class _Job:
     concurrency: int = 0
     offsets: np.ndarray | None = None  # open loop: this worker's share of the schedule
     offered_rps: float | None = None
-    nice: int = 0
+    priority: str = "normal"
 
 
 class _Recorder:
@@ -459,6 +464,8 @@ async def _run_job(job: _Job, ready: Callable[[], float]) -> tuple[Samples, dict
             except asyncio.CancelledError:
                 rec.add(scheduled, sent, 0.0, UNFINISHED)
                 raise
+            except Exception as exc:  # a client-side failure still counts as an answer
+                rec.add(scheduled, sent, time.monotonic(), _UNKNOWN, repr(exc))
 
         cpu0 = time.process_time()
         await asyncio.sleep(max(0.0, t0 - time.monotonic()))
@@ -537,16 +544,32 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
+def raise_priority(wanted: str) -> str:
+    """Best effort, for this process and the threads it starts later; returns
+    what was applied. On a small shared machine a normal-priority client waits
+    for the server's threads (EEVDF slices are ms long) and falls behind its
+    schedule; the client is event-driven and needs little CPU, so running it
+    first costs the server little, and the kernel's RT throttling bounds it."""
+    if wanted == "realtime":
+        try:
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+            return "realtime (SCHED_RR 1)"
+        except (OSError, AttributeError):
+            wanted = "nice"  # not root, or not Linux
+    if wanted == "nice":
+        try:
+            os.nice(-10)
+            return "nice -10"
+        except OSError:
+            pass
+    return "normal"
+
+
 def _worker(job: _Job, ready_q: Any, start_q: Any, result_q: Any) -> None:
     """Process entry point: report ready, take the common start time, run."""
+    priority = raise_priority(job.priority)  # before any thread starts: they inherit it
     # A pacer thread waking mid-iteration would otherwise wait up to 5 ms for the GIL.
     sys.setswitchinterval(2e-4)
-    if job.nice:
-        # On a small machine the server's threads would otherwise delay sends
-        # and the reading of answers; the client needs little CPU, so giving it
-        # priority costs the server little. Not permitted (non-root): run as is.
-        with contextlib.suppress(OSError):
-            os.nice(job.nice)
 
     def ready() -> float:
         ready_q.put(True)
@@ -554,16 +577,16 @@ def _worker(job: _Job, ready_q: Any, start_q: Any, result_q: Any) -> None:
 
     try:
         samples, details, cpu = run_loop(_run_job(job, ready))
-        result_q.put(("ok", samples, details, cpu))
+        result_q.put(("ok", samples, details, cpu, priority))
     except BaseException as exc:  # reported to the parent, never lost
         ready_q.put(False)
-        result_q.put(("error", f"{type(exc).__name__}: {exc}", {}, 0.0))
+        result_q.put(("error", f"{type(exc).__name__}: {exc}", {}, 0.0, priority))
 
 
 # --------------------------------------------------------------------------- public API
 
-#: Scheduling priority of the load workers (``os.nice`` increment; 0 = as is).
-CLIENT_NICE = -10
+#: Scheduling priority asked for the load workers: realtime | nice | normal.
+CLIENT_PRIORITY = "realtime"
 START_MARGIN_S = 0.2  # time for every worker to receive the start time
 STARTUP_TIMEOUT_S = 60.0
 
@@ -591,7 +614,7 @@ def _run(jobs: list[_Job], target: str, workload: Workload) -> LoadResult:
         hard_stop = start + job0.warmup_s + job0.duration_s + job0.drain_s + 30
         for job in jobs:
             try:
-                status, samples, details, cpu = result_q.get(
+                status, samples, details, cpu, priority = result_q.get(
                     timeout=max(1.0, hard_stop - time.monotonic())
                 )
             except queue.Empty:
@@ -614,6 +637,7 @@ def _run(jobs: list[_Job], target: str, workload: Workload) -> LoadResult:
                     samples=samples,
                     client_cpu_s=cpu,
                     error_details=details,
+                    client_priority=priority,
                 )
             )
     except queue.Empty:
@@ -659,7 +683,7 @@ def run_closed(
     workers: int = 1,
     drain_s: float | None = None,
     allow_remote: str | None = None,
-    nice: int = CLIENT_NICE,
+    priority: str = CLIENT_PRIORITY,
 ) -> LoadResult:
     """``concurrency`` requests always in flight for ``duration_s`` (after a warm-up)."""
     check_target(target, allow_remote)
@@ -675,7 +699,7 @@ def run_closed(
             warmup_s,
             drain,
             concurrency=c,
-            nice=nice,
+            priority=priority,
         )
         for i, c in enumerate(shares)
     ]
@@ -693,7 +717,7 @@ def run_open(
     drain_s: float | None = None,
     allow_remote: str | None = None,
     seed: int = 0,
-    nice: int = CLIENT_NICE,
+    priority: str = CLIENT_PRIORITY,
 ) -> LoadResult:
     """Requests sent at the times of one realisation of ``arrival`` (open loop:
     a slow server does not slow the sender)."""
@@ -711,7 +735,7 @@ def run_open(
             drain,
             offsets=offsets[i::workers],
             offered_rps=arrival.rate / workers,
-            nice=nice,
+            priority=priority,
         )
         for i in range(workers)
     ]

@@ -30,6 +30,8 @@ class PointResult:
     #: Raw engine rows/s at the batch size nearest ``mean_batch``, and served/raw.
     raw_rows_per_s: float | None = None
     efficiency: float | None = None
+    #: Served rows/s over the bare grpc.aio reference's at the same point.
+    vs_reference: float | None = None
 
 
 @dataclass
@@ -46,6 +48,7 @@ class RunReport:
     chosen: dict[str, str] = field(default_factory=dict)
     points: list[PointResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def misses(self) -> list[str]:
@@ -102,7 +105,8 @@ CSV_FIELDS = [
     "rows_per_s", "goodput_rps", "slo_attainment", "refusal_rate", "error_rate",
     "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p99.9_ms", "mean_ms", "max_ms",
     "lag_p50_ms", "lag_p99_ms", "lag_max_ms", "mean_batch", "raw_rows_per_s", "efficiency",
-    "client_cpu", "valid", "invalid_reason", "target_p95_ms", "target_p99_ms",
+    "vs_reference",
+    "client_cpu", "client_priority", "valid", "invalid_reason", "target_p95_ms", "target_p99_ms",
     "target_min_slo", "passed", "misses", "errors",
 ]  # fmt: skip
 
@@ -116,7 +120,8 @@ def csv_row(p: PointResult) -> dict[str, Any]:
         "goodput_rps": s.goodput_rps, "slo_attainment": s.slo_attainment,
         "refusal_rate": s.refusal_rate, "error_rate": s.error_rate,
         "mean_batch": p.mean_batch, "raw_rows_per_s": p.raw_rows_per_s,
-        "efficiency": p.efficiency, "client_cpu": s.client_cpu, "valid": s.valid,
+        "efficiency": p.efficiency, "vs_reference": p.vs_reference,
+        "client_cpu": s.client_cpu, "client_priority": s.client_priority, "valid": s.valid,
         "invalid_reason": s.invalid_reason, "target_p95_ms": p.targets.p95_ms,
         "target_p99_ms": p.targets.p99_ms, "target_min_slo": p.targets.min_slo,
         "passed": not p.misses, "misses": "; ".join(p.misses),
@@ -251,6 +256,13 @@ def _ms(v: float | None) -> str:
     return "-" if v is None or math.isnan(v) else f"{v:.2f}"
 
 
+def _ratio(p: PointResult) -> str:
+    """served/raw engine, or (marked r) served/bare grpc.aio reference."""
+    if p.efficiency is not None:
+        return f"{p.efficiency:.2f}"
+    return "-" if p.vs_reference is None else f"{p.vs_reference:.2f}r"
+
+
 def format_table(report: RunReport) -> str:
     closed = report.scenario.mode == "closed"
     head = (
@@ -273,7 +285,7 @@ def format_table(report: RunReport) -> str:
             f"{s.refusal_rate:6.3f} {_ms(lat.get('p50')):>7} {_ms(lat.get('p95')):>7} "
             f"{_ms(lat.get('p99')):>7} {_ms(lat.get('p99.9')):>7} "
             f"{'-' if p.mean_batch is None else f'{p.mean_batch:.1f}':>5} "
-            f"{'-' if p.efficiency is None else f'{p.efficiency:.2f}':>5} "
+            f"{_ratio(p):>5} "
             f"{_ms(s.lag_ms.get('p99')):>6}  {status}"
         )
     if report.capacity_rows_per_s:
@@ -285,6 +297,8 @@ def format_table(report: RunReport) -> str:
             f"raw engine batch {raw.batch:>3}: {raw.rows_per_s:9.0f} rows/s "
             f"{raw.calls_per_s:8.0f} calls/s"
         )
+    for note in report.notes:
+        lines.append(f"note: {note}")
     for e in report.errors:
         lines.append(f"error: {e}")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import platform
 import shutil
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from benchmarks.loadgen import (
-    CLIENT_NICE,
+    CLIENT_PRIORITY,
     Arrival,
     Bursty,
     InputSpec,
@@ -48,6 +49,11 @@ RAW_BATCHES = {
     "dense_reference": (1, 2, 4, 8, 12, 16, 20, 24, 28, 32),
     "digits_mlp": (1, 2, 4, 8, 16, 32, 64),
 }
+
+
+REFERENCE = "bare grpc.aio (no model)"
+#: Client CPU (cores per worker) above which a point may be client-bound.
+CLIENT_BUSY = 0.7
 
 
 class RunError(RuntimeError):
@@ -106,11 +112,12 @@ def inferd_command(repository: Path, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def bare_command(repository: Path, model: str, port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "benchmarks.raw_engine", "bare-grpc", "--model-repository",
-        str(repository), "--model", model, "--port", str(port),
-    ]  # fmt: skip
+def bare_command(port: int) -> list[str] | None:
+    """The bare grpc.aio reference server (``benchmarks.bare_server``), if present."""
+    if importlib.util.find_spec("benchmarks.bare_server") is None:
+        return None
+    return [sys.executable, "-m", "benchmarks.bare_server", "--host", "127.0.0.1",
+            "--port", str(port)]  # fmt: skip
 
 
 def prepare_repository(source: Path, model: str, policy: Policy, dest: Path) -> Path:
@@ -226,7 +233,7 @@ class Runner:
     workers: int = 1
     lag_limit_ms: float = 1.0
     progress: Progress | None = None
-    client_nice: int = CLIENT_NICE
+    client_priority: str = CLIENT_PRIORITY
 
     def load(
         self,
@@ -249,14 +256,14 @@ class Runner:
             conc = int(point)
             call = lambda: run_closed(  # noqa: E731
                 address, wl, concurrency=conc, duration_s=duration, warmup_s=t.warmup_s,
-                workers=self.workers, nice=self.client_nice,
+                workers=self.workers, priority=self.client_priority,
             )  # fmt: skip
         else:
             assert capacity_rps is not None
             arrival = arrival_for(sc, point * capacity_rps, t.warmup_s + duration)
             call = lambda: run_open(  # noqa: E731
                 address, wl, arrival=arrival, duration_s=duration, warmup_s=t.warmup_s,
-                workers=self.workers, nice=self.client_nice,
+                workers=self.workers, priority=self.client_priority,
             )  # fmt: skip
         before = _counts_or_none(address, sc.model)
         result = self._with_progress(address, call)
@@ -337,7 +344,7 @@ def run_scenario(
     duration_scale: float = 1.0,
     workers: int = 1,
     lag_limit_ms: float = 1.0,
-    client_nice: int = CLIENT_NICE,
+    client_priority: str = CLIENT_PRIORITY,
     source_repository: Path | None = None,
     stream: TextIO | None = None,
 ) -> RunReport:
@@ -359,28 +366,53 @@ def run_scenario(
     n_points += len(scenario.points) if scenario.reference else 0
     n_points += 1 if scenario.needs_capacity else 0
     progress = Progress(n_points, stream)
-    runner = Runner(scenario, times, workers, lag_limit_ms, progress, client_nice)
-    report.machine["client_nice"] = client_nice
+    runner = Runner(scenario, times, workers, lag_limit_ms, progress, client_priority)
     tmp = Path(tempfile.mkdtemp(prefix=f"inferd-bench-{scenario.name}-"))
     try:
         if scenario.raw_engine:
             # Before any server runs, so the engine has the cores to itself.
             sizes = RAW_BATCHES.get(scenario.model, (1, 8, 32))
-            report.raw_engine = measure_engine(source, scenario.model, sizes, seconds_per_size=0.3)
+            report.raw_engine = measure_engine(source, scenario.model, sizes, seconds_per_size=0.5)
         _run_policies(runner, report, source, tmp, out_dir)
         if scenario.reference:
-            _run_reference(runner, report, source, out_dir)
+            _run_reference(runner, report, out_dir)
     except RunError as exc:
         report.errors.append(str(exc))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         report.machine["loadavg_end"] = list(os.getloadavg())
+    _ratios(report)
+    _client_notes(report)
+    return report
+
+
+def _client_notes(report: RunReport) -> None:
+    busy = [
+        f"{p.policy} {p.label} ({p.summary.client_cpu / report.workers:.2f})"
+        for p in report.points
+        if p.summary.client_cpu / report.workers > CLIENT_BUSY
+    ]
+    if busy:
+        report.notes.append(
+            "load generator used more than "
+            f"{CLIENT_BUSY:g} of a core per worker at {', '.join(busy)}: the client may "
+            "cap these points; try --workers 2 on a machine with spare cores"
+        )
+
+
+def _ratios(report: RunReport) -> None:
+    """Served/raw engine at the batch size the scheduler ran, and served/bare
+    reference at the same load point."""
+    reference = {p.point: p for p in report.points if p.policy == REFERENCE}
     for p in report.points:
         raw = nearest(report.raw_engine, p.mean_batch) if p.mean_batch else None
         if raw is not None:
             p.raw_rows_per_s = raw.rows_per_s
-            p.efficiency = p.summary.rows_per_s / raw.rows_per_s
-    return report
+            if report.scenario.mode == "closed":  # open loop: rows/s follow the offer
+                p.efficiency = p.summary.rows_per_s / raw.rows_per_s
+        ref = reference.get(p.point)
+        if p.policy != REFERENCE and ref is not None and ref.summary.rows_per_s > 0:
+            p.vs_reference = p.summary.rows_per_s / ref.summary.rows_per_s
 
 
 def _serve(source: Path, tmp: Path, sc: Scenario, policy: Policy, out_dir: Path) -> Any:
@@ -453,16 +485,19 @@ def _tune(
     return dataclasses.replace(best, name=policy.name, candidates=())
 
 
-def _run_reference(runner: Runner, report: RunReport, source: Path, out_dir: Path) -> None:
+def _run_reference(runner: Runner, report: RunReport, out_dir: Path) -> None:
     sc, progress = runner.scenario, runner.progress
     assert progress is not None
     port = free_port()
-    command = bare_command(source, sc.model, port)
+    command = bare_command(port)
+    if command is None:
+        report.notes.append("reference skipped: benchmarks.bare_server is not available")
+        return
     with server_process(command, port, out_dir / "server-bare-grpc.log") as address:
         for i, point in enumerate(sc.points):
             progress.start(f"bare grpc.aio {_point_label(sc, point)}")
             res, _ = runner.load(address, point)
             # A reference, not the product: its numbers are never judged.
-            result = _result(runner, "bare grpc.aio", i, point, res, None, judge=False)
+            result = _result(runner, REFERENCE, i, point, res, None, judge=False)
             report.points.append(result)
             progress.done(result.summary)
