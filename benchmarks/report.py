@@ -213,6 +213,7 @@ def write_plots(report: RunReport, directory: Path) -> list[Path]:
             _mark_invalid(top, pts, y, x)
             slo = [p.summary.slo_attainment for p in pts]
             bottom.plot(x, slo, marker="o", color=f"C{i}", label=policy)
+            _mark_invalid(bottom, pts, slo, x)
         lim = max((p.summary.offered_rps or 0 for p in report.points), default=0)
         top.plot([0, lim], [0, lim], color="grey", lw=0.8, ls=":", label="goodput = offered")
         top.set(ylabel="goodput (req/s within deadline)",
@@ -237,7 +238,9 @@ def _mark_invalid(
     xs = x if x is not None else [p.point for p in pts]
     bad = [(xi, yi) for xi, yi, p in zip(xs, y, pts, strict=True) if not p.summary.valid]
     if bad:
-        ax.scatter(*zip(*bad, strict=True), marker="x", s=80, color="red", zorder=5)
+        labelled = any(c.get_label() == "invalid point" for c in ax.collections)
+        ax.scatter(*zip(*bad, strict=True), marker="x", s=80, color="red", zorder=5,
+                   label="_nolegend_" if labelled else "invalid point")  # fmt: skip
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -242,3 +242,34 @@ def test_smoke_scenario_end_to_end(tmp_path: Path, demo_repository: Path) -> Non
     assert data["passed"] == (proc.returncode == 0)
     assert (out / "points.csv").is_file()
     assert time.monotonic() - started < 60
+
+
+# --------------------------------------------------------------------------- ceilings, configs
+
+
+def test_raw_engine_ceiling(demo_repository: Path) -> None:
+    from benchmarks.raw_engine import measure_engine, nearest
+
+    points = measure_engine(demo_repository, "digits_mlp", (1, 4), seconds_per_size=0.1)
+    assert [p.batch for p in points] == [1, 4]
+    for p in points:
+        assert p.calls_per_s > 0 and p.rows_per_s == pytest.approx(p.calls_per_s * p.batch)
+    assert nearest(points, 3.2) is points[1] and nearest([], 1) is None
+
+
+def test_policy_edits_reach_the_served_config(demo_repository: Path, tmp_path: Path) -> None:
+    from benchmarks.runner import prepare_repository
+    from benchmarks.scenarios import Policy
+    from server.batching import options_from_config
+    from server.repository import ModelRepository
+
+    policy = Policy("static", params=(("batching_policy", "static"),),
+                    preferred_batch_size=(16,), max_queue_delay_us=2000)  # fmt: skip
+    repo = prepare_repository(demo_repository, "dense_reference", policy, tmp_path)
+    source = ModelRepository(repo).source("dense_reference")
+    options = options_from_config(source.config)
+    assert options.policy == "static" and options.preferred_sizes == (16,)
+    assert options.max_queue_delay_s == pytest.approx(0.002)
+    # The source repository is untouched (files are linked, the config rewritten).
+    original = (demo_repository / "dense_reference" / "config.pbtxt").read_text()
+    assert "static" not in original
