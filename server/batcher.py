@@ -222,6 +222,10 @@ class BatchingScheduler(Scheduler):
             )
         if self.options.policy == "static" or deadline == math.inf:
             return  # Triton's batcher admits everything the queue holds
+        if self._queued == 0 and self._free_slots == self._slots_total:
+            # An idle model always tries: only running corrects a latency model
+            # that learned pessimistic figures (e.g. warmup on a busy host).
+            return
         predicted = self._backlog_seconds(now, request.rows)
         if now + predicted > deadline:
             self.counters.refused["deadline"] += 1
@@ -239,7 +243,8 @@ class BatchingScheduler(Scheduler):
         if total <= 0:
             return 0.0
         full, rest = divmod(total, largest)
-        work = full * lat.high(largest) + (lat.high(rest) if rest else 0.0)
+        # Typical time for the batches ahead, a pessimistic one for the last.
+        work = full * lat.mean(largest) + (lat.high(rest) if rest else 0.0)
         # Until a slot frees: the soonest end among running batches.
         wait = 0.0
         if self._free_slots == 0 and self._running:
@@ -270,7 +275,14 @@ class BatchingScheduler(Scheduler):
         return None
 
     def _hopeless(self, entry: _Entry, now: float) -> bool:
-        # Late already, or cannot finish even alone: never run late work.
+        """Late already, or (adaptive, while busy) predicted to finish late even
+        alone: such work is never run. Triton's static policy only drops what
+        has timed out; an idle scheduler runs its head, so that a stale latency
+        model can never lock a model shut."""
+        if entry.deadline <= now:
+            return True
+        if self.options.policy == "static" or not self._running:
+            return False
         return entry.deadline <= now + self.latency.mean(entry.rows)
 
     def _expire(self, entry: _Entry) -> None:

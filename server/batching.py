@@ -19,7 +19,7 @@ string_value: "..." } }``); a bad value fails the model's load naming it.
   default 0): the static policy's sizes and window, with Triton's meaning.
 - ``priority_levels`` / ``default_priority_level``: requests choose a level
   with the ``priority`` parameter; lower numbers are served first.
-- ``warmup_rounds`` (param, timed runs per batch size, 1..100): default 3.
+- ``warmup_rounds`` (param, timed runs per batch size, 1..100): default 5.
   More rounds give a steadier latency model and a slower start.
 - ``inline_max_us`` (param, µs, 0..10000): default 0 (off). A batch predicted
   to take less than this runs on the event loop thread instead of an executor
@@ -44,7 +44,7 @@ from server.latency import LatencyModel
 
 POLICIES = ("adaptive", "static", "none")
 DEFAULT_MAX_QUEUE = 2048
-DEFAULT_WARMUP_ROUNDS = 3
+DEFAULT_WARMUP_ROUNDS = 5
 DEFAULT_UTILIZATION = 0.8
 
 

@@ -45,6 +45,16 @@ class LatencyModel:
         stats.samples.append(seconds)
         stats._dirty = True
 
+    def seed(self, size: int, samples: list[float]) -> None:
+        """Start ``size`` from warmup samples: the median, not the first one,
+        so one slow warmup run (a busy host) does not skew the start."""
+        ordered = sorted(samples)
+        self.observe(size, ordered[len(ordered) // 2])
+        stats = self._sizes[size]
+        for value in ordered:
+            stats.samples.append(value)
+        stats._dirty = True
+
     @property
     def sizes(self) -> list[int]:
         return list(self._known)

@@ -38,7 +38,9 @@ def warm_up(engine: Engine, io: ModelIO, options: BatchingOptions, latency: Late
     for size in sizes:
         inputs = synthetic_inputs(io, size)
         engine.infer(inputs)
+        samples = []
         for _ in range(options.warmup_rounds):
             start = time.perf_counter()
             engine.infer(inputs)
-            latency.observe(size, time.perf_counter() - start)
+            samples.append(time.perf_counter() - start)
+        latency.seed(size, samples)

@@ -399,3 +399,40 @@ def test_inline_option_is_read_from_config_parameters() -> None:
     config.parameters["inline_max_us"].string_value = "lots"
     with pytest.raises(Exception, match="inline_max_us"):
         options_from_config(config)
+
+
+async def test_an_idle_model_runs_despite_a_pessimistic_latency_model() -> None:
+    # Warmup on a busy host can learn absurd figures; refusing everything would
+    # then lock the model shut, since only running corrects the model.
+    engine = GatedEngine()
+    latency = LatencyModel()
+    for size in range(1, 9):
+        latency.observe(size, 0.5)
+    sched = scheduler(engine, latency)
+    out = await sched.submit(request(2.0, deadline=time.monotonic() + 0.05))
+    assert out["y"][0, 0] == 4.0
+    assert latency.mean(1) < 0.5  # the real run pulled the estimate down
+    await sched.close()
+
+
+async def test_static_policy_runs_work_a_prediction_calls_hopeless() -> None:
+    # Triton's batcher drops only what has timed out, not what it predicts late.
+    engine = GatedEngine()
+    latency = LatencyModel()
+    for size in range(1, 9):
+        latency.observe(size, 1.0)
+    sched = scheduler(engine, latency, policy="static")
+    first = await hold_first_batch(sched, engine)
+    queued = asyncio.create_task(sched.submit(request(6.0, deadline=time.monotonic() + 0.5)))
+    await asyncio.sleep(0.01)
+    engine.gate.set()
+    await first
+    assert (await queued)["y"][0, 0] == 12.0
+    await sched.close()
+
+
+def test_warmup_seed_takes_the_median_not_the_first_sample() -> None:
+    model = LatencyModel()
+    model.seed(4, [0.030, 0.001, 0.001, 0.002, 0.001])
+    assert model.mean(4) == pytest.approx(0.001)
+    assert model.high(4) >= model.mean(4)
