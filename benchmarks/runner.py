@@ -46,6 +46,7 @@ from benchmarks.scenarios import MODEL_INPUTS, MODEL_OUTPUTS, Policy, Scaled, Sc
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 90.0
 RAW_BATCHES = {
+    "batching_reference": (1, 4, 8, 16),
     "dense_reference": (1, 2, 4, 8, 12, 16, 20, 24, 28, 32),
     "digits_mlp": (1, 2, 4, 8, 16, 32, 64),
 }
@@ -348,6 +349,8 @@ def run_scenario(
     source_repository: Path | None = None,
     stream: TextIO | None = None,
 ) -> RunReport:
+    from benchmarks.models import NAME as BATCHING_REFERENCE
+    from benchmarks.models import build_batching_reference
     from server.cli import default_demo_repository
     from server.demo_models import build_demo_repository
 
@@ -361,6 +364,10 @@ def run_scenario(
         machine=machine_info(),
     )
     source = source_repository or build_demo_repository(default_demo_repository())
+    if scenario.model == BATCHING_REFERENCE and not (source / BATCHING_REFERENCE).exists():
+        # Benchmark-only model: served from a repository of its own.
+        source = Path(tempfile.mkdtemp(prefix="inferd-bench-models-"))
+        build_batching_reference(source)
     n_points = len(scenario.points) * len(scenario.policies)
     n_points += sum(len(p.candidates) for p in scenario.policies)
     n_points += len(scenario.points) if scenario.reference else 0

@@ -14,8 +14,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 #: Demo models' input: (name, features per row, upper bound of the values).
-MODEL_INPUTS = {"digits_mlp": ("pixels", 64, 16.0), "dense_reference": ("x", 1024, 1.0)}
-MODEL_OUTPUTS = {"digits_mlp": ("label",), "dense_reference": ("y",)}
+MODEL_INPUTS = {
+    "digits_mlp": ("pixels", 64, 16.0),
+    "dense_reference": ("x", 1024, 1.0),
+    "batching_reference": ("x", 2048, 1.0),
+}
+MODEL_OUTPUTS = {"digits_mlp": ("label",), "dense_reference": ("y",), "batching_reference": ("y",)}
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,9 @@ def _static_candidates(budget_ms: float) -> tuple[Policy, ...]:
 
 
 BUDGET_MS = 25.0
+#: Rows per request in the batcher scenarios: two keeps the offered requests/s
+#: within what a Python open-loop client holds on 2 cores, and exercises merge/split.
+BATCHER_ROWS = 2
 _ADAPTIVE = Policy(
     "adaptive",
     params=(("batching_policy", "adaptive"), ("latency_budget_ms", f"{BUDGET_MS:g}")),
@@ -164,12 +171,13 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             name="batcher-poisson",
-            description="dense_reference, batch 1, Poisson arrivals at fractions of capacity, "
+            description="batching_reference, batch 1, Poisson arrivals at fractions of capacity, "
             f"{BUDGET_MS:g} ms deadline: adaptive vs best-tuned static batching.",
-            model="dense_reference",
+            model="batching_reference",
             mode="open",
             load_fractions=_FRACTIONS,
             arrival="poisson",
+            batch=BATCHER_ROWS,
             deadline_ms=BUDGET_MS,
             policies=(_ADAPTIVE, _STATIC),
             point_targets=_BATCHER_TARGETS,
@@ -179,10 +187,11 @@ SCENARIOS: dict[str, Scenario] = {
             name="batcher-bursty",
             description="As batcher-poisson with ON/OFF bursts at 4x the mean rate for 20 % "
             "of each 0.5 s (same mean); static is tuned where bursts first exceed capacity.",
-            model="dense_reference",
+            model="batching_reference",
             mode="open",
             load_fractions=_BURSTY_FRACTIONS,
             arrival="bursty",
+            batch=BATCHER_ROWS,
             deadline_ms=BUDGET_MS,
             policies=(_ADAPTIVE, _STATIC),
             point_targets=_BURSTY_TARGETS,
@@ -191,13 +200,14 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             name="batcher-step",
-            description="dense_reference, adaptive batching under Poisson arrivals whose rate "
+            description="batching_reference, adaptive batching under Poisson arrivals whose rate "
             "steps 0.5x -> 1.5x -> 1x of each point's mean load.",
-            model="dense_reference",
+            model="batching_reference",
             mode="open",
             load_fractions=(0.4, 0.6),
             arrival="step",
             duration_s=12.0,
+            batch=BATCHER_ROWS,
             deadline_ms=BUDGET_MS,
             policies=(_ADAPTIVE,),
             targets=Targets(p99_ms=25, min_slo=0.95),
