@@ -59,12 +59,28 @@ class EngineOptions:
     lets the runtime choose (Triton's ORT backend parameters
     ``intra_op_thread_count`` / ``inter_op_thread_count``).
     ``providers``: execution providers in preference order; empty means CPU.
+    ``provider_options``: per-provider settings as ``(provider, ((key,
+    value), ...))`` pairs (tuples keep the options hashable), e.g. the
+    TensorRT provider's precision from the config's accelerator parameters.
+    ``device_id``: the GPU the model runs on (Triton ``instance_group.gpus``).
+    ``max_batch_size``: the largest batch the scheduler will dispatch, 0 when
+    unknown; GPU engines size their shape ranges from it.
     """
 
     concurrency: int = 1
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     providers: tuple[str, ...] = ()
+    provider_options: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    device_id: int = 0
+    max_batch_size: int = 0
+
+    def options_for(self, provider: str) -> dict[str, str]:
+        """The settings given for ``provider`` (empty when none)."""
+        for name, pairs in self.provider_options:
+            if name == provider:
+                return dict(pairs)
+        return {}
 
 
 class EngineError(RuntimeError):

@@ -152,7 +152,8 @@ class ModelManager:
         config: model_config_pb2.ModelConfig,
         card: dict[str, str],
     ) -> ModelVersion:
-        engine = load_engine(platform, path, engine_options(config))
+        settings = engine_options(config, default_max_batch_size=self._default_max_batch_size)
+        engine = load_engine(platform, path, settings)
         try:
             completed = complete_config(
                 config, engine.signature, default_max_batch_size=self._default_max_batch_size

@@ -151,6 +151,7 @@ def test_triton_style_repository(tmp_path: Path) -> None:
         intra_op_threads=2,
         inter_op_threads=1,
         providers=("OpenVINOExecutionProvider", "CPUExecutionProvider"),
+        max_batch_size=8,
     )
 
 
