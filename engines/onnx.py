@@ -19,13 +19,20 @@ Data type notes:
   implementation for ..."; one that casts at its edges works. That path
   cannot carry string tensors, so a model with BF16 tensors and a BYTES input
   is refused at load.
+
+GPU providers: ``EngineOptions.providers`` lists them in preference order
+(TensorRT, CUDA, then CPU, from the config's execution accelerators). A
+provider missing from this onnxruntime build, or one that fails to
+initialise (no GPU, no CUDA libraries), is dropped with a logged warning and
+the model runs on what remains, CPU last. When the session really runs on
+CUDA or TensorRT, calls use IO binding (``_run_bound``); otherwise plain
+``run``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,10 +50,14 @@ from engines.base import (
     Signature,
     TensorSpec,
 )
+from engines.messages import clean_message as _clean_message
 
 logger = logging.getLogger("inferd.engines.onnx")
 
 _CPU = "CPUExecutionProvider"
+_CUDA = "CUDAExecutionProvider"
+_TENSORRT = "TensorrtExecutionProvider"
+_GPU_PROVIDERS = (_TENSORRT, _CUDA)
 _BF16 = np.dtype(ml_dtypes.bfloat16)
 _ONNX_BFLOAT16 = 16  # TensorProto.BFLOAT16; kept literal to avoid importing onnx here
 
@@ -67,35 +78,6 @@ ORT_DTYPES: dict[str, np.dtype[Any]] = {
     "tensor(double)": np.dtype(np.float64),
     "tensor(string)": BYTES_DTYPE,
 }
-
-_ORT_PREFIX = re.compile(r"\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
-_LOAD_PREFIX = re.compile(r"Load model(?: from)? .*? failed\s*:?\s*", re.S)
-_STACKTRACE = re.compile(r"\s*Stack ?trace:.*", re.S | re.I)
-# ORT_ENFORCE messages start "<file>:<line> <C++ signature> <condition> was false."
-_SOURCE_LOCATION = re.compile(
-    r"(?:[A-Za-z]:)?[^\s'\":]*[\\/][^\s'\":]+\.(?:h|hh|hpp|c|cc|cpp|cxx|cu|cuh|inc):\d+"
-    r"(?:\s+[^\n()]*\([^()\n]*\)(?:\s*const)?)?\s*"
-)
-# Absolute paths that start a word. Quoted names (ORT writes node names as
-# Name:'/fc1/Gemm') are left alone: they are graph names, not files.
-_ABS_PATH = re.compile(r"(?:(?<=\s)|^)(?:[A-Za-z]:\\|~?/)[^\s'\",;]+")
-_MAX_MESSAGE = 400
-
-
-def _clean_message(text: str, paths: Sequence[str] = ()) -> str:
-    """A one-paragraph reason safe to show a remote caller."""
-    for p in sorted(paths, key=len, reverse=True):
-        if p:
-            text = text.replace(p, "<model>")
-    text = _STACKTRACE.sub("", text)
-    text = _ORT_PREFIX.sub("", text)
-    text = _LOAD_PREFIX.sub("", text)
-    text = _SOURCE_LOCATION.sub("", text)
-    text = _ABS_PATH.sub("<path>", text)
-    text = " ".join(text.split())
-    if len(text) > _MAX_MESSAGE:
-        text = text[: _MAX_MESSAGE - 3] + "..."
-    return text or "unknown error"
 
 
 def _dim(d: object) -> int:
@@ -131,6 +113,125 @@ def _select_providers(requested: Sequence[str]) -> list[str]:
     if _CPU not in chosen:
         chosen.append(_CPU)
     return chosen
+
+
+ProviderSpec = str | tuple[str, dict[str, str]]
+
+
+def provider_specs(
+    chosen: Sequence[str], options: EngineOptions, path: Path | None = None
+) -> list[ProviderSpec]:
+    """``chosen`` providers with their options, as ``InferenceSession`` takes
+    them: the GPU providers get ``device_id`` and the config's parameters;
+    the TensorRT provider also gets one shape profile for the batch sizes the
+    scheduler will dispatch (``trt_profile_*_shapes``), read from the model's
+    inputs, unless the options already set one. Without it the provider
+    rebuilds its engine each time a batch is larger than any seen before,
+    which warmup's ascending sizes would trigger at every size."""
+    specs: list[ProviderSpec] = []
+    for name in chosen:
+        if name not in _GPU_PROVIDERS:
+            specs.append(name)
+            continue
+        values = {"device_id": str(options.device_id), **options.options_for(name)}
+        if (
+            name == _TENSORRT
+            and path is not None
+            and options.max_batch_size > 0
+            and not any(k.startswith("trt_profile_") for k in values)
+        ):
+            values.update(trt_profile_options(_graph_inputs(path), options.max_batch_size))
+        specs.append((name, values))
+    return specs
+
+
+def _graph_inputs(path: Path) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, dims) of the model's real inputs (initializers excluded), -1 for
+    a dimension that is not a fixed number; [] when the file cannot be read
+    here (the session load then reports the problem)."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # the session will say what is wrong with the file
+        return []
+    initializers = {i.name for i in model.graph.initializer}
+    inputs: list[tuple[str, tuple[int, ...]]] = []
+    for vi in model.graph.input:
+        if vi.name in initializers:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        inputs.append(
+            (vi.name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims))
+        )
+    return inputs
+
+
+def trt_profile_options(
+    inputs: Sequence[tuple[str, Sequence[int]]], max_batch_size: int
+) -> dict[str, str]:
+    """One TensorRT-provider profile: batch 1..``max_batch_size`` (opt at the
+    largest) for every input whose only dynamic dimension is the first.
+
+    Empty when no input has a dynamic first dimension, or when some input has
+    another dynamic dimension (its range is unknown here; the provider then
+    grows its profile from the shapes it sees)."""
+    dynamic = [(name, tuple(dims)) for name, dims in inputs if -1 in dims]
+    if max_batch_size <= 0 or not dynamic:
+        return {}
+    for name, dims in dynamic:
+        if not dims or dims[0] != -1 or -1 in dims[1:]:
+            logger.info(
+                "input %s has dynamic dimensions besides the batch; the TensorRT provider "
+                "will size its profile from the shapes it sees",
+                name,
+            )
+            return {}
+
+    def shapes(batch: int) -> str:
+        return ",".join(
+            f"{name}:" + "x".join(str(d) for d in (batch, *dims[1:])) for name, dims in dynamic
+        )
+
+    return {
+        "trt_profile_min_shapes": shapes(1),
+        "trt_profile_opt_shapes": shapes(max_batch_size),
+        "trt_profile_max_shapes": shapes(max_batch_size),
+    }
+
+
+def binding_target(
+    active: Sequence[str], signature: Signature, device_id: int
+) -> tuple[str, int] | None:
+    """Where to bind outputs with IO binding: the GPU when the session runs on
+    the CUDA or TensorRT provider, else None (plain ``run``). BYTES tensors
+    cannot live on a GPU and BF16 ones take the OrtValue path, so models with
+    either keep ``run``."""
+    if not any(p in _GPU_PROVIDERS for p in active):
+        return None
+    if any(t.dtype in (BYTES_DTYPE, _BF16) for t in (*signature.inputs, *signature.outputs)):
+        return None
+    return ("cuda", device_id)
+
+
+def _run_bound(
+    session: ort.InferenceSession,
+    names: list[str],
+    feeds: dict[str, np.ndarray],
+    target: tuple[str, int],
+    run_options: ort.RunOptions,
+) -> list[np.ndarray]:
+    """IO binding: onnxruntime copies the inputs to the device itself and the
+    outputs stay there until one copy back at the end (instead of run()'s
+    per-call allocations). One binding per call keeps calls thread-safe."""
+    device, device_id = target
+    binding = session.io_binding()
+    for name, array in feeds.items():
+        binding.bind_cpu_input(name, array)
+    for name in names:
+        binding.bind_output(name, device, device_id)
+    session.run_with_iobinding(binding, run_options)
+    return list(binding.copy_outputs_to_cpu())
 
 
 def _encode_strings(name: str, array: np.ndarray) -> np.ndarray:
@@ -198,8 +299,9 @@ class OnnxEngine(Engine):
         so.log_severity_level = 3
 
         providers = _select_providers(options.providers)
+        specs = provider_specs(providers, options, path)
         try:
-            session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+            session = ort.InferenceSession(str(path), sess_options=so, providers=specs)
         except Exception as exc:
             raise EngineError(
                 f"ONNX model could not be loaded: {_clean_message(str(exc), self._scrub)}"
@@ -226,6 +328,11 @@ class OnnxEngine(Engine):
                 "ONNX model could not be loaded: onnxruntime's Python API cannot run a model "
                 "with both BF16 tensors and BYTES inputs"
             )
+        self._binding = (
+            None
+            if self._use_ort_values
+            else binding_target(active, self._signature, options.device_id)
+        )
         self._inputs = {t.name: t for t in self._signature.inputs}
         self._outputs = {t.name: t for t in self._signature.outputs}
         # Silence ORT's per-failure stderr log: the caller gets the error.
@@ -236,6 +343,11 @@ class OnnxEngine(Engine):
     @property
     def signature(self) -> Signature:
         return self._signature
+
+    @property
+    def io_binding(self) -> bool:
+        """Whether calls go through IO binding (only on a GPU provider)."""
+        return self._binding is not None
 
     @property
     def providers(self) -> list[str]:
@@ -263,6 +375,8 @@ class OnnxEngine(Engine):
         try:
             if self._use_ort_values:
                 results = self._run_ort_values(session, names, feeds)
+            elif self._binding is not None:
+                results = _run_bound(session, names, feeds, self._binding, self._run_options)
             else:
                 results = session.run(names, feeds, self._run_options)
         except EngineError:
