@@ -22,4 +22,9 @@ def load_engine(platform: str, path: Path, options: EngineOptions | None = None)
         from engines.onnx import OnnxEngine
 
         return OnnxEngine(path, options or EngineOptions())
+    if platform in ("tensorrt_plan", "tensorrt"):
+        # Imports tensorrt/pycuda only when a plan is loaded.
+        from engines.tensorrt import TensorRTEngine
+
+        return TensorRTEngine(path, options or EngineOptions())
     raise EngineError(f"platform '{platform}' is not supported by this server")
