@@ -1,4 +1,5 @@
-"""The ``inferd`` command: ``serve``, ``infer``, ``models``, ``demo-models``.
+"""The ``inferd`` command: ``serve``, ``infer``, ``models``, ``demo-models``,
+``build-engine``.
 
 Start-up errors print one ``error: ...`` line and exit 2; no traceback.
 """
@@ -113,11 +114,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from clients.cli import infer_main, models_main
 
         return (infer_main if args[0] == "infer" else models_main)(args[1:])
+    if args and args[0] == "build-engine":
+        from server.build_engine import main as build_engine_main
+
+        return build_engine_main(args[1:])
     parser = argparse.ArgumentParser(prog="inferd", description="gRPC inference server")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     sub.add_parser("infer", help="send one request (inferd infer --help)")
     sub.add_parser("models", help="list the server's models (inferd models --help)")
+    sub.add_parser(
+        "build-engine", help="build a TensorRT plan from an ONNX model (inferd build-engine --help)"
+    )
     demo = sub.add_parser("demo-models", help="build the bundled demo model repository")
     demo.add_argument("dest", type=Path)
     demo.add_argument("--force", action="store_true")
