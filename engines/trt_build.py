@@ -193,6 +193,11 @@ class CalibrationSet:
                 "(every input needs a file)"
             )
         shapes = dict(shapes or {})
+        if batch_size != 1 and not all(i.batched for i in inputs):
+            raise BuildError(
+                "inputs without a dynamic batch dimension take one sample (a whole input) "
+                "per calibration batch: use --calibration-batch 1"
+            )
         self.batch_size = batch_size
         self.arrays: dict[str, np.ndarray] = {}
         counts: set[int] = set()
@@ -371,7 +376,10 @@ def _make_calibrator(trt: Any, cuda: Any, data: CalibrationSet, cache: Path | No
             self.done = 0
 
         def get_batch_size(self) -> int:
-            return data.batch_size
+            # Explicit-batch networks (the only kind in TensorRT 10): the batch is
+            # part of the input shape (the calibration profile); TensorRT multiplies
+            # by this value, so it must be 1.
+            return 1
 
         def get_batch(self, names: Sequence[str], *args: Any) -> list[int] | None:
             try:
@@ -460,8 +468,9 @@ def build_plan(spec: BuildSpec, progress: Progress | None = None) -> PlanInfo:
                     if profiles:
                         # Calibration runs at one shape: a batch of samples.
                         fixed = builder.create_optimization_profile()
-                        for name in profiles[0]:
-                            shape = calibration.batch_shape(name)
+                        batched = {i.name for i in inputs if i.batched}
+                        for name, (pinned, _, _) in profiles[0].items():
+                            shape = calibration.batch_shape(name) if name in batched else pinned
                             fixed.set_shape(name, shape, shape, shape)
                         config.set_calibration_profile(fixed)
                 monitor = None

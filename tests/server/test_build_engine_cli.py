@@ -243,6 +243,15 @@ def test_calibration_set_batches(tmp_path: Path) -> None:
         CalibrationSet({"a": tmp_path / "a.npy"}, inputs[:1], 64)
 
 
+def test_calibration_of_inputs_without_a_batch(tmp_path: Path) -> None:
+    inputs = [ModelInput("img", np.dtype(np.float32), (1, 3, 4))]
+    np.save(tmp_path / "img.npy", np.zeros((5, 1, 3, 4), np.float32))
+    with pytest.raises(BuildError, match="use --calibration-batch 1"):
+        CalibrationSet({"img": tmp_path / "img.npy"}, inputs, 4)
+    data = CalibrationSet({"img": tmp_path / "img.npy"}, inputs, 1)
+    assert data.batches == 5 and data.batch_nbytes("img") == 12 * 4
+
+
 def test_input_profiles_without_a_batch_dimension() -> None:
     inputs = [ModelInput("img", np.dtype(np.float32), (1, 3, -1, -1))]
     (profile,) = input_profiles(inputs, [BatchProfile(1, 8, 8)], {"img": (1, 3, 224, 224)})
