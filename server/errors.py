@@ -46,6 +46,13 @@ class Cancelled(InferdError):
     code = grpc.StatusCode.CANCELLED
 
 
+class FailedPrecondition(InferdError):
+    """The request is valid but the server's state does not allow it now
+    (a promotion gate, a model control mode, nothing to roll back)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class EngineFailure(InferdError):
     """The engine failed on this request's batch; other requests are unaffected."""
 
