@@ -82,6 +82,10 @@ def test_workers_share_the_port_and_drain_on_sigterm(demo_repository: Path) -> N
         pixels = np.ones((1, 64), np.float32)
         for _ in range(16):  # new channel = new connection, spread by the kernel
             with InferenceClient(address) as client:
+                # This connection's worker may still be loading: wait for it.
+                deadline = time.monotonic() + 60
+                while not client.is_server_ready(timeout=5) and time.monotonic() < deadline:
+                    time.sleep(0.1)
                 assert client.infer("digits_mlp", {"pixels": pixels})["label"].shape == (1, 1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
