@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
 import logging
 import re
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +26,11 @@ from server.latency import LatencyModel
 from server.model_io import ModelIO
 from server.repository import (
     ModelRepository,
+    ModelSource,
     RepositoryError,
     complete_config,
     engine_options,
+    tree_fingerprint,
 )
 from server.stats import ModelStats
 from server.warmup import warm_up
@@ -37,6 +41,10 @@ log = logging.getLogger("inferd.models")
 _NAME_ECHO = 80
 #: A requested version: decimal digits, as the repository's version directories.
 _VERSION = re.compile(r"[0-9]{1,19}", re.ASCII)
+
+#: Versions of a model to keep loaded besides those its version policy picks
+#: (the lifecycle state's champion, challenger and staged versions).
+Pins = Callable[[str], Collection[int]]
 
 
 def _echo(name: str) -> str:
@@ -61,10 +69,25 @@ class ModelVersion:
     scheduler: BatchingScheduler
     stats: ModelStats
     card: dict[str, str] = field(default_factory=dict)
+    #: Digest of what this version was loaded from (files, config, card); a
+    #: reload keeps the loaded version while it is unchanged.
+    source_key: str = ""
 
     @property
     def version_str(self) -> str:
         return str(self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    """What one (re)load did: the ready versions before and after, which were
+    loaded afresh, and the versions that failed with their reasons."""
+
+    name: str
+    before: tuple[int, ...]
+    after: tuple[int, ...]
+    loaded: tuple[int, ...]
+    failed: dict[int, str]
 
 
 @dataclass(slots=True)
@@ -76,16 +99,36 @@ class _Entry:
     reason: str = ""
     #: Versions that failed, with the reason, for RepositoryIndex.
     failed: dict[int, str] = field(default_factory=dict)
+    #: False once unloaded on request: it no longer counts against ServerReady.
+    wanted: bool = True
+    #: Versions the version policy picks; the default (unversioned) version is
+    #: the highest ready one of these, so a version loaded only because the
+    #: lifecycle state pins it (a staged challenger) never takes traffic by itself.
+    policy: frozenset[int] = frozenset()
 
 
 class ModelManager:
-    def __init__(self, repository: ModelRepository, *, default_max_batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        *,
+        default_max_batch_size: int = 64,
+        pins: Pins | None = None,
+    ) -> None:
         self.repository = repository
         self._default_max_batch_size = default_max_batch_size
+        #: Versions to keep loaded besides the policy's (set by the lifecycle layer).
+        self.pins: Pins = pins or _no_pins
         self._models: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def expect(self, names: Iterable[str]) -> None:
+        """Mark models about to be loaded as LOADING, so ServerReady stays false
+        until they are (an empty manager would count as all ready)."""
+        for name in names:
+            self._models.setdefault(name, _Entry(state=State.LOADING))
 
     async def load_all(self) -> None:
         """Load every model in the repository; one that fails leaves the others
@@ -95,26 +138,47 @@ class ModelManager:
             with contextlib.suppress(InferdError):
                 await self.load(name)
 
-    async def load(self, name: str) -> None:
-        """(Re)load every version the model's policy selects. A failure is
-        recorded and reported; it never replaces versions that are serving."""
+    async def load(self, name: str, extra_versions: Collection[int] = ()) -> LoadReport:
+        """(Re)load the versions the model's policy selects, plus the pinned
+        ones and ``extra_versions``. New or changed versions load and warm up
+        beside the serving ones, then the set switches atomically; versions
+        no longer wanted drain their admitted requests, then unload. Versions
+        whose files and config are unchanged stay loaded as they are.
+
+        A failure never replaces a serving version: when any version fails,
+        every version serving before keeps serving (a serving version whose
+        reload failed keeps its loaded copy). Raises Unavailable when the
+        model has no ready version afterwards; partial failures are in the
+        report (and RepositoryIndex)."""
         if name not in self.repository.index():
             raise NotFound(f"model '{_echo(name)}' is not in the repository")
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             entry = self._models.setdefault(name, _Entry())
+            entry.wanted = True
+            old = dict(entry.ready)
             if not entry.ready:
                 entry.state = State.LOADING
+            wanted_extra = {v for v in (*self.pins(name), *extra_versions) if v > 0}
             try:
-                source = await asyncio.to_thread(self.repository.source, name)
+                source = await asyncio.to_thread(self.repository.source, name, wanted_extra)
             except RepositoryError as exc:
                 entry.state = State.UNAVAILABLE if not entry.ready else entry.state
                 entry.reason = str(exc)
                 log.error("model load failed: %s", exc)
                 raise Unavailable(str(exc)) from None
             loaded: dict[int, ModelVersion] = {}
-            failed: dict[int, str] = {}
+            fresh: list[int] = []
+            failed: dict[int, str] = {
+                v: f"version {v} of model '{name}' is not in the repository"
+                for v in sorted(wanted_extra - source.versions.keys())
+            }
             for version, path in sorted(source.versions.items()):
+                key = await asyncio.to_thread(_source_key, source, path)
+                current = old.get(version)
+                if current is not None and current.source_key == key:
+                    loaded[version] = current
+                    continue
                 try:
                     loaded[version] = await asyncio.to_thread(
                         self._load_version,
@@ -125,23 +189,34 @@ class ModelManager:
                         source.config,
                         source.card,
                     )
+                    loaded[version].source_key = key
+                    fresh.append(version)
                 except (RepositoryError, EngineError, InferdError) as exc:
                     failed[version] = str(exc)
                     log.error("model '%s' version %d failed to load: %s", name, version, exc)
-            if not loaded:
-                entry.state = State.READY if entry.ready else State.UNAVAILABLE
-                entry.reason = "; ".join(failed.values()) or "no loadable version"
-                entry.failed = failed
-                raise Unavailable(f"model '{name}' failed to load: {entry.reason}")
-            old = entry.ready
-            entry.ready = loaded  # atomic switch: the next lookup sees the new set
+            if failed:
+                # Keep what serves: nothing is retired because of a failed load.
+                loaded = {**old, **{v: m for v, m in loaded.items() if v not in failed}}
             entry.failed = failed
+            if not loaded:
+                entry.state = State.UNAVAILABLE
+                entry.reason = "; ".join(failed.values()) or "no loadable version"
+                raise Unavailable(f"model '{name}' failed to load: {entry.reason}")
+            entry.policy = frozenset(source.policy_versions)
+            entry.ready = loaded  # atomic switch: the next lookup sees the new set
             entry.state = State.READY
             entry.reason = ""
             log.info("model '%s' ready, versions %s", name, sorted(loaded))
         for stale in old.values():
             if loaded.get(stale.version) is not stale:
                 await self._retire(stale)
+        return LoadReport(
+            name=name,
+            before=tuple(sorted(old)),
+            after=tuple(sorted(loaded)),
+            loaded=tuple(fresh),
+            failed=failed,
+        )
 
     def _load_version(
         self,
@@ -190,18 +265,25 @@ class ModelManager:
         await asyncio.to_thread(version.engine.close)
         log.info("model '%s' version %d unloaded", version.name, version.version)
 
-    async def unload(self, name: str) -> None:
+    async def unload(self, name: str) -> LoadReport:
+        """Unload every version (each drains its admitted requests first). A
+        model in the repository that is not loaded unloads as a no-op."""
         entry = self._models.get(name)
         if entry is None:
-            raise NotFound(f"model '{_echo(name)}' is not loaded")
+            if name not in self.repository.index():
+                raise NotFound(f"model '{_echo(name)}' is not loaded")
+            entry = self._models.setdefault(name, _Entry(reason="unloaded"))
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             old = entry.ready
             entry.ready = {}
             entry.state = State.UNAVAILABLE
             entry.reason = "unloaded"
+            entry.failed = {}
+            entry.wanted = False
         for stale in old.values():
             await self._retire(stale)
+        return LoadReport(name, tuple(sorted(old)), (), (), {})
 
     async def close(self) -> None:
         for name in list(self._models):
@@ -220,7 +302,8 @@ class ModelManager:
                 raise Unavailable(f"model '{name}' is loading")
             raise Unavailable(f"model '{name}' is not ready: {entry.reason or 'unavailable'}")
         if not version:
-            return entry.ready[max(entry.ready)]
+            preferred = [v for v in entry.ready if v in entry.policy]
+            return entry.ready[max(preferred or entry.ready)]
         # ASCII digits only: int() would also take "1_0", " 1", "+1" and
         # non-Latin digits such as "\u0661", none of which names a version.
         if not _VERSION.fullmatch(version):
@@ -230,6 +313,25 @@ class ModelManager:
         if found is None:
             raise NotFound(f"version {number} of model '{name}' is not available")
         return found
+
+    def get(self, name: str, version: int) -> ModelVersion | None:
+        """The ready ``version`` of ``name``, or None (the router's fast path)."""
+        entry = self._models.get(name)
+        return entry.ready.get(version) if entry is not None else None
+
+    def ready_versions(self, name: str) -> tuple[int, ...]:
+        entry = self._models.get(name)
+        return tuple(sorted(entry.ready)) if entry else ()
+
+    def is_loaded(self, name: str) -> bool:
+        """Known and wanted: loaded (or loading) and not unloaded on request."""
+        entry = self._models.get(name)
+        return entry is not None and entry.wanted
+
+    def failure(self, name: str, version: int) -> str:
+        """Why ``version`` of ``name`` failed its last load ("" when it did not)."""
+        entry = self._models.get(name)
+        return entry.failed.get(version, "") if entry else ""
 
     def versions(self, name: str) -> list[ModelVersion]:
         entry = self._models.get(name)
@@ -247,8 +349,8 @@ class ModelManager:
 
     @property
     def all_ready(self) -> bool:
-        """Every model in the repository has at least one ready version."""
-        return all(e.ready for e in self._models.values())
+        """Every model that is wanted (not unloaded on request) has a ready version."""
+        return all(e.ready for e in self._models.values() if e.wanted)
 
     def index(self, ready_only: bool = False) -> list[tuple[str, str, str, str]]:
         """(name, version, state, reason) rows for RepositoryIndex."""
@@ -269,3 +371,18 @@ class ModelManager:
             if not entry.ready and not entry.failed:
                 rows.append((name, "", entry.state.value, entry.reason))
         return rows
+
+
+def _no_pins(name: str) -> Collection[int]:
+    return ()
+
+
+def _source_key(source: ModelSource, path: Path) -> str:
+    """What a loaded version depends on: its directory's files, the model's
+    config and card."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(tree_fingerprint(path.parent).encode())
+    digest.update(source.config.SerializeToString(deterministic=True))
+    digest.update(repr(sorted(source.card.items())).encode())
+    digest.update(source.platform.encode())
+    return digest.hexdigest()

@@ -14,9 +14,11 @@ messages name models and paths relative to the root, never absolute paths
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
@@ -92,6 +94,9 @@ class ModelSource:
     versions: dict[int, Path]
     platform: str
     card: dict[str, str]
+    #: The versions the version policy picks (``versions`` may hold more: the
+    #: extra versions asked for). Unversioned requests go to the highest of these.
+    policy_versions: tuple[int, ...] = ()
 
 
 class ModelRepository:
@@ -114,11 +119,15 @@ class ModelRepository:
             raise RepositoryError(f"cannot list the model repository: {exc.strerror}") from None
         return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
 
-    def source(self, name: str) -> ModelSource:
+    def source(self, name: str, extra_versions: Collection[int] = ()) -> ModelSource:
         """Find, parse and check model ``name``.
 
         The name is looked up among ``index()`` and only then joined to the
         root, so a caller's name can never reach outside the repository.
+        ``extra_versions`` are selected besides the version policy's choice
+        when their model file exists (versions the lifecycle state keeps
+        loaded: champion, challenger, staged versions); the caller reports
+        the ones that are missing.
         """
         if name not in self.index():
             raise ModelNotFoundError(f"model {_quote(name)} is not in the repository")
@@ -128,7 +137,7 @@ class ModelRepository:
         if not config.platform:
             config.platform = platform
         filename = _model_filename(name, config, platform)
-        versions = _select_versions(name, config, directory, filename)
+        policy, versions = _select_versions(name, config, directory, filename, extra_versions)
         return ModelSource(
             name=name,
             directory=directory,
@@ -136,6 +145,7 @@ class ModelRepository:
             versions=versions,
             platform=platform,
             card=_read_card(name, directory),
+            policy_versions=policy,
         )
 
 
@@ -252,8 +262,12 @@ def _version_dirs(directory: Path) -> dict[int, Path]:
 
 
 def _select_versions(
-    name: str, config: model_config_pb2.ModelConfig, directory: Path, filename: str
-) -> dict[int, Path]:
+    name: str,
+    config: model_config_pb2.ModelConfig,
+    directory: Path,
+    filename: str,
+    extra: Collection[int] = (),
+) -> tuple[tuple[int, ...], dict[int, Path]]:
     """Apply the version policy.
 
     A version directory without its model file is not a candidate for
@@ -290,7 +304,40 @@ def _select_versions(
         selected = sorted(loadable)[-count:]
     if not selected:
         raise RepositoryError(f"model '{name}': no version of the model has a {filename} file")
-    return {v: loadable[v] for v in selected}
+    chosen = sorted({*selected, *(v for v in extra if v in loadable)})
+    return tuple(selected), {v: loadable[v] for v in chosen}
+
+
+def tree_fingerprint(directory: Path, *, max_entries: int = 10_000) -> str:
+    """A digest of the names, sizes, inodes and modification times of the
+    files under ``directory`` (hidden entries skipped): it changes when a file
+    is added, removed, rewritten or renamed into place. Contents are not read,
+    so polling a large repository stays cheap; write model files under a
+    temporary name and rename them, so a half-written file is never seen as
+    final. "" when the directory cannot be read."""
+    digest = hashlib.blake2b(digest_size=16)
+    seen = 0
+    try:
+        for base, dirs, files in os.walk(directory):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for filename in sorted(f for f in files if not f.startswith(".")):
+                path = os.path.join(base, filename)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                rel = os.path.relpath(path, directory)
+                digest.update(
+                    f"{rel}\0{st.st_size}\0{st.st_ino}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode(
+                        "utf-8", "surrogateescape"
+                    )
+                )
+                seen += 1
+                if seen >= max_entries:
+                    return digest.hexdigest()
+    except OSError:
+        return ""
+    return digest.hexdigest()
 
 
 def _read_card(name: str, directory: Path) -> dict[str, str]:
