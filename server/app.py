@@ -13,15 +13,23 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from protos import grpc_service_pb2_grpc as pb_grpc
+from protos.inferd.admin.v1 import admin_pb2_grpc as admin_grpc
+from server.admin import AdminServicer
+from server.audit import AuditLog
 from server.codec import DEFAULT_MAX_ELEMENTS
+from server.lifecycle.controller import LifecycleController, ModelControlMode
+from server.lifecycle.state import StateStore
 from server.models import ModelManager
 from server.repository import ModelRepository
+from server.routing import Router
 from server.servicer import InferenceServicer
 
 log = logging.getLogger("inferd.app")
@@ -69,6 +77,19 @@ class ServerConfig:
     #: Let several processes share the port (SO_REUSEPORT). Off by default so
     #: a port already in use is an error instead of a silent second listener.
     reuse_port: bool = False
+    #: Triton's model control mode: "none" (load everything at start, no
+    #: load/unload requests), "explicit" (load ``load_models`` at start, then
+    #: on request) or "poll" (load everything, follow repository changes).
+    model_control_mode: str = "none"
+    #: Models loaded at start in explicit mode; "*" loads all.
+    load_models: tuple[str, ...] = ()
+    #: Seconds between repository scans in poll mode.
+    repository_poll_seconds: float = 15.0
+    #: Where the shared route/stage state (routes.json) and the audit log
+    #: (audit.sqlite) live; default ``<model_repository>/.inferd``.
+    state_dir: Path | None = None
+    #: Seconds between checks of the shared state file for other replicas' changes.
+    state_poll_seconds: float = 1.0
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -85,14 +106,46 @@ def _port_free(host: str, port: int) -> bool:
 
 
 class InferdServer:
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    ) -> None:
         self.config = config
         try:
             repository = ModelRepository(config.model_repository)
         except Exception as exc:
             raise StartupError(str(exc)) from None
+        try:
+            mode = ModelControlMode(config.model_control_mode)
+        except ValueError:
+            choices = ", ".join(m.value for m in ModelControlMode)
+            raise StartupError(
+                f"model control mode '{config.model_control_mode}' is not one of {choices}"
+            ) from None
+        if config.repository_poll_seconds <= 0 or config.state_poll_seconds <= 0:
+            raise StartupError("poll intervals must be positive numbers of seconds")
+        state_dir = config.state_dir or repository.root / ".inferd"
         self.models = ModelManager(repository, default_max_batch_size=config.default_max_batch_size)
-        self.servicer = InferenceServicer(self.models, max_elements=config.max_elements)
+        self.router = Router(self.models)
+        self.lifecycle = LifecycleController(
+            self.models,
+            self.router,
+            StateStore(state_dir),
+            AuditLog(state_dir),
+            mode=mode,
+            repository_poll_s=config.repository_poll_seconds,
+            state_poll_s=config.state_poll_seconds,
+        )
+        self.servicer = InferenceServicer(
+            self.models,
+            router=self.router,
+            lifecycle=self.lifecycle,
+            max_elements=config.max_elements,
+        )
+        self.admin = AdminServicer(self.lifecycle)
+        self._interceptors = tuple(interceptors)
         self._server: grpc.aio.Server | None = None
         self.port = 0
 
@@ -103,8 +156,9 @@ class InferdServer:
             ("grpc.max_send_message_length", self.config.max_message_bytes),
             ("grpc.so_reuseport", 1 if self.config.reuse_port else 0),
         ]
-        server = grpc.aio.server(options=options)
+        server = grpc.aio.server(options=options, interceptors=self._interceptors or None)
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
+        admin_grpc.add_ModelAdminServicer_to_server(self.admin, server)
         address = f"{self.config.host}:{self.config.grpc_port}"
         if not self.config.reuse_port and not _port_free(self.config.host, self.config.grpc_port):
             # Checked ahead of gRPC so the operator gets one clear line, not a core log.
@@ -119,8 +173,7 @@ class InferdServer:
         self._server = server
         self.port = port
         log.info("listening on %s:%d", self.config.host, port)
-        if load:
-            await self.models.load_all()
+        await self.lifecycle.start(load=load, load_models=self.config.load_models)
         return port
 
     async def stop(self, grace: float | None = None) -> None:
@@ -129,6 +182,8 @@ class InferdServer:
         if self._server is not None:
             await self._server.stop(self.config.grace_seconds if grace is None else grace)
             self._server = None
+        await self.servicer.close()
+        await self.lifecycle.stop()
         await self.models.close()
 
     async def wait(self) -> None:

@@ -50,6 +50,32 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=1,
         help="server processes sharing the port (SO_REUSEPORT); about one per core (default 1)",
     )
+    p.add_argument(
+        "--model-control-mode",
+        default="none",
+        choices=["none", "poll", "explicit"],
+        help="none: load the repository at start; poll: also follow its changes; explicit: "
+        "load --load-model models at start, then on request (inferd models load/unload)",
+    )
+    p.add_argument(
+        "--repository-poll-secs",
+        type=float,
+        default=15.0,
+        help="seconds between repository scans in poll mode (default 15)",
+    )
+    p.add_argument(
+        "--load-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="explicit mode: a model to load at start (repeatable; '*' loads all)",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="shared route/stage state (routes.json) and audit log (audit.sqlite); "
+        "default <model-repository>/.inferd",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -65,12 +91,20 @@ def _serve(opts: argparse.Namespace) -> int:
         repository = build_demo_repository(default_demo_repository())
     if not 0 <= opts.grpc_port <= 65535:
         return _error(f"--grpc-port {opts.grpc_port} is not a port number")
+    if not opts.repository_poll_secs > 0:
+        return _error(f"--repository-poll-secs {opts.repository_poll_secs} must be positive")
+    if opts.load_model and opts.model_control_mode != "explicit":
+        return _error("--load-model needs --model-control-mode explicit")
     config = ServerConfig(
         model_repository=repository,
         host=opts.host,
         grpc_port=opts.grpc_port,
         max_message_bytes=opts.max_message_mb << 20,
         grace_seconds=opts.grace,
+        model_control_mode=opts.model_control_mode,
+        load_models=tuple(opts.load_model),
+        repository_poll_seconds=opts.repository_poll_secs,
+        state_dir=opts.state_dir,
     )
     if opts.workers < 1:
         return _error(f"--workers {opts.workers} must be at least 1")

@@ -13,23 +13,31 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
+import numpy as np
 
 from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
 from server.codec import DEFAULT_MAX_ELEMENTS, decode_request, encode_response
 from server.errors import (
+    Cancelled,
     DeadlineExceeded,
+    FailedPrecondition,
     InferdError,
     InvalidArgument,
     Unavailable,
     status_of,
 )
+from server.identity import current_principal
 from server.models import ModelManager, ModelVersion
 from server.request import InferRequest
+from server.routing import Decision, Router, outputs_agree
 from server.stats import Duration, ModelStats
+
+if TYPE_CHECKING:
+    from server.lifecycle.controller import LifecycleController
 
 log = logging.getLogger("inferd.servicer")
 
@@ -37,7 +45,15 @@ SERVER_NAME = "inferd"
 SERVER_VERSION = "0.1.0"
 #: Protocol extensions this server implements (Triton's names); kept truthful
 #: by tests that exercise each one.
-EXTENSIONS = ("model_configuration", "statistics", "parameters")
+EXTENSIONS = ("model_configuration", "statistics", "parameters", "model_repository")
+
+#: Request parameter and gRPC metadata key carrying the A/B routing key.
+ROUTING_KEY_PARAMETER = "routing_key"
+ROUTING_KEY_METADATA = "x-routing-key"
+#: Longest routing key used; the rest is ignored.
+MAX_ROUTING_KEY = 256
+#: Deadline of a mirrored (shadow) request, seconds.
+SHADOW_TIMEOUT_S = 30.0
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -121,12 +137,47 @@ def _statistics(version: ModelVersion) -> pb.ModelStatistics:
     )
 
 
+def _routing_key(msg: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The A/B routing key: the ``routing_key`` request parameter, else the
+    ``x-routing-key`` metadata entry; "" when neither is sent."""
+    if ROUTING_KEY_PARAMETER in msg.parameters:
+        param = msg.parameters[ROUTING_KEY_PARAMETER]
+        kind = param.WhichOneof("parameter_choice")
+        if kind == "string_param":
+            return param.string_param[:MAX_ROUTING_KEY]
+        if kind in ("int64_param", "uint64_param"):
+            return str(getattr(param, kind))
+        raise InvalidArgument("parameter 'routing_key' must be a string or an integer")
+    for key, value in context.invocation_metadata() or ():
+        if key == ROUTING_KEY_METADATA:
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            return text[:MAX_ROUTING_KEY]
+    return ""
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(self, models: ModelManager, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> None:
+    def __init__(
+        self,
+        models: ModelManager,
+        *,
+        router: Router | None = None,
+        lifecycle: LifecycleController | None = None,
+        max_elements: int = DEFAULT_MAX_ELEMENTS,
+    ) -> None:
         self.models = models
+        self.router = router or Router(models)
+        self.lifecycle = lifecycle
         self.max_elements = max_elements
         #: Set while shutting down: readiness turns false, new work is refused.
         self.draining = False
+        self._shadows: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Cancel mirrored requests still running (they answer nobody)."""
+        for task in list(self._shadows):
+            task.cancel()
+        if self._shadows:
+            await asyncio.gather(*self._shadows, return_exceptions=True)
 
     # -- health and metadata ---------------------------------------------------------------
 
@@ -157,11 +208,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS
         )
 
+    def _version(self, name: str, version: str) -> ModelVersion:
+        """An explicit version, or the one serving unversioned requests."""
+        return self.models.resolve(name, version) if version else self.router.serving(name)
+
     @_rpc
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Any
     ) -> pb.ModelMetadataResponse:
-        version = self.models.resolve(request.name, request.version)
+        version = self._version(request.name, request.version)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=version.name,
@@ -182,7 +237,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: Any
     ) -> pb.ModelConfigResponse:
-        version = self.models.resolve(request.name, request.version)
+        version = self._version(request.name, request.version)
         return pb.ModelConfigResponse(config=version.config)
 
     @_rpc
@@ -216,6 +271,48 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             ]
         )
 
+    def _repository_request(
+        self, repository_name: str, model_name: str, parameters: Any, what: str
+    ) -> LifecycleController:
+        if repository_name:
+            raise InvalidArgument(
+                "this server has a single model repository; leave repository_name empty"
+            )
+        if not model_name:
+            raise InvalidArgument("model_name is required")
+        if parameters:
+            names = ", ".join(repr(k[:40]) for k in sorted(parameters))
+            raise InvalidArgument(f"{what} parameters are not supported (got {names})")
+        if self.lifecycle is None:
+            raise FailedPrecondition("this server does not load or unload models on request")
+        return self.lifecycle
+
+    @_rpc
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        """Load or reload a model (explicit model control mode). New or changed
+        versions warm up beside the serving ones, then take over; a failure
+        is reported and leaves what serves untouched."""
+        lifecycle = self._repository_request(
+            request.repository_name, request.model_name, request.parameters, "load"
+        )
+        await lifecycle.load_model(request.model_name, principal=current_principal().name)
+        return pb.RepositoryModelLoadResponse()
+
+    @_rpc
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        """Unload every version of a model once its admitted requests finish."""
+        # Triton's unload_dependents (ensembles) has nothing to act on here.
+        parameters = {k: v for k, v in request.parameters.items() if k != "unload_dependents"}
+        lifecycle = self._repository_request(
+            request.repository_name, request.model_name, parameters, "unload"
+        )
+        await lifecycle.unload_model(request.model_name, principal=current_principal().name)
+        return pb.RepositoryModelUnloadResponse()
+
     # -- inference -------------------------------------------------------------------------
 
     async def _infer(
@@ -224,7 +321,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         start = time.monotonic_ns()
         if self.draining:
             raise Unavailable("server is shutting down; retry on another replica")
-        version = self.models.resolve(msg.model_name, msg.model_version)
+        decision: Decision | None = None
+        if msg.model_version:
+            # An explicit version bypasses routes.
+            version = self.models.resolve(msg.model_name, msg.model_version)
+        else:
+            decision = self.router.route(msg.model_name, lambda: _routing_key(msg, context))
+            version = decision.version
         try:
             request = decode_request(msg, version.io, max_elements=self.max_elements)
             request.deadline = _deadline(context, request)
@@ -235,11 +338,54 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             response = encode_response(
                 version.name, version.version_str, msg.id, outputs, version.io, request.outputs
             )
-        except InferdError:
-            version.stats.record_failure(time.monotonic_ns() - start)
+        except InferdError as exc:
+            elapsed = time.monotonic_ns() - start
+            version.stats.record_failure(elapsed)
+            if decision is not None and not isinstance(exc, Cancelled):
+                self.router.record(decision, False, elapsed / 1e9)
             raise
-        version.stats.record_success(time.monotonic_ns() - start, request.rows)
+        elapsed = time.monotonic_ns() - start
+        version.stats.record_success(elapsed, request.rows)
+        if decision is not None:
+            self.router.record(decision, True, elapsed / 1e9)
+            if decision.shadow is not None and self.router.begin_shadow(decision):
+                task = asyncio.create_task(self._shadow(msg, decision, outputs))
+                self._shadows.add(task)
+                task.add_done_callback(self._shadows.discard)
         return response
+
+    async def _shadow(
+        self, msg: pb.ModelInferRequest, decision: Decision, expected: dict[str, np.ndarray]
+    ) -> None:
+        """Mirror a request the champion answered to the challenger and compare.
+        Runs after the caller's answer and never reaches the caller."""
+        shadow = decision.shadow
+        assert shadow is not None
+        start = time.monotonic()
+        ok, agree, dropped = False, None, False
+        try:
+            request = decode_request(msg, shadow.io, max_elements=self.max_elements)
+            request.deadline = start + SHADOW_TIMEOUT_S
+            outputs = await shadow.scheduler.submit(request)
+            ok = True
+            agree = outputs_agree(expected, outputs)
+        except Unavailable:
+            dropped = True  # unloading or queue full: not the challenger's answer
+        except InferdError:
+            pass
+        except asyncio.CancelledError:
+            dropped = True
+            raise
+        except Exception:
+            log.exception("shadow request failed")
+        finally:
+            self.router.end_shadow(
+                decision,
+                ok=ok,
+                latency_s=time.monotonic() - start,
+                agree=agree,
+                dropped=dropped,
+            )
 
     @_rpc
     async def ModelInfer(
@@ -301,12 +447,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     async def _unimplemented(self, context: grpc.aio.ServicerContext[Any, Any], what: str) -> None:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not supported by inferd")
-
-    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
-        await self._unimplemented(context, "RepositoryModelLoad")
-
-    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-        await self._unimplemented(context, "RepositoryModelUnload")
 
     async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
         await self._unimplemented(context, "system shared memory")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,8 +36,9 @@ class ServerThread:
     """A real inferd server on 127.0.0.1, port 0, on its own event loop thread,
     so synchronous clients (and child processes) can call it from the test."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, interceptors: Sequence[Any] = ()) -> None:
         self.config = config
+        self.interceptors = tuple(interceptors)
         self.server: InferdServer | None = None
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -64,7 +65,7 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(60)
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(60)
 
@@ -75,7 +76,7 @@ class ServerThread:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            self.server = InferdServer(self.config)
+            self.server = InferdServer(self.config, interceptors=self.interceptors)
             self.port = await self.server.start()
         except BaseException as exc:
             self._error = exc
@@ -88,13 +89,14 @@ class ServerThread:
 
 @pytest.fixture
 def make_server() -> Iterator[Callable[..., ServerThread]]:
-    """Start servers on given repositories (``make_server(repo, **config)``);
-    all are stopped when the test ends."""
+    """Start servers on given repositories (``make_server(repo, **config)``,
+    ``interceptors=[...]`` for the gRPC server); all are stopped when the test ends."""
     started: list[ServerThread] = []
 
-    def make(repository: Path, **options: Any) -> ServerThread:
+    def make(repository: Path, interceptors: Sequence[Any] = (), **options: Any) -> ServerThread:
         options.setdefault("grpc_port", 0)
-        thread = ServerThread(ServerConfig(model_repository=repository, **options)).start()
+        config = ServerConfig(model_repository=repository, **options)
+        thread = ServerThread(config, interceptors).start()
         started.append(thread)
         return thread
 

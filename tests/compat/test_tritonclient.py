@@ -276,9 +276,11 @@ def test_statistics_count_a_rejected_request_as_failure(details: dict[str, Any])
         ("infer_batch_too_large", "StatusCode.INVALID_ARGUMENT"),
         ("infer_missing_input", "StatusCode.INVALID_ARGUMENT"),
         ("infer_unknown_output", "StatusCode.INVALID_ARGUMENT"),
+        # model_repository is claimed, but the session server runs in model control
+        # mode none (as Triton's default): loading on request is refused.
+        ("load_model", "StatusCode.FAILED_PRECONDITION"),
+        ("unload_model", "StatusCode.FAILED_PRECONDITION"),
         # Extensions the server does not claim answer UNIMPLEMENTED, keeping the list truthful.
-        ("load_model", "StatusCode.UNIMPLEMENTED"),
-        ("unload_model", "StatusCode.UNIMPLEMENTED"),
         ("system_shared_memory_status", "StatusCode.UNIMPLEMENTED"),
         ("cuda_shared_memory_status", "StatusCode.UNIMPLEMENTED"),
         ("trace_settings", "StatusCode.UNIMPLEMENTED"),
@@ -313,3 +315,59 @@ def test_stream_error_names_the_model(details: dict[str, Any]) -> None:
     # In a stream an error arrives as the response's error_message: no status code.
     (message,) = details["stream_error_messages"]
     assert "no_such_model" in message
+
+
+# -- model repository extension (explicit model control mode) --------------------------------
+
+REPOSITORY_PROBE = """
+import json, sys
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+c = grpcclient.InferenceServerClient(sys.argv[1])
+out = {"index_before": [(m.name, m.state) for m in c.get_model_repository_index().models]}
+out["ready_before"] = c.is_model_ready("plus")
+c.load_model("plus")
+out["ready_after_load"] = c.is_model_ready("plus")
+x = grpcclient.InferInput("x", [1, 2], "FP32")
+x.set_data_from_numpy(np.array([[1.0, 2.0]], np.float32))
+out["y"] = c.infer("plus", [x]).as_numpy("y").tolist()
+c.unload_model("plus")
+out["ready_after_unload"] = c.is_model_ready("plus")
+try:
+    c.load_model("no_such_model")
+    out["unknown"] = None
+except InferenceServerException as exc:
+    out["unknown"] = exc.status()
+print(json.dumps(out))
+"""
+
+
+def test_stock_client_loads_and_unloads_in_explicit_mode(
+    tmp_path: Path, make_server: Any
+) -> None:
+    if importlib.util.find_spec("tritonclient") is None:
+        pytest.skip("tritonclient is not installed (pip install '.[test]')")
+    from lifecycle_models import plus, write_config
+
+    plus(tmp_path / "plus" / "1" / "model.onnx", 1)
+    write_config(tmp_path, "plus", "")
+    server = make_server(tmp_path, model_control_mode="explicit")
+    proc = subprocess.run(
+        [sys.executable, "-c", REPOSITORY_PROBE, server.address],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout)
+    assert out["index_before"] == [["plus", "UNAVAILABLE"]]
+    assert (out["ready_before"], out["ready_after_load"], out["ready_after_unload"]) == (
+        False,
+        True,
+        False,
+    )
+    assert out["y"] == [[2.0, 3.0]]
+    assert out["unknown"] == "StatusCode.NOT_FOUND"

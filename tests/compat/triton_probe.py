@@ -480,9 +480,10 @@ class Probe:
                     "digits_mlp", good, outputs=[grpcclient.InferRequestedOutput("nope")]
                 )
             ),
-            # Extensions the server does not claim must say so, not half-work.
+            # Model control mode none: loading on request is refused, with a reason.
             "load_model": self.error_of(lambda: c.load_model("digits_mlp")),
             "unload_model": self.error_of(lambda: c.unload_model("digits_mlp")),
+            # Extensions the server does not claim must say so, not half-work.
             "system_shared_memory_status": self.error_of(
                 lambda: c.get_system_shared_memory_status()
             ),

@@ -571,8 +571,6 @@ def test_huge_shapes_are_refused_without_allocating(
 # --- RPCs inferd does not offer ------------------------------------------------------
 
 UNIMPLEMENTED = [
-    "RepositoryModelLoad",
-    "RepositoryModelUnload",
     "SystemSharedMemoryStatus",
     "SystemSharedMemoryRegister",
     "SystemSharedMemoryUnregister",
@@ -591,4 +589,46 @@ def test_unoffered_rpcs_are_unimplemented(stub: pb_grpc.GRPCInferenceServiceStub
         getattr(stub, rpc)(request, timeout=30)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "not supported" in info.value.details()
+    assert_still_serving(stub)
+
+
+@pytest.mark.parametrize("rpc", ["RepositoryModelLoad", "RepositoryModelUnload"])
+def test_load_and_unload_are_refused_in_model_control_mode_none(
+    stub: pb_grpc.GRPCInferenceServiceStub, rpc: str
+) -> None:
+    """The session server runs in mode none (the default): the model_repository
+    extension is there, but loading and unloading on request is not allowed."""
+    request = getattr(pb, f"{rpc}Request")(model_name="digits_mlp")
+    with pytest.raises(grpc.RpcError) as info:
+        getattr(stub, rpc)(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "model control mode 'none'" in info.value.details()
+    assert_still_serving(stub)
+
+
+@pytest.mark.parametrize(
+    ("request_", "words"),
+    [
+        (pb.RepositoryModelLoadRequest(model_name=""), "model_name is required"),
+        (
+            pb.RepositoryModelLoadRequest(model_name="digits_mlp", repository_name="other"),
+            "single model repository",
+        ),
+        (
+            pb.RepositoryModelLoadRequest(
+                model_name="digits_mlp",
+                parameters={"config": pb.ModelRepositoryParameter(string_param="{}")},
+            ),
+            "parameters are not supported",
+        ),
+    ],
+    ids=["no-name", "repository-name", "config-override"],
+)
+def test_malformed_load_requests_are_invalid(
+    stub: pb_grpc.GRPCInferenceServiceStub, request_: pb.RepositoryModelLoadRequest, words: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.RepositoryModelLoad(request_, timeout=30)
+    assert info.value.code() == INVALID
+    assert words in info.value.details()
     assert_still_serving(stub)
