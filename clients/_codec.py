@@ -384,6 +384,16 @@ def repository_index(ready: bool) -> Unary[list[dict[str, Any]]]:
     return Unary("RepositoryIndex", request, lambda r: [message_to_dict(m) for m in r.models])
 
 
+def load_model(name: str) -> Unary[None]:
+    request = pb.RepositoryModelLoadRequest(model_name=name)
+    return Unary("RepositoryModelLoad", request, lambda r: None)
+
+
+def unload_model(name: str) -> Unary[None]:
+    request = pb.RepositoryModelUnloadRequest(model_name=name)
+    return Unary("RepositoryModelUnload", request, lambda r: None)
+
+
 def infer(request: Any) -> Unary[InferResult]:
     return Unary("ModelInfer", request, decode_response)
 

@@ -126,6 +126,16 @@ class AsyncInferenceClient:
     ) -> list[dict[str, Any]]:
         return await self._unary(_codec.repository_index(ready), timeout, metadata)
 
+    async def load_model(
+        self, name: str, *, timeout: float | None = None, metadata: Metadata = ()
+    ) -> None:
+        await self._unary(_codec.load_model(name), timeout, metadata)
+
+    async def unload_model(
+        self, name: str, *, timeout: float | None = None, metadata: Metadata = ()
+    ) -> None:
+        await self._unary(_codec.unload_model(name), timeout, metadata)
+
     async def infer(
         self,
         model: str,

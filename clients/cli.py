@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from clients import admin
 from clients._codec import InferResult, NDArray
 from clients.errors import InferenceServerError
 from clients.sync import InferenceClient
@@ -88,33 +89,213 @@ def infer_main(argv: list[str]) -> int:
     return 0
 
 
+MODELS_VERBS = ("list", "load", "unload", "route", "stage", "promote", "rollback", "audit")
+
+
 def models_main(argv: list[str]) -> int:
-    """``inferd models``: the server's repository index as a table."""
+    """``inferd models [VERB ...]``: list (the default), load, unload, route,
+    stage, promote, rollback, audit."""
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["list", *argv]  # plain `inferd models [--ready] [--json]` lists
     parser = argparse.ArgumentParser(
-        prog="inferd models", description="List the models in the server's repository."
+        prog="inferd models",
+        description="List models, load/unload them, and manage routes, stages and rollouts.",
     )
-    _add_url(parser)
-    parser.add_argument("--ready", action="store_true", help="only models ready for inference")
-    parser.add_argument("--json", action="store_true", help="print the index as JSON")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, help_: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_, description=help_)
+        _add_url(sub)
+        sub.add_argument(
+            "--metadata",
+            "-H",
+            action="append",
+            default=[],
+            type=_metadata_spec,
+            metavar="KEY=VALUE",
+            help="gRPC metadata sent with the call (e.g. authorization='Bearer ...')",
+        )
+        sub.add_argument("--json", action="store_true", help="print the answer as JSON")
+        return sub
+
+    listing = verb("list", "the server's repository index (the default verb)")
+    listing.add_argument("--ready", action="store_true", help="only models ready for inference")
+    for name, help_ in (
+        ("load", "load or reload a model (server in --model-control-mode explicit)"),
+        ("unload", "unload every version of a model (explicit mode)"),
+    ):
+        verb(name, help_).add_argument("model")
+    route = verb("route", "show routes, or set or clear a model's challenger")
+    route.add_argument("model", nargs="?", default="", help="model (default: show all)")
+    route.add_argument("--challenger", type=int, help="version to route to (0 clears)")
+    route.add_argument("--clear", action="store_true", help="remove the challenger")
+    route.add_argument("--mode", default="canary", choices=list(admin.MODES))
+    route.add_argument("--weight", type=float, default=0.0, help="challenger share, 0..1")
+    route.add_argument("--window", type=float, default=0.0, help="guardrail window, seconds")
+    route.add_argument("--min-requests", type=int, default=0)
+    route.add_argument("--max-error-ratio", type=float, default=0.0)
+    route.add_argument("--max-p99-ms", type=float, default=0.0)
+    route.add_argument("--max-disagreement", type=float, default=0.0)
+    route.add_argument("--reason", default="", help="recorded in the audit log")
+    stage = verb("stage", "move a version to a stage (production: promote)")
+    stage.add_argument("model")
+    stage.add_argument("version", type=int)
+    stage.add_argument("stage", choices=list(admin.STAGES))
+    stage.add_argument("--reason", default="")
+    promote = verb("promote", "make a version (default: the challenger) the champion")
+    promote.add_argument("model")
+    promote.add_argument("version", type=int, nargs="?", default=0)
+    promote.add_argument("--reason", default="")
+    rollback = verb("rollback", "drop the challenger, or restore the previous champion")
+    rollback.add_argument("model")
+    rollback.add_argument("--reason", default="")
+    audit = verb("audit", "the audit log, newest first")
+    audit.add_argument("model", nargs="?", default="")
+    audit.add_argument("--limit", type=int, default=50)
+
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
     try:
-        with InferenceClient(args.url) as client:
-            models = client.repository_index(ready=args.ready)
+        return _models_verb(args)
     except InferenceServerError as err:
         return _fail(str(err), 1)
+    except ValueError as err:
+        return _fail(str(err), 2)
+
+
+def _models_verb(args: argparse.Namespace) -> int:
+    metadata = list(args.metadata)
+    if args.verb in ("list", "load", "unload"):
+        with InferenceClient(args.url, metadata=metadata) as client:
+            if args.verb == "load":
+                client.load_model(args.model)
+                return _done(args, {"model": args.model, "loaded": True})
+            if args.verb == "unload":
+                client.unload_model(args.model)
+                return _done(args, {"model": args.model, "unloaded": True})
+            models = client.repository_index(ready=args.ready)
+        if args.json:
+            print(json.dumps(models, indent=2))
+        else:
+            columns = ("name", "version", "state", "reason")
+            _table([[str(m.get(c, "")) for c in columns] for m in models], columns)
+        return 0
+    with admin.AdminClient(args.url, metadata=metadata) as client:
+        if args.verb == "route":
+            if args.clear or args.challenger is not None:
+                if not args.model:
+                    raise ValueError("name the model whose route to set")
+                guardrails = {
+                    "window_seconds": args.window,
+                    "min_requests": args.min_requests,
+                    "max_error_ratio": args.max_error_ratio,
+                    "max_p99_ms": args.max_p99_ms,
+                    "max_disagreement_ratio": args.max_disagreement,
+                }
+                routes = [
+                    client.set_route(
+                        args.model,
+                        0 if args.clear else args.challenger,
+                        args.mode,
+                        args.weight,
+                        guardrails,
+                        args.reason,
+                    )
+                ]
+            else:
+                routes = client.routes(args.model)
+            return _print_routes(args, routes)
+        if args.verb == "stage":
+            route = client.set_stage(args.model, args.version, args.stage, args.reason)
+        elif args.verb == "promote":
+            route = client.promote(args.model, args.version, args.reason)
+        elif args.verb == "rollback":
+            route = client.rollback(args.model, args.reason)
+        else:
+            entries = client.audit_log(args.model, args.limit)
+            if args.json:
+                print(json.dumps(entries, indent=2))
+            else:
+                fields = ("id", "time", "principal", "action", "model", "reason")
+                _table([[str(e.get(c, "")) for c in fields] for e in entries], fields)
+            return 0
+        return _print_routes(args, [route])
+
+
+def _done(args: argparse.Namespace, result: dict[str, Any]) -> int:
     if args.json:
-        print(json.dumps(models, indent=2))
+        print(json.dumps(result))
     else:
-        columns = ("name", "version", "state", "reason")
-        rows = [[c.upper() for c in columns]]
-        rows += [[str(model.get(c, "")) for c in columns] for model in models]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-        for row in rows:
-            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-            print("  ".join(cells).rstrip())
+        print(f"{args.verb}ed {args.model}" if args.verb != "unload" else f"unloaded {args.model}")
     return 0
+
+
+def _print_routes(args: argparse.Namespace, routes: list[dict[str, Any]]) -> int:
+    if args.json:
+        print(json.dumps(routes, indent=2))
+        return 0
+    for route in routes:
+        mode = str(route.get("mode", "")).removeprefix("ROUTE_MODE_").lower()
+        line = f"{route['model']}  champion {route.get('champion') or '-'}"
+        if route.get("challenger"):
+            line += f"  challenger {route['challenger']} ({mode} {route.get('weight', 0):.0%})"
+        line += f"  serving {route.get('serving') or '-'}  revision {route.get('revision', 0)}"
+        print(line)
+        stages = ", ".join(
+            f"{s['version']} {str(s.get('stage', '')).removeprefix('STAGE_').lower()}"
+            + (" (ready)" if s.get("ready") else "")
+            for s in route.get("stages", [])
+        )
+        if stages:
+            print(f"  stages: {stages}")
+        if route.get("previous_champions"):
+            print(f"  previous champions: {route['previous_champions']}")
+        if route.get("tripped"):
+            print(f"  rolled back by guardrails: {route['tripped']}")
+        rows = [
+            [
+                s["variant"],
+                str(s["version"]),
+                str(s.get("requests", 0)),
+                f"{s.get('traffic_share', 0.0):.1%}",
+                str(s.get("errors", 0)),
+                f"{s.get('window_p50_ms', 0.0):.2f}",
+                f"{s.get('window_p99_ms', 0.0):.2f}",
+                str(s.get("shadow_requests", 0)),
+                str(s.get("shadow_disagreements", 0)),
+            ]
+            for s in route.get("stats", [])
+        ]
+        if rows:
+            columns = (
+                "variant",
+                "version",
+                "requests",
+                "share",
+                "errors",
+                "p50_ms",
+                "p99_ms",
+                "shadow",
+                "disagree",
+            )
+            _table(rows, columns, indent="  ")
+    return 0
+
+
+def _table(rows: list[list[str]], columns: Sequence[str], indent: str = "") -> None:
+    rows = [[c.upper() for c in columns], *rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print(indent + "  ".join(cells).rstrip())
+
+
+def _metadata_spec(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip().lower(), value
 
 
 def _add_url(parser: argparse.ArgumentParser) -> None:

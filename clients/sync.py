@@ -137,6 +137,21 @@ class InferenceClient:
         """``[{"name", "version", "state", "reason"}, ...]``; ``ready``: only ready models."""
         return self._unary(_codec.repository_index(ready), timeout, metadata)
 
+    # Model repository (the server's explicit model control mode; admin role).
+
+    def load_model(
+        self, name: str, *, timeout: float | None = None, metadata: Metadata = ()
+    ) -> None:
+        """Load or reload ``name``; new versions warm up beside the serving ones.
+        Raises when any version fails (what served before keeps serving)."""
+        self._unary(_codec.load_model(name), timeout, metadata)
+
+    def unload_model(
+        self, name: str, *, timeout: float | None = None, metadata: Metadata = ()
+    ) -> None:
+        """Unload every version of ``name`` after its admitted requests finish."""
+        self._unary(_codec.unload_model(name), timeout, metadata)
+
     # Inference.
 
     def infer(
