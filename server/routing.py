@@ -424,6 +424,9 @@ class Router:
             for stats in route.stats.values():
                 stats.window.prune(now)
                 stats.shadow_window.prune(now)
+                # A shadow challenger answers nobody: its window is the mirrored one.
+                shadowing = route.mode is RouteMode.SHADOW and stats.variant == CHALLENGER
+                window = stats.shadow_window if shadowing else stats.window
                 rows.append(
                     VariantSnapshot(
                         model=name,
@@ -432,10 +435,10 @@ class Router:
                         requests=stats.requests,
                         errors=stats.errors,
                         traffic_share=stats.requests / total if total else 0.0,
-                        window_requests=len(stats.window),
-                        window_error_ratio=stats.window.error_ratio,
-                        window_p50_ms=stats.window.quantile_ms(0.5),
-                        window_p99_ms=stats.window.quantile_ms(0.99),
+                        window_requests=len(window),
+                        window_error_ratio=window.error_ratio,
+                        window_p50_ms=window.quantile_ms(0.5),
+                        window_p99_ms=window.quantile_ms(0.99),
                         shadow_requests=stats.shadow_requests,
                         shadow_errors=stats.shadow_errors,
                         shadow_disagreements=stats.shadow_disagreements,

@@ -214,6 +214,8 @@ def test_shadow_disagreement_guardrail_and_counters() -> None:
     assert trips and "disagreement" in trips[0][2]
     (row,) = [s for s in router.variant_stats() if s.variant == CHALLENGER]
     assert (row.shadow_requests, row.shadow_disagreements, row.shadow_dropped) == (4, 3, 1)
+    # A shadow challenger answers nobody: its window is the mirrored traffic.
+    assert (row.requests, row.window_requests, row.window_p50_ms) == (0, 4, 10.0)
     assert router.shadow_inflight == 0
 
 
