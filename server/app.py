@@ -90,6 +90,8 @@ class ServerConfig:
     state_dir: Path | None = None
     #: Seconds between checks of the shared state file for other replicas' changes.
     state_poll_seconds: float = 1.0
+    #: Where the audit log lives when not beside the state (default: state_dir).
+    audit_dir: Path | None = None
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -133,7 +135,7 @@ class InferdServer:
             self.models,
             self.router,
             StateStore(state_dir),
-            AuditLog(state_dir),
+            AuditLog(config.audit_dir or state_dir),
             mode=mode,
             repository_poll_s=config.repository_poll_seconds,
             state_poll_s=config.state_poll_seconds,

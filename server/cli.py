@@ -76,6 +76,11 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="shared route/stage state (routes.json) and audit log (audit.sqlite); "
         "default <model-repository>/.inferd",
     )
+    p.add_argument(
+        "--audit-dir",
+        type=Path,
+        help="where the audit log (audit.sqlite) lives, if not in the state directory",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -105,6 +110,7 @@ def _serve(opts: argparse.Namespace) -> int:
         load_models=tuple(opts.load_model),
         repository_poll_seconds=opts.repository_poll_secs,
         state_dir=opts.state_dir,
+        audit_dir=opts.audit_dir,
     )
     if opts.workers < 1:
         return _error(f"--workers {opts.workers} must be at least 1")

@@ -417,3 +417,15 @@ def test_audit_lists_every_change_and_survives_a_restart(
             3: ("STAGE_ARCHIVED", False),
         }
         assert answer(client) == 1
+
+
+def test_audit_dir_apart_from_the_state(
+    make_server: MakeServer, repo: Path, tmp_path: Path
+) -> None:
+    server = start(make_server, repo, audit_dir=tmp_path / "audit")
+    with admin_for(server) as admin:
+        admin.set_stage("plus", 2, "staging")
+        assert [e["action"] for e in admin.audit_log()] == ["set_stage:staging"]
+    assert (tmp_path / "audit" / "audit.sqlite").is_file()
+    assert (repo / ".inferd" / "routes.json").is_file()
+    assert not (repo / ".inferd" / "audit.sqlite").exists()
