@@ -43,6 +43,7 @@ def test_entries_survive_reopening_newest_first(tmp_path: Path) -> None:
     assert len(reopened.entries(limit=1)) == 1
     reopened.record(principal="carol", action="set_stage:staging", model="a", before={}, after={})
     assert [e.principal for e in reopened.entries()] == ["carol", "bob", "alice"]
+    reopened.close()
 
 
 def test_no_log_file_until_something_is_recorded(tmp_path: Path) -> None:
@@ -58,6 +59,7 @@ def test_long_reasons_are_cut(tmp_path: Path) -> None:
     )
     assert len(entry.reason) == MAX_REASON
     assert len(log.entries()[0].reason) == MAX_REASON
+    log.close()
 
 
 def test_unwritable_log_is_an_error_without_paths(tmp_path: Path) -> None:
