@@ -96,6 +96,8 @@ class LifecycleController:
             names = self.models.repository.index()
             if self.mode is ModelControlMode.EXPLICIT:
                 wanted = set(load_models)
+                for missing in sorted(wanted - set(names) - {"*"}):
+                    log.error("--load-model %s: no such model in the repository", missing)
                 names = names if "*" in wanted else [n for n in names if n in wanted]
             self.models.expect(names)
         async with self._lock:
@@ -142,15 +144,21 @@ class LifecycleController:
     async def _refresh_state(self) -> None:
         try:
             stamp = await asyncio.to_thread(self.store.stamp)
-            if stamp == self._stamp:
-                return
+        except StateError as exc:
+            if self._stamp != "unreadable":  # once, not every poll
+                log.error("lifecycle state unreadable: %s", exc)
+            self._stamp = "unreadable"
+            return
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp  # a bad file is reported once per version of it
+        try:
             state = await asyncio.to_thread(self.store.read)
         except StateError as exc:
             log.error(
                 "lifecycle state not adopted (keeping revision %d): %s", self.state.revision, exc
             )
             return
-        self._stamp = stamp
         await self._adopt(state)
 
     async def _adopt(self, state: LifecycleState) -> None:
@@ -257,6 +265,7 @@ class LifecycleController:
 
         async with self._lock:
             move(self.state.model(model))  # the gate first: refuse before loading anything
+            loaded_here = False
             if stage in (Stage.STAGING, Stage.SHADOW) and self.models.get(model, version) is None:
                 # Staged versions serve (or shadow) real traffic: load and warm it first.
                 with contextlib.suppress(InferdError):
@@ -266,7 +275,16 @@ class LifecycleController:
                     raise FailedPrecondition(
                         f"version {version} of '{model}' cannot be {stage.value}: {why}"
                     )
-            return await self._change(model, f"set_stage:{stage.value}", principal, reason, move)
+                loaded_here = True
+            try:
+                return await self._change(
+                    model, f"set_stage:{stage.value}", principal, reason, move
+                )
+            except InferdError:
+                if loaded_here:  # the change did not happen: neither does the load
+                    with contextlib.suppress(InferdError):
+                        await self.models.load(model)
+                raise
 
     async def promote(
         self, model: str, version: int = 0, *, principal: str, reason: str = ""

@@ -9,6 +9,7 @@ v5 is not a model. Only v1 loads by policy; staging a version loads it.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
@@ -429,3 +430,45 @@ def test_audit_dir_apart_from_the_state(
     assert (tmp_path / "audit" / "audit.sqlite").is_file()
     assert (repo / ".inferd" / "routes.json").is_file()
     assert not (repo / ".inferd" / "audit.sqlite").exists()
+
+
+def test_bad_state_file_never_stops_serving(make_server: MakeServer, repo: Path) -> None:
+    """A corrupt routes.json (a bad hand edit, a half-synced ConfigMap) is
+    reported; the server serves by the last good state, refuses changes until
+    the file is fixed, and adopts the fixed file."""
+    state = repo / ".inferd" / "routes.json"
+    state.parent.mkdir()
+    state.write_text("{oops")
+    server = start(make_server, repo)
+    with admin_for(server) as admin, InferenceClient(server.address) as client:
+        assert answer(client) == 1
+        with pytest.raises(InferenceServerError) as info:
+            admin.set_stage("plus", 2, "staging")
+        assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "not valid JSON" in info.value.details
+        assert str(repo) not in info.value.details
+        fixed = {
+            "format": 1,
+            "revision": 3,
+            "models": {"plus": {"champion": 2, "stages": {"2": "production"}}},
+        }
+        state.write_text(json.dumps(fixed))
+        wait_for(lambda: answer(client) == 2)  # adopted, and v2 loaded for it
+        assert admin.routes("plus")[0]["revision"] == 3
+        assert admin.audit_log() == []
+
+
+def test_read_only_state_refuses_changes_but_serves(
+    make_server: MakeServer, repo: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    server = start(make_server, repo, state_dir=blocker / "state")
+    with admin_for(server) as admin, InferenceClient(server.address) as client:
+        with pytest.raises(InferenceServerError) as info:
+            admin.set_stage("plus", 2, "staging")
+        assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "change not made" in info.value.details
+        assert answer(client) == 1
+        # The version loaded for the refused change is unloaded again.
+        assert [m["version"] for m in client.repository_index()] == ["1"]
