@@ -114,3 +114,28 @@ def test_serve_rejects_load_model_without_explicit_mode(
     )
     assert status == 2
     assert "--load-model needs --model-control-mode explicit" in capsys.readouterr().err
+
+
+async def test_async_clients_manage_the_lifecycle(url: str) -> None:
+    from clients import AsyncInferenceClient
+    from clients.admin import AsyncAdminClient
+
+    metadata = [(PRINCIPAL_HEADER, "async-user")]
+    async with (
+        AsyncAdminClient(url, metadata=metadata) as admin,
+        AsyncInferenceClient(url, metadata=metadata) as client,
+    ):
+        await client.unload_model("plus")
+        assert not await client.is_model_ready("plus")
+        await client.load_model("plus")
+        route = await admin.set_stage("plus", 2, "staging")
+        assert route["serving"] == 1
+        route = await admin.set_route("plus", 2, "blue_green")
+        assert (route["challenger"], route["weight"]) == (2, 0.0)
+        assert (await admin.promote("plus"))["champion"] == 2
+        assert (await admin.rollback("plus"))["champion"] == 1
+        (listed,) = await admin.routes()
+        assert listed["model"] == "plus"
+        entries = await admin.audit_log("plus", limit=3)
+        assert [e["action"] for e in entries] == ["rollback", "promote", "set_route"]
+        assert {e["principal"] for e in entries} == {"async-user"}
