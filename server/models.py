@@ -105,6 +105,8 @@ class _Entry:
     #: the highest ready one of these, so a version loaded only because the
     #: lifecycle state pins it (a staged challenger) never takes traffic by itself.
     policy: frozenset[int] = frozenset()
+    #: The version unversioned requests get, kept with ``ready`` (hot path).
+    default: ModelVersion | None = None
 
 
 class ModelManager:
@@ -203,6 +205,8 @@ class ModelManager:
                 entry.reason = "; ".join(failed.values()) or "no loadable version"
                 raise Unavailable(f"model '{name}' failed to load: {entry.reason}")
             entry.policy = frozenset(source.policy_versions)
+            preferred = [v for v in loaded if v in entry.policy]
+            entry.default = loaded[max(preferred or loaded)]
             entry.ready = loaded  # atomic switch: the next lookup sees the new set
             entry.state = State.READY
             entry.reason = ""
@@ -277,6 +281,7 @@ class ModelManager:
         async with lock:
             old = entry.ready
             entry.ready = {}
+            entry.default = None
             entry.state = State.UNAVAILABLE
             entry.reason = "unloaded"
             entry.failed = {}
@@ -302,8 +307,8 @@ class ModelManager:
                 raise Unavailable(f"model '{name}' is loading")
             raise Unavailable(f"model '{name}' is not ready: {entry.reason or 'unavailable'}")
         if not version:
-            preferred = [v for v in entry.ready if v in entry.policy]
-            return entry.ready[max(preferred or entry.ready)]
+            assert entry.default is not None  # set whenever ready is non-empty
+            return entry.default
         # ASCII digits only: int() would also take "1_0", " 1", "+1" and
         # non-Latin digits such as "\u0661", none of which names a version.
         if not _VERSION.fullmatch(version):
