@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 from conftest import ServerThread
 from lifecycle_models import (
@@ -239,7 +238,39 @@ def test_unknown_model_control_mode_is_a_startup_error(tmp_path: Path) -> None:
         InferdServer(ServerConfig(model_repository=tmp_path, repository_poll_seconds=0))
 
 
-def test_wait_for_helper_fails_loudly() -> None:
-    with pytest.raises(AssertionError):
-        wait_for(lambda: False, timeout=0.1)
-    assert np.isfinite(1.0)
+def test_models_about_to_load_keep_the_server_unready(tmp_path: Path) -> None:
+    """Between binding and loading, ServerReady must not be vacuously true."""
+    from server.models import ModelManager
+    from server.repository import ModelRepository
+
+    plus(tmp_path / "a" / "1" / "model.onnx", 1)
+    manager = ModelManager(ModelRepository(tmp_path))
+    assert manager.all_ready  # nothing expected, nothing missing
+    manager.expect(["a"])
+    assert not manager.all_ready
+    assert manager.index() == [("a", "", "LOADING", "")]
+
+
+def test_unload_accepts_tritons_unload_dependents(tmp_path: Path, make_server: MakeServer) -> None:
+    from protos import grpc_service_pb2 as pb
+    from protos import grpc_service_pb2_grpc as pb_grpc
+
+    plus(tmp_path / "plus" / "1" / "model.onnx", 1)
+    server = make_server(tmp_path, model_control_mode="explicit", load_models=("plus",))
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        flag = pb.ModelRepositoryParameter(bool_param=True)
+        stub.RepositoryModelUnload(
+            pb.RepositoryModelUnloadRequest(
+                model_name="plus", parameters={"unload_dependents": flag}
+            ),
+            timeout=30,
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            stub.RepositoryModelUnload(
+                pb.RepositoryModelUnloadRequest(model_name="plus", parameters={"other": flag}),
+                timeout=30,
+            )
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with InferenceClient(server.address) as client:
+        assert not client.is_model_ready("plus")
