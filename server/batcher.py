@@ -37,6 +37,7 @@ from engines import Engine, EngineError, EngineInputError
 from server.batching import BatchingOptions, Plan, make_planner
 from server.errors import DeadlineExceeded, EngineFailure, InvalidArgument, Unavailable
 from server.latency import LatencyModel
+from server.observer import NULL_VERSION_OBSERVER, VersionObserver
 from server.request import InferRequest
 from server.scheduler import Scheduler
 from server.stats import ModelStats
@@ -46,7 +47,7 @@ log = logging.getLogger("inferd.batcher")
 
 @dataclass(slots=True)
 class BatchRecord:
-    """One executed batch, for telemetry."""
+    """One executed batch, for telemetry. Times are ``time.monotonic()`` seconds."""
 
     size: int
     rows: int
@@ -54,12 +55,21 @@ class BatchRecord:
     reason: str
     slack_s: float
     predicted_s: float
+    #: Engine time (compute_infer).
     actual_s: float
+    #: Merging inputs (compute_input) and splitting outputs (compute_output).
+    input_s: float = 0.0
+    output_s: float = 0.0
+    dispatched: float = 0.0
+    finished: float = 0.0
+    #: Requests in the batch answered after their deadline.
+    late: int = 0
 
 
 @dataclass(slots=True)
 class Counters:
-    """Requests refused at arrival, expired in the queue, or answered late."""
+    """Requests refused at arrival (by reason: ``deadline``, ``queue_full``,
+    ``unloading``), expired in the queue, or answered late."""
 
     refused: collections.Counter[str] = field(default_factory=collections.Counter)
     expired: int = 0
@@ -113,8 +123,11 @@ class BatchingScheduler(Scheduler):
         *,
         name: str = "model",
         history: int = 256,
+        observer: VersionObserver | None = None,
     ) -> None:
         self.engine = engine
+        #: Telemetry hooks (``server.observer``); the default does nothing.
+        self.observer = observer or NULL_VERSION_OBSERVER
         self.stats = stats
         self.options = options
         self.latency = latency or LatencyModel()
@@ -154,6 +167,8 @@ class BatchingScheduler(Scheduler):
 
     async def submit(self, request: InferRequest) -> dict[str, np.ndarray]:
         if self._closing:
+            self.counters.refused["unloading"] += 1
+            self.observer.on_refused("unloading")
             raise Unavailable("model is unloading; retry on another version or replica")
         if self._task is None:
             self._task = asyncio.create_task(self._dispatch_loop())
@@ -175,6 +190,7 @@ class BatchingScheduler(Scheduler):
         self._queued_rows += entry.rows
         self._queued += 1
         self._pending += 1
+        self.observer.on_pending(1)
         self._idle.clear()
         self._rate.add(entry.rows, now)
         self._wake.set()
@@ -184,9 +200,11 @@ class BatchingScheduler(Scheduler):
             if not entry.done:  # still queued: withdraw it before any compute
                 self._withdraw(entry)
                 self.counters.cancelled += 1
+                self.observer.on_cancelled(entry, time.monotonic())
             raise
         finally:
             self._pending -= 1
+            self.observer.on_pending(-1)
             if self._pending == 0:
                 self._idle.set()
 
@@ -215,6 +233,8 @@ class BatchingScheduler(Scheduler):
         if request.priority and levels and not 1 <= request.priority <= levels:
             raise InvalidArgument(f"parameter 'priority' must be between 1 and {levels}")
         if self._queued >= self.options.max_queue:
+            self.counters.refused["queue_full"] += 1
+            self.observer.on_refused("queue_full")
             drain = self._backlog_seconds(now, 0)
             raise Unavailable(
                 f"queue is full ({self._queued} requests); retry after about "
@@ -229,6 +249,7 @@ class BatchingScheduler(Scheduler):
         predicted = self._backlog_seconds(now, request.rows)
         if now + predicted > deadline:
             self.counters.refused["deadline"] += 1
+            self.observer.on_refused("deadline")
             raise DeadlineExceeded(
                 f"cannot finish within the deadline: predicted {predicted * 1e3:.1f} ms, "
                 f"{max(0.0, deadline - now) * 1e3:.1f} ms left"
@@ -269,7 +290,8 @@ class BatchingScheduler(Scheduler):
                 continue
             if self._hopeless(entry, now):
                 heapq.heappop(heap)
-                self._expire(entry)
+                late = entry.deadline <= now
+                self._expire(entry, "deadline_passed" if late else "cannot_finish", now)
                 continue
             return entry
         return None
@@ -285,9 +307,10 @@ class BatchingScheduler(Scheduler):
             return False
         return entry.deadline <= now + self.latency.mean(entry.rows)
 
-    def _expire(self, entry: _Entry) -> None:
+    def _expire(self, entry: _Entry, reason: str, now: float) -> None:
         self._withdraw(entry)
         self.counters.expired += 1
+        self.observer.on_expired(entry, reason, now)
         if not entry.future.done():
             entry.future.set_exception(
                 DeadlineExceeded("deadline expired while the request was queued")
@@ -338,7 +361,7 @@ class BatchingScheduler(Scheduler):
                 break  # keep queue order: the next batch starts with it
             heapq.heappop(self._heap)
             if entry.deadline <= now:
-                self._expire(entry)
+                self._expire(entry, "deadline_passed", now)
                 continue
             entry.done = True
             self._queued_rows -= entry.rows
@@ -357,13 +380,20 @@ class BatchingScheduler(Scheduler):
         predicted = self.latency.high(size)
         for entry in entries:
             self.stats.record_queue(int((now - entry.arrival) * 1e9))
+        try:
+            token = self.observer.on_dispatch(entries, plan.reason, plan.slack, now)
+        except Exception:  # telemetry must never stop a batch
+            log.exception("telemetry hook on_dispatch failed")
+            token = None
         if 0 < predicted <= self.options.inline_max_s and self._slots_total == 1:
-            self._run_inline(entries, size, rows, plan, predicted)
+            self._run_inline(entries, size, rows, plan, predicted, now, token)
             return
         batch_id = next(self._seq)
         self._running[batch_id] = now + predicted
         self._free_slots -= 1
-        task = asyncio.create_task(self._run_batch(batch_id, entries, size, rows, plan, predicted))
+        task = asyncio.create_task(
+            self._run_batch(batch_id, entries, size, rows, plan, predicted, now, token)
+        )
         self._batch_tasks.add(task)
         task.add_done_callback(self._batch_tasks.discard)
 
@@ -375,6 +405,8 @@ class BatchingScheduler(Scheduler):
         rows: int,
         plan: Plan,
         predicted: float,
+        dispatched: float,
+        token: object,
     ) -> None:
         loop = asyncio.get_running_loop()
         released = False
@@ -391,34 +423,41 @@ class BatchingScheduler(Scheduler):
             future = self._executor.submit(self._execute, entries, size, rows)
         except RuntimeError:  # executor already shut down
             release()
-            self._fail(entries, Unavailable("model is unloading; retry"))
+            self._fail(entries, Unavailable("model is unloading; retry"), token)
             return
         # The slot frees when the engine really finishes, never earlier.
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(release))
         try:
             result = await asyncio.wrap_future(future)
         except Exception as exc:
-            self._failed(entries, exc)
+            self._failed(entries, exc, token)
             return
-        self._complete(entries, size, rows, plan, predicted, result)
+        self._complete(entries, size, rows, plan, predicted, result, dispatched, token)
 
     def _run_inline(
-        self, entries: list[_Entry], size: int, rows: int, plan: Plan, predicted: float
+        self,
+        entries: list[_Entry],
+        size: int,
+        rows: int,
+        plan: Plan,
+        predicted: float,
+        dispatched: float,
+        token: object,
     ) -> None:
         """Run a batch on the event loop thread: for engines measured faster
         than the two thread hops an executor costs."""
         try:
             result = self._execute(entries, size, rows)
         except Exception as exc:
-            self._failed(entries, exc)
+            self._failed(entries, exc, token)
             return
-        self._complete(entries, size, rows, plan, predicted, result)
+        self._complete(entries, size, rows, plan, predicted, result, dispatched, token)
 
-    def _failed(self, entries: list[_Entry], exc: Exception) -> None:
+    def _failed(self, entries: list[_Entry], exc: Exception, token: object) -> None:
         if not isinstance(exc, EngineFailure):
             log.error("batch execution failed: %s", type(exc).__name__)
             exc = EngineFailure("model execution failed")
-        self._fail(entries, exc)
+        self._fail(entries, exc, token)
 
     def _complete(
         self,
@@ -428,26 +467,49 @@ class BatchingScheduler(Scheduler):
         plan: Plan,
         predicted: float,
         result: tuple[list[dict[str, np.ndarray]], int, int, int],
+        dispatched: float,
+        token: object,
     ) -> None:
         outputs, input_ns, infer_ns, output_ns = result
         finished = time.monotonic()
         actual = infer_ns / 1e9
         self.latency.observe(size, actual)
         self.stats.record_execution(rows, len(entries), input_ns, infer_ns, output_ns)
-        self.batches.append(
-            BatchRecord(size, rows, len(entries), plan.reason, plan.slack, predicted, actual)
-        )
+        late = 0
         for entry, out in zip(entries, outputs, strict=True):
             if finished > entry.deadline:
-                self.counters.late += 1
+                late += 1
             if not entry.future.done():
                 entry.future.set_result(out)
+        self.counters.late += late
+        record = BatchRecord(
+            size,
+            rows,
+            len(entries),
+            plan.reason,
+            plan.slack,
+            predicted,
+            actual,
+            input_s=input_ns / 1e9,
+            output_s=output_ns / 1e9,
+            dispatched=dispatched,
+            finished=finished,
+            late=late,
+        )
+        self.batches.append(record)
+        try:
+            self.observer.on_executed(token, entries, record)
+        except Exception:
+            log.exception("telemetry hook on_executed failed")
 
-    @staticmethod
-    def _fail(entries: Sequence[_Entry], error: Exception) -> None:
+    def _fail(self, entries: Sequence[_Entry], error: Exception, token: object) -> None:
         for entry in entries:
             if not entry.future.done():
                 entry.future.set_exception(error)
+        try:
+            self.observer.on_failed(token, entries, error, time.monotonic())
+        except Exception:
+            log.exception("telemetry hook on_failed failed")
 
     def _execute(
         self, entries: Sequence[_Entry], size: int, rows: int

@@ -24,6 +24,7 @@ from server.batching import options_from_config
 from server.errors import InferdError, NotFound, Unavailable
 from server.latency import LatencyModel
 from server.model_io import ModelIO
+from server.observer import ServerObserver, VersionObserver
 from server.repository import (
     ModelRepository,
     ModelSource,
@@ -72,6 +73,8 @@ class ModelVersion:
     #: Digest of what this version was loaded from (files, config, card); a
     #: reload keeps the loaded version while it is unchanged.
     source_key: str = ""
+    #: Telemetry for this version (request and scheduler events).
+    observer: VersionObserver = field(default_factory=VersionObserver)
 
     @property
     def version_str(self) -> str:
@@ -116,8 +119,10 @@ class ModelManager:
         *,
         default_max_batch_size: int = 64,
         pins: Pins | None = None,
+        observer: ServerObserver | None = None,
     ) -> None:
         self.repository = repository
+        self.observer = observer or ServerObserver()
         self._default_max_batch_size = default_max_batch_size
         #: Versions to keep loaded besides the policy's (set by the lifecycle layer).
         self.pins: Pins = pins or _no_pins
@@ -167,7 +172,13 @@ class ModelManager:
             except RepositoryError as exc:
                 entry.state = State.UNAVAILABLE if not entry.ready else entry.state
                 entry.reason = str(exc)
-                log.error("model load failed: %s", exc)
+                log.error(
+                    "model load failed: %s",
+                    exc,
+                    extra={"event": "model_load_failed", "model": name, "reason": str(exc)},
+                )
+                self.observer.on_load_failed(name)
+                self.observer.on_model_state(name, len(entry.ready))
                 raise Unavailable(str(exc)) from None
             loaded: dict[int, ModelVersion] = {}
             fresh: list[int] = []
@@ -195,7 +206,19 @@ class ModelManager:
                     fresh.append(version)
                 except (RepositoryError, EngineError, InferdError) as exc:
                     failed[version] = str(exc)
-                    log.error("model '%s' version %d failed to load: %s", name, version, exc)
+                    log.error(
+                        "model '%s' version %d failed to load: %s",
+                        name,
+                        version,
+                        exc,
+                        extra={
+                            "event": "model_load_failed",
+                            "model": name,
+                            "version": version,
+                            "reason": str(exc),
+                        },
+                    )
+                    self.observer.on_load_failed(name)
             if failed:
                 # Keep what serves: nothing is retired because of a failed load.
                 loaded = {**old, **{v: m for v, m in loaded.items() if v not in failed}}
@@ -203,6 +226,7 @@ class ModelManager:
             if not loaded:
                 entry.state = State.UNAVAILABLE
                 entry.reason = "; ".join(failed.values()) or "no loadable version"
+                self.observer.on_model_state(name, 0)
                 raise Unavailable(f"model '{name}' failed to load: {entry.reason}")
             entry.policy = frozenset(source.policy_versions)
             preferred = [v for v in loaded if v in entry.policy]
@@ -210,7 +234,13 @@ class ModelManager:
             entry.ready = loaded  # atomic switch: the next lookup sees the new set
             entry.state = State.READY
             entry.reason = ""
-            log.info("model '%s' ready, versions %s", name, sorted(loaded))
+            self.observer.on_model_state(name, len(loaded))
+            log.info(
+                "model '%s' ready, versions %s",
+                name,
+                sorted(loaded),
+                extra={"event": "model_loaded", "model": name, "versions": sorted(loaded)},
+            )
         for stale in old.values():
             if loaded.get(stale.version) is not stale:
                 await self._retire(stale)
@@ -251,6 +281,7 @@ class ModelManager:
             engine.close()
             raise
         stats = ModelStats()
+        observer = self.observer.version(name, version)
         return ModelVersion(
             name=name,
             version=version,
@@ -258,16 +289,24 @@ class ModelManager:
             config=completed,
             io=io,
             engine=engine,
-            scheduler=BatchingScheduler(engine, stats, options, latency, name=name),
+            scheduler=BatchingScheduler(
+                engine, stats, options, latency, name=name, observer=observer
+            ),
             stats=stats,
             card=card,
+            observer=observer,
         )
 
     async def _retire(self, version: ModelVersion) -> None:
         """Drain admitted requests, then free the engine."""
         await version.scheduler.close()
         await asyncio.to_thread(version.engine.close)
-        log.info("model '%s' version %d unloaded", version.name, version.version)
+        log.info(
+            "model '%s' version %d unloaded",
+            version.name,
+            version.version,
+            extra={"event": "model_unloaded", "model": version.name, "version": version.version},
+        )
 
     async def unload(self, name: str) -> LoadReport:
         """Unload every version (each drains its admitted requests first). A
@@ -286,6 +325,7 @@ class ModelManager:
             entry.reason = "unloaded"
             entry.failed = {}
             entry.wanted = False
+            self.observer.on_model_state(name, 0)
         for stale in old.values():
             await self._retire(stale)
         return LoadReport(name, tuple(sorted(old)), (), (), {})

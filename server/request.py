@@ -22,3 +22,6 @@ class InferRequest:
     deadline: float | None = None
     #: 0 is the default level; lower numbers are served first (Triton semantics).
     priority: int = 0
+    #: Telemetry's handle on the request (its trace span, or None); the
+    #: scheduler passes it to its observer untouched.
+    trace: object | None = None

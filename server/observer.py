@@ -1,0 +1,96 @@
+"""Hooks the serving layers call so telemetry can watch them.
+
+The scheduler and the model manager know nothing about OpenTelemetry,
+Prometheus or gRPC: they call these methods, and ``server.telemetry``
+implements them. The base classes do nothing, so a server without telemetry
+pays one no-op call per event. Hooks run on the event loop thread and must
+not block or raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from server.batcher import BatchRecord
+    from server.request import InferRequest
+
+
+class Queued(Protocol):
+    """A request as the scheduler queued it."""
+
+    @property
+    def request(self) -> InferRequest: ...
+
+    #: ``time.monotonic()`` at admission.
+    @property
+    def arrival(self) -> float: ...
+
+    #: ``time.monotonic()`` by which the answer is due (inf: none).
+    @property
+    def deadline(self) -> float: ...
+
+
+class VersionObserver:
+    """Events about one model version. Times are ``time.monotonic()`` seconds."""
+
+    __slots__ = ()
+
+    # -- request level (the servicer) --------------------------------------------------
+
+    def on_request(self, code: str, seconds: float, rows: int) -> None:
+        """One inference request answered with gRPC status ``code`` (its name,
+        e.g. ``"OK"``) after ``seconds`` in the server; ``rows`` counts only on OK."""
+
+    # -- scheduler ---------------------------------------------------------------------
+
+    def on_pending(self, delta: int) -> None:
+        """Requests admitted and not yet answered changed by ``delta``."""
+
+    def on_refused(self, reason: str) -> None:
+        """A request was refused before queueing (``deadline``, ``queue_full``,
+        ``unloading``, ``draining``, ``expired_on_arrival``)."""
+
+    def on_expired(self, entry: Queued, reason: str, now: float) -> None:
+        """A queued request was answered DEADLINE_EXCEEDED without running
+        (``deadline_passed`` or ``cannot_finish``)."""
+
+    def on_cancelled(self, entry: Queued, now: float) -> None:
+        """The caller gave up on a request still in the queue."""
+
+    def on_dispatch(
+        self, entries: Sequence[Queued], reason: str, slack: float, now: float
+    ) -> object:
+        """A batch leaves the queue; the value returned comes back with the
+        batch's outcome (``on_executed`` / ``on_failed``)."""
+        return None
+
+    def on_executed(self, token: object, entries: Sequence[Queued], record: BatchRecord) -> None:
+        """The batch ran; ``record`` says how (and how many answers were late)."""
+
+    def on_failed(
+        self, token: object, entries: Sequence[Queued], error: BaseException, now: float
+    ) -> None:
+        """The batch's execution failed; every request in it gets ``error``."""
+
+
+NULL_VERSION_OBSERVER = VersionObserver()
+
+
+class ServerObserver:
+    """Server-wide events; hands out one ``VersionObserver`` per model version."""
+
+    def version(self, name: str, version: int) -> VersionObserver:
+        return NULL_VERSION_OBSERVER
+
+    def unrouted(self, name: str) -> VersionObserver:
+        """For a request that never reached a version (unknown model or version,
+        model not ready). ``name`` is untrusted: use it only if it is known."""
+        return NULL_VERSION_OBSERVER
+
+    def on_model_state(self, name: str, ready_versions: int) -> None:
+        """``name`` now serves ``ready_versions`` versions (0: not ready)."""
+
+    def on_load_failed(self, name: str) -> None:
+        """A load of ``name`` (or of one of its versions) failed."""
