@@ -5,6 +5,9 @@ answering health checks, then loads the repository; ServerReady turns true
 when every model has a ready version. ``stop`` drains: readiness goes false,
 new work is refused with UNAVAILABLE, admitted work finishes within the grace
 period.
+
+Telemetry (``server.telemetry``): metrics when ``metrics_port`` is set,
+traces when the OTEL_* variables ask for them (or a ``Tracing`` is passed).
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ from server.lifecycle.state import StateStore
 from server.models import ModelManager
 from server.repository import ModelRepository
 from server.routing import Router
-from server.servicer import InferenceServicer
+from server.servicer import SERVER_VERSION, InferenceServicer
+from server.telemetry import Telemetry
+from server.telemetry.metrics import GpuCollector, Metrics, MetricsServer, multiprocess_dir
+from server.telemetry.tracing import Tracing, TracingConfigError, exporter_names
 
 log = logging.getLogger("inferd.app")
 
@@ -92,6 +98,14 @@ class ServerConfig:
     state_poll_seconds: float = 1.0
     #: Where the audit log lives when not beside the state (default: state_dir).
     audit_dir: Path | None = None
+    #: Prometheus ``/metrics`` on this port (same host as gRPC); None: no
+    #: metrics at all. 0 picks a free port (tests).
+    metrics_port: int | None = None
+    #: Serve ``/metrics`` from this process. Workers of ``--workers N`` record
+    #: (multiprocess mode) and leave serving to their supervisor.
+    serve_metrics: bool = True
+    #: One INFO log line per inference request (``--log-requests``).
+    log_requests: bool = False
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -108,11 +122,15 @@ def _port_free(host: str, port: int) -> bool:
 
 
 class InferdServer:
+    """``tracing``: use this instead of what the OTEL_* variables configure
+    (tests pass one with an in-memory exporter); the caller shuts it down."""
+
     def __init__(
         self,
         config: ServerConfig,
         *,
         interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         try:
@@ -129,7 +147,25 @@ class InferdServer:
         if config.repository_poll_seconds <= 0 or config.state_poll_seconds <= 0:
             raise StartupError("poll intervals must be positive numbers of seconds")
         state_dir = config.state_dir or repository.root / ".inferd"
-        self.models = ModelManager(repository, default_max_batch_size=config.default_max_batch_size)
+        self._owns_tracing = tracing is None
+        if tracing is None:
+            try:
+                tracing = Tracing.from_env(SERVER_VERSION)
+            except TracingConfigError as exc:
+                raise StartupError(str(exc)) from None
+        self.tracing = tracing
+        self.metrics: Metrics | None = None
+        if config.metrics_port is not None:
+            # Under a supervisor (multiprocess mode) it reports process and
+            # GPU metrics for everyone; a lone server reports its own.
+            alone = multiprocess_dir() is None
+            self.metrics = Metrics(process=alone, gpu=GpuCollector() if alone else None)
+        self.telemetry = Telemetry(self.metrics, tracing)
+        self.models = ModelManager(
+            repository,
+            default_max_batch_size=config.default_max_batch_size,
+            observer=self.telemetry,
+        )
         self.router = Router(self.models)
         self.lifecycle = LifecycleController(
             self.models,
@@ -145,11 +181,16 @@ class InferdServer:
             router=self.router,
             lifecycle=self.lifecycle,
             max_elements=config.max_elements,
+            tracing=tracing,
+            log_requests=config.log_requests,
         )
         self.admin = AdminServicer(self.lifecycle)
         self._interceptors = tuple(interceptors)
         self._server: grpc.aio.Server | None = None
+        self._metrics_server: MetricsServer | None = None
         self.port = 0
+        #: The bound ``/metrics`` port (0: not serving).
+        self.metrics_port = 0
 
     async def start(self, *, load: bool = True) -> int:
         """Bind, serve, load the models; returns the bound port."""
@@ -165,18 +206,47 @@ class InferdServer:
         if not self.config.reuse_port and not _port_free(self.config.host, self.config.grpc_port):
             # Checked ahead of gRPC so the operator gets one clear line, not a core log.
             raise StartupError(f"cannot listen on {address}: address already in use")
+        self._start_metrics()
         try:
             port = server.add_insecure_port(address)
         except RuntimeError:
             port = 0
         if port == 0:
+            self._stop_metrics()
             raise StartupError(f"cannot listen on {address}: address in use or not available")
         await server.start()
         self._server = server
         self.port = port
-        log.info("listening on %s:%d", self.config.host, port)
+        log.info(
+            "listening on %s:%d",
+            self.config.host,
+            port,
+            extra={
+                "event": "listening",
+                "grpc_port": port,
+                "metrics_port": self.metrics_port or None,
+                "tracing": exporter_names() if self._owns_tracing else ["custom"],
+            },
+        )
         await self.lifecycle.start(load=load, load_models=self.config.load_models)
         return port
+
+    def _start_metrics(self) -> None:
+        if self.metrics is None or not self.config.serve_metrics:
+            return
+        assert self.config.metrics_port is not None
+        try:
+            self._metrics_server = MetricsServer(
+                self.metrics.registry, self.config.host, self.config.metrics_port
+            )
+        except OSError as exc:
+            raise StartupError(str(exc)) from None
+        self.metrics_port = self._metrics_server.port
+
+    def _stop_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop. Safe to call twice."""
@@ -187,6 +257,11 @@ class InferdServer:
         await self.servicer.close()
         await self.lifecycle.stop()
         await self.models.close()
+        self._stop_metrics()
+        if self._owns_tracing and self.tracing is not None:
+            # Flush buffered spans (bounded by the exporter's own timeouts).
+            await asyncio.to_thread(self.tracing.shutdown)
+            self.tracing = None
 
     async def wait(self) -> None:
         if self._server is not None:
@@ -200,13 +275,22 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except StartupError:
+        await server.stop(grace=0)  # flush and close what telemetry opened
+        raise
     log.info(
         "serving %d model version(s) on %s:%d",
         len(server.models.loaded()),
         config.host,
         server.port,
+        extra={"event": "startup", "versions_ready": len(server.models.loaded())},
     )
     await stop.wait()
-    log.info("shutting down: draining for up to %.0f s", config.grace_seconds)
+    log.info(
+        "shutting down: draining for up to %.0f s",
+        config.grace_seconds,
+        extra={"event": "shutdown"},
+    )
     await server.stop()

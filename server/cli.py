@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -81,13 +80,34 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=Path,
         help="where the audit log (audit.sqlite) lives, if not in the state directory",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (default: no metrics); "
+        "with --workers the supervisor serves the sum of all workers",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "json", "text"],
+        help="json: one JSON object per line with trace ids; text: one readable line; "
+        "auto (default): json unless stderr is a terminal",
+    )
+    p.add_argument(
+        "--log-requests",
+        action="store_true",
+        help="log one line per inference request (off by default)",
+    )
 
 
 def _serve(opts: argparse.Namespace) -> int:
     from server.app import ServerConfig, StartupError, serve
+    from server.telemetry.logs import resolve_format
 
-    setup = functools.partial(_setup_logging, opts.log_level)
+    # Resolved once here so workers (whose stderr is the same) agree.
+    setup = functools.partial(_setup_logging, opts.log_level, resolve_format(opts.log_format))
     setup()
     repository = opts.model_repository
     if repository is None:
@@ -100,6 +120,8 @@ def _serve(opts: argparse.Namespace) -> int:
         return _error(f"--repository-poll-secs {opts.repository_poll_secs} must be positive")
     if opts.load_model and opts.model_control_mode != "explicit":
         return _error("--load-model needs --model-control-mode explicit")
+    if opts.metrics_port is not None and not 0 <= opts.metrics_port <= 65535:
+        return _error(f"--metrics-port {opts.metrics_port} is not a port number")
     config = ServerConfig(
         model_repository=repository,
         host=opts.host,
@@ -111,6 +133,8 @@ def _serve(opts: argparse.Namespace) -> int:
         repository_poll_seconds=opts.repository_poll_secs,
         state_dir=opts.state_dir,
         audit_dir=opts.audit_dir,
+        metrics_port=opts.metrics_port,
+        log_requests=opts.log_requests,
     )
     if opts.workers < 1:
         return _error(f"--workers {opts.workers} must be at least 1")
@@ -125,8 +149,10 @@ def _serve(opts: argparse.Namespace) -> int:
     return 0
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from server.telemetry.logs import setup_logging
+
+    setup_logging(level, fmt)
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:

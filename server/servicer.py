@@ -9,6 +9,7 @@ place, so no handler leaks an exception's text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import Span
 
 from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
@@ -32,14 +35,18 @@ from server.errors import (
 )
 from server.identity import current_principal
 from server.models import ModelManager, ModelVersion
+from server.observer import ServerObserver, VersionObserver
 from server.request import InferRequest
 from server.routing import Decision, Router, outputs_agree
 from server.stats import Duration, ModelStats
+from server.telemetry.tracing import Tracing
 
 if TYPE_CHECKING:
     from server.lifecycle.controller import LifecycleController
 
 log = logging.getLogger("inferd.servicer")
+#: ``--log-requests``: one INFO line per inference request.
+request_log = logging.getLogger("inferd.requests")
 
 SERVER_NAME = "inferd"
 SERVER_VERSION = "0.1.0"
@@ -61,23 +68,49 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Res
 
 
 def _rpc(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Map domain errors to their status and anything else to a bare INTERNAL."""
+    """Map domain errors to their status and anything else to a bare INTERNAL;
+    with tracing on, run the handler inside the RPC's server span."""
+    method = fn.__name__
 
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+    async def call(
+        self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any], span: Span | None
+    ) -> Resp:
+        code, message = grpc.StatusCode.OK, ""
         try:
             return await fn(self, request, context)
         except InferdError as exc:
-            await context.abort(exc.code, exc.message)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+            code, message = exc.code, exc.message
+            await context.abort(code, message)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
             raise
         except Exception:
-            log.exception("unexpected error in %s", fn.__name__)
+            log.exception("unexpected error in %s", method, extra={"event": "error"})
             code, message = status_of(Exception())
             await context.abort(code, message)
+        finally:
+            if span is not None:
+                Tracing.end_rpc(span, code, message)
         raise AssertionError("unreachable")  # abort always raises
 
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        tracing: Tracing | None = self.tracing
+        if tracing is None:
+            return await call(self, request, context, None)
+        span = tracing.start_rpc(method, context)
+        with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+            return await call(self, request, context, span)
+
     return wrapper
+
+
+def _code_of(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, InferdError):
+        return exc.code
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.INTERNAL
 
 
 def _deadline(context: grpc.aio.ServicerContext[Any, Any], request: InferRequest) -> float | None:
@@ -163,6 +196,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         router: Router | None = None,
         lifecycle: LifecycleController | None = None,
         max_elements: int = DEFAULT_MAX_ELEMENTS,
+        tracing: Tracing | None = None,
+        log_requests: bool = False,
     ) -> None:
         self.models = models
         self.router = router or Router(models)
@@ -171,6 +206,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         #: Set while shutting down: readiness turns false, new work is refused.
         self.draining = False
         self._shadows: set[asyncio.Task[None]] = set()
+        #: None when tracing is off: handlers test this once and do no tracer work.
+        self.tracing = tracing
+        self.observer: ServerObserver = models.observer
+        self.log_requests = log_requests
 
     async def close(self) -> None:
         """Cancel mirrored requests still running (they answer nobody)."""
@@ -316,43 +355,122 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     # -- inference -------------------------------------------------------------------------
 
     async def _infer(
-        self, msg: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        msg: pb.ModelInferRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        span: Span | None = None,
     ) -> pb.ModelInferResponse:
+        """One inference request; ``span`` is its trace span (tracing on)."""
         start = time.monotonic_ns()
-        if self.draining:
-            raise Unavailable("server is shutting down; retry on another replica")
+        version: ModelVersion | None = None
         decision: Decision | None = None
-        if msg.model_version:
-            # An explicit version bypasses routes.
-            version = self.models.resolve(msg.model_name, msg.model_version)
-        else:
-            decision = self.router.route(msg.model_name, lambda: _routing_key(msg, context))
-            version = decision.version
+        code = grpc.StatusCode.OK
+        failure: BaseException | None = None
+        outputs: dict[str, np.ndarray] | None = None
+        rows = 0
         try:
-            request = decode_request(msg, version.io, max_elements=self.max_elements)
-            request.deadline = _deadline(context, request)
-            request.priority = _priority(request)
-            if request.deadline is not None and time.monotonic() >= request.deadline:
+            if msg.model_version:
+                # An explicit version bypasses routes.
+                version = self.models.resolve(msg.model_name, msg.model_version)
+            else:
+                decision = self.router.route(msg.model_name, lambda: _routing_key(msg, context))
+                version = decision.version
+            if self.draining:
+                decision = None  # shutting down says nothing about the variant
+                version.observer.on_refused("draining")
+                raise Unavailable("server is shutting down; retry on another replica")
+            tracing = self.tracing if span is not None else None
+            if tracing is not None and span is not None:
+                span.set_attributes(
+                    {"inferd.model.name": version.name, "inferd.model.version": version.version_str}
+                )
+            with tracing.phase("decode", span) if tracing and span else contextlib.nullcontext():
+                request = decode_request(msg, version.io, max_elements=self.max_elements)
+                request.deadline = _deadline(context, request)
+                request.priority = _priority(request)
+            now = time.monotonic()
+            if span is not None:
+                request.trace = span
+                span.set_attribute("inferd.request.rows", request.rows)
+                if request.deadline is not None:
+                    span.set_attribute(
+                        "inferd.deadline.remaining_ms", round((request.deadline - now) * 1e3, 3)
+                    )
+            if request.deadline is not None and now >= request.deadline:
+                version.observer.on_refused("expired_on_arrival")
                 raise DeadlineExceeded("deadline already expired on arrival")
             outputs = await version.scheduler.submit(request)
-            response = encode_response(
-                version.name, version.version_str, msg.id, outputs, version.io, request.outputs
-            )
-        except InferdError as exc:
-            elapsed = time.monotonic_ns() - start
-            version.stats.record_failure(elapsed)
-            if decision is not None and not isinstance(exc, Cancelled):
-                self.router.record(decision, False, elapsed / 1e9)
+            with tracing.phase("encode", span) if tracing and span else contextlib.nullcontext():
+                response = encode_response(
+                    version.name, version.version_str, msg.id, outputs, version.io, request.outputs
+                )
+            rows = request.rows
+            return response
+        except BaseException as exc:
+            code, failure = _code_of(exc), exc
             raise
-        elapsed = time.monotonic_ns() - start
-        version.stats.record_success(elapsed, request.rows)
-        if decision is not None:
-            self.router.record(decision, True, elapsed / 1e9)
-            if decision.shadow is not None and self.router.begin_shadow(decision):
+        finally:
+            elapsed = time.monotonic_ns() - start
+            self._record(msg, version, code, elapsed, rows)
+            if decision is not None:
+                self._route_outcome(msg, decision, failure, elapsed, outputs)
+
+    def _route_outcome(
+        self,
+        msg: pb.ModelInferRequest,
+        decision: Decision,
+        failure: BaseException | None,
+        elapsed_ns: int,
+        outputs: dict[str, np.ndarray] | None,
+    ) -> None:
+        """What the router learns from a routed request (and the shadow it may start)."""
+        if failure is None:
+            self.router.record(decision, True, elapsed_ns / 1e9)
+            if (
+                outputs is not None
+                and decision.shadow is not None
+                and self.router.begin_shadow(decision)
+            ):
                 task = asyncio.create_task(self._shadow(msg, decision, outputs))
                 self._shadows.add(task)
                 task.add_done_callback(self._shadows.discard)
-        return response
+        elif isinstance(failure, InferdError) and not isinstance(failure, Cancelled):
+            self.router.record(decision, False, elapsed_ns / 1e9)
+
+    def _record(
+        self,
+        msg: pb.ModelInferRequest,
+        version: ModelVersion | None,
+        code: grpc.StatusCode,
+        elapsed_ns: int,
+        rows: int,
+    ) -> None:
+        """Statistics, metrics and the request log line for one answered request."""
+        observer: VersionObserver
+        if version is None:  # never reached a version: no ModelStatistics to keep
+            observer = self.observer.unrouted(msg.model_name)
+        else:
+            if code is grpc.StatusCode.OK:
+                version.stats.record_success(elapsed_ns, rows)
+            else:
+                version.stats.record_failure(elapsed_ns)
+            observer = version.observer
+        observer.on_request(code.name, elapsed_ns / 1e9, rows)
+        if self.log_requests:
+            request_log.info(
+                "%s %s",
+                msg.model_name[:80],
+                code.name,
+                extra={
+                    "event": "request",
+                    "model": msg.model_name[:80],
+                    "version": version.version_str if version is not None else "",
+                    "request_id": msg.id[:80],
+                    "code": code.name,
+                    "duration_ms": round(elapsed_ns / 1e6, 3),
+                    "rows": rows,
+                },
+            )
 
     async def _shadow(
         self, msg: pb.ModelInferRequest, decision: Decision, expected: dict[str, np.ndarray]
@@ -391,7 +509,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelInferResponse:
-        return await self._infer(request, context)
+        span = trace.get_current_span() if self.tracing is not None else None
+        return await self._infer(request, context, span)
 
     async def ModelStreamInfer(
         self,
@@ -404,15 +523,33 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         goes on."""
         results: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
+        tracing = self.tracing
+        stream_span = tracing.start_rpc("ModelStreamInfer", context) if tracing else None
 
         async def one(msg: pb.ModelInferRequest) -> None:
+            span = None
+            if tracing is not None and stream_span is not None:
+                span = tracing.start_child("inferd.stream_request", stream_span)
             try:
-                response = await self._infer(msg, context)
+                if span is None:
+                    response = await self._infer(msg, context)
+                else:
+                    with trace.use_span(
+                        span, record_exception=False, set_status_on_exception=False
+                    ):
+                        response = await self._infer(msg, context, span)
+                    Tracing.end_rpc(span, grpc.StatusCode.OK)
                 results.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
+            except asyncio.CancelledError:
+                if span is not None:
+                    Tracing.end_rpc(span, grpc.StatusCode.CANCELLED)
+                raise
             except Exception as exc:
                 if not isinstance(exc, InferdError):
-                    log.exception("unexpected error in ModelStreamInfer")
-                _, message = status_of(exc)
+                    log.exception("unexpected error in ModelStreamInfer", extra={"event": "error"})
+                code, message = status_of(exc)
+                if span is not None:
+                    Tracing.end_rpc(span, code, message)
                 results.put_nowait(
                     pb.ModelStreamInferResponse(
                         error_message=message,
@@ -434,14 +571,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 results.put_nowait(None)
 
         read_task = asyncio.create_task(reader())
+        code = grpc.StatusCode.OK
         try:
             while (item := await results.get()) is not None:
                 yield item
             await read_task
+        except BaseException as exc:
+            code = _code_of(exc)
+            raise
         finally:
             read_task.cancel()
             for task in list(tasks):
                 task.cancel()
+            if stream_span is not None:
+                Tracing.end_rpc(stream_span, code)
 
     # -- not offered -----------------------------------------------------------------------
 

@@ -6,19 +6,36 @@ SO_REUSEPORT, and the kernel spreads incoming connections across them. The
 parent only supervises: it forwards SIGTERM/SIGINT so every worker drains,
 and stops the rest if one dies. Past one host, scale with replicas
 (Kubernetes/KServe), not more workers.
+
+With ``--metrics-port`` the workers record metrics in prometheus-client's
+multiprocess mode (files in ``PROMETHEUS_MULTIPROC_DIR``; a fresh temporary
+directory unless that variable names one, whose ``*.db`` files are then
+cleared at start) and the parent serves ``/metrics``: one scrape sums every
+worker, plus each worker's process metrics labelled ``worker``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable
 from types import FrameType
 
 from server.app import ServerConfig, StartupError, _port_free
+from server.telemetry.metrics import (
+    MULTIPROC_ENV,
+    GpuCollector,
+    MetricsServer,
+    multiprocess_dir,
+    supervisor_registry,
+)
 
 log = logging.getLogger("inferd.workers")
 
@@ -45,7 +62,37 @@ def run_workers(config: ServerConfig, workers: int, setup: Callable[[], None]) -
         raise StartupError(
             f"cannot listen on {config.host}:{config.grpc_port}: address already in use"
         )
-    shared = dataclasses.replace(config, reuse_port=True)
+    shared = dataclasses.replace(config, reuse_port=True, serve_metrics=False)
+    live: dict[str, int] = {}  # worker index -> pid, for the metrics endpoint
+    metrics: MetricsServer | None = None
+    made_dir: str | None = None
+    saved_env = os.environ.get(MULTIPROC_ENV)
+    if config.metrics_port is not None:
+        path = multiprocess_dir()
+        if path is None:
+            path = made_dir = tempfile.mkdtemp(prefix="inferd-metrics-")
+        else:
+            os.makedirs(path, exist_ok=True)
+            for stale in glob.glob(os.path.join(path, "*.db")):
+                os.remove(stale)  # a previous run's values would be summed in
+        # Inherited by the spawned workers before they import prometheus_client.
+        os.environ[MULTIPROC_ENV] = path
+        try:
+            metrics = MetricsServer(
+                supervisor_registry(path, lambda: dict(live), GpuCollector()),
+                config.host,
+                config.metrics_port,
+            )
+        except OSError as exc:
+            _cleanup_metrics(None, made_dir, saved_env)
+            raise StartupError(str(exc)) from None
+        log.info(
+            "serving metrics of %d workers on %s:%d",
+            workers,
+            config.host,
+            metrics.port,
+            extra={"event": "metrics", "metrics_port": metrics.port, "multiproc_dir": path},
+        )
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_worker, args=(shared, i, setup), name=f"inferd-worker-{i}")
@@ -62,18 +109,50 @@ def run_workers(config: ServerConfig, workers: int, setup: Callable[[], None]) -
 
     previous = {s: signal.signal(s, stop_all) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for p in procs:
+        for i, p in enumerate(procs):
             p.start()
-        log.info("started %d workers on %s:%d", workers, config.host, config.grpc_port)
+            if p.pid is not None:
+                live[str(i)] = p.pid
+        log.info(
+            "started %d workers on %s:%d",
+            workers,
+            config.host,
+            config.grpc_port,
+            extra={"event": "startup", "workers": workers},
+        )
         running = list(procs)
         while running:
             multiprocessing.connection.wait([p.sentinel for p in running])
             for p in [p for p in running if not p.is_alive()]:
                 running.remove(p)
+                live.pop(str(procs.index(p)), None)
+                if metrics is not None and p.pid is not None:
+                    from prometheus_client import multiprocess
+
+                    multiprocess.mark_process_dead(p.pid)  # type: ignore[no-untyped-call]
                 if p.exitcode != 0 and not stopping:
-                    log.error("%s exited with %s; stopping the others", p.name, p.exitcode)
+                    log.error(
+                        "%s exited with %s; stopping the others",
+                        p.name,
+                        p.exitcode,
+                        extra={"event": "error", "worker": p.name, "exitcode": p.exitcode},
+                    )
                     stop_all()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _cleanup_metrics(metrics, made_dir, saved_env)
     return 0 if all(p.exitcode == 0 for p in procs) else 1
+
+
+def _cleanup_metrics(
+    metrics: MetricsServer | None, made_dir: str | None, saved: str | None
+) -> None:
+    if metrics is not None:
+        metrics.close()
+    if made_dir is not None:
+        shutil.rmtree(made_dir, ignore_errors=True)
+    if saved is None:
+        os.environ.pop(MULTIPROC_ENV, None)
+    else:
+        os.environ[MULTIPROC_ENV] = saved

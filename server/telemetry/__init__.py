@@ -1,0 +1,116 @@
+"""Telemetry: Prometheus metrics, OpenTelemetry traces, structured logs.
+
+``Telemetry`` implements the ``server.observer`` hooks by fanning each event
+out to metrics and tracing, whichever are on. With both off the model manager
+gets the no-op observer and nothing here runs on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from server.observer import NULL_VERSION_OBSERVER, Queued, ServerObserver, VersionObserver
+from server.telemetry.metrics import UNKNOWN_MODEL, Metrics, VersionMetrics
+from server.telemetry.tracing import Tracing, VersionTracing
+
+if TYPE_CHECKING:
+    from server.batcher import BatchRecord
+
+__all__ = ["Metrics", "Telemetry", "Tracing", "VersionTelemetry"]
+
+
+class VersionTelemetry(VersionObserver):
+    __slots__ = ("m", "t")
+
+    def __init__(self, m: VersionMetrics | None, t: VersionTracing | None) -> None:
+        self.m = m
+        self.t = t
+
+    def on_request(self, code: str, seconds: float, rows: int) -> None:
+        if self.m is not None:
+            self.m.request(code, seconds, rows)
+
+    def on_pending(self, delta: int) -> None:
+        if self.m is not None:
+            self.m.pending.inc(delta)
+
+    def on_refused(self, reason: str) -> None:
+        if self.m is not None:
+            self.m.refused(reason)
+
+    def on_expired(self, entry: Queued, reason: str, now: float) -> None:
+        if self.m is not None:
+            self.m.expired(reason)
+        if self.t is not None:
+            self.t.on_dropped(entry, f"expired:{reason}", now)
+
+    def on_cancelled(self, entry: Queued, now: float) -> None:
+        if self.m is not None:
+            self.m.cancelled.inc()
+        if self.t is not None:
+            self.t.on_dropped(entry, "cancelled", now)
+
+    def on_dispatch(
+        self, entries: Sequence[Queued], reason: str, slack: float, now: float
+    ) -> object:
+        m = self.m
+        if m is not None:
+            queue = m.queue
+            for entry in entries:
+                queue.observe(now - entry.arrival)
+        if self.t is not None:
+            return self.t.on_dispatch(entries, reason, slack, now)
+        return None
+
+    def on_executed(self, token: object, entries: Sequence[Queued], record: BatchRecord) -> None:
+        if self.m is not None:
+            self.m.batch(record.reason, record.rows, record.actual_s, record.late)
+        if self.t is not None:
+            self.t.on_executed(token, record)
+
+    def on_failed(
+        self, token: object, entries: Sequence[Queued], error: BaseException, now: float
+    ) -> None:
+        if self.t is not None:
+            self.t.on_failed(token, error, now)
+
+
+class Telemetry(ServerObserver):
+    """What a server reports, to metrics and/or tracing."""
+
+    def __init__(self, metrics: Metrics | None = None, tracing: Tracing | None = None) -> None:
+        self.metrics = metrics
+        self.tracing = tracing
+        #: Names the model manager told us about (repository names: trusted).
+        self._models: set[str] = set()
+        self._unrouted: dict[str, VersionObserver] = {}
+
+    def version(self, name: str, version: int) -> VersionObserver:
+        self._models.add(name)
+        if self.metrics is None and self.tracing is None:
+            return NULL_VERSION_OBSERVER
+        v = str(version)
+        return VersionTelemetry(
+            self.metrics.version(name, v) if self.metrics is not None else None,
+            self.tracing.version(name, v) if self.tracing is not None else None,
+        )
+
+    def unrouted(self, name: str) -> VersionObserver:
+        if self.metrics is None:
+            return NULL_VERSION_OBSERVER
+        key = name if name in self._models else UNKNOWN_MODEL
+        observer = self._unrouted.get(key)
+        if observer is None:
+            observer = self._unrouted[key] = VersionTelemetry(self.metrics.unrouted(key), None)
+        return observer
+
+    def on_model_state(self, name: str, ready_versions: int) -> None:
+        self._models.add(name)
+        if self.metrics is not None:
+            self.metrics.ready_versions.labels(name).set(ready_versions)
+
+    def on_load_failed(self, name: str) -> None:
+        self._models.add(name)
+        if self.metrics is not None:
+            self.metrics.load_failures.labels(name).inc()
