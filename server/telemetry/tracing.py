@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -140,14 +139,9 @@ def _exporter(name: str, env: dict[str, str] | os._Environ[str]) -> SpanExporter
 
 def resource(version: str) -> Resource:
     """The process's resource: ``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES``
-    over inferd's defaults (service.name ``inferd``, version, instance id)."""
-    defaults = Resource(
-        {
-            "service.name": DEFAULT_SERVICE_NAME,
-            "service.version": version,
-            "service.instance.id": f"{socket.gethostname()}:{os.getpid()}",
-        }
-    )
+    over inferd's defaults (service.name ``inferd``, service.version); the SDK
+    adds a per-process ``service.instance.id``, which tells workers apart."""
+    defaults = Resource({"service.name": DEFAULT_SERVICE_NAME, "service.version": version})
     detected = Resource.create()
     name = str(detected.attributes.get("service.name", ""))
     if name.startswith("unknown_service"):  # the SDK's placeholder: nothing was set
