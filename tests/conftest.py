@@ -36,9 +36,13 @@ class ServerThread:
     """A real inferd server on 127.0.0.1, port 0, on its own event loop thread,
     so synchronous clients (and child processes) can call it from the test."""
 
-    def __init__(self, config: ServerConfig, interceptors: Sequence[Any] = ()) -> None:
+    def __init__(
+        self, config: ServerConfig, interceptors: Sequence[Any] = (), **server_options: Any
+    ) -> None:
         self.config = config
         self.interceptors = tuple(interceptors)
+        #: Passed to InferdServer (e.g. ``tracing=``).
+        self.server_options = server_options
         self.server: InferdServer | None = None
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -76,7 +80,9 @@ class ServerThread:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            self.server = InferdServer(self.config, interceptors=self.interceptors)
+            self.server = InferdServer(
+                self.config, interceptors=self.interceptors, **self.server_options
+            )
             self.port = await self.server.start()
         except BaseException as exc:
             self._error = exc
@@ -90,13 +96,16 @@ class ServerThread:
 @pytest.fixture
 def make_server() -> Iterator[Callable[..., ServerThread]]:
     """Start servers on given repositories (``make_server(repo, **config)``,
-    ``interceptors=[...]`` for the gRPC server); all are stopped when the test ends."""
+    ``interceptors=[...]`` for the gRPC server, ``tracing=`` for InferdServer);
+    all are stopped when the test ends."""
     started: list[ServerThread] = []
 
-    def make(repository: Path, interceptors: Sequence[Any] = (), **options: Any) -> ServerThread:
+    def make(
+        repository: Path, interceptors: Sequence[Any] = (), *, tracing: Any = None, **options: Any
+    ) -> ServerThread:
         options.setdefault("grpc_port", 0)
         config = ServerConfig(model_repository=repository, **options)
-        thread = ServerThread(config, interceptors).start()
+        thread = ServerThread(config, interceptors, tracing=tracing).start()
         started.append(thread)
         return thread
 

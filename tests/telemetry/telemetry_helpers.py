@@ -1,0 +1,192 @@
+"""Helpers for the telemetry tests: scrape and read Prometheus text, read spans."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from opentelemetry.sdk.trace import ReadableSpan
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        assert reply.status == 200
+        assert reply.headers["Content-Type"].startswith("text/plain")
+        return str(reply.read().decode())
+
+
+def scrape(port: int) -> list[Metric]:
+    """GET /metrics and parse it as Prometheus does (raises on bad syntax)."""
+    return list(text_string_to_metric_families(scrape_text(port)))
+
+
+def value(families: Iterable[Metric], sample: str, **labels: str) -> float:
+    """Sum of the samples named ``sample`` whose labels include ``labels``."""
+    total = 0.0
+    for family in families:
+        for s in family.samples:
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+def series(families: Iterable[Metric], sample: str) -> list[dict[str, str]]:
+    return [dict(s.labels) for family in families for s in family.samples if s.name == sample]
+
+
+def buckets(families: Iterable[Metric], metric: str, **labels: str) -> list[tuple[float, float]]:
+    """Cumulative (le, count) pairs of histogram ``metric``, summed over the
+    series matching ``labels`` (as ``sum by (le)`` does), sorted by le."""
+    summed: dict[float, float] = defaultdict(float)
+    for family in families:
+        for s in family.samples:
+            if s.name != f"{metric}_bucket":
+                continue
+            if all(s.labels.get(k) == v for k, v in labels.items()):
+                summed[float(s.labels["le"])] += s.value
+    return sorted(summed.items())
+
+
+def histogram_quantile(q: float, cumulative: Sequence[tuple[float, float]]) -> float:
+    """PromQL's histogram_quantile over cumulative (le, count) buckets."""
+    if len(cumulative) < 2 or not math.isinf(cumulative[-1][0]):
+        return math.nan
+    total = cumulative[-1][1]
+    if total == 0:
+        return math.nan
+    rank = q * total
+    for i, (upper, count) in enumerate(cumulative):
+        if count >= rank:
+            if math.isinf(upper):
+                return cumulative[-2][0]
+            lower, below = (0.0, 0.0) if i == 0 else cumulative[i - 1]
+            if count == below:
+                return upper
+            return lower + (upper - lower) * (rank - below) / (count - below)
+    return math.nan
+
+
+def children(spans: Sequence[ReadableSpan], parent: ReadableSpan) -> list[ReadableSpan]:
+    ctx = parent.get_span_context()
+    assert ctx is not None
+    return [
+        s
+        for s in spans
+        if s.parent is not None
+        and s.parent.span_id == ctx.span_id
+        and s.parent.trace_id == ctx.trace_id
+    ]
+
+
+def span_id(span: ReadableSpan) -> int:
+    ctx = span.get_span_context()
+    assert ctx is not None
+    return ctx.span_id
+
+
+def linked_ids(span: ReadableSpan) -> list[int]:
+    return [link.context.span_id for link in span.links]
+
+
+# -- inferd in a child process ---------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Inferd:
+    """``inferd serve`` in a child process (cwd: this worktree), stderr to a file."""
+
+    def __init__(
+        self,
+        repository: Path,
+        log_path: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        grpc_port: int | None = None,
+    ) -> None:
+        self.grpc_port = grpc_port or free_port()
+        self.address = f"127.0.0.1:{self.grpc_port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        child_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("OTEL_") and k != "PROMETHEUS_MULTIPROC_DIR"
+        }
+        child_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "serve",
+                "--model-repository",
+                str(repository),
+                "--grpc-port",
+                str(self.grpc_port),
+                "--grace",
+                "5",
+                *args,
+            ],
+            cwd=ROOT,
+            env=child_env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+
+    def wait_ready(self, timeout: float = 60, model: str = "", connections: int = 1) -> None:
+        """Until ServerReady (or, with ``model``, that model) answers true on
+        ``connections`` new connections in a row (with --workers each may
+        reach another worker, and workers load their models independently)."""
+        from clients import InferenceClient
+
+        deadline = time.monotonic() + timeout
+        streak = 0
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log_path.read_text()
+            try:
+                with InferenceClient(self.address) as client:
+                    if model:
+                        ready = client.is_model_ready(model, timeout=1)
+                    else:
+                        ready = client.is_server_ready(timeout=1)
+            except Exception:
+                ready = False
+            streak = streak + 1 if ready else 0
+            if streak >= connections:
+                return
+            if not ready:
+                time.sleep(0.2)
+        raise TimeoutError(f"inferd did not become ready:\n{self.log_path.read_text()}")
+
+    def stop(self) -> int:
+        """SIGTERM, wait for the drain; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return int(self.proc.returncode)
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines()
