@@ -379,7 +379,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 decision = None  # shutting down says nothing about the variant
                 version.observer.on_refused("draining")
                 raise Unavailable("server is shutting down; retry on another replica")
-            tracing = self.tracing if span is not None else None
+            # Phase spans only for sampled requests: an unsampled one keeps its
+            # (non-recording) span for context and log correlation, nothing more.
+            tracing = self.tracing if span is not None and span.is_recording() else None
             if tracing is not None and span is not None:
                 span.set_attributes(
                     {"inferd.model.name": version.name, "inferd.model.version": version.version_str}
@@ -390,7 +392,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 request.priority = _priority(request)
             now = time.monotonic()
             if span is not None:
-                request.trace = span
+                request.trace = span  # batch links reach unsampled requests too
+            if tracing is not None and span is not None:
                 span.set_attribute("inferd.request.rows", request.rows)
                 if request.deadline is not None:
                     span.set_attribute(
