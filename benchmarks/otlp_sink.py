@@ -82,3 +82,24 @@ class OtlpSink(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[mis
                     return True
             time.sleep(0.02)
         return False
+
+
+def main() -> None:
+    """``python -m benchmarks.otlp_sink``: count spans until SIGTERM/SIGINT;
+    prints the port first, the span count last."""
+    import signal
+    import sys
+
+    sink = OtlpSink(keep=False)
+    print(sink.start(), flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    sink.stop()
+    print(sink.span_count, flush=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Throughput with tracing on (100% and 1% sampled) relative to off, in one run.
+
+For each setting: a fresh ``inferd serve`` child process on 127.0.0.1 with
+that setting's OTEL_* environment, exporting OTLP/gRPC to a span sink in its
+own child process (``benchmarks.otlp_sink``), and a closed loop of
+``--concurrency`` requests in flight from one AsyncInferenceClient for
+``--seconds``. Settings run in turn, ``--rounds`` times (interleaved, so slow
+drift on a shared machine hits every setting alike).
+
+    python -m benchmarks.tracing_overhead [--model digits_mlp] [--seconds 10]
+        [--concurrency 16] [--rounds 1] [--repository DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from clients import AsyncInferenceClient, InferenceClient  # noqa: E402
+
+SETTINGS: dict[str, float | None] = {"off": None, "on, 100%": 1.0, "on, 1%": 0.01}
+INPUTS = {
+    "digits_mlp": {"pixels": np.ones((1, 64), np.float32)},
+    "dense_reference": {"x": np.ones((1, 1024), np.float32)},
+}
+
+
+@dataclass
+class Result:
+    requests: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    spans: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+
+
+def _start_sink() -> tuple[subprocess.Popen[str], int]:
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.otlp_sink"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_clean_env(),
+    )
+    assert sink.stdout is not None
+    return sink, int(sink.stdout.readline())
+
+
+def _stop_sink(sink: subprocess.Popen[str]) -> int:
+    sink.send_signal(signal.SIGTERM)
+    out, _ = sink.communicate(timeout=30)
+    return int(out.split()[-1])
+
+
+def _start_server(
+    repository: Path, ratio: float | None, sink_port: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    env = _clean_env()
+    if ratio is not None:
+        env.update(
+            OTEL_TRACES_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink_port}",
+            OTEL_EXPORTER_OTLP_INSECURE="true",
+            OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+            OTEL_TRACES_SAMPLER_ARG=str(ratio),
+            OTEL_SERVICE_NAME="inferd-bench",
+        )
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--model-repository",
+            str(repository),
+            "--grpc-port",
+            str(port),
+            "--log-level",
+            "WARNING",
+            "--grace",
+            "5",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"inferd exited with {proc.returncode}")
+        try:
+            with InferenceClient(address) as client:
+                if client.is_server_ready(timeout=1):
+                    return proc, address
+        except Exception:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise TimeoutError("inferd did not become ready")
+
+
+async def _closed_loop(
+    address: str, model: str, concurrency: int, seconds: float, warmup: float
+) -> Result:
+    inputs = INPUTS[model]
+    result = Result()
+    async with AsyncInferenceClient(address) as client:
+        end_warmup = time.perf_counter() + warmup
+        while time.perf_counter() < end_warmup:
+            await asyncio.gather(*(client.infer(model, inputs) for _ in range(concurrency)))
+        start = time.perf_counter()
+        stop = start + seconds
+
+        async def worker() -> None:
+            while (now := time.perf_counter()) < stop:
+                await client.infer(model, inputs)
+                result.latencies.append(time.perf_counter() - now)
+                result.requests += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - start
+    return result
+
+
+def run(args: argparse.Namespace) -> dict[str, list[Result]]:
+    repository = args.repository
+    if repository is None:
+        from server.cli import default_demo_repository
+        from server.demo_models import build_demo_repository
+
+        repository = build_demo_repository(default_demo_repository())
+    results: dict[str, list[Result]] = {name: [] for name in SETTINGS}
+    for round_no in range(args.rounds):
+        for name, ratio in SETTINGS.items():
+            sink, sink_port = _start_sink()
+            proc, address = _start_server(repository, ratio, sink_port)
+            try:
+                result = asyncio.run(
+                    _closed_loop(address, args.model, args.concurrency, args.seconds, 1.0)
+                )
+            finally:
+                proc.send_signal(signal.SIGTERM)  # drains and flushes its spans
+                proc.wait(30)
+                result.spans = _stop_sink(sink)
+            results[name].append(result)
+            print(
+                f"round {round_no + 1} {name:>9}: {result.rate:8.1f} req/s, "
+                f"{result.spans} spans received",
+                flush=True,
+            )
+    return results
+
+
+def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
+    base = statistics.mean(r.rate for r in results["off"])
+    print(
+        f"\nmodel {args.model}, {args.concurrency} in flight, {args.seconds:g} s x "
+        f"{args.rounds} round(s) per setting, {os.cpu_count()} CPUs (client, server and "
+        "span sink share them)"
+    )
+    print(f"{'tracing':>10} {'req/s':>9} {'vs off':>7} {'p50 ms':>7} {'p99 ms':>7} {'spans':>8}")
+    for name, runs in results.items():
+        rate = statistics.mean(r.rate for r in runs)
+        lat = sorted(x for r in runs for x in r.latencies)
+        p50 = lat[len(lat) // 2] * 1e3
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3
+        spans = sum(r.spans for r in runs)
+        print(f"{name:>10} {rate:9.1f} {rate / base:7.1%} {p50:7.2f} {p99:7.2f} {spans:8d}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="digits_mlp", choices=sorted(INPUTS))
+    parser.add_argument("--seconds", type=float, default=10.0, help="per setting (max 60)")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--repository", type=Path, default=None)
+    args = parser.parse_args(argv)
+    args.seconds = min(max(args.seconds, 1.0), 60.0)
+    report(run(args), args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
