@@ -151,30 +151,43 @@ class Inferd:
             stderr=self._log,
         )
 
-    def wait_ready(self, timeout: float = 60, model: str = "", connections: int = 1) -> None:
-        """Until ServerReady (or, with ``model``, that model) answers true on
-        ``connections`` new connections in a row (with --workers each may
-        reach another worker, and workers load their models independently)."""
+    def wait_ready(self, timeout: float = 60, model: str = "") -> None:
+        """Until ServerReady (or, with ``model``, that model) answers true."""
         from clients import InferenceClient
 
         deadline = time.monotonic() + timeout
-        streak = 0
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log_path.read_text()
             try:
                 with InferenceClient(self.address) as client:
-                    if model:
-                        ready = client.is_model_ready(model, timeout=1)
-                    else:
-                        ready = client.is_server_ready(timeout=1)
+                    if model and client.is_model_ready(model, timeout=1):
+                        return
+                    if not model and client.is_server_ready(timeout=1):
+                        return
             except Exception:
-                ready = False
-            streak = streak + 1 if ready else 0
-            if streak >= connections:
-                return
-            if not ready:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         raise TimeoutError(f"inferd did not become ready:\n{self.log_path.read_text()}")
+
+    def wait_workers_ready(self, workers: int, timeout: float = 60) -> None:
+        """With ``--log-format json --workers N``: until N workers have logged
+        that they serve (a worker binds, then loads; one still loading answers
+        NOT_FOUND, so ServerReady on a few connections is not enough)."""
+        import json
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log_path.read_text()
+            started = set()
+            for line in self.log_lines():
+                if line.startswith("{"):
+                    record = json.loads(line)
+                    if record.get("event") == "startup" and "versions_ready" in record:
+                        started.add(record["pid"])
+            if len(started) >= workers:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"workers did not start:\n{self.log_path.read_text()}")
 
     def stop(self) -> int:
         """SIGTERM, wait for the drain; returns the exit status."""

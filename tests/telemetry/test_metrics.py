@@ -422,10 +422,12 @@ def test_two_workers_metrics_add_up_in_one_scrape(demo_repository: Path, tmp_pat
         "2",
         "--metrics-port",
         str(metrics_port),
+        "--log-format",
+        "json",
         env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)},
     )
     try:
-        server.wait_ready(connections=12)
+        server.wait_workers_ready(2)
         workers = _worker_pids(server.proc.pid)
         assert len(workers) == 2
         sent = 0
@@ -484,10 +486,12 @@ def test_workers_metrics_directory_is_temporary_by_default(
         "2",
         "--metrics-port",
         str(metrics_port),
+        "--log-format",
+        "json",
         env={"TMPDIR": str(tmp)},
     )
     try:
-        server.wait_ready(connections=12)
+        server.wait_workers_ready(2)
         (made,) = tmp.glob("inferd-metrics-*")
         assert list(made.glob("*.db"))
         with InferenceClient(server.address) as client:
