@@ -53,6 +53,12 @@ class FailedPrecondition(InferdError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Unimplemented(InferdError):
+    """An RPC of the protocol this server does not offer."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class EngineFailure(InferdError):
     """The engine failed on this request's batch; other requests are unaffected."""
 

@@ -31,6 +31,7 @@ from server.errors import (
     InferdError,
     InvalidArgument,
     Unavailable,
+    Unimplemented,
     status_of,
 )
 from server.identity import current_principal
@@ -83,6 +84,10 @@ def _rpc(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
             await context.abort(code, message)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:  # the handler aborted by itself
+            set_code = context.code()
+            code = set_code if isinstance(set_code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
             raise
         except Exception:
             log.exception("unexpected error in %s", method, extra={"event": "error"})
@@ -591,29 +596,38 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     # -- not offered -----------------------------------------------------------------------
 
-    async def _unimplemented(self, context: grpc.aio.ServicerContext[Any, Any], what: str) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not supported by inferd")
+    @staticmethod
+    def _unimplemented(what: str) -> Unimplemented:
+        return Unimplemented(f"{what} is not supported by inferd")
 
+    @_rpc
     async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        await self._unimplemented(context, "system shared memory")
+        raise self._unimplemented("system shared memory")
 
+    @_rpc
     async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        await self._unimplemented(context, "system shared memory")
+        raise self._unimplemented("system shared memory")
 
+    @_rpc
     async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        await self._unimplemented(context, "system shared memory")
+        raise self._unimplemented("system shared memory")
 
+    @_rpc
     async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        await self._unimplemented(context, "CUDA shared memory")
+        raise self._unimplemented("CUDA shared memory")
 
+    @_rpc
     async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        await self._unimplemented(context, "CUDA shared memory")
+        raise self._unimplemented("CUDA shared memory")
 
+    @_rpc
     async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        await self._unimplemented(context, "CUDA shared memory")
+        raise self._unimplemented("CUDA shared memory")
 
+    @_rpc
     async def TraceSetting(self, request: Any, context: Any) -> Any:
-        await self._unimplemented(context, "TraceSetting")
+        raise self._unimplemented("TraceSetting")
 
+    @_rpc
     async def LogSettings(self, request: Any, context: Any) -> Any:
-        await self._unimplemented(context, "LogSettings")
+        raise self._unimplemented("LogSettings")
