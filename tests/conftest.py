@@ -125,3 +125,44 @@ def demo_server(demo_repository: Path) -> Iterator[ServerThread]:
 @pytest.fixture(scope="session")
 def server_address(demo_server: ServerThread) -> str:
     return demo_server.address
+
+
+@pytest.fixture(autouse=True)
+def _no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's OTEL_* (and multiprocess metrics) settings must not leak
+    into tests: servers built here trace or export only when a test asks."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("OTEL_") or key == "PROMETHEUS_MULTIPROC_DIR":
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def make_tracing() -> Iterator[Callable[..., Any]]:
+    """``make_tracing(max_links=128, sampler=None)`` -> ``(Tracing, exporter)``:
+    tracing whose spans land in an in-memory exporter as they end, for
+    ``make_server(repo, tracing=...)``."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from server.telemetry.tracing import Tracing
+
+    providers: list[TracerProvider] = []
+
+    def make(max_links: int = 128, sampler: Any = None) -> tuple[Tracing, InMemorySpanExporter]:
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": "inferd-test"}),
+            span_limits=SpanLimits(max_links=max_links),
+            sampler=sampler,
+        )
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        providers.append(provider)
+        return Tracing(provider, max_links=max_links), exporter
+
+    yield make
+    for provider in providers:
+        provider.shutdown()

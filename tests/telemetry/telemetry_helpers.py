@@ -11,12 +11,19 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+
+from server.telemetry.tracing import Tracing
+
+#: The ``make_tracing`` fixture (tests/conftest.py).
+MakeTracing = Callable[..., tuple[Tracing, InMemorySpanExporter]]
 
 
 def scrape_text(port: int) -> str:
@@ -203,3 +210,35 @@ class Inferd:
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text().splitlines()
+
+
+class FakeNvml:
+    """The slice of pynvml the collector uses, with two GPUs."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, *, fail_init: bool = False, broken: int | None = None) -> None:
+        self.fail_init = fail_init
+        self.broken = broken
+
+    def nvmlInit(self) -> None:
+        if self.fail_init:
+            raise self.NVMLError("NVML Shared Library Not Found")
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetUUID(self, h: int) -> bytes:
+        if h == self.broken:
+            raise self.NVMLError("GPU is lost")
+        return f"GPU-{h}".encode()
+
+    def nvmlDeviceGetUtilizationRates(self, h: int) -> SimpleNamespace:
+        return SimpleNamespace(gpu=40 + h, memory=10)
+
+    def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:
+        return SimpleNamespace(used=(h + 1) << 30, total=80 << 30, free=0)

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from prometheus_client.metrics_core import Metric
-from telemetry_helpers import ROOT, scrape
-from test_metrics import FakeNvml
+from telemetry_helpers import ROOT, FakeNvml, scrape
 
 from clients import InferenceClient, InferenceServerError
 from server.telemetry.metrics import GpuCollector
@@ -73,9 +72,10 @@ def exported(
     """Sample name -> label names (None: the family exists but has no series
     yet), from a real scrape of a server that has served, failed and refused
     requests and reports a (fake) GPU."""
+    from conftest import ServerThread
+
     import server.app
     from server.app import ServerConfig
-    from tests.conftest import ServerThread
 
     saved = server.app.GpuCollector
     server.app.GpuCollector = lambda: GpuCollector(FakeNvml())  # type: ignore[assignment, misc]

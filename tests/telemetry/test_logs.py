@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MakeTracing
-from telemetry_helpers import Inferd
+from telemetry_helpers import Inferd, MakeTracing
 
 from clients import InferenceClient
 from server.telemetry.logs import JsonFormatter, TextFormatter, resolve_format, setup_logging

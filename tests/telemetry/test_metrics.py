@@ -11,12 +11,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 from telemetry_helpers import (
+    FakeNvml,
     Inferd,
     buckets,
     free_port,
@@ -289,38 +289,6 @@ def test_process_metrics_and_no_gpu_series_without_a_gpu(
     assert value(families, "process_cpu_seconds_total") > 0
     assert value(families, "process_resident_memory_bytes") > 10 << 20
     assert not [f.name for f in families if f.name.startswith("inferd_gpu")]
-
-
-class FakeNvml:
-    """The slice of pynvml the collector uses, with two GPUs."""
-
-    class NVMLError(Exception):
-        pass
-
-    def __init__(self, *, fail_init: bool = False, broken: int | None = None) -> None:
-        self.fail_init = fail_init
-        self.broken = broken
-
-    def nvmlInit(self) -> None:
-        if self.fail_init:
-            raise self.NVMLError("NVML Shared Library Not Found")
-
-    def nvmlDeviceGetCount(self) -> int:
-        return 2
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
-        return i
-
-    def nvmlDeviceGetUUID(self, h: int) -> bytes:
-        if h == self.broken:
-            raise self.NVMLError("GPU is lost")
-        return f"GPU-{h}".encode()
-
-    def nvmlDeviceGetUtilizationRates(self, h: int) -> SimpleNamespace:
-        return SimpleNamespace(gpu=40 + h, memory=10)
-
-    def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:
-        return SimpleNamespace(used=(h + 1) << 30, total=80 << 30, free=0)
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import MakeTracing
 from opentelemetry.trace import StatusCode
+from telemetry_helpers import MakeTracing
 
 from engines import Engine, EngineError, Signature, TensorSpec
 from server.batcher import BatchingScheduler, BatchRecord

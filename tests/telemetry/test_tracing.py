@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MakeTracing
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
-from telemetry_helpers import children, linked_ids, span_id
+from telemetry_helpers import MakeTracing, children, linked_ids, span_id
 
 from clients import AsyncInferenceClient, InferenceClient, InferenceServerError
 
@@ -271,3 +270,51 @@ def test_tracing_off_does_no_tracer_work(
             client.stream_infer("digits_mlp", [("a", {"pixels": np.ones((1, 64), np.float32)})])
         )
     assert not any(isinstance(r, InferenceServerError) for r in replies)
+
+
+def test_every_rpc_has_a_server_span_even_unimplemented_ones(
+    demo_repository: Path, make_server: MakeServer, make_tracing: MakeTracing
+) -> None:
+    import grpc
+
+    from protos import grpc_service_pb2 as pb
+    from protos import grpc_service_pb2_grpc as pb_grpc
+
+    tracing, exporter = make_tracing()
+    server = make_server(demo_repository, tracing=tracing)
+    with grpc.insecure_channel(server.address) as channel:  # type: ignore[attr-defined]
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="x"))
+        assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        stub.ModelMetadata(pb.ModelMetadataRequest(name="digits_mlp"))
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    load = spans["inference.GRPCInferenceService/RepositoryModelLoad"]
+    assert dict(load.attributes or {})["rpc.grpc.status_code"] == 12
+    assert load.status.status_code is StatusCode.ERROR
+    meta = spans["inference.GRPCInferenceService/ModelMetadata"]
+    assert dict(meta.attributes or {})["rpc.grpc.status_code"] == 0
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "00-zzzz-00f067aa0ba902b7-01",  # not hex
+        f"00-{'0' * 32}-00f067aa0ba902b7-01",  # all-zero trace id is invalid
+        "garbage",
+    ],
+)
+def test_a_malformed_traceparent_starts_a_new_trace(
+    demo_repository: Path, make_server: MakeServer, make_tracing: MakeTracing, header: str
+) -> None:
+    tracing, exporter = make_tracing()
+    server = make_server(demo_repository, tracing=tracing)
+    with InferenceClient(server.address) as client:  # type: ignore[attr-defined]
+        client.infer(
+            "digits_mlp",
+            {"pixels": np.ones((1, 64), np.float32)},
+            metadata=(("traceparent", header),),
+        )
+    (root,) = _by_name(exporter.get_finished_spans(), MODEL_INFER)
+    assert root.parent is None
+    assert dict(root.attributes or {})["rpc.grpc.status_code"] == 0
