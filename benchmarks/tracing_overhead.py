@@ -5,7 +5,9 @@ that setting's OTEL_* environment, exporting OTLP/gRPC to a span sink in its
 own child process (``benchmarks.otlp_sink``), and a closed loop of
 ``--concurrency`` requests in flight from one AsyncInferenceClient for
 ``--seconds``. Settings run in turn, ``--rounds`` times (interleaved, so slow
-drift on a shared machine hits every setting alike).
+drift on a shared machine hits every setting alike). Besides throughput it
+reports the server's CPU time per request (user + system, from /proc), which
+other load on a shared machine disturbs much less than throughput.
 
     python -m benchmarks.tracing_overhead [--model digits_mlp] [--seconds 10]
         [--concurrency 16] [--rounds 1] [--repository DIR]
@@ -46,10 +48,25 @@ class Result:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     spans: int = 0
+    #: Server CPU seconds (user + system) during the measured window.
+    cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_s / self.requests * 1e6 if self.requests else 0.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -131,7 +148,7 @@ def _start_server(
 
 
 async def _closed_loop(
-    address: str, model: str, concurrency: int, seconds: float, warmup: float
+    address: str, model: str, concurrency: int, seconds: float, warmup: float, pid: int
 ) -> Result:
     inputs = INPUTS[model]
     result = Result()
@@ -139,6 +156,7 @@ async def _closed_loop(
         end_warmup = time.perf_counter() + warmup
         while time.perf_counter() < end_warmup:
             await asyncio.gather(*(client.infer(model, inputs) for _ in range(concurrency)))
+        cpu = _cpu_seconds(pid)
         start = time.perf_counter()
         stop = start + seconds
 
@@ -150,6 +168,7 @@ async def _closed_loop(
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         result.seconds = time.perf_counter() - start
+        result.cpu_s = _cpu_seconds(pid) - cpu
     return result
 
 
@@ -167,7 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, list[Result]]:
             proc, address = _start_server(repository, ratio, sink_port)
             try:
                 result = asyncio.run(
-                    _closed_loop(address, args.model, args.concurrency, args.seconds, 1.0)
+                    _closed_loop(address, args.model, args.concurrency, args.seconds, 1.0, proc.pid)
                 )
             finally:
                 proc.send_signal(signal.SIGTERM)  # drains and flushes its spans
@@ -176,6 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, list[Result]]:
             results[name].append(result)
             print(
                 f"round {round_no + 1} {name:>9}: {result.rate:8.1f} req/s, "
+                f"{result.cpu_us_per_request:6.0f} server CPU us/request, "
                 f"{result.spans} spans received",
                 flush=True,
             )
@@ -189,14 +209,22 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
         f"{args.rounds} round(s) per setting, {os.cpu_count()} CPUs (client, server and "
         "span sink share them)"
     )
-    print(f"{'tracing':>10} {'req/s':>9} {'vs off':>7} {'p50 ms':>7} {'p99 ms':>7} {'spans':>8}")
+    base_cpu = statistics.median(r.cpu_us_per_request for r in results["off"])
+    print(
+        f"{'tracing':>10} {'req/s':>9} {'vs off':>7} {'CPU us/req':>10} {'vs off':>7} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'spans':>8}"
+    )
     for name, runs in results.items():
         rate = statistics.mean(r.rate for r in runs)
+        cpu = statistics.median(r.cpu_us_per_request for r in runs)
         lat = sorted(x for r in runs for x in r.latencies)
         p50 = lat[len(lat) // 2] * 1e3
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3
         spans = sum(r.spans for r in runs)
-        print(f"{name:>10} {rate:9.1f} {rate / base:7.1%} {p50:7.2f} {p99:7.2f} {spans:8d}")
+        print(
+            f"{name:>10} {rate:9.1f} {rate / base:7.1%} {cpu:10.0f} {cpu / base_cpu:7.1%} "
+            f"{p50:7.2f} {p99:7.2f} {spans:8d}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
