@@ -23,7 +23,7 @@ inferd_requests_cancelled_total            counter    model, version
 inferd_model_load_failures_total           counter    model
 inferd_model_ready_versions                gauge      model
 process_* (CPU, memory, fds, start time)   various    (``worker`` with --workers)
-inferd_gpu_* (only where NVML finds GPUs)  gauge      gpu, uuid
+inferd_gpu_* (only where NVML finds GPUs)  gauge      gpu, name
 =========================================  =========  ============================
 
 ``code`` is the gRPC status name (``OK``, ``INVALID_ARGUMENT``...). They
@@ -45,12 +45,9 @@ reporting each worker's process metrics with a ``worker`` label.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterable
-from types import ModuleType
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -58,6 +55,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+
+from server.gpu import GpuStat, gpu_snapshot
 
 log = logging.getLogger("inferd.metrics")
 
@@ -301,73 +300,48 @@ class VersionMetrics:
 
 
 class GpuCollector(Collector):
-    """GPU utilization and memory from NVML, read at scrape time.
+    """GPU utilization and memory, read through NVML at scrape time
+    (``server.gpu.gpu_snapshot``). Without ``nvidia-ml-py``, a driver or a GPU
+    it reports nothing: no series at all, never an error in the scrape."""
 
-    Uses ``pynvml`` (from ``nvidia-ml-py``) when it can be imported and NVML
-    initialises; otherwise (no package, no driver, no GPU) it reports nothing
-    and logs why once at DEBUG level. Never raises into a scrape."""
-
-    def __init__(self, nvml: ModuleType | None = None) -> None:
-        self._nvml = nvml
-        self._handles: list[Any] | None = None
-        self._disabled = False
-        self._lock = threading.Lock()
+    def __init__(self, snapshot: Callable[[], list[GpuStat] | None] = gpu_snapshot) -> None:
+        self._snapshot = snapshot
 
     def describe(self) -> Iterable[Metric]:
-        return []  # names are only known after NVML answers
-
-    def _init(self) -> list[Any]:
-        if self._handles is not None:
-            return self._handles
-        try:
-            nvml: Any = self._nvml
-            if nvml is None:
-                nvml = importlib.import_module("pynvml")  # nvidia-ml-py
-                self._nvml = nvml
-            nvml.nvmlInit()
-            count = int(nvml.nvmlDeviceGetCount())
-            self._handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-        except Exception as exc:  # ImportError, NVMLError (no driver), anything odd
-            log.debug("GPU metrics off: %s", exc)
-            self._disabled = True
-            self._handles = []
-        return self._handles
+        return []  # names are only known once NVML answers
 
     def collect(self) -> Iterable[Metric]:
-        if self._disabled:
+        try:
+            stats = self._snapshot()
+        except Exception as exc:  # never fail a scrape over a GPU
+            log.debug("GPU metrics unreadable: %s", type(exc).__name__)
             return []
-        with self._lock:
-            handles = self._init()
-            if not handles:
-                return []
-            nvml = self._nvml
-            assert nvml is not None
-            labels = ["gpu", "uuid"]
-            util = GaugeMetricFamily(
-                "inferd_gpu_utilization_ratio",
-                "Fraction of the last sample period the GPU was busy (NVML)",
-                labels=labels,
-            )
-            used = GaugeMetricFamily(
-                "inferd_gpu_memory_used_bytes", "GPU memory in use (NVML)", labels=labels
-            )
-            total = GaugeMetricFamily(
-                "inferd_gpu_memory_total_bytes", "GPU memory in all (NVML)", labels=labels
-            )
-            for index, handle in enumerate(handles):
-                try:
-                    uuid = nvml.nvmlDeviceGetUUID(handle)
-                    uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
-                    rates = nvml.nvmlDeviceGetUtilizationRates(handle)
-                    memory = nvml.nvmlDeviceGetMemoryInfo(handle)
-                except Exception as exc:  # a GPU that fell off the bus: skip it
-                    log.debug("GPU %d unreadable: %s", index, exc)
-                    continue
-                key = [str(index), uuid]
-                util.add_metric(key, float(rates.gpu) / 100.0)
-                used.add_metric(key, float(memory.used))
-                total.add_metric(key, float(memory.total))
-            return [util, used, total]
+        if not stats:
+            return []
+        labels = ["gpu", "name"]
+        util = GaugeMetricFamily(
+            "inferd_gpu_utilization_ratio",
+            "Fraction of the last sample period a kernel ran on the GPU (NVML)",
+            labels=labels,
+        )
+        mem_util = GaugeMetricFamily(
+            "inferd_gpu_memory_utilization_ratio",
+            "Fraction of the last sample period GPU memory was read or written (NVML)",
+            labels=labels,
+        )
+        used = GaugeMetricFamily(
+            "inferd_gpu_memory_used_bytes", "GPU memory in use (NVML)", labels=labels
+        )
+        total = GaugeMetricFamily(
+            "inferd_gpu_memory_total_bytes", "GPU memory in all (NVML)", labels=labels
+        )
+        for gpu in stats:
+            key = [str(gpu.index), gpu.name]
+            util.add_metric(key, gpu.utilization_percent / 100.0)
+            mem_util.add_metric(key, gpu.memory_utilization_percent / 100.0)
+            used.add_metric(key, float(gpu.memory_used_bytes))
+            total.add_metric(key, float(gpu.memory_total_bytes))
+        return [util, mem_util, used, total]
 
 
 # -- several worker processes --------------------------------------------------------------

@@ -13,13 +13,13 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from server.gpu import GpuStat
 from server.telemetry.tracing import Tracing
 
 #: The ``make_tracing`` fixture (tests/conftest.py).
@@ -212,33 +212,18 @@ class Inferd:
         return self.log_path.read_text().splitlines()
 
 
-class FakeNvml:
-    """The slice of pynvml the collector uses, with two GPUs."""
-
-    class NVMLError(Exception):
-        pass
-
-    def __init__(self, *, fail_init: bool = False, broken: int | None = None) -> None:
-        self.fail_init = fail_init
-        self.broken = broken
-
-    def nvmlInit(self) -> None:
-        if self.fail_init:
-            raise self.NVMLError("NVML Shared Library Not Found")
-
-    def nvmlDeviceGetCount(self) -> int:
-        return 2
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
-        return i
-
-    def nvmlDeviceGetUUID(self, h: int) -> bytes:
-        if h == self.broken:
-            raise self.NVMLError("GPU is lost")
-        return f"GPU-{h}".encode()
-
-    def nvmlDeviceGetUtilizationRates(self, h: int) -> SimpleNamespace:
-        return SimpleNamespace(gpu=40 + h, memory=10)
-
-    def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:
-        return SimpleNamespace(used=(h + 1) << 30, total=80 << 30, free=0)
+def fake_gpus(broken: int | None = None) -> list[GpuStat]:
+    """What ``server.gpu.gpu_snapshot`` returns on a host with two GPUs (one
+    left out when ``broken``, as NVML failures are)."""
+    return [
+        GpuStat(
+            index=i,
+            name="NVIDIA H100",
+            utilization_percent=40.0 + i,
+            memory_utilization_percent=10.0,
+            memory_used_bytes=(i + 1) << 30,
+            memory_total_bytes=80 << 30,
+        )
+        for i in range(2)
+        if i != broken
+    ]

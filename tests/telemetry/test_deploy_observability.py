@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from prometheus_client.metrics_core import Metric
-from telemetry_helpers import ROOT, FakeNvml, scrape
+from telemetry_helpers import ROOT, fake_gpus, scrape
 
 from clients import InferenceClient, InferenceServerError
 from server.telemetry.metrics import GpuCollector
@@ -78,7 +78,7 @@ def exported(
     from server.app import ServerConfig
 
     saved = server.app.GpuCollector
-    server.app.GpuCollector = lambda: GpuCollector(FakeNvml())  # type: ignore[assignment, misc]
+    server.app.GpuCollector = lambda: GpuCollector(fake_gpus)  # type: ignore[assignment, misc]
     try:
         thread = ServerThread(
             ServerConfig(model_repository=demo_repository, grpc_port=0, metrics_port=0)

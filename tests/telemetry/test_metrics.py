@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 from telemetry_helpers import (
-    FakeNvml,
     Inferd,
     buckets,
+    fake_gpus,
     free_port,
     histogram_quantile,
     scrape,
@@ -292,52 +292,44 @@ def test_process_metrics_and_no_gpu_series_without_a_gpu(
 
 
 @pytest.mark.parametrize(
-    ("nvml", "expected"),
+    ("snapshot", "expected"),
     [
-        (FakeNvml(), {"0": 0.40, "1": 0.41}),
-        (FakeNvml(broken=0), {"1": 0.41}),  # an unreadable GPU is skipped
-        (FakeNvml(fail_init=True), {}),  # no driver: nothing, silently
+        (fake_gpus, {"0": 0.40, "1": 0.41}),
+        (lambda: fake_gpus(broken=0), {"1": 0.41}),  # an unreadable GPU is left out
+        (lambda: None, {}),  # no NVML, no driver or no GPU: no series at all
     ],
 )
-def test_gpu_metrics_read_through_nvml(
+def test_gpu_metrics_on_the_scrape(
     demo_repository: Path,
     make_server: MakeServer,
     monkeypatch: pytest.MonkeyPatch,
-    nvml: FakeNvml,
+    snapshot: Callable[[], Any],
     expected: dict[str, float],
 ) -> None:
     import server.app
 
-    monkeypatch.setattr(server.app, "GpuCollector", lambda: GpuCollector(nvml))  # type: ignore[arg-type]
+    monkeypatch.setattr(server.app, "GpuCollector", lambda: GpuCollector(snapshot))
     srv = make_server(demo_repository, metrics_port=0)
-    for _ in range(2):  # NVML is initialised once, read at every scrape
-        families = scrape(srv.server.metrics_port)
-        util = {
-            s["gpu"]: value(families, "inferd_gpu_utilization_ratio", **s)
-            for s in series(families, "inferd_gpu_utilization_ratio")
-        }
-        assert util == pytest.approx(expected)
-        for gpu in expected:
-            used = value(families, "inferd_gpu_memory_used_bytes", gpu=gpu, uuid=f"GPU-{gpu}")
-            assert used == (int(gpu) + 1) << 30
-            assert value(families, "inferd_gpu_memory_total_bytes", gpu=gpu) == 80 << 30
+    families = scrape(srv.server.metrics_port)
+    util = {
+        s["gpu"]: value(families, "inferd_gpu_utilization_ratio", **s)
+        for s in series(families, "inferd_gpu_utilization_ratio")
+    }
+    assert util == pytest.approx(expected)
+    for gpu in expected:
+        labels = {"gpu": gpu, "name": "NVIDIA H100"}
+        assert value(families, "inferd_gpu_memory_used_bytes", **labels) == (int(gpu) + 1) << 30
+        assert value(families, "inferd_gpu_memory_total_bytes", **labels) == 80 << 30
+        assert value(families, "inferd_gpu_memory_utilization_ratio", **labels) == 0.10
+    if not expected:
+        assert not [f.name for f in families if f.name.startswith("inferd_gpu")]
 
 
-def test_gpu_collector_without_pynvml_reports_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
+def test_a_failing_gpu_reading_never_fails_the_scrape() -> None:
+    def broken() -> None:
+        raise RuntimeError("NVML went away")
 
-    real_import = builtins.__import__
-
-    def no_pynvml(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "pynvml":
-            raise ImportError("No module named 'pynvml'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pynvml)
-    monkeypatch.delitem(__import__("sys").modules, "pynvml", raising=False)
-    collector = GpuCollector()
-    assert list(collector.collect()) == []
-    assert list(collector.collect()) == []  # and does not try again
+    assert list(GpuCollector(broken).collect()) == []
 
 
 def test_no_metrics_port_means_no_metrics(demo_repository: Path, make_server: MakeServer) -> None:
