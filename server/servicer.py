@@ -100,7 +100,9 @@ def _rpc(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
 
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
-        tracing: Tracing | None = self.tracing
+        # Other services share this decorator (the admin servicer): only the
+        # inference servicer traces.
+        tracing: Tracing | None = getattr(self, "tracing", None)
         if tracing is None:
             return await call(self, request, context, None)
         span = tracing.start_rpc(method, context)

@@ -285,11 +285,11 @@ def test_every_rpc_has_a_server_span_even_unimplemented_ones(
     with grpc.insecure_channel(server.address) as channel:  # type: ignore[attr-defined]
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
-            stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="x"))
+            stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest())
         assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
         stub.ModelMetadata(pb.ModelMetadataRequest(name="digits_mlp"))
     spans = {s.name: s for s in exporter.get_finished_spans()}
-    load = spans["inference.GRPCInferenceService/RepositoryModelLoad"]
+    load = spans["inference.GRPCInferenceService/SystemSharedMemoryStatus"]
     assert dict(load.attributes or {})["rpc.grpc.status_code"] == 12
     assert load.status.status_code is StatusCode.ERROR
     meta = spans["inference.GRPCInferenceService/ModelMetadata"]
@@ -318,3 +318,17 @@ def test_a_malformed_traceparent_starts_a_new_trace(
     (root,) = _by_name(exporter.get_finished_spans(), MODEL_INFER)
     assert root.parent is None
     assert dict(root.attributes or {})["rpc.grpc.status_code"] == 0
+
+
+def test_admin_rpcs_work_with_tracing_on(
+    demo_repository: Path, make_server: MakeServer, make_tracing: MakeTracing
+) -> None:
+    """The admin servicer shares the _rpc decorator; tracing the inference
+    service must not break it (admin calls are not traced)."""
+    from clients.admin import AdminClient
+
+    tracing, exporter = make_tracing()
+    server = make_server(demo_repository, tracing=tracing)
+    with AdminClient(server.address) as admin:  # type: ignore[attr-defined]
+        assert isinstance(admin.routes(), list)
+    assert not [s for s in exporter.get_finished_spans() if "ModelAdmin" in s.name]
