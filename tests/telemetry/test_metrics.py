@@ -214,8 +214,10 @@ def test_refusals_are_counted_by_reason(
                 except InferenceServerError as exc:
                     outcomes[_code(exc)] += 1
 
-            for _ in range(3):
+            for _ in range(20):  # until the one-slot queue has overflowed
                 await asyncio.gather(*(one(None) for _ in range(24)))
+                if outcomes["UNAVAILABLE"]:
+                    break
             await asyncio.gather(*(one({"timeout": 1}) for _ in range(5)))  # 1 µs budget
 
     asyncio.run(flood())
