@@ -16,6 +16,7 @@ worker, plus each worker's process metrics labelled ``worker``.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import glob
 import logging
@@ -24,6 +25,7 @@ import multiprocessing.connection
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Callable
 from types import FrameType
@@ -39,12 +41,15 @@ from server.telemetry.metrics import (
 
 log = logging.getLogger("inferd.workers")
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
 
 def _worker(config: ServerConfig, index: int, setup: Callable[[], None]) -> None:
     # Runs in a fresh (spawned) interpreter.
     from server.app import serve
     from server.cli import _run
 
+    _die_with_parent()
     setup()
     log.info("worker %d starting", index)
     try:
@@ -52,6 +57,18 @@ def _worker(config: ServerConfig, index: int, setup: Callable[[], None]) -> None
     except StartupError as exc:
         log.error("worker %d cannot start: %s", index, exc)
         raise SystemExit(2) from None
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker when the supervisor dies, even by
+    SIGKILL, so no orphan keeps serving the port (the worker then drains)."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        log.warning("cannot tie the worker's life to the supervisor's")
 
 
 def run_workers(config: ServerConfig, workers: int, setup: Callable[[], None]) -> int:

@@ -123,6 +123,32 @@ def test_a_dead_worker_stops_the_others_and_fails_the_parent(demo_repository: Pa
             proc.stderr.close()
 
 
+def _gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "zombie" in status.read_text()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signal is Linux-only")
+def test_workers_do_not_outlive_a_killed_supervisor(demo_repository: Path) -> None:
+    port = _free_port()
+    proc = _start(demo_repository, port, 2)
+    try:
+        _wait_ready(f"127.0.0.1:{port}", proc)
+        workers = _children(proc.pid)
+        proc.kill()  # SIGKILL: the supervisor cannot forward anything
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while not all(_gone(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(_gone(w) for w in workers), "orphaned workers kept running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
