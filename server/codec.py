@@ -8,6 +8,7 @@ names the field at fault (``InvalidArgument``); a caller never sees internals.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -20,6 +21,38 @@ from server.request import InferRequest, ParamValue
 #: Largest element count accepted for one tensor; bounds memory per request
 #: before anything is allocated. 2**28 elements = 1 GiB of FP32.
 DEFAULT_MAX_ELEMENTS = 1 << 28
+#: Largest decoded tensor, bytes (see ``RequestLimits.max_tensor_bytes``).
+DEFAULT_MAX_TENSOR_BYTES = 256 << 20
+#: Most inputs, requested outputs and request parameters one request may carry.
+DEFAULT_MAX_INPUTS = 256
+DEFAULT_MAX_OUTPUTS = 256
+DEFAULT_MAX_PARAMETERS = 256
+#: What one BYTES element costs in memory besides its payload, bytes: the
+#: object array's pointer plus CPython's ``bytes`` header (33 bytes), rounded up.
+BYTES_ELEMENT_OVERHEAD = 48
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """Per-request limits the decoder enforces before allocating anything a
+    request sizes. Over a limit: RESOURCE_EXHAUSTED naming the limit.
+
+    ``max_elements``: elements in one tensor (bounds per-element work).
+    ``max_tensor_bytes``: one decoded tensor's memory: elements x item size,
+    and for BYTES ``BYTES_ELEMENT_OVERHEAD`` per element plus the payload (a
+    64 MiB message of one-byte strings would otherwise become ~1 GiB of
+    Python objects). ``max_inputs`` / ``max_outputs`` / ``max_parameters``:
+    entries in ``inputs``, ``outputs`` and ``parameters``.
+    """
+
+    max_elements: int = DEFAULT_MAX_ELEMENTS
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+    max_inputs: int = DEFAULT_MAX_INPUTS
+    max_outputs: int = DEFAULT_MAX_OUTPUTS
+    max_parameters: int = DEFAULT_MAX_PARAMETERS
+
+
+DEFAULT_LIMITS = RequestLimits()
 
 #: Longest request-supplied text (name, datatype) and most dims echoed in an
 #: error: gRPC refuses status messages over 16 KiB, and the caller would get
@@ -58,7 +91,7 @@ def encode_param(value: ParamValue) -> pb.InferParameter:
 
 
 def _check_shape(
-    tensor: pb.ModelInferRequest.InferInputTensor, info: TensorInfo, max_elements: int
+    tensor: pb.ModelInferRequest.InferInputTensor, info: TensorInfo, limits: RequestLimits
 ) -> tuple[tuple[int, ...], int]:
     shape = tuple(tensor.shape)
     where = f"input '{tensor.name}'"
@@ -77,11 +110,27 @@ def _check_shape(
     count = 1
     for d in shape:  # Python ints: no overflow, bounded before allocation
         count *= d
-        if count > max_elements:
+        if count > limits.max_elements:
             raise ResourceExhausted(
-                f"{where}: shape {list(shape)} exceeds the limit of {max_elements} elements"
+                f"{where}: shape {list(shape)} exceeds the limit of {limits.max_elements} elements"
+            )
+    if info.datatype != "BYTES":
+        size = count * NUMPY_DTYPES[info.datatype].itemsize
+        if size > limits.max_tensor_bytes:
+            raise ResourceExhausted(
+                f"{where}: shape {list(shape)} of {info.datatype} is {size} bytes, over the "
+                f"limit of {limits.max_tensor_bytes} bytes per tensor"
             )
     return shape, count
+
+
+def _check_bytes_size(where: str, count: int, payload: int, limits: RequestLimits) -> None:
+    size = count * BYTES_ELEMENT_OVERHEAD + payload
+    if size > limits.max_tensor_bytes:
+        raise ResourceExhausted(
+            f"{where}: {count} BYTES elements with {payload} bytes of data take about {size} "
+            f"bytes, over the limit of {limits.max_tensor_bytes} bytes per tensor"
+        )
 
 
 def _fmt(shape: tuple[int, ...]) -> str:
@@ -92,7 +141,7 @@ def _decode_tensor(
     tensor: pb.ModelInferRequest.InferInputTensor,
     info: TensorInfo,
     raw: bytes | None,
-    max_elements: int,
+    limits: RequestLimits,
 ) -> np.ndarray:
     where = f"input '{tensor.name}'"
     if tensor.datatype != info.datatype:
@@ -100,7 +149,7 @@ def _decode_tensor(
             f"{where}: datatype {_echo(tensor.datatype) or '(empty)'} does not match the model's "
             f"{info.datatype}"
         )
-    shape, count = _check_shape(tensor, info, max_elements)
+    shape, count = _check_shape(tensor, info, limits)
     dtype = NUMPY_DTYPES[info.datatype]
     if raw is not None:
         if info.datatype == "BYTES":
@@ -111,6 +160,7 @@ def _decode_tensor(
                     f"{where}: raw_input_contents has {len(raw)} bytes, too few for the "
                     f"{count} BYTES elements of shape {list(shape)} (4-byte length prefix each)"
                 )
+            _check_bytes_size(where, count, len(raw) - 4 * count, limits)
             try:
                 return deserialize_bytes(raw, count).reshape(shape)
             except ValueError as exc:
@@ -133,6 +183,7 @@ def _decode_tensor(
             f"{count}"
         )
     if info.datatype == "BYTES":
+        _check_bytes_size(where, count, sum(len(v) for v in values), limits)
         array = np.empty(count, dtype=object)
         array[:] = list(values)
         return array.reshape(shape)
@@ -146,9 +197,32 @@ def _decode_tensor(
 
 
 def decode_request(
-    msg: pb.ModelInferRequest, io: ModelIO, *, max_elements: int = DEFAULT_MAX_ELEMENTS
+    msg: pb.ModelInferRequest,
+    io: ModelIO,
+    *,
+    max_elements: int | None = None,
+    limits: RequestLimits = DEFAULT_LIMITS,
 ) -> InferRequest:
-    """Validate ``msg`` against ``io`` and return the numpy request."""
+    """Validate ``msg`` against ``io`` and return the numpy request.
+
+    Raises only ``InferdError`` subclasses (a fuzz test holds it to that).
+    ``max_elements`` overrides ``limits.max_elements``."""
+    if max_elements is not None:
+        limits = replace(limits, max_elements=max_elements)
+    # Counts first: each is one length read, before any per-entry work.
+    if len(msg.inputs) > limits.max_inputs:
+        raise ResourceExhausted(
+            f"request has {len(msg.inputs)} inputs, over the limit of {limits.max_inputs}"
+        )
+    if len(msg.outputs) > limits.max_outputs:
+        raise ResourceExhausted(
+            f"request asks for {len(msg.outputs)} outputs, over the limit of {limits.max_outputs}"
+        )
+    if len(msg.parameters) > limits.max_parameters:
+        raise ResourceExhausted(
+            f"request has {len(msg.parameters)} parameters, over the limit of "
+            f"{limits.max_parameters}"
+        )
     raw_contents = msg.raw_input_contents
     if raw_contents and len(raw_contents) != len(msg.inputs):
         raise InvalidArgument(
@@ -169,7 +243,7 @@ def decode_request(
                 f"input '{tensor.name}': contents and raw_input_contents are both set"
             )
         raw = raw_contents[i] if raw_contents else None
-        inputs[tensor.name] = _decode_tensor(tensor, info, raw, max_elements)
+        inputs[tensor.name] = _decode_tensor(tensor, info, raw, limits)
     missing = [n for n, t in io.inputs.items() if n not in inputs and not t.optional]
     if missing:
         raise InvalidArgument(f"missing input(s) {missing}")

@@ -59,6 +59,18 @@ class Unimplemented(InferdError):
     code = grpc.StatusCode.UNIMPLEMENTED
 
 
+class Unauthenticated(InferdError):
+    """No credential, or one that is wrong, malformed or expired."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(InferdError):
+    """A valid credential whose roles do not allow the call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class EngineFailure(InferdError):
     """The engine failed on this request's batch; other requests are unaffected."""
 
