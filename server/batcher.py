@@ -15,6 +15,26 @@ Guarantees:
   DEADLINE_EXCEEDED and never run.
 - Admitted work is never dropped on close: ``close`` refuses new requests
   and waits for the queue to drain.
+
+Fault isolation (one engine's faults stay with that model version):
+- An engine call that raises fails only the requests in its batch
+  (INTERNAL; MemoryError: RESOURCE_EXHAUSTED). After
+  ``options.failure_threshold`` failed batches in a row the engine is probed
+  with a synthetic one-row batch; if the probe fails too, the version is
+  marked unhealthy. A probe that passes means the failures were the inputs'.
+- An engine call that runs past ``options.engine_timeout_s`` is a hang: its
+  requests are answered UNAVAILABLE at the timeout and the version is marked
+  unhealthy. Python cannot kill a thread, so the call keeps its thread and
+  its execution slot until it returns; the slot is counted as busy all along
+  (nothing is scheduled onto it) and freed only when the call really ends.
+  Engine threads are daemon threads, so a call that never returns cannot keep
+  a draining server from exiting, and ``close`` does not wait for it (nor is
+  that engine's memory freed: freeing it under a running call could crash).
+  Batches run inline (``inline_max_s``) are not covered by the timeout.
+- While unhealthy, queued requests are answered UNAVAILABLE at once, new ones
+  are refused with UNAVAILABLE, and a probe runs every
+  ``options.probe_interval_s`` on a free slot; when one passes the version
+  serves again. ``on_health_change`` is called on every transition.
 """
 
 from __future__ import annotations
@@ -27,15 +47,25 @@ import heapq
 import itertools
 import logging
 import math
+import queue
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from engines import Engine, EngineError, EngineInputError
 from server.batching import BatchingOptions, Plan, make_planner
-from server.errors import DeadlineExceeded, EngineFailure, InvalidArgument, Unavailable
+from server.errors import (
+    DeadlineExceeded,
+    EngineFailure,
+    InferdError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from server.latency import LatencyModel
 from server.observer import NULL_VERSION_OBSERVER, VersionObserver
 from server.request import InferRequest
@@ -113,6 +143,57 @@ class _Rate:
         return self._value * math.exp(-(now - self._last) / self.tau) / self.tau
 
 
+class EngineThreads:
+    """A fixed set of daemon threads that run engine calls.
+
+    Unlike ``ThreadPoolExecutor`` workers (joined at interpreter exit), daemon
+    threads let the process exit while an engine call hangs. Threads start on
+    the first ``submit``."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._count = count
+        self._name = name
+        self._jobs: queue.SimpleQueue[
+            tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]] | None
+        ] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        if self._closed:
+            raise RuntimeError("engine threads are shut down")
+        if not self._threads:
+            for i in range(self._count):
+                thread = threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            del job, future, fn, args
+
+    def shutdown(self, *, wait: bool) -> None:
+        """Stop taking work; ``wait``: join the threads (only when none hangs)."""
+        self._closed = True
+        for _ in self._threads:
+            self._jobs.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
 class BatchingScheduler(Scheduler):
     def __init__(
         self,
@@ -124,6 +205,8 @@ class BatchingScheduler(Scheduler):
         name: str = "model",
         history: int = 256,
         observer: VersionObserver | None = None,
+        probe: Callable[[], object] | None = None,
+        on_health_change: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         #: Telemetry hooks (``server.observer``); the default does nothing.
@@ -135,11 +218,20 @@ class BatchingScheduler(Scheduler):
         #: The most recent batches (size, reason, slack, predicted vs actual).
         self.batches: collections.deque[BatchRecord] = collections.deque(maxlen=history)
         self._planner = make_planner(options, self.latency)
+        self.name = name
         self._slots_total = max(1, engine.max_concurrency)
         self._free_slots = self._slots_total
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self._slots_total, thread_name_prefix=f"engine-{name}"
-        )
+        self._threads = EngineThreads(self._slots_total, f"engine-{name}")
+        #: A synthetic inference on the engine (raises when it fails); None:
+        #: recovery only waits for hung calls to return.
+        self._probe = probe
+        #: Called (on the event loop) whenever ``healthy`` changes.
+        self.on_health_change = on_health_change
+        self.healthy = True
+        self.unhealthy_reason = ""
+        self._failures = 0  # failed batches in a row
+        self._hung: set[int] = set()  # ids of engine calls past their timeout
+        self._health_task: asyncio.Task[None] | None = None
         self._heap: list[tuple[int, float, int, _Entry]] = []
         self._seq = itertools.count()
         self._queued_rows = 0
@@ -165,11 +257,18 @@ class BatchingScheduler(Scheduler):
     def queued(self) -> int:
         return self._queued
 
+    @property
+    def hung(self) -> int:
+        """Engine calls past their timeout that have not returned yet."""
+        return len(self._hung)
+
     async def submit(self, request: InferRequest) -> dict[str, np.ndarray]:
         if self._closing:
             self.counters.refused["unloading"] += 1
             self.observer.on_refused("unloading")
             raise Unavailable("model is unloading; retry on another version or replica")
+        if not self.healthy:
+            raise self.unhealthy_error()
         if self._task is None:
             self._task = asyncio.create_task(self._dispatch_loop())
         try:
@@ -211,11 +310,13 @@ class BatchingScheduler(Scheduler):
     async def close(self) -> None:
         self._closing = True
         await self._idle.wait()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._executor.shutdown(wait=True)
+        for task in (self._task, self._health_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        # Idle threads exit at once; a hung one would block forever.
+        self._threads.shutdown(wait=not self._hung)
 
     # -- admission -------------------------------------------------------------------------
 
@@ -324,7 +425,7 @@ class BatchingScheduler(Scheduler):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            while self._free_slots > 0:
+            while self._free_slots > 0 and self.healthy:
                 now = time.monotonic()
                 head = self._head(now)
                 if head is None:
@@ -408,31 +509,59 @@ class BatchingScheduler(Scheduler):
         dispatched: float,
         token: object,
     ) -> None:
-        loop = asyncio.get_running_loop()
-        released = False
-
-        def release(_: object = None) -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self._running.pop(batch_id, None)
-                self._free_slots += 1
-                self._wake.set()
-
         try:
-            future = self._executor.submit(self._execute, entries, size, rows)
-        except RuntimeError:  # executor already shut down
-            release()
+            future = self._start(batch_id, self._execute, entries, size, rows)
+        except RuntimeError:  # engine threads already shut down
+            self._running.pop(batch_id, None)
+            self._free_slots += 1
             self._fail(entries, Unavailable("model is unloading; retry"), token)
             return
-        # The slot frees when the engine really finishes, never earlier.
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(release))
+        loop = asyncio.get_running_loop()
+        timeout = self.options.engine_timeout_s
+        timer = (
+            loop.call_later(timeout, self._timed_out, batch_id, entries, timeout, token)
+            if timeout is not None
+            else None
+        )
         try:
             result = await asyncio.wrap_future(future)
         except Exception as exc:
-            self._failed(entries, exc, token)
+            result = exc
+        if timer is not None:
+            timer.cancel()
+        if batch_id in self._hung:
+            # Answered at the timeout; what the call returned late is dropped.
+            self._hung.discard(batch_id)
+            return
+        if isinstance(result, Exception):
+            self._failed(entries, result, token)
             return
         self._complete(entries, size, rows, plan, predicted, result, dispatched, token)
+
+    def _start(
+        self, call_id: int, fn: Callable[..., Any], *args: Any
+    ) -> concurrent.futures.Future[Any]:
+        """Run ``fn`` on an engine thread. The caller has taken an execution
+        slot; it is given back when the call really ends (even after a timeout
+        gave up on it), never earlier."""
+        future = self._threads.submit(fn, *args)
+        loop = asyncio.get_running_loop()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._running.pop(call_id, None)
+                self._free_slots += 1
+                self._wake.set()
+
+        def done(_: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to free
+                loop.call_soon_threadsafe(release)
+
+        future.add_done_callback(done)
+        return future
 
     def _run_inline(
         self,
@@ -454,10 +583,11 @@ class BatchingScheduler(Scheduler):
         self._complete(entries, size, rows, plan, predicted, result, dispatched, token)
 
     def _failed(self, entries: list[_Entry], exc: Exception, token: object) -> None:
-        if not isinstance(exc, EngineFailure):
+        if not isinstance(exc, InferdError):
             log.error("batch execution failed: %s", type(exc).__name__)
             exc = EngineFailure("model execution failed")
         self._fail(entries, exc, token)
+        self._failed_batch()
 
     def _complete(
         self,
@@ -471,6 +601,7 @@ class BatchingScheduler(Scheduler):
         token: object,
     ) -> None:
         outputs, input_ns, infer_ns, output_ns = result
+        self._failures = 0
         finished = time.monotonic()
         actual = infer_ns / 1e9
         self.latency.observe(size, actual)
@@ -502,6 +633,127 @@ class BatchingScheduler(Scheduler):
         except Exception:
             log.exception("telemetry hook on_executed failed")
 
+    # -- health ----------------------------------------------------------------------------
+
+    def unhealthy_error(self) -> Unavailable:
+        return Unavailable(
+            f"model '{self.name}' is unhealthy ({self.unhealthy_reason}); retry later or on "
+            "another replica"
+        )
+
+    def _timed_out(
+        self, batch_id: int, entries: list[_Entry], timeout: float, token: object
+    ) -> None:
+        """The engine call is past its timeout: answer its requests now."""
+        self._hung.add(batch_id)
+        self._fail(
+            entries,
+            Unavailable(
+                f"model '{self.name}' did not finish within its engine timeout of "
+                f"{timeout * 1e3:.0f} ms; retry later or on another replica"
+            ),
+            token,
+        )
+        self._set_unhealthy(f"an engine call exceeded the {timeout * 1e3:.0f} ms timeout")
+
+    def _failed_batch(self) -> None:
+        self._failures += 1
+        if (
+            self._failures >= self.options.failure_threshold
+            and self.healthy
+            and self._health_task is None
+            and not self._closing
+        ):
+            self._health_task = asyncio.create_task(self._check_after_failures())
+
+    async def _check_after_failures(self) -> None:
+        failures = self._failures
+        try:
+            ok = await self._probe_once()
+        finally:
+            self._forget_health_task()
+        if ok:
+            self._failures = 0
+            log.warning(
+                "model '%s': %d failed batches in a row, but the health probe passed",
+                self.name,
+                failures,
+            )
+        else:
+            self._set_unhealthy(f"{failures} failed batches in a row and a failed health probe")
+
+    def _set_unhealthy(self, reason: str) -> None:
+        if not self.healthy:
+            return
+        self.healthy = False
+        self.unhealthy_reason = reason
+        log.error("model '%s' marked unhealthy: %s", self.name, reason)
+        error = self.unhealthy_error()
+        for *_, entry in self._heap:
+            if not entry.done:
+                self._withdraw(entry)
+                if not entry.future.done():
+                    entry.future.set_exception(error)
+        self._heap.clear()
+        self._changed()
+        if not self._closing:
+            if self._health_task is not None:
+                self._health_task.cancel()
+            self._health_task = asyncio.create_task(self._recover())
+
+    async def _recover(self) -> None:
+        """Probe every ``probe_interval_s`` until one passes."""
+        while not self.healthy and not self._closing:
+            await asyncio.sleep(self.options.probe_interval_s)
+            if await self._probe_once():
+                self.healthy = True
+                self.unhealthy_reason = ""
+                self._failures = 0
+                log.info("model '%s' is healthy again", self.name)
+                self._changed()
+                self._wake.set()
+        self._forget_health_task()
+
+    def _forget_health_task(self) -> None:
+        if self._health_task is asyncio.current_task():
+            self._health_task = None
+
+    async def _probe_once(self) -> bool:
+        """One synthetic call on a free slot, within the engine timeout."""
+        if self._probe is None:
+            return not self._hung
+        if self._free_slots <= 0:
+            return False  # every slot is busy (or hung): not healthy yet
+        call_id = next(self._seq)
+        self._free_slots -= 1
+        try:
+            future = self._start(call_id, self._probe)
+        except RuntimeError:
+            self._free_slots += 1
+            return False
+        wrapped = asyncio.wrap_future(future)
+        done, _ = await asyncio.wait({wrapped}, timeout=self.options.engine_timeout_s)
+        if not done:
+            self._hung.add(call_id)
+            wrapped.add_done_callback(lambda f: self._probe_returned(call_id, f))
+            return False
+        if wrapped.exception() is not None:
+            log.warning("model '%s' health probe failed: %s", self.name, wrapped.exception())
+            return False
+        return True
+
+    def _probe_returned(self, call_id: int, future: asyncio.Future[Any]) -> None:
+        self._hung.discard(call_id)
+        if not future.cancelled():
+            future.exception()  # retrieved: a late failure is not "never retrieved"
+
+    def _changed(self) -> None:
+        if self.on_health_change is not None:
+            try:
+                self.on_health_change()
+            except Exception:
+                log.exception("health change listener failed")
+
     def _fail(self, entries: Sequence[_Entry], error: Exception, token: object) -> None:
         for entry in entries:
             if not entry.future.done():
@@ -523,7 +775,10 @@ class BatchingScheduler(Scheduler):
         except EngineError as exc:
             raise EngineFailure(f"model execution failed: {exc}") from None
         except MemoryError:
-            raise EngineFailure("model execution ran out of memory") from None
+            raise ResourceExhausted(
+                f"model '{self.name}' ran out of memory on a batch of {rows} rows; "
+                "retry with fewer rows"
+            ) from None
         t2 = time.perf_counter_ns()
         results = _split(outputs, entries) if self.options.batched else [outputs]
         t3 = time.perf_counter_ns()

@@ -26,6 +26,10 @@ string_value: "..." } }``); a bad value fails the model's load naming it.
   thread, saving two thread hops (about 6% CPU per request on a 64-256-256-10
   MLP). Only for single-slot models you trust: while it runs, the server
   answers nothing else, and an engine timeout cannot interrupt it.
+- ``engine_timeout_ms`` (param, ms, 1..3.6e6): how long one engine call may
+  run before its requests are answered UNAVAILABLE and the model is marked
+  unhealthy. Default: the server's ``engine_timeout_s`` (30 s). Set it above
+  the slowest batch the model runs, with margin.
 - ``batching_utilization`` (param, fraction, 0.1..1): default 0.8. The
   adaptive policy waits for fuller batches only when the arrival rate would
   load the engine past this fraction at the current size. Lower favours
@@ -66,6 +70,13 @@ class BatchingOptions:
     inline_max_s: float = 0.0
     #: Triton queue-policy timeout for the static policy (s); None = none.
     queue_timeout_s: float | None = None
+    #: Longest one engine call may run (s); None = no limit. See ``server.batcher``.
+    engine_timeout_s: float | None = None
+    #: Consecutive failed batches after which the engine is probed (and, if
+    #: the probe fails too, marked unhealthy).
+    failure_threshold: int = 3
+    #: Seconds between health probes of an unhealthy engine.
+    probe_interval_s: float = 5.0
     sizes: tuple[int, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
@@ -120,6 +131,7 @@ def options_from_config(
     engine_sizes: Sequence[int] = (),
     *,
     auto_completed: bool = False,
+    default_engine_timeout_s: float | None = None,
 ) -> BatchingOptions:
     """Read the batching options; a bad value raises InvalidArgument naming it."""
     has_block = config.HasField("dynamic_batching")
@@ -144,6 +156,8 @@ def options_from_config(
     rounds = _number(config, "warmup_rounds", 1, 100)
     utilization = _number(config, "batching_utilization", 0.1, 1.0)
     inline_us = _number(config, "inline_max_us", 0, 10_000)
+    timeout_ms = _number(config, "engine_timeout_ms", 1, 3_600_000)
+    engine_timeout = timeout_ms / 1e3 if timeout_ms is not None else default_engine_timeout_s
     return BatchingOptions(
         policy=policy,
         max_batch_size=max(0, config.max_batch_size),
@@ -158,6 +172,7 @@ def options_from_config(
         utilization=utilization if utilization is not None else DEFAULT_UTILIZATION,
         queue_timeout_s=queue_timeout,
         inline_max_s=(inline_us or 0.0) / 1e6,
+        engine_timeout_s=engine_timeout,
     )
 
 

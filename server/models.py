@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import hashlib
 import logging
@@ -34,7 +35,7 @@ from server.repository import (
     tree_fingerprint,
 )
 from server.stats import ModelStats
-from server.warmup import warm_up
+from server.warmup import synthetic_inputs, warm_up
 
 log = logging.getLogger("inferd.models")
 
@@ -42,6 +43,9 @@ log = logging.getLogger("inferd.models")
 _NAME_ECHO = 80
 #: A requested version: decimal digits, as the repository's version directories.
 _VERSION = re.compile(r"[0-9]{1,19}", re.ASCII)
+#: config.pbtxt parameter: comma-separated roles allowed to use the model
+#: (checked when authentication is on; see server.auth).
+ALLOWED_ROLES_PARAM = "allowed_roles"
 
 #: Versions of a model to keep loaded besides those its version policy picks
 #: (the lifecycle state's champion, challenger and staged versions).
@@ -75,10 +79,23 @@ class ModelVersion:
     source_key: str = ""
     #: Telemetry for this version (request and scheduler events).
     observer: VersionObserver = field(default_factory=VersionObserver)
+    #: Roles allowed to use this model; empty: any caller the method allows.
+    allowed_roles: frozenset[str] = frozenset()
 
     @property
     def version_str(self) -> str:
         return str(self.version)
+
+    @property
+    def healthy(self) -> bool:
+        return self.scheduler.healthy
+
+
+def allowed_roles(config: model_config_pb2.ModelConfig) -> frozenset[str]:
+    if ALLOWED_ROLES_PARAM not in config.parameters:
+        return frozenset()
+    text = config.parameters[ALLOWED_ROLES_PARAM].string_value
+    return frozenset(r.strip() for r in text.split(",") if r.strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,14 +137,33 @@ class ModelManager:
         default_max_batch_size: int = 64,
         pins: Pins | None = None,
         observer: ServerObserver | None = None,
+        engine_timeout_s: float | None = None,
+        failure_threshold: int = 3,
+        probe_interval_s: float = 5.0,
     ) -> None:
         self.repository = repository
         self.observer = observer or ServerObserver()
         self._default_max_batch_size = default_max_batch_size
         #: Versions to keep loaded besides the policy's (set by the lifecycle layer).
         self.pins: Pins = pins or _no_pins
+        self._engine_timeout_s = engine_timeout_s
+        self._failure_threshold = failure_threshold
+        self._probe_interval_s = probe_interval_s
+        self._listeners: list[Callable[[], None]] = []
         self._models: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on the event loop) whenever a model's readiness
+        may have changed: loaded, failed, unloaded, unhealthy, recovered."""
+        self._listeners.append(listener)
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("model state listener failed")
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -179,6 +215,7 @@ class ModelManager:
                 )
                 self.observer.on_load_failed(name)
                 self.observer.on_model_state(name, len(entry.ready))
+                self._notify()
                 raise Unavailable(str(exc)) from None
             loaded: dict[int, ModelVersion] = {}
             fresh: list[int] = []
@@ -219,6 +256,17 @@ class ModelManager:
                         },
                     )
                     self.observer.on_load_failed(name)
+                except MemoryError:
+                    # Reported for this model only; the others keep serving.
+                    failed[version] = "out of memory while loading"
+                    log.error("model '%s' version %d: out of memory while loading", name, version)
+                    self.observer.on_load_failed(name)
+                except Exception:
+                    # An engine bug must not stop the other models from loading;
+                    # its text may hold internals, so callers get a generic reason.
+                    failed[version] = "internal error while loading (see the server log)"
+                    log.exception("model '%s' version %d failed to load", name, version)
+                    self.observer.on_load_failed(name)
             if failed:
                 # Keep what serves: nothing is retired because of a failed load.
                 loaded = {**old, **{v: m for v, m in loaded.items() if v not in failed}}
@@ -227,6 +275,7 @@ class ModelManager:
                 entry.state = State.UNAVAILABLE
                 entry.reason = "; ".join(failed.values()) or "no loadable version"
                 self.observer.on_model_state(name, 0)
+                self._notify()
                 raise Unavailable(f"model '{name}' failed to load: {entry.reason}")
             entry.policy = frozenset(source.policy_versions)
             preferred = [v for v in loaded if v in entry.policy]
@@ -241,6 +290,7 @@ class ModelManager:
                 sorted(loaded),
                 extra={"event": "model_loaded", "model": name, "versions": sorted(loaded)},
             )
+        self._notify()
         for stale in old.values():
             if loaded.get(stale.version) is not stale:
                 await self._retire(stale)
@@ -268,10 +318,15 @@ class ModelManager:
                 config, engine.signature, default_max_batch_size=self._default_max_batch_size
             )
             io = ModelIO.from_config(completed)
-            options = options_from_config(
-                completed,
-                engine.signature.batch_sizes,
-                auto_completed=not config.input and not config.output,
+            options = dataclasses.replace(
+                options_from_config(
+                    completed,
+                    engine.signature.batch_sizes,
+                    auto_completed=not config.input and not config.output,
+                    default_engine_timeout_s=self._engine_timeout_s,
+                ),
+                failure_threshold=self._failure_threshold,
+                probe_interval_s=self._probe_interval_s,
             )
             latency = LatencyModel()
             # Before READY: the first caller must not pay for lazy initialisation,
@@ -282,6 +337,11 @@ class ModelManager:
             raise
         stats = ModelStats()
         observer = self.observer.version(name, version)
+        probe_inputs = synthetic_inputs(io, options.sizes[0] if io.batched else 1)
+
+        def probe() -> object:
+            return engine.infer(probe_inputs)
+
         return ModelVersion(
             name=name,
             version=version,
@@ -290,17 +350,35 @@ class ModelManager:
             io=io,
             engine=engine,
             scheduler=BatchingScheduler(
-                engine, stats, options, latency, name=name, observer=observer
+                engine,
+                stats,
+                options,
+                latency,
+                name=name,
+                observer=observer,
+                probe=probe,
+                on_health_change=self._notify,
             ),
             stats=stats,
             card=card,
             observer=observer,
+            allowed_roles=allowed_roles(completed),
         )
 
     async def _retire(self, version: ModelVersion) -> None:
         """Drain admitted requests, then free the engine."""
         await version.scheduler.close()
-        await asyncio.to_thread(version.engine.close)
+        if version.scheduler.hung:
+            # Freeing a session under a running call could crash the process;
+            # the engine's memory is leaked until that call returns (if ever).
+            log.error(
+                "model '%s' version %d: %d engine call(s) still hung; not freeing the engine",
+                version.name,
+                version.version,
+                version.scheduler.hung,
+            )
+        else:
+            await asyncio.to_thread(version.engine.close)
         log.info(
             "model '%s' version %d unloaded",
             version.name,
@@ -326,6 +404,7 @@ class ModelManager:
             entry.failed = {}
             entry.wanted = False
             self.observer.on_model_state(name, 0)
+        self._notify()
         for stale in old.values():
             await self._retire(stale)
         return LoadReport(name, tuple(sorted(old)), (), (), {})
@@ -347,8 +426,16 @@ class ModelManager:
                 raise Unavailable(f"model '{name}' is loading")
             raise Unavailable(f"model '{name}' is not ready: {entry.reason or 'unavailable'}")
         if not version:
-            assert entry.default is not None  # set whenever ready is non-empty
-            return entry.default
+            default = entry.default
+            assert default is not None  # set whenever ready is non-empty
+            if default.healthy:
+                return default
+            # The default's engine is unhealthy: another version the policy
+            # serves may stand in; otherwise the caller hears why.
+            healthy = [v for v, m in entry.ready.items() if v in entry.policy and m.healthy]
+            if not healthy:
+                raise default.scheduler.unhealthy_error()
+            return entry.ready[max(healthy)]
         # ASCII digits only: int() would also take "1_0", " 1", "+1" and
         # non-Latin digits such as "\u0661", none of which names a version.
         if not _VERSION.fullmatch(version):
@@ -357,6 +444,8 @@ class ModelManager:
         found = entry.ready.get(number)
         if found is None:
             raise NotFound(f"version {number} of model '{name}' is not available")
+        if not found.healthy:
+            raise found.scheduler.unhealthy_error()
         return found
 
     def get(self, name: str, version: int) -> ModelVersion | None:
@@ -394,8 +483,15 @@ class ModelManager:
 
     @property
     def all_ready(self) -> bool:
-        """Every model that is wanted (not unloaded on request) has a ready version."""
-        return all(e.ready for e in self._models.values() if e.wanted)
+        """Every model that is wanted (not unloaded on request) has a ready,
+        healthy version."""
+        return all(
+            any(v.healthy for v in e.ready.values()) for e in self._models.values() if e.wanted
+        )
+
+    @property
+    def any_ready(self) -> bool:
+        return any(v.healthy for e in self._models.values() for v in e.ready.values())
 
     def index(self, ready_only: bool = False) -> list[tuple[str, str, str, str]]:
         """(name, version, state, reason) rows for RepositoryIndex."""
@@ -407,7 +503,12 @@ class ModelManager:
                     rows.append((name, "", State.UNAVAILABLE.value, "not loaded"))
                 continue
             for v in sorted(entry.ready):
-                rows.append((name, str(v), State.READY.value, ""))
+                version = entry.ready[v]
+                if version.healthy:
+                    rows.append((name, str(v), State.READY.value, ""))
+                elif not ready_only:
+                    reason = f"unhealthy: {version.scheduler.unhealthy_reason}"
+                    rows.append((name, str(v), State.UNAVAILABLE.value, reason))
             if ready_only:
                 continue
             for v, why in sorted(entry.failed.items()):
