@@ -2,9 +2,12 @@
 
 ``InferdServer`` binds first (so a taken port fails at once), starts
 answering health checks, then loads the repository; ServerReady turns true
-when every model has a ready version. ``stop`` drains: readiness goes false,
-new work is refused with UNAVAILABLE, admitted work finishes within the grace
-period.
+when every model has a ready version, grpc.health.v1 SERVING when the load
+(with warmup) is done. ``stop`` drains: health goes NOT_SERVING, new work is
+refused with UNAVAILABLE, admitted work finishes within the grace period.
+
+Security (all off by default): TLS / mutual TLS (server.tls), bearer tokens
+and JWTs with per-method roles (server.auth), one interceptor for all of it.
 
 Telemetry (``server.telemetry``): metrics when ``metrics_port`` is set,
 traces when the OTEL_* variables ask for them (or a ``Tracing`` is passed).
@@ -16,18 +19,40 @@ import asyncio
 import logging
 import signal
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
+from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
+from protos.inferd.admin.v1 import admin_pb2 as admin_pb
 from protos.inferd.admin.v1 import admin_pb2_grpc as admin_grpc
-from server.admin import AdminServicer
+from server.admin import ADMIN_METHODS, AdminServicer
 from server.audit import AuditLog
-from server.codec import DEFAULT_MAX_ELEMENTS
+from server.auth import (
+    ROLE_ADMIN,
+    AuthConfigError,
+    Authenticator,
+    AuthInterceptor,
+    JwtVerifier,
+    MethodPolicy,
+    TokenStore,
+)
+from server.codec import (
+    DEFAULT_MAX_ELEMENTS,
+    DEFAULT_MAX_INPUTS,
+    DEFAULT_MAX_OUTPUTS,
+    DEFAULT_MAX_PARAMETERS,
+    DEFAULT_MAX_TENSOR_BYTES,
+    RequestLimits,
+)
+from server.health import HealthReporter
 from server.lifecycle.controller import LifecycleController, ModelControlMode
 from server.lifecycle.state import StateStore
 from server.models import ModelManager
@@ -37,9 +62,11 @@ from server.servicer import SERVER_VERSION, InferenceServicer
 from server.telemetry import Telemetry
 from server.telemetry.metrics import GpuCollector, Metrics, MetricsServer, multiprocess_dir
 from server.telemetry.tracing import Tracing, TracingConfigError, exporter_names
+from server.tls import CertificateFiles, TlsConfigError
 
 log = logging.getLogger("inferd.app")
 
+KiB = 1 << 10
 MiB = 1 << 20
 
 
@@ -63,6 +90,9 @@ class StartupError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
+    """Everything ``InferdServer`` needs. Every limit has a safe default;
+    README "Limits" lists them with the reasons for each."""
+
     model_repository: Path
     #: Address to bind. 127.0.0.1 by default so a developer's server is not
     #: exposed by accident; containers pass 0.0.0.0.
@@ -70,19 +100,74 @@ class ServerConfig:
     #: 8001 is Triton's gRPC port, so stock clients find us with their defaults.
     #: 0 picks a free port (tests).
     grpc_port: int = 8001
-    #: Largest request/response message, bytes. 64 MiB fits a batch of 64
-    #: 224x224x3 FP32 images with room to spare; raise it for bigger tensors.
+
+    # -- limits -------------------------------------------------------------------------------
+    #: Largest request message, bytes, checked by gRPC before decoding (and,
+    #: for a compressed message, after decompressing it: a gzip bomb is refused
+    #: at this size). Default 64 MiB fits a batch of 64 224x224x3 FP32 images
+    #: with room to spare. Over it: RESOURCE_EXHAUSTED.
     max_message_bytes: int = 64 * MiB
+    #: Largest response message, bytes; None: same as ``max_message_bytes``.
+    max_send_message_bytes: int | None = None
     #: Largest tensor accepted, in elements; checked before any allocation.
+    #: Default 2**28 (1 GiB of FP32): far above any one request, a hard stop
+    #: for shapes whose product overflows.
     max_elements: int = DEFAULT_MAX_ELEMENTS
+    #: Largest decoded tensor, bytes (BYTES elements count 48 bytes each plus
+    #: their data). Default 256 MiB: typed ``contents`` can expand up to 8x
+    #: (an INT64 sent as 1-byte varints), so the message limit alone does not
+    #: bound memory.
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+    #: Most inputs / requested outputs / parameters per request. Default 256
+    #: each: far above real models, and it bounds per-request validation work.
+    max_inputs: int = DEFAULT_MAX_INPUTS
+    max_outputs: int = DEFAULT_MAX_OUTPUTS
+    max_parameters: int = DEFAULT_MAX_PARAMETERS
+    #: Largest request metadata (headers), bytes: ``grpc.max_metadata_size``
+    #: and ``grpc.absolute_max_metadata_size``. Default 16 KiB holds a large
+    #: JWT many times over. Over it: RESOURCE_EXHAUSTED.
+    max_metadata_bytes: int = 16 * KiB
+    #: Concurrent streams (calls) per HTTP/2 connection
+    #: (``grpc.max_concurrent_streams``). Default 256: one client cannot hold
+    #: every slot; further calls wait in the client for a stream.
+    max_concurrent_streams: int = 256
+    #: Concurrent RPCs on the whole server (``maximum_concurrent_rpcs``); a
+    #: stream counts as one. Default 4096 (twice the default model queue);
+    #: over it new calls, health checks included, get RESOURCE_EXHAUSTED at
+    #: once. None: no limit.
+    max_concurrent_rpcs: int | None = 4096
+    #: Keepalive: the server pings a connection idle for ``keepalive_time_s``
+    #: (default 60 s) and closes it when no answer comes within
+    #: ``keepalive_timeout_s`` (default 20 s): dead peers free their resources.
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    #: Clients may ping at most every ``min_client_ping_interval_s`` (default
+    #: 10 s, idle connections included); after ``max_ping_strikes`` (default
+    #: 2) faster pings the connection is closed with GOAWAY "too_many_pings".
+    min_client_ping_interval_s: float = 10.0
+    max_ping_strikes: int = 2
+
+    # -- lifecycle and faults -----------------------------------------------------------------
     #: Seconds admitted requests get to finish on shutdown.
     grace_seconds: float = 30.0
     #: max_batch_size given to a model without config whose inputs all have a
-    #: dynamic first dimension.
+    #: dynamic first dimension (requests over a model's max_batch_size are
+    #: refused with INVALID_ARGUMENT).
     default_max_batch_size: int = 64
+    #: Longest one engine call may run, seconds, unless a model's config sets
+    #: ``engine_timeout_ms``. Past it the call's requests get UNAVAILABLE and
+    #: the model is marked unhealthy (see server.batcher). Default 30 s: far
+    #: above any sane batch on CPU, short enough that a hang is noticed.
+    engine_timeout_s: float | None = 30.0
+    #: Failed batches in a row after which a model is probed (and marked
+    #: unhealthy if the probe fails too).
+    engine_failure_threshold: int = 3
+    #: Seconds between probes of an unhealthy model.
+    health_probe_interval_s: float = 5.0
     #: Let several processes share the port (SO_REUSEPORT). Off by default so
     #: a port already in use is an error instead of a silent second listener.
     reuse_port: bool = False
+
     #: Triton's model control mode: "none" (load everything at start, no
     #: load/unload requests), "explicit" (load ``load_models`` at start, then
     #: on request) or "poll" (load everything, follow repository changes).
@@ -106,6 +191,57 @@ class ServerConfig:
     serve_metrics: bool = True
     #: One INFO log line per inference request (``--log-requests``).
     log_requests: bool = False
+
+    # -- security -----------------------------------------------------------------------------
+    #: PEM certificate chain and key: serve TLS instead of plaintext. Reloaded
+    #: on change and on SIGHUP (server.tls).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: PEM CA bundle: require client certificates signed by it (mutual TLS).
+    tls_client_ca_file: Path | None = None
+    #: JSON tokens file (server.auth): bearer tokens with names and roles.
+    auth_tokens_file: Path | None = None
+    #: JWT verification: public keys (PEM or JWKS), required issuer and audience.
+    jwt_keys_file: Path | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    #: Clock skew tolerated on exp/nbf, seconds.
+    jwt_leeway_s: float = 30.0
+    #: Serve grpc.reflection (v1alpha) so grpcurl and friends can list the API.
+    reflection: bool = False
+
+    @property
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(
+            max_elements=self.max_elements,
+            max_tensor_bytes=self.max_tensor_bytes,
+            max_inputs=self.max_inputs,
+            max_outputs=self.max_outputs,
+            max_parameters=self.max_parameters,
+        )
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_tokens_file is not None or self.jwt_keys_file is not None
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        send = self.max_send_message_bytes or self.max_message_bytes
+        return [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", send),
+            ("grpc.max_metadata_size", self.max_metadata_bytes),
+            ("grpc.absolute_max_metadata_size", self.max_metadata_bytes),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            ("grpc.keepalive_time_ms", int(self.keepalive_time_s * 1000)),
+            ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout_s * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            (
+                "grpc.http2.min_ping_interval_without_data_ms",
+                int(self.min_client_ping_interval_s * 1000),
+            ),
+            ("grpc.http2.max_ping_strikes", self.max_ping_strikes),
+            ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+        ]
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -165,6 +301,9 @@ class InferdServer:
             repository,
             default_max_batch_size=config.default_max_batch_size,
             observer=self.telemetry,
+            engine_timeout_s=config.engine_timeout_s,
+            failure_threshold=config.engine_failure_threshold,
+            probe_interval_s=config.health_probe_interval_s,
         )
         self.router = Router(self.models)
         self.lifecycle = LifecycleController(
@@ -180,11 +319,19 @@ class InferdServer:
             self.models,
             router=self.router,
             lifecycle=self.lifecycle,
-            max_elements=config.max_elements,
+            limits=config.request_limits,
+            enforce_model_roles=config.auth_enabled,
             tracing=tracing,
             log_requests=config.log_requests,
         )
         self.admin = AdminServicer(self.lifecycle)
+        self.health = HealthReporter(self.models)
+        self.certificates = _certificates(config)
+        self.authenticator = _authenticator(config)
+        #: Required role per method (server.auth); register an added service's
+        #: methods here before ``start`` (methods not in it need ``admin``).
+        self.method_policy = MethodPolicy()
+        self.method_policy.register({method: ROLE_ADMIN for method in ADMIN_METHODS})
         self._interceptors = tuple(interceptors)
         self._server: grpc.aio.Server | None = None
         self._metrics_server: MetricsServer | None = None
@@ -192,23 +339,52 @@ class InferdServer:
         #: The bound ``/metrics`` port (0: not serving).
         self.metrics_port = 0
 
+    def _all_interceptors(self) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+        mutual = self.certificates is not None and self.certificates.mutual
+        auth: list[grpc.aio.ServerInterceptor[Any, Any]] = []
+        if self.authenticator is not None or mutual:
+            # Outermost: nothing runs for a caller who may not call.
+            auth = [
+                AuthInterceptor(self.authenticator, self.method_policy, peer_certificates=mutual)
+            ]
+        return [*auth, *self._interceptors]
+
     async def start(self, *, load: bool = True) -> int:
         """Bind, serve, load the models; returns the bound port."""
-        options = [
-            ("grpc.max_receive_message_length", self.config.max_message_bytes),
-            ("grpc.max_send_message_length", self.config.max_message_bytes),
-            ("grpc.so_reuseport", 1 if self.config.reuse_port else 0),
-        ]
-        server = grpc.aio.server(options=options, interceptors=self._interceptors or None)
+        config = self.config
+        interceptors = self._all_interceptors()
+        server = grpc.aio.server(
+            options=config.grpc_options(),
+            interceptors=interceptors or None,
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
         admin_grpc.add_ModelAdminServicer_to_server(self.admin, server)
-        address = f"{self.config.host}:{self.config.grpc_port}"
-        if not self.config.reuse_port and not _port_free(self.config.host, self.config.grpc_port):
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        await self.health.prepare()
+        if config.reflection:
+            reflection.enable_server_reflection(
+                (
+                    pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+                    admin_pb.DESCRIPTOR.services_by_name["ModelAdmin"].full_name,
+                    health.SERVICE_NAME,
+                    reflection.SERVICE_NAME,
+                ),
+                server,
+            )
+        address = f"{config.host}:{config.grpc_port}"
+        if not config.reuse_port and not _port_free(config.host, config.grpc_port):
             # Checked ahead of gRPC so the operator gets one clear line, not a core log.
             raise StartupError(f"cannot listen on {address}: address already in use")
         self._start_metrics()
         try:
-            port = server.add_insecure_port(address)
+            if self.certificates is not None:
+                port = server.add_secure_port(address, self.certificates.credentials())
+            else:
+                port = server.add_insecure_port(address)
+        except TlsConfigError as exc:
+            self._stop_metrics()
+            raise StartupError(str(exc)) from None
         except RuntimeError:
             port = 0
         if port == 0:
@@ -218,9 +394,10 @@ class InferdServer:
         self._server = server
         self.port = port
         log.info(
-            "listening on %s:%d",
-            self.config.host,
+            "listening on %s:%d (%s)",
+            config.host,
             port,
+            self._transport(),
             extra={
                 "event": "listening",
                 "grpc_port": port,
@@ -228,8 +405,26 @@ class InferdServer:
                 "tracing": exporter_names() if self._owns_tracing else ["custom"],
             },
         )
+        if self.authenticator is not None and self.certificates is None:
+            log.warning("bearer credentials are accepted over plaintext; enable TLS off localhost")
         await self.lifecycle.start(load=load, load_models=self.config.load_models)
+        if load:
+            # READY only after warmup: the load above includes it.
+            await self.health.mark_started()
         return port
+
+    def _transport(self) -> str:
+        if self.certificates is None:
+            return "plaintext"
+        return "mutual TLS" if self.certificates.mutual else "TLS"
+
+    def reload_credentials(self) -> None:
+        """Re-read certificates, tokens and JWT keys (SIGHUP)."""
+        log.info("reloading credentials")
+        if self.certificates is not None:
+            self.certificates.request_reload()
+        if self.authenticator is not None:
+            self.authenticator.reload()
 
     def _start_metrics(self) -> None:
         if self.metrics is None or not self.config.serve_metrics:
@@ -249,10 +444,30 @@ class InferdServer:
             self._metrics_server = None
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain and stop. Safe to call twice."""
+        """Drain and stop. Safe to call twice.
+
+        Health turns NOT_SERVING and new inference is refused with
+        UNAVAILABLE at once; requests already admitted get up to ``grace``
+        seconds (default ``config.grace_seconds``) to finish. Then the
+        transport closes: calls still open (idle streams, Watch) are given
+        at most half a second more, and the engines are released."""
+        grace = self.config.grace_seconds if grace is None else grace
+        deadline = time.monotonic() + grace
         self.servicer.draining = True
+        await self.health.drain()
+        if await self.servicer.drain(grace):
+            log.info(
+                "drained: %d inference request(s) admitted since start, all answered",
+                self.servicer.admitted,
+            )
+        else:
+            log.warning(
+                "grace period over: %d of %d admitted request(s) still running are cancelled",
+                self.servicer.inflight,
+                self.servicer.admitted,
+            )
         if self._server is not None:
-            await self._server.stop(self.config.grace_seconds if grace is None else grace)
+            await self._server.stop(min(0.5, max(0.0, deadline - time.monotonic())))
             self._server = None
         await self.servicer.close()
         await self.lifecycle.stop()
@@ -268,13 +483,50 @@ class InferdServer:
             await self._server.wait_for_termination()
 
 
+def _certificates(config: ServerConfig) -> CertificateFiles | None:
+    if config.tls_cert_file is None and config.tls_key_file is None:
+        if config.tls_client_ca_file is not None:
+            raise StartupError("a TLS client CA needs a server certificate and key as well")
+        return None
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        raise StartupError("TLS needs both a certificate and a key file")
+    files = CertificateFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+    try:
+        files.load()  # fail at start, not at the first handshake
+    except TlsConfigError as exc:
+        raise StartupError(str(exc)) from None
+    return files
+
+
+def _authenticator(config: ServerConfig) -> Authenticator | None:
+    if not config.auth_enabled:
+        if config.jwt_issuer or config.jwt_audience:
+            raise StartupError("a JWT issuer or audience needs a JWT keys file")
+        return None
+    try:
+        tokens = TokenStore(config.auth_tokens_file) if config.auth_tokens_file else None
+        jwts = None
+        if config.jwt_keys_file is not None:
+            jwts = JwtVerifier(
+                config.jwt_keys_file,
+                issuer=config.jwt_issuer or "",
+                audience=config.jwt_audience or "",
+                leeway_s=config.jwt_leeway_s,
+            )
+    except AuthConfigError as exc:
+        raise StartupError(str(exc)) from None
+    return Authenticator(tokens, jwts)
+
+
 async def serve(config: ServerConfig) -> None:
-    """Run until SIGTERM or SIGINT, then drain and return."""
+    """Run until SIGTERM or SIGINT, then drain and return. SIGHUP reloads
+    certificates, tokens and JWT keys."""
     server = InferdServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_credentials)
     try:
         await server.start()
     except StartupError:
@@ -294,3 +546,4 @@ async def serve(config: ServerConfig) -> None:
         extra={"event": "shutdown"},
     )
     await server.stop()
+    log.info("stopped")

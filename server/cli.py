@@ -100,6 +100,37 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="log one line per inference request (off by default)",
     )
+    limits = p.add_argument_group("limits (README: Limits)")
+    limits.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=4096,
+        help="concurrent RPCs before RESOURCE_EXHAUSTED; 0: no limit (default 4096)",
+    )
+    limits.add_argument(
+        "--max-metadata-kb", type=int, default=16, help="largest request metadata in KiB (16)"
+    )
+    limits.add_argument(
+        "--engine-timeout-ms",
+        type=float,
+        default=30_000,
+        help="longest engine call before the model is marked unhealthy (default 30000)",
+    )
+    security = p.add_argument_group("security (README: Security)")
+    security.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS")
+    security.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    security.add_argument(
+        "--tls-client-ca", type=Path, help="PEM CA bundle: require client certificates (mTLS)"
+    )
+    security.add_argument(
+        "--auth-tokens", type=Path, help="JSON file of bearer tokens with names and roles"
+    )
+    security.add_argument("--jwt-keys", type=Path, help="PEM public keys or JWKS for JWTs")
+    security.add_argument("--jwt-issuer", help="required JWT 'iss'")
+    security.add_argument("--jwt-audience", help="required JWT 'aud'")
+    p.add_argument(
+        "--reflection", action="store_true", help="serve gRPC server reflection (grpcurl)"
+    )
 
 
 def _serve(opts: argparse.Namespace) -> int:
@@ -122,6 +153,8 @@ def _serve(opts: argparse.Namespace) -> int:
         return _error("--load-model needs --model-control-mode explicit")
     if opts.metrics_port is not None and not 0 <= opts.metrics_port <= 65535:
         return _error(f"--metrics-port {opts.metrics_port} is not a port number")
+    if opts.jwt_keys is not None and not (opts.jwt_issuer and opts.jwt_audience):
+        return _error("--jwt-keys needs --jwt-issuer and --jwt-audience")
     config = ServerConfig(
         model_repository=repository,
         host=opts.host,
@@ -135,6 +168,17 @@ def _serve(opts: argparse.Namespace) -> int:
         audit_dir=opts.audit_dir,
         metrics_port=opts.metrics_port,
         log_requests=opts.log_requests,
+        max_concurrent_rpcs=opts.max_concurrent_rpcs or None,
+        max_metadata_bytes=opts.max_metadata_kb << 10,
+        engine_timeout_s=opts.engine_timeout_ms / 1e3,
+        tls_cert_file=opts.tls_cert,
+        tls_key_file=opts.tls_key,
+        tls_client_ca_file=opts.tls_client_ca,
+        auth_tokens_file=opts.auth_tokens,
+        jwt_keys_file=opts.jwt_keys,
+        jwt_issuer=opts.jwt_issuer,
+        jwt_audience=opts.jwt_audience,
+        reflection=opts.reflection,
     )
     if opts.workers < 1:
         return _error(f"--workers {opts.workers} must be at least 1")

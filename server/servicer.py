@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -23,13 +24,14 @@ from opentelemetry.trace import Span
 
 from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
-from server.codec import DEFAULT_MAX_ELEMENTS, decode_request, encode_response
+from server.codec import DEFAULT_LIMITS, RequestLimits, decode_request, encode_response
 from server.errors import (
     Cancelled,
     DeadlineExceeded,
     FailedPrecondition,
     InferdError,
     InvalidArgument,
+    PermissionDenied,
     Unavailable,
     Unimplemented,
     status_of,
@@ -202,21 +204,65 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         *,
         router: Router | None = None,
         lifecycle: LifecycleController | None = None,
-        max_elements: int = DEFAULT_MAX_ELEMENTS,
+        max_elements: int | None = None,
+        limits: RequestLimits = DEFAULT_LIMITS,
+        enforce_model_roles: bool = False,
         tracing: Tracing | None = None,
         log_requests: bool = False,
     ) -> None:
         self.models = models
         self.router = router or Router(models)
         self.lifecycle = lifecycle
-        self.max_elements = max_elements
+        self.limits = limits if max_elements is None else replace(limits, max_elements=max_elements)
+        #: Check each model's ``allowed_roles`` against the caller's roles
+        #: (on when authentication is configured).
+        self.enforce_model_roles = enforce_model_roles
         #: Set while shutting down: readiness turns false, new work is refused.
         self.draining = False
+        #: Inference requests admitted (past the draining check) and not yet answered.
+        self.inflight = 0
+        #: Inference requests admitted since start (each gets an answer or, past
+        #: the shutdown grace period, is cancelled).
+        self.admitted = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._shadows: set[asyncio.Task[None]] = set()
         #: None when tracing is off: handlers test this once and do no tracer work.
         self.tracing = tracing
         self.observer: ServerObserver = models.observer
         self.log_requests = log_requests
+
+    @property
+    def max_elements(self) -> int:
+        return self.limits.max_elements
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new inference and wait up to ``timeout`` s for admitted
+        requests to be answered; True when none is left."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def _authorize(self, version: ModelVersion) -> None:
+        """Per-model roles (config parameter ``allowed_roles``)."""
+        if not self.enforce_model_roles or not version.allowed_roles:
+            return
+        principal = current_principal()
+        if not principal.roles & version.allowed_roles:
+            raise PermissionDenied(
+                f"'{principal.name}' may not use model '{version.name}' (it needs one of the "
+                f"roles {sorted(version.allowed_roles)})"
+            )
+
+    def _allowed(self, version: ModelVersion) -> bool:
+        try:
+            self._authorize(version)
+        except PermissionDenied:
+            return False
+        return True
 
     async def close(self) -> None:
         """Cancel mirrored requests still running (they answer nobody)."""
@@ -263,6 +309,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         self, request: pb.ModelMetadataRequest, context: Any
     ) -> pb.ModelMetadataResponse:
         version = self._version(request.name, request.version)
+        self._authorize(version)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=version.name,
@@ -284,6 +331,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         self, request: pb.ModelConfigRequest, context: Any
     ) -> pb.ModelConfigResponse:
         version = self._version(request.name, request.version)
+        self._authorize(version)
         return pb.ModelConfigResponse(config=version.config)
 
     @_rpc
@@ -299,6 +347,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         else:
             self.models.resolve(request.name)  # NOT_FOUND / UNAVAILABLE as for inference
             versions = self.models.versions(request.name)
+        if request.name:
+            for v in versions:
+                self._authorize(v)
+        else:
+            versions = [v for v in versions if self._allowed(v)]
         return pb.ModelStatisticsResponse(model_stats=[_statistics(v) for v in versions])
 
     @_rpc
@@ -375,6 +428,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         failure: BaseException | None = None
         outputs: dict[str, np.ndarray] | None = None
         rows = 0
+        admitted = False
         try:
             if msg.model_version:
                 # An explicit version bypasses routes.
@@ -386,6 +440,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 decision = None  # shutting down says nothing about the variant
                 version.observer.on_refused("draining")
                 raise Unavailable("server is shutting down; retry on another replica")
+            # Admitted: a drain waits for its answer.
+            admitted = True
+            self.inflight += 1
+            self.admitted += 1
+            self._idle.clear()
+            self._authorize(version)
             # Phase spans only for sampled requests: an unsampled one keeps its
             # (non-recording) span for context and log correlation, nothing more.
             tracing = self.tracing if span is not None and span.is_recording() else None
@@ -394,7 +454,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                     {"inferd.model.name": version.name, "inferd.model.version": version.version_str}
                 )
             with tracing.phase("decode", span) if tracing and span else contextlib.nullcontext():
-                request = decode_request(msg, version.io, max_elements=self.max_elements)
+                request = decode_request(msg, version.io, limits=self.limits)
                 request.deadline = _deadline(context, request)
                 request.priority = _priority(request)
             now = time.monotonic()
@@ -424,6 +484,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             self._record(msg, version, code, elapsed, rows)
             if decision is not None:
                 self._route_outcome(msg, decision, failure, elapsed, outputs)
+            if admitted:
+                self.inflight -= 1
+                if self.inflight == 0:
+                    self._idle.set()
 
     def _route_outcome(
         self,
@@ -492,7 +556,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         start = time.monotonic()
         ok, agree, dropped = False, None, False
         try:
-            request = decode_request(msg, shadow.io, max_elements=self.max_elements)
+            request = decode_request(msg, shadow.io, limits=self.limits)
             request.deadline = start + SHADOW_TIMEOUT_S
             outputs = await shadow.scheduler.submit(request)
             ok = True
