@@ -105,6 +105,8 @@ class Counters:
     expired: int = 0
     late: int = 0
     cancelled: int = 0
+    #: Requests answered with outputs (on time or late).
+    answered: int = 0
 
 
 class _Entry:
@@ -317,6 +319,17 @@ class BatchingScheduler(Scheduler):
                     await task
         # Idle threads exit at once; a hung one would block forever.
         self._threads.shutdown(wait=not self._hung)
+        c = self.counters
+        log.info(
+            "model '%s' scheduler closed: %d answered (%d after their deadline), refused %s, "
+            "%d expired in the queue, %d cancelled",
+            self.name,
+            c.answered,
+            c.late,
+            dict(c.refused) or "none",
+            c.expired,
+            c.cancelled,
+        )
 
     # -- admission -------------------------------------------------------------------------
 
@@ -610,6 +623,7 @@ class BatchingScheduler(Scheduler):
         for entry, out in zip(entries, outputs, strict=True):
             if finished > entry.deadline:
                 late += 1
+            self.counters.answered += 1
             if not entry.future.done():
                 entry.future.set_result(out)
         self.counters.late += late
