@@ -457,6 +457,9 @@ def test_health_check_needs_no_credentials(secured: ServerThread) -> None:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         reply = health.Check(health_pb2.HealthCheckRequest(service="text_stats"), timeout=10)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
 
 
 def test_our_client_sends_credentials(secured: ServerThread) -> None:
