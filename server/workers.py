@@ -4,7 +4,8 @@ Python serves one event loop per process; to use more cores, each worker is a
 whole server (own engines, schedulers, threads) bound to the same port with
 SO_REUSEPORT, and the kernel spreads incoming connections across them. The
 parent only supervises: it forwards SIGTERM/SIGINT so every worker drains,
-and stops the rest if one dies. Past one host, scale with replicas
+SIGHUP so every worker reloads its credentials, and stops the rest if one
+dies. Past one host, scale with replicas
 (Kubernetes/KServe), not more workers.
 
 With ``--metrics-port`` the workers record metrics in prometheus-client's
@@ -124,7 +125,13 @@ def run_workers(config: ServerConfig, workers: int, setup: Callable[[], None]) -
             if p.is_alive() and p.pid is not None:
                 p.terminate()  # SIGTERM: the worker drains, then exits 0
 
+    def reload_all(signum: int = signal.SIGHUP, frame: FrameType | None = None) -> None:
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signal.SIGHUP)  # certificates, tokens, JWT keys
+
     previous = {s: signal.signal(s, stop_all) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload_all)
     try:
         for i, p in enumerate(procs):
             p.start()

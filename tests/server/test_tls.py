@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -202,4 +203,27 @@ def test_sighup_reloads_certificates_in_the_cli_server(demo_repository: Path, pk
         assert server.log_has("reloading credentials", timeout=10)
         infer(server.address, pki.trust())
         assert server.log_has("TLS certificates reloaded", timeout=10)
+        assert server.stop() == 0
+
+
+def test_sighup_reaches_every_worker(demo_repository: Path, pki: Pki) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
+    with ServerProcess(
+        demo_repository, *args, "--grpc-port", str(port), "--workers", "2"
+    ) as server:
+        assert server.log_has(r"worker 1 starting", timeout=30)
+        deadline = time.monotonic() + 60
+        while sum("serving" in line for line in server.lines) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        server.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while sum("reloading credentials" in line for line in server.lines) < 2:
+            assert time.monotonic() < deadline, server.lines[-10:]
+            time.sleep(0.05)
         assert server.stop() == 0
