@@ -9,7 +9,10 @@ their outputs handed back as views of the batch's outputs (no copy).
 Guarantees:
 - A request whose deadline cannot be met given the queue is refused at
   arrival (DEADLINE_EXCEEDED, with the prediction in the message); a full
-  queue refuses with UNAVAILABLE and a retry hint.
+  queue refuses with UNAVAILABLE and a retry hint. The prediction adds a
+  learnt margin (``_Margin``): how much later than predicted recent admitted
+  requests really finished, so time the latency model cannot see (event
+  loop, a CPU shared with other work) becomes refusals, not late answers.
 - Cancelled requests leave the queue before any compute; a request already
   late (or that cannot finish even if run alone now) is answered
   DEADLINE_EXCEEDED and never run.
@@ -110,7 +113,7 @@ class Counters:
 
 
 class _Entry:
-    __slots__ = ("arrival", "deadline", "done", "future", "key", "request", "rows")
+    __slots__ = ("arrival", "deadline", "done", "future", "key", "predicted", "request", "rows")
 
     def __init__(
         self,
@@ -125,8 +128,37 @@ class _Entry:
         self.arrival = arrival
         self.future = future
         self.done = False
+        #: Seconds to finish predicted at admission; NaN when none was made.
+        self.predicted = math.nan
         # Requests merge only when their non-batch dimensions agree.
         self.key = tuple((n, a.shape[1:], a.dtype) for n, a in request.inputs.items())
+
+
+class _Margin:
+    """How much later than predicted admitted requests really finish, in
+    seconds: a high quantile of (finish - arrival - prediction) over recent
+    requests, never negative.
+
+    The latency model measures engine time only; a request also spends time
+    in the event loop, merging, splitting, and in a CPU shared with other
+    work. Admission adds this margin to its prediction, so a systematic
+    underestimate (a busy host) turns into refusals instead of late answers,
+    and the margin shrinks again when the error does."""
+
+    def __init__(self, window: int = 256, quantile: float = 0.95, every: int = 16) -> None:
+        self._errors: collections.deque[float] = collections.deque(maxlen=window)
+        self._quantile = quantile
+        self._every = every
+        self._count = 0
+        self.value = 0.0
+
+    def add(self, error: float) -> None:
+        self._errors.append(error)
+        self._count += 1
+        if self._count % self._every == 0:
+            ordered = sorted(self._errors)
+            index = min(len(ordered) - 1, int(self._quantile * len(ordered)))
+            self.value = max(0.0, ordered[index])
 
 
 class _Rate:
@@ -241,6 +273,7 @@ class BatchingScheduler(Scheduler):
         self._running: dict[int, float] = {}  # batch id -> predicted end
         self._pending = 0
         self._rate = _Rate()
+        self._margin = _Margin()
         self._closing = False
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -279,9 +312,10 @@ class BatchingScheduler(Scheduler):
             raise InvalidArgument(str(exc)) from None
         now = time.monotonic()
         deadline = self._deadline_of(request, now)
-        self._admit(request, deadline, now)
+        predicted = self._admit(request, deadline, now)
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
         entry = _Entry(request, deadline, now, future)
+        entry.predicted = predicted
         priority = request.priority or self.options.default_priority
         if self.options.policy == "static":
             key: tuple[int, float, int, _Entry] = (priority, 0.0, next(self._seq), entry)
@@ -342,7 +376,9 @@ class BatchingScheduler(Scheduler):
             deadline = min(deadline, now + budget)
         return deadline
 
-    def _admit(self, request: InferRequest, deadline: float, now: float) -> None:
+    def _admit(self, request: InferRequest, deadline: float, now: float) -> float:
+        """Refuse (raise) or admit; returns the predicted seconds to finish,
+        before the margin (NaN when no prediction was needed)."""
         levels = self.options.priority_levels
         if request.priority and levels and not 1 <= request.priority <= levels:
             raise InvalidArgument(f"parameter 'priority' must be between 1 and {levels}")
@@ -355,19 +391,21 @@ class BatchingScheduler(Scheduler):
                 f"{max(1.0, drain * 1e3):.0f} ms"
             )
         if self.options.policy == "static" or deadline == math.inf:
-            return  # Triton's batcher admits everything the queue holds
+            return math.nan  # Triton's batcher admits everything the queue holds
         if self._queued == 0 and self._free_slots == self._slots_total:
             # An idle model always tries: only running corrects a latency model
             # that learned pessimistic figures (e.g. warmup on a busy host).
-            return
+            return math.nan
         predicted = self._backlog_seconds(now, request.rows)
-        if now + predicted > deadline:
+        if now + predicted + self._margin.value > deadline:
             self.counters.refused["deadline"] += 1
             self.observer.on_refused("deadline")
+            predicted += self._margin.value
             raise DeadlineExceeded(
                 f"cannot finish within the deadline: predicted {predicted * 1e3:.1f} ms, "
                 f"{max(0.0, deadline - now) * 1e3:.1f} ms left"
             )
+        return predicted
 
     def _backlog_seconds(self, now: float, rows: int) -> float:
         """Predicted time until a request of ``rows`` rows, queued behind
@@ -621,6 +659,8 @@ class BatchingScheduler(Scheduler):
         self.stats.record_execution(rows, len(entries), input_ns, infer_ns, output_ns)
         late = 0
         for entry, out in zip(entries, outputs, strict=True):
+            if not math.isnan(entry.predicted):
+                self._margin.add(finished - entry.arrival - entry.predicted)
             if finished > entry.deadline:
                 late += 1
             self.counters.answered += 1
