@@ -7,8 +7,9 @@ Serves ``dense_reference`` alone from a temporary copy of the demo repository
 whose config gets ``latency_budget_ms`` (the deadline of requests that bring
 none), in a child ``inferd serve`` process. Then:
 
-1. capacity: a closed loop with enough callers to keep two full batches
-   queued, for a few seconds; capacity = answered-OK requests per second;
+1. capacity: a closed loop on a budget-free copy of the model
+   (``dense_capacity``, so nothing is refused) with enough callers to keep
+   four full batches queued; capacity = answered requests per second;
 2. overload: an open loop sending ``rows``-row requests at ``factor`` x
    capacity for ``seconds``, each with a 10 s gRPC deadline (the server's
    budget is what binds), while the server's RSS is sampled every half second;
@@ -56,13 +57,17 @@ from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
 
 MODEL = "dense_reference"
+#: The same model without a budget: it queues instead of refusing, so a
+#: closed loop on it measures what the engine and server can sustain.
+CAPACITY_MODEL = "dense_capacity"
 #: dense_reference's max_batch_size.
 MAX_BATCH = 32
 MiB = 1 << 20
 
 
 def prepare_repository(dest: Path, budget_ms: float, source: Path | None = None) -> Path:
-    """A repository with only dense_reference and a latency budget."""
+    """dense_reference with a latency budget, and the same model without one
+    (``CAPACITY_MODEL``) to measure capacity without refusals."""
     from server.demo_models import build_demo_repository
 
     if source is None:
@@ -74,11 +79,14 @@ def prepare_repository(dest: Path, budget_ms: float, source: Path | None = None)
         config.read_text()
         + f'parameters {{ key: "latency_budget_ms" value {{ string_value: "{budget_ms:g}" }} }}\n'
     )
+    shutil.copytree(source / MODEL, repo / CAPACITY_MODEL)
+    config = repo / CAPACITY_MODEL / "config.pbtxt"
+    config.write_text(config.read_text().replace(f'name: "{MODEL}"', f'name: "{CAPACITY_MODEL}"'))
     return repo
 
 
-def request(rows: int) -> pb.ModelInferRequest:
-    msg = pb.ModelInferRequest(model_name=MODEL)
+def request(rows: int, model: str = MODEL) -> pb.ModelInferRequest:
+    msg = pb.ModelInferRequest(model_name=model)
     msg.inputs.add(name="x", datatype="FP32", shape=[rows, 1024])
     msg.raw_input_contents.append(
         np.random.default_rng(0).random((rows, 1024), np.float32).tobytes()
@@ -115,12 +123,12 @@ async def _call(stub: Any, msg: pb.ModelInferRequest, sink: list[Outcome], t0: f
 
 
 async def measure_capacity(address: str, seconds: float, rows: int) -> float:
-    """OK answers per second from closed-loop callers that keep about two
-    full batches queued (more would only collect refusals)."""
-    callers = max(1, 2 * MAX_BATCH // rows)
+    """OK answers per second of the budget-free copy, from closed-loop callers
+    that keep about four full batches queued: the engine never waits."""
+    callers = max(2, 4 * MAX_BATCH // rows)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        msg = request(rows)
+        msg = request(rows, CAPACITY_MODEL)
         sink: list[Outcome] = []
         t0 = time.perf_counter()
         end = t0 + seconds
@@ -173,8 +181,8 @@ def _pct(values: list[float], q: float) -> float:
 
 
 _CLOSED = re.compile(
-    r"scheduler closed: (\d+) answered \((\d+) after their deadline\), refused (.*), "
-    r"(\d+) expired in the queue"
+    rf"model '{MODEL}' scheduler closed: (\d+) answered \((\d+) after their deadline\), "
+    r"refused (.*), (\d+) expired in the queue"
 )
 
 
