@@ -142,21 +142,33 @@ class _Margin:
     The latency model measures engine time only; a request also spends time
     in the event loop, merging, splitting, and in a CPU shared with other
     work. Admission adds this margin to its prediction, so a systematic
-    underestimate (a busy host) turns into refusals instead of late answers,
-    and the margin shrinks again when the error does."""
+    underestimate (a busy host) turns into refusals instead of late answers.
+    Errors older than ``horizon_s`` are forgotten, so a stall (the host
+    paused for seconds) does not keep refusing once it is over; an idle engine
+    always admits, and those requests keep the samples coming."""
 
-    def __init__(self, window: int = 256, quantile: float = 0.95, every: int = 16) -> None:
-        self._errors: collections.deque[float] = collections.deque(maxlen=window)
+    def __init__(
+        self,
+        window: int = 256,
+        quantile: float = 0.95,
+        every: int = 16,
+        horizon_s: float = 2.0,
+    ) -> None:
+        self._errors: collections.deque[tuple[float, float]] = collections.deque(maxlen=window)
         self._quantile = quantile
         self._every = every
+        self._horizon_s = horizon_s
         self._count = 0
         self.value = 0.0
 
-    def add(self, error: float) -> None:
-        self._errors.append(error)
+    def add(self, error: float, now: float) -> None:
+        self._errors.append((now, error))
         self._count += 1
         if self._count % self._every == 0:
-            ordered = sorted(self._errors)
+            errors = self._errors
+            while errors and errors[0][0] < now - self._horizon_s:
+                errors.popleft()
+            ordered = sorted(e for _, e in errors)
             index = min(len(ordered) - 1, int(self._quantile * len(ordered)))
             self.value = max(0.0, ordered[index])
 
@@ -392,11 +404,12 @@ class BatchingScheduler(Scheduler):
             )
         if self.options.policy == "static" or deadline == math.inf:
             return math.nan  # Triton's batcher admits everything the queue holds
+        predicted = self._backlog_seconds(now, request.rows)
         if self._queued == 0 and self._free_slots == self._slots_total:
             # An idle model always tries: only running corrects a latency model
-            # that learned pessimistic figures (e.g. warmup on a busy host).
-            return math.nan
-        predicted = self._backlog_seconds(now, request.rows)
+            # that learned pessimistic figures (e.g. warmup on a busy host),
+            # or a margin learnt during a stall.
+            return predicted
         if now + predicted + self._margin.value > deadline:
             self.counters.refused["deadline"] += 1
             self.observer.on_refused("deadline")
@@ -660,7 +673,7 @@ class BatchingScheduler(Scheduler):
         late = 0
         for entry, out in zip(entries, outputs, strict=True):
             if not math.isnan(entry.predicted):
-                self._margin.add(finished - entry.arrival - entry.predicted)
+                self._margin.add(finished - entry.arrival - entry.predicted, finished)
             if finished > entry.deadline:
                 late += 1
             self.counters.answered += 1

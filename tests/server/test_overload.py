@@ -42,13 +42,24 @@ def test_twice_capacity_is_shed_fast_with_flat_memory(demo_repository: Path) -> 
 
 
 def test_margin_is_a_high_quantile_of_recent_errors_and_never_negative() -> None:
-    margin = _Margin(window=100, quantile=0.95, every=10)
+    margin = _Margin(window=100, quantile=0.95, every=10, horizon_s=2.0)
     for i in range(100):
-        margin.add(i / 1000)  # 0..99 ms late
+        margin.add(i / 1000, now=10.0)  # 0..99 ms late
     assert margin.value == pytest.approx(0.095)
     for _ in range(100):
-        margin.add(-0.005)  # finishing early never makes the margin negative
+        margin.add(-0.005, now=10.0)  # finishing early never makes the margin negative
     assert margin.value == 0.0
+
+
+def test_margin_forgets_a_stall() -> None:
+    margin = _Margin(window=256, quantile=0.95, every=4, horizon_s=2.0)
+    for _ in range(64):
+        margin.add(2.0, now=10.0)  # a two-second stall
+    assert margin.value == 2.0
+    # A few requests after the stall, once its errors are past the horizon.
+    for _ in range(4):
+        margin.add(0.001, now=12.5)
+    assert margin.value == pytest.approx(0.001)
 
 
 class _SlowEngine(Engine):
