@@ -1,0 +1,116 @@
+"""inferd against the bare grpc.aio ceiling with Triton's own perf_analyzer,
+side by side in one run (the yardstick the issue's MLServer figures used).
+
+    python -m benchmarks.pa_compare [--concurrency 8 32] [--interval-ms 4000]
+
+Needs the perf_analyzer binary (from the tritonclient wheel, plus Debian's
+libb64-0d and pip's nvidia-cuda-runtime-cu12); 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from clients import InferenceClient
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    try:
+        import nvidia.cuda_runtime as rt  # type: ignore[import-not-found]
+
+        lib = str(Path(next(iter(rt.__path__))) / "lib")
+        env["LD_LIBRARY_PATH"] = lib + os.pathsep + env.get("LD_LIBRARY_PATH", "")
+    except ImportError:
+        pass
+    return env
+
+
+def _wait(address: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited during start-up")
+        try:
+            with InferenceClient(address) as client:
+                if client.is_server_ready(timeout=1):
+                    return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("server not ready")
+
+
+def _perf(
+    binary: str, port: int, concurrency: int, interval_ms: int, streaming: bool
+) -> tuple[float, float]:
+    cmd = [binary, "-i", "grpc", "-u", f"127.0.0.1:{port}", "-m", "digits_mlp",
+           "--concurrency-range", str(concurrency), "--measurement-interval", str(interval_ms),
+           "--stability-percentage", "100"]  # fmt: skip
+    if streaming:
+        cmd.append("--streaming")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300).stdout
+    thr = re.search(r"Throughput: ([\d.]+) infer/sec", out)
+    p99 = re.search(r"p99 latency: (\d+) usec", out)
+    if not thr or not p99:
+        raise RuntimeError("perf_analyzer output not understood:\n" + out[-2000:])
+    return float(thr.group(1)), int(p99.group(1)) / 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--interval-ms", type=int, default=4000)
+    opts = parser.parse_args(argv)
+    binary = shutil.which("perf_analyzer") or str(Path(sys.executable).parent / "perf_analyzer")
+    from server.cli import default_demo_repository
+    from server.demo_models import build_demo_repository
+
+    repo = build_demo_repository(default_demo_repository())
+    bare_port, inferd_port = _port(), _port()
+    bare = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.bare_server", "--port", str(bare_port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    inferd = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repo),
+         "--grpc-port", str(inferd_port), "--log-level", "WARNING"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    rows: list[str] = []
+    try:
+        _wait(f"127.0.0.1:{inferd_port}", inferd)
+        time.sleep(1)
+        for c in opts.concurrency:
+            b_thr, b_p99 = _perf(binary, bare_port, c, opts.interval_ms, False)
+            i_thr, i_p99 = _perf(binary, inferd_port, c, opts.interval_ms, False)
+            s_thr, s_p99 = _perf(binary, inferd_port, c, opts.interval_ms, True)
+            rows.append(
+                f"c={c:<3} bare {b_thr:8.0f}/s p99 {b_p99:6.2f} ms | inferd unary {i_thr:8.0f}/s "
+                f"p99 {i_p99:6.2f} ms ({i_thr / b_thr:5.1%} of bare) | inferd streaming "
+                f"{s_thr:8.0f}/s p99 {s_p99:6.2f} ms"
+            )
+            print(rows[-1], flush=True)
+    finally:
+        for proc in (bare, inferd):
+            proc.terminate()
+            proc.wait(30)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
