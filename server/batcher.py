@@ -77,6 +77,10 @@ from server.stats import ModelStats
 
 log = logging.getLogger("inferd.batcher")
 
+#: Least time the adaptive planner keeps before a deadline for work outside the
+#: engine (see ``AdaptivePlanner.reserve``).
+MIN_RESERVE_S = 0.003
+
 
 @dataclass(slots=True)
 class BatchRecord:
@@ -495,6 +499,7 @@ class BatchingScheduler(Scheduler):
                 head = self._head(now)
                 if head is None:
                     break
+                self._planner.reserve = max(MIN_RESERVE_S, self._margin.value)
                 plan = self._planner.plan(
                     now, self._queued_rows, head.deadline, head.arrival, self._rate.rate(now)
                 )

@@ -50,6 +50,9 @@ POLICIES = ("adaptive", "static", "none")
 DEFAULT_MAX_QUEUE = 2048
 DEFAULT_WARMUP_ROUNDS = 5
 DEFAULT_UTILIZATION = 0.8
+#: Share of a request's budget the adaptive planner may spend waiting for a
+#: fuller batch (see ``AdaptivePlanner``).
+MAX_WAIT_SHARE = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +195,12 @@ class Plan:
 class Planner:
     """Decides, when a slot is free, whether to dispatch and how big."""
 
+    #: Seconds kept free before each deadline for what happens outside the
+    #: engine (gRPC, the event loop, merging); the scheduler raises it to the
+    #: overrun it has learnt. 3 ms is what this work measured on 2 busy cores.
+    #: The static policy ignores it, as Triton's does.
+    reserve: float = 0.003
+
     def __init__(self, options: BatchingOptions, latency: LatencyModel) -> None:
         self.options = options
         self.latency = latency
@@ -234,6 +243,7 @@ class AdaptivePlanner(Planner):
         self, now: float, rows: int, head_deadline: float, head_arrival: float, arrival_rate: float
     ) -> Plan:
         opts, lat = self.options, self.latency
+        head_deadline -= self.reserve
         largest = opts.largest
         take = min(rows, largest)
         size = self.cover(take)
@@ -258,8 +268,13 @@ class AdaptivePlanner(Planner):
         target_slack = head_deadline - now - lat.high(self.cover(target))
         if target_slack <= 0:
             return Plan(size, take, "deadline", slack)
+        # Waiting is a bet on arrivals; cap it at a fifth of the head's budget so
+        # a lull never spends the slack that admission promised to callers.
+        wait_until = head_arrival + MAX_WAIT_SHARE * (head_deadline - head_arrival)
+        if now >= wait_until:
+            return Plan(size, take, "waited", slack)
         needed = (target - take) / arrival_rate if arrival_rate > 0 else math.inf
-        return Plan(wake_at=now + min(target_slack, needed))
+        return Plan(wake_at=min(now + min(target_slack, needed), wait_until))
 
     def _keep_up_size(self, arrival_rate: float) -> int:
         """Smallest size whose throughput serves ``arrival_rate`` rows/s at the

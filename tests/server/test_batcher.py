@@ -436,3 +436,24 @@ def test_warmup_seed_takes_the_median_not_the_first_sample() -> None:
     model.seed(4, [0.030, 0.001, 0.001, 0.002, 0.001])
     assert model.mean(4) == pytest.approx(0.001)
     assert model.high(4) >= model.mean(4)
+
+
+def test_adaptive_plan_spends_at_most_a_fifth_of_the_budget_waiting() -> None:
+    opts = BatchingOptions(max_batch_size=32)
+    planner = AdaptivePlanner(opts, affine_latency(0.002, 0.0001, range(1, 33)))
+    # Heavy load says "wait for more", but the head already waited 6 ms of 25.
+    plan = planner.plan(now=0.006, rows=1, head_deadline=0.025, head_arrival=0.0, arrival_rate=2000)
+    assert plan.take == 1 and plan.reason == "waited"
+    early = planner.plan(
+        now=0.001, rows=1, head_deadline=0.025, head_arrival=0.0, arrival_rate=2000
+    )
+    assert early.take == 0 and early.wake_at is not None and early.wake_at <= 0.0051
+
+
+def test_adaptive_plan_keeps_a_reserve_before_the_deadline() -> None:
+    opts = BatchingOptions(max_batch_size=8)
+    planner = AdaptivePlanner(opts, affine_latency(0.010, 0.0, range(1, 9)))
+    planner.reserve = 0.005
+    # 10 ms of engine + 5 ms reserve no longer fit 14 ms: dispatch now.
+    plan = planner.plan(now=0.0, rows=1, head_deadline=0.014, head_arrival=0.0, arrival_rate=5000)
+    assert plan.take == 1 and plan.reason == "deadline"
