@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import socket
 import time
@@ -192,6 +193,21 @@ class ServerConfig:
     #: One INFO log line per inference request (``--log-requests``).
     log_requests: bool = False
 
+    # -- load spreading across replicas ------------------------------------------------------
+    #: Close each client connection after about this many seconds
+    #: (``grpc.max_connection_age_ms``; gRPC core spreads it by a random
+    #: +-10% per connection): the client gets a GOAWAY, reconnects, and a
+    #: load balancer or a DNS re-resolution can send it to another replica,
+    #: so long-lived connections rebalance after a scale-out. None: never
+    #: (gRPC's default).
+    max_connection_age_s: float | None = None
+    #: After that GOAWAY, calls still running on the old connection get this
+    #: many seconds to finish (``grpc.max_connection_age_grace_ms``), then
+    #: the connection is closed and they fail with UNAVAILABLE. None: no
+    #: limit (a stream may hold the old connection open for good). Needs
+    #: ``max_connection_age_s``.
+    max_connection_age_grace_s: float | None = None
+
     # -- security -----------------------------------------------------------------------------
     #: PEM certificate chain and key: serve TLS instead of plaintext. Reloaded
     #: on change and on SIGHUP (server.tls).
@@ -241,7 +257,41 @@ class ServerConfig:
             ),
             ("grpc.http2.max_ping_strikes", self.max_ping_strikes),
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+            *self.connection_age_options(),
         ]
+
+    def connection_age_options(self) -> list[tuple[str, int]]:
+        """``max_connection_age_s`` and its grace as gRPC server options."""
+        return connection_age_options(self.max_connection_age_s, self.max_connection_age_grace_s)
+
+
+#: gRPC channel arguments are C ints.
+_INT32_MAX = 2**31 - 1
+
+
+def connection_age_options(age_s: float | None, grace_s: float | None) -> list[tuple[str, int]]:
+    """``grpc.max_connection_age_ms`` / ``grpc.max_connection_age_grace_ms``;
+    raises ValueError (naming the setting) for values gRPC would misread."""
+    if age_s is None:
+        if grace_s is not None:
+            raise ValueError("max connection age grace needs a max connection age")
+        return []
+    options = [("grpc.max_connection_age_ms", _millis(age_s, "max connection age", minimum=1))]
+    if grace_s is not None:
+        grace_ms = _millis(grace_s, "max connection age grace", minimum=0)
+        options.append(("grpc.max_connection_age_grace_ms", grace_ms))
+    return options
+
+
+def _millis(seconds: float, name: str, *, minimum: int) -> int:
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, not {seconds!r}")
+    millis = round(seconds * 1000)
+    if millis < minimum:
+        raise ValueError(f"{name} must be at least {minimum} ms, not {seconds!r} s")
+    if millis > _INT32_MAX:
+        raise ValueError(f"{name} must be at most {_INT32_MAX // 1000} s, not {seconds!r} s")
+    return millis
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -283,6 +333,10 @@ class InferdServer:
         if config.repository_poll_seconds <= 0 or config.state_poll_seconds <= 0:
             raise StartupError("poll intervals must be positive numbers of seconds")
         state_dir = config.state_dir or repository.root / ".inferd"
+        try:
+            config.connection_age_options()  # refuse bad values at start
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         self._owns_tracing = tracing is None
         if tracing is None:
             try:

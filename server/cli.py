@@ -131,6 +131,19 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--reflection", action="store_true", help="serve gRPC server reflection (grpcurl)"
     )
+    spread = p.add_argument_group("load spreading across replicas (README: Running on Kubernetes)")
+    spread.add_argument(
+        "--max-connection-age-s",
+        type=float,
+        help="send clients a GOAWAY after about this many seconds (+-10%% jitter) so they "
+        "reconnect and rebalance over replicas (default: never)",
+    )
+    spread.add_argument(
+        "--max-connection-age-grace-s",
+        type=float,
+        help="then give calls still running on the old connection this long before it is "
+        "closed (default: no limit; needs --max-connection-age-s)",
+    )
 
 
 def _serve(opts: argparse.Namespace) -> int:
@@ -179,7 +192,13 @@ def _serve(opts: argparse.Namespace) -> int:
         jwt_issuer=opts.jwt_issuer,
         jwt_audience=opts.jwt_audience,
         reflection=opts.reflection,
+        max_connection_age_s=opts.max_connection_age_s,
+        max_connection_age_grace_s=opts.max_connection_age_grace_s,
     )
+    try:
+        config.connection_age_options()
+    except ValueError as exc:
+        return _error(str(exc))
     if opts.workers < 1:
         return _error(f"--workers {opts.workers} must be at least 1")
     try:
