@@ -5,13 +5,23 @@
         result = client.infer("digits_mlp", {"pixels": pixels})
         result["probabilities"]
 
+Across replicas: ``InferenceClient(target, load_balancing="round_robin",
+retry=RetryPolicy())`` (see ``clients.balancing``).
+
 Never import this alongside ``tritonclient`` in one process: both register the
 ``inference.*`` protobuf symbols.
 """
 
 from clients._codec import InferResult
 from clients.aio import AsyncInferenceClient
+from clients.balancing import RetryPolicy
 from clients.errors import InferenceServerError
 from clients.sync import InferenceClient
 
-__all__ = ["AsyncInferenceClient", "InferResult", "InferenceClient", "InferenceServerError"]
+__all__ = [
+    "AsyncInferenceClient",
+    "InferResult",
+    "InferenceClient",
+    "InferenceServerError",
+    "RetryPolicy",
+]

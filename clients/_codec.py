@@ -435,13 +435,17 @@ def _plain(field: Any, value: Any) -> Any:
 
 
 def channel_options(
-    max_message_bytes: int, extra: Sequence[tuple[str, Any]]
+    max_message_bytes: int,
+    extra: Sequence[tuple[str, Any]],
+    defaults: Sequence[tuple[str, Any]] = (),
 ) -> list[tuple[str, Any]]:
-    """Message size limits for both directions; explicit ``extra`` options win."""
+    """Message size limits for both directions plus ``defaults``; explicit
+    ``extra`` options win."""
     overridden = {key for key, _ in extra}
     base = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
+        *defaults,
     ]
     return [opt for opt in base if opt[0] not in overridden] + list(extra)
 

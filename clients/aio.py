@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from clients import _codec
 from clients._codec import InferResult, Metadata, ParameterValue, StreamItem
+from clients.balancing import RetryPolicy, balancing_options
 from clients.errors import InferenceServerError, from_rpc_error
 from protos import grpc_service_pb2_grpc as pb_grpc
 
@@ -31,8 +32,12 @@ class AsyncInferenceClient:
         metadata: Metadata = (),
         credentials: grpc.ChannelCredentials | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
+        load_balancing: str | None = None,
+        retry: RetryPolicy | None = None,
+        health_check: bool | None = None,
     ) -> None:
-        options = _codec.channel_options(max_message_bytes, channel_options)
+        balancing = balancing_options(channel_options, load_balancing, retry, health_check)
+        options = _codec.channel_options(max_message_bytes, channel_options, balancing)
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(url, options=options)
         else:

@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from clients import _codec
 from clients._codec import InferResult, Metadata, ParameterValue, StreamItem
+from clients.balancing import RetryPolicy, balancing_options
 from clients.errors import InferenceServerError, from_rpc_error
 from protos import grpc_service_pb2_grpc as pb_grpc
 
@@ -26,6 +27,14 @@ class InferenceClient:
     ``max_message_bytes`` caps messages in both directions; entries in
     ``channel_options`` override it. Every method raises InferenceServerError
     when the call fails (connection errors are UNAVAILABLE).
+
+    Several replicas (``clients.balancing``): ``load_balancing="round_robin"``
+    spreads calls over every address the target resolves to (a headless
+    Service: ``"dns:///inferd-headless.ns.svc:8001"``; a static list:
+    ``"ipv4:10.0.0.1:8001,10.0.0.2:8001"``), ``retry=RetryPolicy()`` re-sends
+    idempotent calls refused with UNAVAILABLE (on the next replica under round
+    robin), and ``health_check`` (default: on with round robin) skips replicas
+    whose grpc.health.v1 status is NOT_SERVING.
     """
 
     def __init__(
@@ -36,8 +45,12 @@ class InferenceClient:
         metadata: Metadata = (),
         credentials: grpc.ChannelCredentials | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
+        load_balancing: str | None = None,
+        retry: RetryPolicy | None = None,
+        health_check: bool | None = None,
     ) -> None:
-        options = _codec.channel_options(max_message_bytes, channel_options)
+        balancing = balancing_options(channel_options, load_balancing, retry, health_check)
+        options = _codec.channel_options(max_message_bytes, channel_options, balancing)
         if credentials is None:
             self._channel = grpc.insecure_channel(url, options=options)
         else:
