@@ -207,6 +207,15 @@ class ServerConfig:
     #: limit (a stream may hold the old connection open for good). Needs
     #: ``max_connection_age_s``.
     max_connection_age_grace_s: float | None = None
+    #: On shutdown, after new calls start being refused (and health turns
+    #: NOT_SERVING), wait up to this many seconds (within the grace) until
+    #: no call has arrived for ``QUIET_S`` before closing the transport.
+    #: Clients that watch health (round robin with health checks) stop
+    #: sending within milliseconds; closing earlier would cancel the calls
+    #: they sent in that moment, which gRPC has accepted but not yet handed
+    #: to the server (they fail with CANCELLED, which nobody retries).
+    #: Clients that do not watch health get the GOAWAY at most this late.
+    drain_settle_s: float = 0.5
 
     # -- security -----------------------------------------------------------------------------
     #: PEM certificate chain and key: serve TLS instead of plaintext. Reloaded
@@ -264,6 +273,9 @@ class ServerConfig:
         """``max_connection_age_s`` and its grace as gRPC server options."""
         return connection_age_options(self.max_connection_age_s, self.max_connection_age_grace_s)
 
+
+#: No inference call for this long on a draining server: clients have stopped sending.
+QUIET_S = 0.05
 
 #: gRPC channel arguments are C ints.
 _INT32_MAX = 2**31 - 1
@@ -501,15 +513,19 @@ class InferdServer:
         """Drain and stop. Safe to call twice.
 
         Health turns NOT_SERVING and new inference is refused with
-        UNAVAILABLE at once; requests already admitted get up to ``grace``
-        seconds (default ``config.grace_seconds``) to finish. Then the
-        transport closes: calls still open (idle streams, Watch) are given
-        at most half a second more, and the engines are released."""
+        UNAVAILABLE at once; then, for at most ``config.drain_settle_s``, the
+        server waits until no call has arrived for ``QUIET_S`` (clients that
+        watch health have moved away). Requests already admitted get up to
+        ``grace`` seconds (default ``config.grace_seconds``) in all to
+        finish. Then the transport closes: calls still open (idle streams,
+        Watch) are given at most half a second more, and the engines are
+        released."""
         grace = self.config.grace_seconds if grace is None else grace
         deadline = time.monotonic() + grace
         self.servicer.draining = True
         await self.health.drain()
-        if await self.servicer.drain(grace):
+        await self._settle(min(deadline, time.monotonic() + self.config.drain_settle_s))
+        if await self.servicer.drain(max(0.0, deadline - time.monotonic())):
             log.info(
                 "drained: %d inference request(s) admitted since start, all answered",
                 self.servicer.admitted,
@@ -531,6 +547,14 @@ class InferdServer:
             # Flush buffered spans (bounded by the exporter's own timeouts).
             await asyncio.to_thread(self.tracing.shutdown)
             self.tracing = None
+
+    async def _settle(self, until: float) -> None:
+        """Wait until clients stop sending (no call for QUIET_S) or ``until``."""
+        while (now := time.monotonic()) < until:
+            quiet_for = now - self.servicer.last_call
+            if quiet_for >= QUIET_S:
+                return
+            await asyncio.sleep(min(QUIET_S - quiet_for, until - now))
 
     async def wait(self) -> None:
         if self._server is not None:

@@ -226,6 +226,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         self.admitted = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        #: When the last inference call (unary, or a stream opening) arrived,
+        #: refused ones included; shutdown waits for these to stop (app.stop).
+        self.last_call = 0.0
         self._shadows: set[asyncio.Task[None]] = set()
         #: None when tracing is off: handlers test this once and do no tracer work.
         self.tracing = tracing
@@ -583,6 +586,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ModelInferResponse:
+        self.last_call = time.monotonic()
         span = trace.get_current_span() if self.tracing is not None else None
         return await self._infer(request, context, span)
 
@@ -595,6 +599,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         with everything else), responses carry the request id and come back as
         they finish, a failed request answers ``error_message`` and the stream
         goes on."""
+        self.last_call = time.monotonic()
         results: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
         tracing = self.tracing
