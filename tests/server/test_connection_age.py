@@ -91,11 +91,12 @@ def test_connections_get_goaway_after_the_age_with_jitter(
 ) -> None:
     """Each connection is sent away after age * U(0.9, 1.1) (gRPC core's own
     jitter, so reconnects after a deploy do not come in one wave)."""
-    server = make_server(demo_repository, max_connection_age_s=1.0, max_connection_age_grace_s=0.5)
+    age = 3.0
+    server = make_server(demo_repository, max_connection_age_s=age, max_connection_age_grace_s=0.5)
     logs: list[list[tuple[str, float]]] = [[] for _ in range(24)]
     channels = [_watch(server.address, log) for log in logs]
     try:
-        time.sleep(2.5)
+        time.sleep(age * 1.1 + 1.5)
     finally:
         for channel in channels:
             channel.close()
@@ -105,13 +106,12 @@ def test_connections_get_goaway_after_the_age_with_jitter(
         idle = [t for state, t in log if state == "IDLE" and ready and t > ready[0]]
         assert ready and idle, log
         ages.append(idle[0] - ready[0])
-    # Never before 0.9 x age (less the handshake, which starts the server's
-    # clock before the client sees READY); late only by scheduling noise.
-    assert min(ages) > 0.85, ages
-    assert max(ages) < 1.1 + 0.6, ages
-    # Noise only delays: a connection closed clearly before the nominal age
-    # shows the negative half of the jitter (P(no such one) ~ 0.75**24).
-    assert min(ages) < 0.95, ages
+    # Measured from the client's READY, which comes a little after the
+    # server starts the clock, and late by scheduling noise on a busy host.
+    assert min(ages) > 0.9 * age - 0.3, ages
+    assert max(ages) < 1.1 * age + 1.0, ages
+    # 24 draws from a 0.6 s wide window spread far more than noise does.
+    assert max(ages) - min(ages) > 0.2, ages
 
 
 def test_a_call_on_an_aged_connection_gets_the_grace_then_the_connection_closes(
