@@ -54,7 +54,9 @@ def load_yaml(path: Path) -> list[dict[str, Any]]:
 
 
 def manifest_files() -> list[Path]:
-    return sorted(p for p in DEPLOY.rglob("*.yaml") if p.name not in PARTIAL)
+    # deploy/observability holds Prometheus rules and a dashboard, not objects.
+    found = [*K8S.rglob("*.yaml"), *KSERVE.rglob("*.yaml")]
+    return sorted(p for p in found if p.name not in PARTIAL)
 
 
 # --- validators ---------------------------------------------------------------------------
