@@ -191,3 +191,32 @@ def test_retries_move_refused_calls_to_another_replica(
         for _ in range(40):
             client.infer(MODEL, {"pixels": PIXELS}, timeout=30)
     assert _inferences(draining.address) == 0
+
+
+def test_shutdown_waits_for_quiet_at_most_drain_settle_s(
+    make_server: Callable[..., Any], demo_repository: Path
+) -> None:
+    """A client that never stops sending (it does not watch health) holds the
+    shutdown at most ``drain_settle_s``, not the whole grace."""
+    server = make_server(demo_repository, drain_settle_s=0.3, grace_seconds=20)
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with InferenceClient(server.address) as client:
+            while not stop.is_set():
+                try:
+                    client.infer(MODEL, {"pixels": PIXELS}, timeout=5)
+                except InferenceServerError:
+                    time.sleep(0.001)  # refused while draining; keep sending
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        start = time.monotonic()
+        server.call(server.server.stop())
+        elapsed = time.monotonic() - start
+    finally:
+        stop.set()
+        thread.join(30)
+    assert elapsed < 5, elapsed  # unbounded, it would wait out the 20 s grace
