@@ -434,6 +434,28 @@ def _plain(field: Any, value: Any) -> Any:
 # --- channel and metadata ----------------------------------------------------------
 
 
+def open_channel(
+    url: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[tuple[str, Any]],
+) -> grpc.Channel:
+    """The blocking channel every sync client uses (TLS when ``credentials``)."""
+    if credentials is None:
+        return grpc.insecure_channel(url, options=options)
+    return grpc.secure_channel(url, credentials, options=options)
+
+
+def open_aio_channel(
+    url: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[tuple[str, Any]],
+) -> grpc.aio.Channel:
+    """The asyncio channel every async client uses (TLS when ``credentials``)."""
+    if credentials is None:
+        return grpc.aio.insecure_channel(url, options=options)
+    return grpc.aio.secure_channel(url, credentials, options=options)
+
+
 def channel_options(
     max_message_bytes: int,
     extra: Sequence[tuple[str, Any]],

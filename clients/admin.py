@@ -146,10 +146,7 @@ class AdminClient:
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         options = _codec.channel_options(_codec.DEFAULT_MAX_MESSAGE_BYTES, channel_options)
-        if credentials is None:
-            self._channel = grpc.insecure_channel(url, options=options)
-        else:
-            self._channel = grpc.secure_channel(url, credentials, options=options)
+        self._channel = _codec.open_channel(url, credentials, options)
         self._stub = apb_grpc.ModelAdminStub(self._channel)
         self._metadata = _codec.normalize_metadata(metadata)
 
@@ -219,10 +216,7 @@ class AsyncAdminClient:
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         options = _codec.channel_options(_codec.DEFAULT_MAX_MESSAGE_BYTES, channel_options)
-        if credentials is None:
-            self._channel = grpc.aio.insecure_channel(url, options=options)
-        else:
-            self._channel = grpc.aio.secure_channel(url, credentials, options=options)
+        self._channel = _codec.open_aio_channel(url, credentials, options)
         self._stub = apb_grpc.ModelAdminStub(self._channel)
         self._metadata = _codec.normalize_metadata(metadata)
 

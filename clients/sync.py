@@ -51,10 +51,7 @@ class InferenceClient:
     ) -> None:
         balancing = balancing_options(channel_options, load_balancing, retry, health_check)
         options = _codec.channel_options(max_message_bytes, channel_options, balancing)
-        if credentials is None:
-            self._channel = grpc.insecure_channel(url, options=options)
-        else:
-            self._channel = grpc.secure_channel(url, credentials, options=options)
+        self._channel = _codec.open_channel(url, credentials, options)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._metadata = _codec.normalize_metadata(metadata)
 
