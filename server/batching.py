@@ -196,8 +196,8 @@ class Planner:
     """Decides, when a slot is free, whether to dispatch and how big."""
 
     #: Seconds kept free before each deadline for what happens outside the
-    #: engine (gRPC, the event loop, merging); the scheduler raises it to the
-    #: overrun it has learnt. 3 ms is what this work measured on 2 busy cores.
+    #: engine (gRPC, the event loop, merging). 3 ms is what this work measured
+    #: on 2 busy cores.
     #: The static policy ignores it, as Triton's does.
     reserve: float = 0.003
 
