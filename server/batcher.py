@@ -328,8 +328,10 @@ class BatchingScheduler(Scheduler):
         self._queued = 0
         self._running: dict[int, float] = {}  # batch id -> predicted end
         self._pending = 0
-        self._rate = _Rate()
-        #: Rows offered to admission, refused ones included: the load signal.
+        #: Rows offered, refused ones included: the demand the planner sizes
+        #: batches for and the load the admission margin reacts to. (Sizing
+        #: batches for the admitted rate alone fed back: refusals made batches
+        #: smaller, which cut throughput and caused more refusals.)
         self._offered = _Rate()
         self._margin = _Margin()
         self._closing = False
@@ -371,6 +373,7 @@ class BatchingScheduler(Scheduler):
         except EngineInputError as exc:
             raise InvalidArgument(str(exc)) from None
         now = time.monotonic()
+        self._offered.add(request.rows, now)
         deadline = self._deadline_of(request, now)
         predicted = self._admit(request, deadline, now)
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
@@ -387,7 +390,6 @@ class BatchingScheduler(Scheduler):
         self._pending += 1
         self.observer.on_pending(1)
         self._idle.clear()
-        self._rate.add(entry.rows, now)
         self._wake.set()
         try:
             return await future
@@ -453,7 +455,6 @@ class BatchingScheduler(Scheduler):
         if self.options.policy == "static" or deadline == math.inf:
             return math.nan  # Triton's batcher admits everything the queue holds
         predicted = self._backlog_seconds(now, request.rows)
-        self._offered.add(request.rows, now)
         self._margin.set_load(self._offered_load(now))
         if self._queued == 0 and self._free_slots == self._slots_total:
             # An idle model always tries: only running corrects a latency model
@@ -558,8 +559,10 @@ class BatchingScheduler(Scheduler):
                 if head is None:
                     self._hold_since = None  # nothing left to hold
                     break
+                queue = self._queue_view(head) if self.options.policy != "static" else ()
+                rate = self._offered.rate(now)
                 plan = self._planner.plan(
-                    now, self._queued_rows, head.deadline, head.arrival, self._rate.rate(now)
+                    now, self._queued_rows, head.deadline, head.arrival, rate, queue
                 )
                 if plan.take == 0:
                     if self._hold_since is None:
@@ -574,6 +577,22 @@ class BatchingScheduler(Scheduler):
                 entries = self._form(plan, head)
                 if entries:
                     self._launch(entries, plan, now)
+
+    def _queue_view(self, head: _Entry) -> list[tuple[int, float]]:
+        """(rows, deadline) of the first queued requests shaped like the head,
+        in dispatch order, enough for two full batches: what ``Planner.cut``
+        weighs."""
+        limit = 2 * self.options.largest
+        view: list[tuple[int, float]] = []
+        rows = 0
+        for *_, entry in heapq.nsmallest(limit, self._heap):
+            if entry.done or entry.key != head.key:
+                continue
+            view.append((entry.rows, entry.deadline))
+            rows += entry.rows
+            if rows >= limit:
+                break
+        return view
 
     def _end_hold(self, now: float) -> None:
         """The planner stops holding: every queued request was delayed by the

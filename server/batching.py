@@ -206,8 +206,16 @@ class Planner:
         self.latency = latency
 
     def plan(
-        self, now: float, rows: int, head_deadline: float, head_arrival: float, arrival_rate: float
+        self,
+        now: float,
+        rows: int,
+        head_deadline: float,
+        head_arrival: float,
+        arrival_rate: float,
+        queue: Sequence[tuple[int, float]] = (),
     ) -> Plan:
+        """``queue``: the first queued requests in dispatch order, as (rows,
+        deadline), enough for two batches; empty: only the head is known."""
         raise NotImplementedError
 
     def _fit(self, rows: int) -> int:
@@ -234,29 +242,30 @@ class AdaptivePlanner(Planner):
     arrival rate says the engine could not keep up at this batch size (its
     utilization would pass ``options.utilization``); then it waits for the
     smallest batch that keeps up, but never past the moment the earliest
-    deadline would be missed (its slack). Batches are sized so the earliest
-    request still finishes in time; padding up to an engine size is used only
-    when the padded batch still fits.
+    deadline would be missed (its slack). Batches are cut where the most
+    queued requests finish on time (``cut``); padding up to an engine size is
+    used only when the padded batch still fits.
     """
 
     def plan(
-        self, now: float, rows: int, head_deadline: float, head_arrival: float, arrival_rate: float
+        self,
+        now: float,
+        rows: int,
+        head_deadline: float,
+        head_arrival: float,
+        arrival_rate: float,
+        queue: Sequence[tuple[int, float]] = (),
     ) -> Plan:
         opts, lat = self.options, self.latency
         head_deadline -= self.reserve
         largest = opts.largest
         take = min(rows, largest)
+        if queue:
+            take = self.cut(now, queue, take)
         size = self.cover(take)
         if size != take and now + lat.high(size) > head_deadline:
             size = take = self._fit(take)  # padding would make the head late
         slack = head_deadline - now - lat.high(size)
-        if slack < 0 and size > self.options.sizes[0]:
-            # Even this batch is too slow for the earliest deadline: shrink it.
-            for s in reversed(opts.sizes):
-                if s <= size and now + lat.high(s) <= head_deadline:
-                    size = take = min(s, take)
-                    break
-            slack = head_deadline - now - lat.high(size)
         if take >= largest:
             return Plan(size, take, "full", slack)
         if slack <= 0:
@@ -276,6 +285,40 @@ class AdaptivePlanner(Planner):
         needed = (target - take) / arrival_rate if arrival_rate > 0 else math.inf
         return Plan(wake_at=min(now + min(target_slack, needed), wait_until))
 
+    def cut(self, now: float, queue: Sequence[tuple[int, float]], take: int) -> int:
+        """How many of ``take`` rows to run now: the cut (at a request
+        boundary, in queue order) under which the most requests finish on
+        time, counting this batch and the one after it; ties go to the larger
+        batch. A smaller batch can save a tight head; it also pushes the rest
+        a whole batch later, which under load costs more requests than it
+        saves (the first design always shrank for the head)."""
+        lat, reserve, largest = self.latency, self.reserve, self.options.largest
+        rows_before: list[int] = []
+        total = 0
+        for rows, _ in queue:
+            rows_before.append(total)
+            total += rows
+        best_rows, best_score = 0, -1
+        for k in range(1, len(queue) + 1):
+            first = rows_before[k] if k < len(queue) else total
+            if first > take:
+                break
+            end1 = now + lat.high(self.cover(first)) + reserve
+            score = sum(1 for _, deadline in queue[:k] if deadline >= end1)
+            rows2, later = 0, []
+            for rows, deadline in queue[k:]:
+                if rows2 + rows > largest:
+                    break
+                rows2 += rows
+                later.append(deadline)
+            second = 0
+            if later:
+                end2 = end1 + lat.high(self.cover(rows2))
+                second = sum(1 for deadline in later if deadline >= end2)
+            if score + second >= best_score:
+                best_rows, best_score = first, score + second
+        return best_rows or take
+
     def _keep_up_size(self, arrival_rate: float) -> int:
         """Smallest size whose throughput serves ``arrival_rate`` rows/s at the
         utilization target; 1 when the rate is unknown or low."""
@@ -294,7 +337,13 @@ class StaticPlanner(Planner):
     largest preferred size available (or everything up to max)."""
 
     def plan(
-        self, now: float, rows: int, head_deadline: float, head_arrival: float, arrival_rate: float
+        self,
+        now: float,
+        rows: int,
+        head_deadline: float,
+        head_arrival: float,
+        arrival_rate: float,
+        queue: Sequence[tuple[int, float]] = (),
     ) -> Plan:
         opts = self.options
         largest = opts.largest

@@ -317,12 +317,30 @@ def test_adaptive_plan_waits_for_a_fuller_batch_under_heavy_load_until_slack_run
     assert late.take == 3 and late.reason == "deadline"
 
 
-def test_adaptive_plan_shrinks_a_batch_that_would_miss_the_earliest_deadline() -> None:
+def test_adaptive_plan_cuts_a_batch_short_to_save_a_tight_head() -> None:
     opts = BatchingOptions(max_batch_size=32)
     planner = AdaptivePlanner(opts, affine_latency(0.001, 0.001, range(1, 33)))
-    plan = planner.plan(now=0.0, rows=20, head_deadline=0.010, head_arrival=0.0, arrival_rate=0)
-    assert plan.size <= 9  # 1 ms + 1 ms/row must fit in 10 ms
+    planner.reserve = 0.0
+    # One request due in 10 ms, nineteen with time to spare: 1 ms + 1 ms/row.
+    queue = [(1, 0.010)] + [(1, 0.100)] * 19
+    plan = planner.plan(
+        now=0.0, rows=20, head_deadline=0.010, head_arrival=0.0, arrival_rate=0, queue=queue
+    )
+    assert 1 <= plan.take <= 9  # the head finishes in time, the rest still do after it
     assert plan.slack >= 0
+
+
+def test_adaptive_plan_keeps_the_batch_whole_when_cutting_would_make_the_rest_late() -> None:
+    opts = BatchingOptions(max_batch_size=32)
+    planner = AdaptivePlanner(opts, affine_latency(0.001, 0.001, range(1, 33)))
+    planner.reserve = 0.0
+    # The head is already tight; cutting to save it would push the other
+    # eleven (due a little later) a whole batch back, all of them late.
+    queue = [(1, 0.0125)] + [(1, 0.0135)] * 11
+    plan = planner.plan(
+        now=0.0, rows=12, head_deadline=0.0125, head_arrival=0.0, arrival_rate=0, queue=queue
+    )
+    assert plan.take == 12
 
 
 def test_adaptive_plan_fires_a_full_batch_at_once() -> None:
@@ -457,3 +475,25 @@ def test_adaptive_plan_keeps_a_reserve_before_the_deadline() -> None:
     # 10 ms of engine + 5 ms reserve no longer fit 14 ms: dispatch now.
     plan = planner.plan(now=0.0, rows=1, head_deadline=0.014, head_arrival=0.0, arrival_rate=5000)
     assert plan.take == 1 and plan.reason == "deadline"
+
+
+async def test_batches_are_sized_for_offered_demand_including_refused_requests() -> None:
+    """Sizing batches for the admitted rate alone fed back under load:
+    refusals made batches smaller, which cut throughput and refused more."""
+    engine = GatedEngine()
+    sched = scheduler(engine, max_queue=1)
+    first = await hold_first_batch(sched, engine)
+    queued = asyncio.create_task(sched.submit(request(1.0)))
+    await asyncio.sleep(0)
+    refused = 0
+    for i in range(30):
+        try:
+            await sched.submit(request(2.0 + i))
+        except Unavailable:
+            refused += 1
+    assert refused == 30
+    # 32 rows offered within milliseconds: a rate far above what was admitted (2 rows).
+    assert sched._offered.rate(time.monotonic()) > 30 / sched._offered.tau * 0.9
+    engine.gate.set()
+    await asyncio.gather(first, queued)
+    await sched.close()

@@ -160,6 +160,7 @@ async def test_deliberate_holds_are_not_learnt_as_prediction_error() -> None:
             head_deadline: float,
             head_arrival: float,
             arrival_rate: float,
+            queue: Sequence[tuple[int, float]] = (),
         ) -> Plan:
             if now < head_arrival + hold_s:
                 return Plan(wake_at=head_arrival + hold_s)
