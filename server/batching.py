@@ -290,9 +290,10 @@ class AdaptivePlanner(Planner):
         boundary, in queue order) under which the most requests finish on
         time, counting this batch and the one after it, by mean engine times
         (the likeliest outcome; the p95 made cuts that saved the head by a
-        margin it did not need); ties go to the larger batch. A smaller batch can save a tight head; it also pushes the rest
-        a whole batch later, which under load costs more requests than it
-        saves (the first design always shrank for the head)."""
+        margin it did not need); ties go to the larger batch. A smaller batch
+        can save a tight head; it also pushes the rest a whole batch later,
+        which under load costs more requests than it saves (the first design
+        always shrank for the head)."""
         lat, reserve, largest = self.latency, self.reserve, self.options.largest
         rows_before: list[int] = []
         total = 0
