@@ -60,10 +60,13 @@ def test_margin_covers_the_error_tail_as_the_offered_load_reaches_capacity() -> 
     for load in (0.5, 0.7, 0.85, 1.0, 2.0):
         margin.set_load(load)
         values.append(margin.value)
+    reserve = _Margin.OVERLOAD_RESERVE
     assert values == sorted(values)
     assert values[0] == pytest.approx(0.075) and values[1] == pytest.approx(0.075)
-    assert 0.075 < values[2] < 0.099
-    assert values[3] == pytest.approx(0.099) and values[4] == pytest.approx(0.099)
+    assert 0.075 < values[2] < 0.099 + reserve / 2
+    # Overloaded: the p99, plus a fixed reserve for the error's drift.
+    assert values[3] == pytest.approx(0.099 + reserve)
+    assert values[4] == pytest.approx(0.099 + reserve)
     margin.set_load(0.3)  # the load passed: back to the bias
     assert margin.value == pytest.approx(0.075)
 
