@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from engines import Engine, EngineError, EngineInputError
-from server.batching import BatchingOptions, Plan, make_planner
+from server.batching import BatchingOptions, Plan, QueueState, make_planner
 from server.errors import (
     DeadlineExceeded,
     EngineFailure,
@@ -567,10 +567,10 @@ class BatchingScheduler(Scheduler):
                     self._hold_since = None  # nothing left to hold
                     break
                 queue = self._queue_view(head) if self.options.policy != "static" else ()
-                rate = self._offered.rate(now)
-                plan = self._planner.plan(
-                    now, self._queued_rows, head.deadline, head.arrival, rate, queue
+                state = QueueState(
+                    self._queued_rows, head.deadline, head.arrival, self._offered.rate(now), queue
                 )
+                plan = self._planner.plan(now, state)
                 if plan.take == 0:
                     if self._hold_since is None:
                         self._hold_since = now

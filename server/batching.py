@@ -192,6 +192,21 @@ class Plan:
     wake_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """What a planner sees when an execution slot is free."""
+
+    #: Rows queued (all shapes).
+    rows: int
+    head_deadline: float
+    head_arrival: float
+    #: Rows/s offered to the model (refused ones included).
+    arrival_rate: float
+    #: The first queued requests in dispatch order, as (rows, deadline), enough
+    #: for two batches; empty: only the head is known.
+    queue: Sequence[tuple[int, float]] = ()
+
+
 class Planner:
     """Decides, when a slot is free, whether to dispatch and how big."""
 
@@ -205,17 +220,7 @@ class Planner:
         self.options = options
         self.latency = latency
 
-    def plan(
-        self,
-        now: float,
-        rows: int,
-        head_deadline: float,
-        head_arrival: float,
-        arrival_rate: float,
-        queue: Sequence[tuple[int, float]] = (),
-    ) -> Plan:
-        """``queue``: the first queued requests in dispatch order, as (rows,
-        deadline), enough for two batches; empty: only the head is known."""
+    def plan(self, now: float, state: QueueState) -> Plan:
         raise NotImplementedError
 
     def _fit(self, rows: int) -> int:
@@ -247,25 +252,26 @@ class AdaptivePlanner(Planner):
     used only when the padded batch still fits.
     """
 
-    def plan(
-        self,
-        now: float,
-        rows: int,
-        head_deadline: float,
-        head_arrival: float,
-        arrival_rate: float,
-        queue: Sequence[tuple[int, float]] = (),
-    ) -> Plan:
+    def plan(self, now: float, state: QueueState) -> Plan:
         opts, lat = self.options, self.latency
-        head_deadline -= self.reserve
+        rows, head_arrival, arrival_rate = state.rows, state.head_arrival, state.arrival_rate
+        queue = state.queue
+        head_deadline = state.head_deadline - self.reserve
         largest = opts.largest
         take = min(rows, largest)
+        cut_short = False
         if queue:
-            take = self.cut(now, queue, take)
+            # What whole requests shaped like the head can fill, then the cut.
+            take = _whole_requests(queue, take)
+            cut = self.cut(now, queue, take)
+            cut_short, take = cut < take, cut
         size = self.cover(take)
         if size != take and now + lat.high(size) > head_deadline:
             size = take = self._fit(take)  # padding would make the head late
         slack = head_deadline - now - lat.high(size)
+        if cut_short:
+            # Cut short for the deadlines queued: waiting would defeat the cut.
+            return Plan(size, take, "deadline", slack)
         if take >= largest:
             return Plan(size, take, "full", slack)
         if slack <= 0:
@@ -338,16 +344,8 @@ class StaticPlanner(Planner):
     queued or the oldest request has waited ``max_queue_delay``, then take the
     largest preferred size available (or everything up to max)."""
 
-    def plan(
-        self,
-        now: float,
-        rows: int,
-        head_deadline: float,
-        head_arrival: float,
-        arrival_rate: float,
-        queue: Sequence[tuple[int, float]] = (),
-    ) -> Plan:
-        opts = self.options
+    def plan(self, now: float, state: QueueState) -> Plan:
+        opts, rows, head_arrival = self.options, state.rows, state.head_arrival
         largest = opts.largest
         preferred = [p for p in opts.preferred_sizes if p <= largest]
         goal = preferred[-1] if preferred else largest
@@ -359,6 +357,17 @@ class StaticPlanner(Planner):
             take = fitting[-1] if fitting else min(rows, largest)
             return Plan(take, take, "window")
         return Plan(wake_at=due)
+
+
+def _whole_requests(queue: Sequence[tuple[int, float]], limit: int) -> int:
+    """Rows of the longest prefix of ``queue`` that fits in ``limit`` rows
+    (at least the first request's)."""
+    total = 0
+    for rows, _ in queue:
+        if total and total + rows > limit:
+            break
+        total += rows
+    return total
 
 
 def make_planner(options: BatchingOptions, latency: LatencyModel) -> Planner:

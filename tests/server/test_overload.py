@@ -149,26 +149,18 @@ async def test_deliberate_holds_are_not_learnt_as_prediction_error() -> None:
     """The planner's own waiting for a fuller batch is bounded by the
     requests' slack; counting it as error would inflate the admission margin
     and refuse requests at light load."""
-    from server.batching import AdaptivePlanner, Plan
+    from server.batching import AdaptivePlanner, Plan, QueueState
 
     hold_s = 0.03
 
     class HoldingPlanner(AdaptivePlanner):
         """Holds every head for ``hold_s``, then dispatches what is queued."""
 
-        def plan(
-            self,
-            now: float,
-            rows: int,
-            head_deadline: float,
-            head_arrival: float,
-            arrival_rate: float,
-            queue: Sequence[tuple[int, float]] = (),
-        ) -> Plan:
-            if now < head_arrival + hold_s:
-                return Plan(wake_at=head_arrival + hold_s)
-            take = min(rows, self.options.largest)
-            return Plan(self.cover(take), take, "waited", head_deadline - now)
+        def plan(self, now: float, state: QueueState) -> Plan:
+            if now < state.head_arrival + hold_s:
+                return Plan(wake_at=state.head_arrival + hold_s)
+            take = min(state.rows, self.options.largest)
+            return Plan(self.cover(take), take, "waited", state.head_deadline - now)
 
     engine = _SlowEngine()
     engine_latency = LatencyModel()
