@@ -259,19 +259,16 @@ class AdaptivePlanner(Planner):
         head_deadline = state.head_deadline - self.reserve
         largest = opts.largest
         take = min(rows, largest)
-        cut_short = False
         if queue:
             # What whole requests shaped like the head can fill, then the cut.
-            take = _whole_requests(queue, take)
-            cut = self.cut(now, queue, take)
-            cut_short, take = cut < take, cut
+            # (A batch cut short for the head needs no rule against waiting:
+            # a fuller batch would make the head late too, so the slack check
+            # below dispatches it.)
+            take = self.cut(now, queue, _whole_requests(queue, take))
         size = self.cover(take)
         if size != take and now + lat.high(size) > head_deadline:
             size = take = self._fit(take)  # padding would make the head late
         slack = head_deadline - now - lat.high(size)
-        if cut_short:
-            # Cut short for the deadlines queued: waiting would defeat the cut.
-            return Plan(size, take, "deadline", slack)
         if take >= largest:
             return Plan(size, take, "full", slack)
         if slack <= 0:
