@@ -449,17 +449,27 @@ def _run_policies(
         capacity_rps = summary.throughput_rps
         if not capacity_rps:
             raise RunError(f"capacity measurement got no OK answers: {summary.errors}")
-    for policy in sc.policies:
-        chosen = policy
-        if policy.candidates:
-            chosen = _tune(runner, report, policy, capacity_rps, source, tmp, out_dir)
-        with _serve(source, tmp, sc, chosen, out_dir) as address:
-            for i, point in enumerate(sc.points):
+    chosen = [
+        _tune(runner, report, policy, capacity_rps, source, tmp, out_dir)
+        if policy.candidates
+        else policy
+        for policy in sc.policies
+    ]
+    # Every policy's server is up at once (an idle one costs no CPU) and the
+    # policies take turns at each point: this host's speed drifts by tens of
+    # percent within minutes, so running one policy's points after the
+    # other's compared the policies at different host speeds.
+    with contextlib.ExitStack() as servers:
+        addresses = [servers.enter_context(_serve(source, tmp, sc, c, out_dir)) for c in chosen]
+        for i, point in enumerate(sc.points):
+            for policy, address in zip(sc.policies, addresses, strict=True):
                 progress.start(f"{policy.name} {_point_label(sc, point)}")
                 res, batch = runner.load(address, point, capacity_rps=capacity_rps)
                 result = _result(runner, policy.name, i, point, res, batch)
                 report.points.append(result)
                 progress.done(result.summary)
+    order = {policy.name: k for k, policy in enumerate(sc.policies)}
+    report.points.sort(key=lambda p: (order[p.policy], p.index))
 
 
 def _tune(
