@@ -47,6 +47,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -566,9 +567,12 @@ class BatchingScheduler(Scheduler):
                 if head is None:
                     self._hold_since = None  # nothing left to hold
                     break
-                queue = self._queue_view(head) if self.options.policy != "static" else ()
                 state = QueueState(
-                    self._queued_rows, head.deadline, head.arrival, self._offered.rate(now), queue
+                    self._queued_rows,
+                    head.deadline,
+                    head.arrival,
+                    self._offered.rate(now),
+                    functools.partial(self._queue_view, head),
                 )
                 plan = self._planner.plan(now, state)
                 if plan.take == 0:

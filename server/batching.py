@@ -39,7 +39,7 @@ string_value: "..." } }``); a bad value fails the model's load naming it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from protos import model_config_pb2
@@ -202,9 +202,10 @@ class QueueState:
     head_arrival: float
     #: Rows/s offered to the model (refused ones included).
     arrival_rate: float
-    #: The first queued requests in dispatch order, as (rows, deadline), enough
-    #: for two batches; empty: only the head is known.
-    queue: Sequence[tuple[int, float]] = ()
+    #: Returns the first queued requests in dispatch order, as (rows,
+    #: deadline), enough for two batches; called only when a batch may need
+    #: cutting (building the view costs more than the rest of a plan).
+    queue: Callable[[], Sequence[tuple[int, float]]] = tuple
 
 
 class Planner:
@@ -255,16 +256,15 @@ class AdaptivePlanner(Planner):
     def plan(self, now: float, state: QueueState) -> Plan:
         opts, lat = self.options, self.latency
         rows, head_arrival, arrival_rate = state.rows, state.head_arrival, state.arrival_rate
-        queue = state.queue
         head_deadline = state.head_deadline - self.reserve
         largest = opts.largest
         take = min(rows, largest)
-        if queue:
-            # What whole requests shaped like the head can fill, then the cut.
-            # (A batch cut short for the head needs no rule against waiting:
-            # a fuller batch would make the head late too, so the slack check
-            # below dispatches it.)
-            take = self.cut(now, queue, _whole_requests(queue, take))
+        if now + lat.mean(self.cover(take)) > head_deadline:
+            # The head would be late in the whole batch: weigh cutting it.
+            # (Otherwise a cut only delays the rest. A batch cut short needs
+            # no rule against waiting: a fuller batch would make the head late
+            # too, so the slack check below dispatches it.)
+            take = self.cut(now, state.queue(), take)
         size = self.cover(take)
         if size != take and now + lat.high(size) > head_deadline:
             size = take = self._fit(take)  # padding would make the head late
@@ -354,17 +354,6 @@ class StaticPlanner(Planner):
             take = fitting[-1] if fitting else min(rows, largest)
             return Plan(take, take, "window")
         return Plan(wake_at=due)
-
-
-def _whole_requests(queue: Sequence[tuple[int, float]], limit: int) -> int:
-    """Rows of the longest prefix of ``queue`` that fits in ``limit`` rows
-    (at least the first request's)."""
-    total = 0
-    for rows, _ in queue:
-        if total and total + rows > limit:
-            break
-        total += rows
-    return total
 
 
 def make_planner(options: BatchingOptions, latency: LatencyModel) -> Planner:

@@ -328,7 +328,10 @@ def test_adaptive_plan_cuts_a_batch_short_to_save_a_tight_head() -> None:
     # One request due in 10 ms, nineteen with time to spare: 1 ms + 1 ms/row.
     queue = [(1, 0.010)] + [(1, 0.100)] * 19
     plan = planner.plan(
-        0.0, QueueState(rows=20, head_deadline=0.010, head_arrival=0.0, arrival_rate=0, queue=queue)
+        0.0,
+        QueueState(
+            rows=20, head_deadline=0.010, head_arrival=0.0, arrival_rate=0, queue=lambda: queue
+        ),
     )
     assert 1 <= plan.take <= 9  # the head finishes in time, the rest still do after it
     assert plan.slack >= 0
@@ -343,7 +346,9 @@ def test_adaptive_plan_keeps_the_batch_whole_when_cutting_would_make_the_rest_la
     queue = [(1, 0.0125)] + [(1, 0.0135)] * 11
     plan = planner.plan(
         0.0,
-        QueueState(rows=12, head_deadline=0.0125, head_arrival=0.0, arrival_rate=0, queue=queue),
+        QueueState(
+            rows=12, head_deadline=0.0125, head_arrival=0.0, arrival_rate=0, queue=lambda: queue
+        ),
     )
     assert plan.take == 12
 
@@ -523,6 +528,8 @@ def test_adaptive_plan_dispatches_a_cut_batch_at_once_even_when_load_says_wait()
     # there to save the head, so it goes now.
     plan = planner.plan(
         0.0,
-        QueueState(rows=20, head_deadline=0.010, head_arrival=0.0, arrival_rate=1e6, queue=queue),
+        QueueState(
+            rows=20, head_deadline=0.010, head_arrival=0.0, arrival_rate=1e6, queue=lambda: queue
+        ),
     )
     assert 1 <= plan.take <= 9 and plan.reason == "deadline"
