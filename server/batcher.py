@@ -155,6 +155,22 @@ class _Entry:
         self.key = tuple((n, a.shape[1:], a.dtype) for n, a in request.inputs.items())
 
 
+@dataclass(slots=True)
+class _Batch:
+    """A dispatched batch: its requests and what is known of it so far."""
+
+    entries: list[_Entry]
+    #: Engine batch size (rows plus padding) and real rows.
+    size: int
+    rows: int
+    plan: Plan
+    #: Engine seconds predicted at dispatch (the latency model's high estimate).
+    predicted: float
+    dispatched: float
+    #: What the telemetry hook returned at dispatch.
+    token: object
+
+
 class _Margin:
     """Seconds admission adds to its prediction: a quantile of recent
     prediction errors (finish - arrival - prediction - deliberate holds),
@@ -660,40 +676,29 @@ class BatchingScheduler(Scheduler):
         except Exception:  # telemetry must never stop a batch
             log.exception("telemetry hook on_dispatch failed")
             token = None
+        batch = _Batch(entries, size, rows, plan, predicted, now, token)
         if 0 < predicted <= self.options.inline_max_s and self._slots_total == 1:
-            self._run_inline(entries, size, rows, plan, predicted, now, token)
+            self._run_inline(batch)
             return
         batch_id = next(self._seq)
         self._running[batch_id] = now + predicted
         self._free_slots -= 1
-        task = asyncio.create_task(
-            self._run_batch(batch_id, entries, size, rows, plan, predicted, now, token)
-        )
+        task = asyncio.create_task(self._run_batch(batch_id, batch))
         self._batch_tasks.add(task)
         task.add_done_callback(self._batch_tasks.discard)
 
-    async def _run_batch(
-        self,
-        batch_id: int,
-        entries: list[_Entry],
-        size: int,
-        rows: int,
-        plan: Plan,
-        predicted: float,
-        dispatched: float,
-        token: object,
-    ) -> None:
+    async def _run_batch(self, batch_id: int, batch: _Batch) -> None:
         try:
-            future = self._start(batch_id, self._execute, entries, size, rows)
+            future = self._start(batch_id, self._execute, batch)
         except RuntimeError:  # engine threads already shut down
             self._running.pop(batch_id, None)
             self._free_slots += 1
-            self._fail(entries, Unavailable("model is unloading; retry"), token)
+            self._fail(batch, Unavailable("model is unloading; retry"))
             return
         loop = asyncio.get_running_loop()
         timeout = self.options.engine_timeout_s
         timer = (
-            loop.call_later(timeout, self._timed_out, batch_id, entries, timeout, token)
+            loop.call_later(timeout, self._timed_out, batch_id, batch, timeout)
             if timeout is not None
             else None
         )
@@ -708,9 +713,9 @@ class BatchingScheduler(Scheduler):
             self._hung.discard(batch_id)
             return
         if isinstance(result, Exception):
-            self._failed(entries, result, token)
+            self._failed(batch, result)
             return
-        self._complete(entries, size, rows, plan, predicted, result, dispatched, token)
+        self._complete(batch, result)
 
     def _start(
         self, call_id: int, fn: Callable[..., Any], *args: Any
@@ -737,43 +742,27 @@ class BatchingScheduler(Scheduler):
         future.add_done_callback(done)
         return future
 
-    def _run_inline(
-        self,
-        entries: list[_Entry],
-        size: int,
-        rows: int,
-        plan: Plan,
-        predicted: float,
-        dispatched: float,
-        token: object,
-    ) -> None:
+    def _run_inline(self, batch: _Batch) -> None:
         """Run a batch on the event loop thread: for engines measured faster
         than the two thread hops an executor costs."""
         try:
-            result = self._execute(entries, size, rows)
+            result = self._execute(batch)
         except Exception as exc:
-            self._failed(entries, exc, token)
+            self._failed(batch, exc)
             return
-        self._complete(entries, size, rows, plan, predicted, result, dispatched, token)
+        self._complete(batch, result)
 
-    def _failed(self, entries: list[_Entry], exc: Exception, token: object) -> None:
+    def _failed(self, batch: _Batch, exc: Exception) -> None:
         if not isinstance(exc, InferdError):
             log.error("batch execution failed: %s", type(exc).__name__)
             exc = EngineFailure("model execution failed")
-        self._fail(entries, exc, token)
+        self._fail(batch, exc)
         self._failed_batch()
 
     def _complete(
-        self,
-        entries: list[_Entry],
-        size: int,
-        rows: int,
-        plan: Plan,
-        predicted: float,
-        result: tuple[list[dict[str, np.ndarray]], int, int, int],
-        dispatched: float,
-        token: object,
+        self, batch: _Batch, result: tuple[list[dict[str, np.ndarray]], int, int, int]
     ) -> None:
+        entries, size, rows = batch.entries, batch.size, batch.rows
         outputs, input_ns, infer_ns, output_ns = result
         self._failures = 0
         finished = time.monotonic()
@@ -795,19 +784,19 @@ class BatchingScheduler(Scheduler):
             size,
             rows,
             len(entries),
-            plan.reason,
-            plan.slack,
-            predicted,
+            batch.plan.reason,
+            batch.plan.slack,
+            batch.predicted,
             actual,
             input_s=input_ns / 1e9,
             output_s=output_ns / 1e9,
-            dispatched=dispatched,
+            dispatched=batch.dispatched,
             finished=finished,
             late=late,
         )
         self.batches.append(record)
         try:
-            self.observer.on_executed(token, entries, record)
+            self.observer.on_executed(batch.token, entries, record)
         except Exception:
             log.exception("telemetry hook on_executed failed")
 
@@ -819,18 +808,15 @@ class BatchingScheduler(Scheduler):
             "another replica"
         )
 
-    def _timed_out(
-        self, batch_id: int, entries: list[_Entry], timeout: float, token: object
-    ) -> None:
+    def _timed_out(self, batch_id: int, batch: _Batch, timeout: float) -> None:
         """The engine call is past its timeout: answer its requests now."""
         self._hung.add(batch_id)
         self._fail(
-            entries,
+            batch,
             Unavailable(
                 f"model '{self.name}' did not finish within its engine timeout of "
                 f"{timeout * 1e3:.0f} ms; retry later or on another replica"
             ),
-            token,
         )
         self._set_unhealthy(f"an engine call exceeded the {timeout * 1e3:.0f} ms timeout")
 
@@ -932,18 +918,17 @@ class BatchingScheduler(Scheduler):
             except Exception:
                 log.exception("health change listener failed")
 
-    def _fail(self, entries: Sequence[_Entry], error: Exception, token: object) -> None:
-        for entry in entries:
+    def _fail(self, batch: _Batch, error: Exception) -> None:
+        for entry in batch.entries:
             if not entry.future.done():
                 entry.future.set_exception(error)
         try:
-            self.observer.on_failed(token, entries, error, time.monotonic())
+            self.observer.on_failed(batch.token, batch.entries, error, time.monotonic())
         except Exception:
             log.exception("telemetry hook on_failed failed")
 
-    def _execute(
-        self, entries: Sequence[_Entry], size: int, rows: int
-    ) -> tuple[list[dict[str, np.ndarray]], int, int, int]:
+    def _execute(self, batch: _Batch) -> tuple[list[dict[str, np.ndarray]], int, int, int]:
+        entries, size, rows = batch.entries, batch.size, batch.rows
         t0 = time.perf_counter_ns()
         inputs = _merge([e.request.inputs for e in entries], size - rows)
         wanted = _union([e.request.outputs for e in entries])
