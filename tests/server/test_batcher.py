@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
+from engine_doubles import DoublingEngine
 
-from engines import Engine, EngineError, Signature, TensorSpec
+from engines import EngineError
 from server.batcher import BatchingScheduler
 from server.batching import AdaptivePlanner, BatchingOptions, QueueState, StaticPlanner
 from server.errors import DeadlineExceeded, EngineFailure, Unavailable
@@ -25,11 +26,12 @@ from server.request import InferRequest
 from server.stats import ModelStats
 
 
-class GatedEngine(Engine):
+class GatedEngine(DoublingEngine):
     """y = 2x. Each call records the first column of its batch, waits on
     ``gate`` while it is closed, then sleeps ``seconds``."""
 
     def __init__(self, *, concurrency: int = 1, seconds: float = 0.0, width: int = 2) -> None:
+        super().__init__(width)
         self.max_concurrency = concurrency
         self.seconds = seconds
         self.gate = threading.Event()
@@ -37,14 +39,6 @@ class GatedEngine(Engine):
         self.started = threading.Event()
         self.batches: list[list[float]] = []
         self.fail_next = False
-        self._sig = Signature(
-            inputs=(TensorSpec("x", np.dtype(np.float32), (-1, width)),),
-            outputs=(TensorSpec("y", np.dtype(np.float32), (-1, width)),),
-        )
-
-    @property
-    def signature(self) -> Signature:
-        return self._sig
 
     def infer(
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
@@ -59,9 +53,6 @@ class GatedEngine(Engine):
             self.fail_next = False
             raise EngineError("boom")
         return {"y": x * 2}
-
-    def close(self) -> None:
-        pass
 
 
 def request(

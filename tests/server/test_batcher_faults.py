@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from engine_doubles import DoublingEngine
 
-from engines import Engine, EngineError, Signature, TensorSpec
+from engines import EngineError
 from server.batcher import BatchingScheduler
 from server.batching import BatchingOptions
 from server.errors import EngineFailure, ResourceExhausted, Unavailable
@@ -25,22 +26,15 @@ from server.request import InferRequest
 from server.stats import ModelStats
 
 
-class FaultyEngine(Engine):
+class FaultyEngine(DoublingEngine):
     """y = 2x; ``mode`` chooses a fault: "hang" (until ``release``), "raise",
     "oom", or "" (healthy)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.mode = ""
         self.release = threading.Event()
         self.calls = 0
-        self._sig = Signature(
-            inputs=(TensorSpec("x", np.dtype(np.float32), (-1, 2)),),
-            outputs=(TensorSpec("y", np.dtype(np.float32), (-1, 2)),),
-        )
-
-    @property
-    def signature(self) -> Signature:
-        return self._sig
 
     def infer(
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
@@ -53,9 +47,6 @@ class FaultyEngine(Engine):
         elif self.mode == "oom":
             raise MemoryError
         return {"y": inputs["x"] * 2}
-
-    def close(self) -> None:
-        pass
 
 
 def req(value: float = 1.0, deadline: float | None = None) -> InferRequest:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from engine_doubles import DoublingEngine
 
 from benchmarks import overload
-from engines import Engine, Signature, TensorSpec
 from server.batcher import BatchingScheduler, _Margin
 from server.batching import BatchingOptions
 from server.errors import DeadlineExceeded
@@ -82,27 +82,14 @@ def test_margin_forgets_a_stall() -> None:
     assert margin.value == pytest.approx(0.001)
 
 
-class _SlowEngine(Engine):
+class _SlowEngine(DoublingEngine):
     """15 ms per call, whatever the latency model believes."""
-
-    def __init__(self) -> None:
-        self._sig = Signature(
-            inputs=(TensorSpec("x", np.dtype(np.float32), (-1, 2)),),
-            outputs=(TensorSpec("y", np.dtype(np.float32), (-1, 2)),),
-        )
-
-    @property
-    def signature(self) -> Signature:
-        return self._sig
 
     def infer(
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         time.sleep(0.015)
         return {"y": inputs["x"] * 2}
-
-    def close(self) -> None:
-        pass
 
 
 class _Optimist(LatencyModel):
