@@ -182,6 +182,53 @@ async def test_admission_refuses_what_cannot_finish_in_time() -> None:
     await sched.close()
 
 
+async def test_admission_refuses_a_request_that_would_make_its_batch_late() -> None:
+    # Joining a queued batch makes it bigger and slower: the requests already
+    # in it were admitted on the promise of the smaller batch.
+    engine = GatedEngine()
+    latency = LatencyModel()
+    for size in range(1, 9):
+        latency.observe(size, 0.1 * size)  # 100 ms per row
+    sched = scheduler(engine, latency)
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    # Alone behind the running batch: <= 100 + 100 ms + reserve, within 250 ms.
+    tight = asyncio.create_task(sched.submit(request(1.0, deadline=now + 0.25)))
+    await asyncio.sleep(0)
+    assert sched.queued == 1
+    # Fits its own 10 s, but in tight's batch it would end ~300 ms in.
+    with pytest.raises(DeadlineExceeded, match="batch it would join must finish within"):
+        await sched.submit(request(2.0, deadline=now + 10))
+    # Eight rows cannot share tight's batch, so they do not threaten it.
+    own_batch = asyncio.create_task(sched.submit(request(3.0, rows=8, deadline=now + 10)))
+    await asyncio.sleep(0)
+    assert sched.queued == 2
+    engine.gate.set()
+    await asyncio.gather(first, tight, own_batch)
+    assert engine.batches[1] == [1.0] and engine.batches[2] == [3.0] * 8
+    assert sched.counters.refused["deadline"] == 1
+    await sched.close()
+
+
+async def test_admission_keeps_the_planners_reserve_before_the_deadline() -> None:
+    # Admitting into the reserve would promise what dispatch then cuts short.
+    engine = GatedEngine()
+    latency = LatencyModel()
+    for size in range(1, 9):
+        latency.observe(size, 0.05)
+    sched = scheduler(engine, latency)
+    sched._planner.reserve = 0.05
+    first = await hold_first_batch(sched, engine)
+    # Predicted <= 100 ms (the running batch, then its own): fits 120 ms
+    # without the reserve, not with it.
+    with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
+        await sched.submit(request(1.0, deadline=time.monotonic() + 0.12))
+    assert sched.counters.refused["deadline"] == 1 and sched.queued == 0
+    engine.gate.set()
+    await first
+    await sched.close()
+
+
 async def test_full_queue_answers_unavailable_with_a_retry_hint() -> None:
     engine = GatedEngine()
     sched = scheduler(engine, max_queue=2, max_batch_size=1)
