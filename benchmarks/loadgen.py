@@ -217,6 +217,17 @@ UNFINISHED = -1  # no answer before the hard stop
 STATUS_NAMES = {c.value[0]: c.name for c in grpc.StatusCode} | {UNFINISHED: "UNFINISHED"}
 _REFUSALS = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
 _DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+#: How inferd's admission refusals (DEADLINE_EXCEEDED at arrival) begin: the
+#: same text as ``server.batcher.ADMISSION_REFUSAL`` (a test ties the two;
+#: load workers do not import the server). It tells a request refused at
+#: arrival from one that was admitted and then expired in the queue.
+ADMISSION_REFUSAL = "cannot finish within the deadline"
+
+
+def refused_at_arrival(code: int, detail: str) -> bool:
+    return code in _REFUSALS or (code == _DEADLINE and detail.startswith(ADMISSION_REFUSAL))
+
+
 _UNKNOWN = grpc.StatusCode.UNKNOWN.value[0]
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 
@@ -241,11 +252,15 @@ class Samples:
     sent: np.ndarray
     latency: np.ndarray  # NaN when unfinished
     status: np.ndarray  # grpc code value, UNFINISHED = -1
+    #: The server refused the request at arrival (not admitted): UNAVAILABLE,
+    #: RESOURCE_EXHAUSTED, or inferd's admission refusal (``ADMISSION_REFUSAL``).
+    #: A request that expired in the queue was admitted.
+    refused: np.ndarray
 
     @classmethod
     def empty(cls) -> Samples:
         z = np.zeros(0)
-        return cls(z, z, z, np.zeros(0, dtype=np.int16))
+        return cls(z, z, z, np.zeros(0, dtype=np.int16), np.zeros(0, dtype=bool))
 
     @classmethod
     def concat(cls, parts: Sequence[Samples]) -> Samples:
@@ -269,6 +284,9 @@ class Summary:
     goodput_rps: float  # OK within their own deadline, completed in the window, per s
     slo_attainment: float  # OK within deadline / all sent
     refusal_rate: float  # server said no before the deadline / all sent
+    #: OK within deadline / admitted (sent less those the server refused at
+    #: arrival; requests that expired in its queue count as admitted and missed).
+    admitted_on_time: float
     error_rate: float
     latency_ms: dict[str, float]  # p50..p99.9, mean, max over OK responses
     lag_ms: dict[str, float]  # open loop: actual - scheduled send
@@ -333,6 +351,7 @@ class LoadResult:
             (s.status == _DEADLINE) & (s.latency < deadline)
         )
         n = max(1, len(s))
+        admitted = len(s) - int(np.count_nonzero(s.refused))
         lat = percentiles(s.latency[ok] * 1e3)
         latency = {f"p{q:g}": v for q, v in zip(PERCENTILES, lat, strict=True)}
         latency["mean"] = float(np.mean(s.latency[ok]) * 1e3) if ok.any() else math.nan
@@ -361,6 +380,7 @@ class LoadResult:
             goodput_rps=int(np.count_nonzero(timely & in_window)) / window,
             slo_attainment=int(timely.sum()) / n,
             refusal_rate=int(refused.sum()) / n,
+            admitted_on_time=int(timely.sum()) / admitted if admitted else math.nan,
             error_rate=int((~ok).sum()) / n,
             latency_ms=latency,
             lag_ms=lag,
@@ -399,6 +419,7 @@ class _Recorder:
         self.sent: list[float] = []
         self.latency: list[float] = []
         self.status: list[int] = []
+        self.refused: list[bool] = []
         self.details: dict[str, str] = {}
 
     def add(self, scheduled: float, sent: float, done: float, code: int, detail: str = "") -> None:
@@ -408,6 +429,7 @@ class _Recorder:
         self.sent.append(sent - self.t0 - self.skip_before)
         self.latency.append(done - sent if code != UNFINISHED else math.nan)
         self.status.append(code)
+        self.refused.append(refused_at_arrival(code, detail))
         if code and detail:
             self.details.setdefault(STATUS_NAMES.get(code, str(code)), detail[:200])
 
@@ -417,6 +439,7 @@ class _Recorder:
             np.asarray(self.sent),
             np.asarray(self.latency),
             np.asarray(self.status, dtype=np.int16),
+            np.asarray(self.refused, dtype=bool),
         )
 
 

@@ -75,6 +75,9 @@ def check_targets(summary: Summary, targets: Targets) -> list[str]:
             misses.append(f"{name} {value:.2f} ms > target {limit:g} ms")
     if targets.min_slo is not None and summary.slo_attainment < targets.min_slo:
         misses.append(f"SLO attainment {summary.slo_attainment:.3f} < target {targets.min_slo:g}")
+    least = targets.min_admitted_on_time
+    if least is not None and not summary.admitted_on_time >= least:  # NaN misses too
+        misses.append(f"admitted on time {summary.admitted_on_time:.4f} < target {least:g}")
     return misses
 
 
@@ -102,12 +105,12 @@ def report_dict(report: RunReport) -> dict[str, Any]:
 
 CSV_FIELDS = [
     "policy", "point", "label", "offered_rps", "sent_rps", "sent", "ok", "throughput_rps",
-    "rows_per_s", "goodput_rps", "slo_attainment", "refusal_rate", "error_rate",
+    "rows_per_s", "goodput_rps", "slo_attainment", "refusal_rate", "admitted_on_time", "error_rate",
     "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p99.9_ms", "mean_ms", "max_ms",
     "lag_p50_ms", "lag_p99_ms", "lag_max_ms", "mean_batch", "raw_rows_per_s", "efficiency",
     "vs_reference",
     "client_cpu", "client_priority", "valid", "invalid_reason", "target_p95_ms", "target_p99_ms",
-    "target_min_slo", "passed", "misses", "errors",
+    "target_min_slo", "target_min_admitted_on_time", "passed", "misses", "errors",
 ]  # fmt: skip
 
 
@@ -118,12 +121,14 @@ def csv_row(p: PointResult) -> dict[str, Any]:
         "offered_rps": s.offered_rps, "sent_rps": s.sent_rps, "sent": s.sent, "ok": s.ok,
         "throughput_rps": s.throughput_rps, "rows_per_s": s.rows_per_s,
         "goodput_rps": s.goodput_rps, "slo_attainment": s.slo_attainment,
-        "refusal_rate": s.refusal_rate, "error_rate": s.error_rate,
+        "refusal_rate": s.refusal_rate, "admitted_on_time": s.admitted_on_time,
+        "error_rate": s.error_rate,
         "mean_batch": p.mean_batch, "raw_rows_per_s": p.raw_rows_per_s,
         "efficiency": p.efficiency, "vs_reference": p.vs_reference,
         "client_cpu": s.client_cpu, "client_priority": s.client_priority, "valid": s.valid,
         "invalid_reason": s.invalid_reason, "target_p95_ms": p.targets.p95_ms,
         "target_p99_ms": p.targets.p99_ms, "target_min_slo": p.targets.min_slo,
+        "target_min_admitted_on_time": p.targets.min_admitted_on_time,
         "passed": not p.misses, "misses": "; ".join(p.misses),
         "errors": ";".join(f"{k}:{v}" for k, v in sorted(s.errors.items())),
     }  # fmt: skip
@@ -214,11 +219,15 @@ def write_plots(report: RunReport, directory: Path) -> list[Path]:
             slo = [p.summary.slo_attainment for p in pts]
             bottom.plot(x, slo, marker="o", color=f"C{i}", label=policy)
             _mark_invalid(bottom, pts, slo, x)
+            admitted = [p.summary.admitted_on_time for p in pts]
+            bottom.plot(x, admitted, marker="x", ls="--", color=f"C{i}",
+                        label=f"{policy}: admitted on time")  # fmt: skip
         lim = max((p.summary.offered_rps or 0 for p in report.points), default=0)
         top.plot([0, lim], [0, lim], color="grey", lw=0.8, ls=":", label="goodput = offered")
         top.set(ylabel="goodput (req/s within deadline)",
                 title=f"{scenario.name}: goodput vs offered load")  # fmt: skip
-        bottom.set(xlabel="offered load (req/s)", ylabel="SLO attainment", ylim=(0, 1.02))
+        bottom.set(xlabel="offered load (req/s)", ylabel="on time / sent (or / admitted)",
+                   ylim=(0, 1.02))  # fmt: skip
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
@@ -259,6 +268,10 @@ def _ms(v: float | None) -> str:
     return "-" if v is None or math.isnan(v) else f"{v:.2f}"
 
 
+def _adm(v: float) -> str:
+    return "-" if math.isnan(v) else f"{v:.4f}"
+
+
 def _ratio(p: PointResult) -> str:
     """served/raw engine, or (marked r) served/bare grpc.aio reference."""
     if p.efficiency is not None:
@@ -270,7 +283,7 @@ def format_table(report: RunReport) -> str:
     closed = report.scenario.mode == "closed"
     head = (
         f"{'policy':<22} {'point':>7} {'offered':>8} {'rows/s':>9} {'goodput':>8} "
-        f"{'SLO':>6} {'refuse':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'p99.9':>7} "
+        f"{'SLO':>6} {'refuse':>6} {'adm.ok':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'p99.9':>7} "
         f"{'batch':>5} {'eff':>5} {'lag99':>6}  result"
     )
     lines = [head, "-" * len(head)]
@@ -285,8 +298,9 @@ def format_table(report: RunReport) -> str:
             f"{p.policy[:22]:<22} {p.label:>7} "
             f"{'-' if closed or s.offered_rps is None else f'{s.offered_rps:.0f}':>8} "
             f"{s.rows_per_s:9.0f} {s.goodput_rps:8.0f} {s.slo_attainment:6.3f} "
-            f"{s.refusal_rate:6.3f} {_ms(lat.get('p50')):>7} {_ms(lat.get('p95')):>7} "
-            f"{_ms(lat.get('p99')):>7} {_ms(lat.get('p99.9')):>7} "
+            f"{s.refusal_rate:6.3f} {_adm(s.admitted_on_time):>6} "
+            f"{_ms(lat.get('p50')):>7} {_ms(lat.get('p95')):>7} {_ms(lat.get('p99')):>7} "
+            f"{_ms(lat.get('p99.9')):>7} "
             f"{'-' if p.mean_batch is None else f'{p.mean_batch:.1f}':>5} "
             f"{_ratio(p):>5} "
             f"{_ms(s.lag_ms.get('p99')):>6}  {status}"

@@ -28,6 +28,9 @@ class Targets:
     p99_ms: float | None = None
     #: Least fraction of sent requests answered OK within their deadline.
     min_slo: float | None = None
+    #: Least fraction of admitted requests (not refused at arrival) answered
+    #: OK within their deadline: whether admission keeps its promises.
+    min_admitted_on_time: float | None = None
 
 
 @dataclass(frozen=True)
@@ -118,9 +121,11 @@ _BATCHER_TARGETS = (
     (0.3, Targets(p95_ms=15, p99_ms=25, min_slo=0.99)),
     (0.5, Targets(p95_ms=15, p99_ms=25, min_slo=0.99)),
     (0.7, Targets(p95_ms=20, p99_ms=25, min_slo=0.98)),
-    (0.85, Targets(p95_ms=25, p99_ms=25, min_slo=0.95)),
+    # The bar: near capacity, admission may refuse, but what it
+    # admits must finish within the budget.
+    (0.9, Targets(p99_ms=25, min_admitted_on_time=0.999)),
 )
-_FRACTIONS = (0.3, 0.5, 0.7, 0.85, 1.0, 1.2)
+_FRACTIONS = (0.3, 0.5, 0.7, 0.9, 1.0, 1.2)
 # Bursts run at 4x the mean: from 0.25 on they exceed capacity and the queue
 # (bounded by the 25 ms budget) has to absorb them.
 _BURSTY_FRACTIONS = (0.1, 0.2, 0.35, 0.5, 0.7, 1.0)

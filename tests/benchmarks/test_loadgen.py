@@ -15,11 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
 from benchmarks import loadgen
 from benchmarks.loadgen import (
+    ADMISSION_REFUSAL,
     Bursty,
     InputSpec,
     LoadResult,
@@ -30,6 +32,7 @@ from benchmarks.loadgen import (
     Workload,
     check_target,
     percentiles,
+    refused_at_arrival,
     run_closed,
     run_open,
     schedule,
@@ -126,11 +129,19 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentiles(list(range(1, 1001)), (50, 99.9)) == [500, 999]
 
 
-def _result(latency_ms: list[float], status: list[int], *, lag_ms: float = 0.0) -> LoadResult:
+def _result(
+    latency_ms: list[float],
+    status: list[int],
+    *,
+    lag_ms: float = 0.0,
+    refused: list[bool] | None = None,
+) -> LoadResult:
     n = len(status)
     sent = np.linspace(0, 0.5, n)
+    if refused is None:
+        refused = [code in (8, 14) for code in status]
     samples = Samples(sent - lag_ms / 1e3, sent, np.asarray(latency_ms) / 1e3,
-                      np.asarray(status, dtype=np.int16))  # fmt: skip
+                      np.asarray(status, dtype=np.int16), np.asarray(refused))  # fmt: skip
     return LoadResult("open", "127.0.0.1:1", "m", 2, 1.0, 0.025, None, 100.0, 1, samples)
 
 
@@ -146,6 +157,35 @@ def test_summary_throughput_goodput_slo_and_refusals() -> None:
     assert s.refusal_rate == pytest.approx(2 / 6)
     assert s.errors == {"UNAVAILABLE": 1, "DEADLINE_EXCEEDED": 2, "UNFINISHED": 1}
     assert s.valid and s.lag_ms["p99"] == pytest.approx(0.0)
+
+
+def test_admitted_on_time_counts_queue_expiries_as_admitted_misses() -> None:
+    # OK fast, OK late, UNAVAILABLE at arrival, inferd's admission refusal,
+    # expired in the queue (early DEADLINE_EXCEEDED, but admitted), client
+    # deadline (admitted, late), unfinished (admitted).
+    res = _result(
+        [5, 30, 1, 2, 10, 25, math.nan],
+        [0, 0, 14, 4, 4, 4, -1],
+        refused=[False, False, True, True, False, False, False],
+    )
+    s = res.summary()
+    assert s.admitted_on_time == pytest.approx(1 / 5)
+    # The refusal rate still counts every early "no" (the client cannot tell).
+    assert s.refusal_rate == pytest.approx(3 / 7)
+    everything_refused = _result([1, 1], [14, 14]).summary()
+    assert math.isnan(everything_refused.admitted_on_time)
+
+
+def test_admission_refusals_are_told_from_queue_expiries_by_the_servers_words() -> None:
+    from server.batcher import ADMISSION_REFUSAL as SERVER_TEXT
+
+    assert ADMISSION_REFUSAL == SERVER_TEXT
+    deadline = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert refused_at_arrival(deadline, f"{SERVER_TEXT}: predicted 30.1 ms, 20.0 ms left")
+    assert not refused_at_arrival(deadline, "deadline expired while the request was queued")
+    assert not refused_at_arrival(deadline, "Deadline Exceeded")  # the client's own deadline
+    assert refused_at_arrival(grpc.StatusCode.UNAVAILABLE.value[0], "queue is full")
+    assert not refused_at_arrival(0, "")
 
 
 def test_open_loop_lag_marks_point_invalid() -> None:
