@@ -61,7 +61,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -499,22 +499,21 @@ class BatchingScheduler(Scheduler):
         # The planner keeps its reserve free before every deadline; admitting
         # into that reserve promised what dispatch would then cut short.
         finish = now + predicted + self._margin.value + self._planner.reserve
+        if finish > deadline:
+            self._refuse_late(finish - now, f"{max(0.0, deadline - now) * 1e3:.1f} ms left")
         batch_deadline = self._batch_deadline(request.rows)
-        if finish > min(deadline, batch_deadline):
-            self.counters.refused["deadline"] += 1
-            self.observer.on_refused("deadline")
-            shown = (finish - now) * 1e3
-            if deadline <= batch_deadline:
-                raise DeadlineExceeded(
-                    f"{ADMISSION_REFUSAL}: predicted {shown:.1f} ms, "
-                    f"{max(0.0, deadline - now) * 1e3:.1f} ms left"
-                )
-            raise DeadlineExceeded(
-                f"{ADMISSION_REFUSAL}: predicted {shown:.1f} ms, and the queued batch it "
-                f"would join must finish within {max(0.0, batch_deadline - now) * 1e3:.1f} ms "
-                "for the requests already in it"
+        if finish > batch_deadline:
+            self._refuse_late(
+                finish - now,
+                "and the queued batch it would join must finish within "
+                f"{max(0.0, batch_deadline - now) * 1e3:.1f} ms for the requests already in it",
             )
         return predicted
+
+    def _refuse_late(self, predicted: float, why: str) -> NoReturn:
+        self.counters.refused["deadline"] += 1
+        self.observer.on_refused("deadline")
+        raise DeadlineExceeded(f"{ADMISSION_REFUSAL}: predicted {predicted * 1e3:.1f} ms, {why}")
 
     def _batch_deadline(self, rows: int) -> float:
         """Earliest deadline among the queued requests whose batch a new
