@@ -264,12 +264,8 @@ def _save(fig: Any, path: Path) -> Path:
 # --------------------------------------------------------------------------- console
 
 
-def _ms(v: float | None) -> str:
-    return "-" if v is None or math.isnan(v) else f"{v:.2f}"
-
-
-def _adm(v: float) -> str:
-    return "-" if math.isnan(v) else f"{v:.4f}"
+def _ms(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.{digits}f}"
 
 
 def _ratio(p: PointResult) -> str:
@@ -298,7 +294,7 @@ def format_table(report: RunReport) -> str:
             f"{p.policy[:22]:<22} {p.label:>7} "
             f"{'-' if closed or s.offered_rps is None else f'{s.offered_rps:.0f}':>8} "
             f"{s.rows_per_s:9.0f} {s.goodput_rps:8.0f} {s.slo_attainment:6.3f} "
-            f"{s.refusal_rate:6.3f} {_adm(s.admitted_on_time):>6} "
+            f"{s.refusal_rate:6.3f} {_ms(s.admitted_on_time, 4):>6} "
             f"{_ms(lat.get('p50')):>7} {_ms(lat.get('p95')):>7} {_ms(lat.get('p99')):>7} "
             f"{_ms(lat.get('p99.9')):>7} "
             f"{'-' if p.mean_batch is None else f'{p.mean_batch:.1f}':>5} "
