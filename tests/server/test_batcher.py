@@ -19,7 +19,7 @@ from engine_doubles import DoublingEngine
 
 from engines import EngineError
 from server.batcher import BatchingScheduler
-from server.batching import AdaptivePlanner, BatchingOptions, QueueState, StaticPlanner
+from server.batching import AdaptivePlanner, BatchingOptions, Plan, QueueState, StaticPlanner
 from server.errors import DeadlineExceeded, EngineFailure, Unavailable
 from server.latency import LatencyModel
 from server.request import InferRequest
@@ -359,35 +359,29 @@ def test_adaptive_plan_waits_for_a_fuller_batch_under_heavy_load_until_slack_run
     assert late.take == 3 and late.reason == "deadline"
 
 
-def test_adaptive_plan_cuts_a_batch_short_to_save_a_tight_head() -> None:
-    opts = BatchingOptions(max_batch_size=32)
-    planner = AdaptivePlanner(opts, affine_latency(0.001, 0.001, range(1, 33)))
-    planner.reserve = 0.0
-    # One request due in 10 ms, nineteen with time to spare: 1 ms + 1 ms/row.
-    queue = [(1, 0.010)] + [(1, 0.100)] * 19
-    plan = planner.plan(
-        0.0,
-        QueueState(
-            rows=20, head_deadline=0.010, head_arrival=0.0, arrival_rate=0, queue=lambda: queue
-        ),
+def plan_queue(queue: list[tuple[int, float]], arrival_rate: float = 0) -> Plan:
+    """Plan, at t=0 with no reserve, over ``queue`` (rows, deadline) on an
+    engine taking 1 ms + 1 ms per row, up to 32 rows."""
+    planner = AdaptivePlanner(
+        BatchingOptions(max_batch_size=32), affine_latency(0.001, 0.001, range(1, 33))
     )
+    planner.reserve = 0.0
+    rows = sum(r for r, _ in queue)
+    state = QueueState(rows, queue[0][1], 0.0, arrival_rate, queue=lambda: queue)
+    return planner.plan(0.0, state)
+
+
+def test_adaptive_plan_cuts_a_batch_short_to_save_a_tight_head() -> None:
+    # One request due in 10 ms, nineteen with time to spare: 1 ms + 1 ms/row.
+    plan = plan_queue([(1, 0.010)] + [(1, 0.100)] * 19)
     assert 1 <= plan.take <= 9  # the head finishes in time, the rest still do after it
     assert plan.slack >= 0
 
 
 def test_adaptive_plan_keeps_the_batch_whole_when_cutting_would_make_the_rest_late() -> None:
-    opts = BatchingOptions(max_batch_size=32)
-    planner = AdaptivePlanner(opts, affine_latency(0.001, 0.001, range(1, 33)))
-    planner.reserve = 0.0
     # The head is already tight; cutting to save it would push the other
     # eleven (due a little later) a whole batch back, all of them late.
-    queue = [(1, 0.0125)] + [(1, 0.0135)] * 11
-    plan = planner.plan(
-        0.0,
-        QueueState(
-            rows=12, head_deadline=0.0125, head_arrival=0.0, arrival_rate=0, queue=lambda: queue
-        ),
-    )
+    plan = plan_queue([(1, 0.0125)] + [(1, 0.0135)] * 11)
     assert plan.take == 12
 
 
@@ -558,16 +552,7 @@ async def test_batches_are_sized_for_offered_demand_including_refused_requests()
 
 
 def test_adaptive_plan_dispatches_a_cut_batch_at_once_even_when_load_says_wait() -> None:
-    opts = BatchingOptions(max_batch_size=32)
-    planner = AdaptivePlanner(opts, affine_latency(0.001, 0.001, range(1, 33)))
-    planner.reserve = 0.0
-    queue = [(1, 0.010)] + [(1, 0.100)] * 19
     # A heavy arrival rate alone would hold for a fuller batch; the cut is
     # there to save the head, so it goes now.
-    plan = planner.plan(
-        0.0,
-        QueueState(
-            rows=20, head_deadline=0.010, head_arrival=0.0, arrival_rate=1e6, queue=lambda: queue
-        ),
-    )
+    plan = plan_queue([(1, 0.010)] + [(1, 0.100)] * 19, arrival_rate=1e6)
     assert 1 <= plan.take <= 9 and plan.reason == "deadline"
