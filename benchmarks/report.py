@@ -13,7 +13,7 @@ from typing import Any
 
 from benchmarks.loadgen import Summary
 from benchmarks.raw_engine import RawPoint
-from benchmarks.scenarios import Scenario, Targets
+from benchmarks.scenarios import GoodputGoal, Scenario, Targets
 
 
 @dataclass
@@ -35,6 +35,52 @@ class PointResult:
 
 
 @dataclass
+class GoalResult:
+    """A ``GoodputGoal`` judged on a run: per policy, the point it was taken
+    at (None: no valid point kept the attainment) and its goodput."""
+
+    attainment: float
+    ratio_goal: float
+    best: dict[str, tuple[str, float] | None]
+    #: First policy's goodput over the best other's (inf when they had none).
+    ratio: float
+    met: bool
+
+    @property
+    def line(self) -> str:
+        parts = [
+            f"{name} {'none' if at is None else f'{at[1]:.1f} req/s at {at[0]}'}"
+            for name, at in self.best.items()
+        ]
+        verdict = "met" if self.met else "NOT met"
+        return (
+            f"goodput at >= {self.attainment:g} SLO attainment: {', '.join(parts)}; "
+            f"ratio {self.ratio:.2f} (goal {self.ratio_goal:g}x: {verdict})"
+        )
+
+
+def judge_goodput_goal(
+    points: list[PointResult], policies: list[str], goal: GoodputGoal
+) -> GoalResult:
+    """Each policy's highest goodput over its valid points that kept the
+    goal's SLO attainment; the goal compares the first policy with the best
+    of the others. Invalid points (client lagged) never count."""
+    best: dict[str, tuple[str, float] | None] = dict.fromkeys(policies)
+    for p in points:
+        s = p.summary
+        if p.policy not in best or not s.valid or not s.slo_attainment >= goal.attainment:
+            continue
+        current = best[p.policy]
+        if current is None or s.goodput_rps > current[1]:
+            best[p.policy] = (p.label, s.goodput_rps)
+    first, *others = policies
+    mine = best[first][1] if best[first] is not None else 0.0
+    theirs = max((b[1] for o in others if (b := best[o]) is not None), default=0.0)
+    ratio = mine / theirs if theirs > 0 else (math.inf if mine > 0 else 0.0)
+    return GoalResult(goal.attainment, goal.ratio, best, ratio, ratio >= goal.ratio)
+
+
+@dataclass
 class RunReport:
     scenario: Scenario
     started: str
@@ -49,10 +95,15 @@ class RunReport:
     points: list[PointResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The scenario's goodput goal, judged (see ``judge_goodput_goal``).
+    goodput_goal: GoalResult | None = None
 
     @property
     def misses(self) -> list[str]:
-        return [f"{p.policy} {p.label}: {m}" for p in self.points for m in p.misses]
+        misses = [f"{p.policy} {p.label}: {m}" for p in self.points for m in p.misses]
+        if self.goodput_goal is not None and not self.goodput_goal.met:
+            misses.append(self.goodput_goal.line)
+        return misses
 
     @property
     def invalid(self) -> list[str]:
@@ -303,6 +354,8 @@ def format_table(report: RunReport) -> str:
         )
     if report.capacity_rows_per_s:
         lines.append(f"capacity (closed-loop saturation): {report.capacity_rows_per_s:.0f} rows/s")
+    if report.goodput_goal is not None:
+        lines.append(report.goodput_goal.line)
     for policy, chosen in report.chosen.items():
         lines.append(f"{policy}: best-tuned candidate {chosen}")
     for raw in report.raw_engine:

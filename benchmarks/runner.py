@@ -40,7 +40,7 @@ from benchmarks.loadgen import (
     run_open,
 )
 from benchmarks.raw_engine import measure_engine, nearest
-from benchmarks.report import PointResult, RunReport, check_targets
+from benchmarks.report import PointResult, RunReport, check_targets, judge_goodput_goal
 from benchmarks.scenarios import MODEL_INPUTS, MODEL_OUTPUTS, Policy, Scaled, Scenario, scaled
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -390,6 +390,10 @@ def run_scenario(
         report.machine["loadavg_end"] = list(os.getloadavg())
     _ratios(report)
     _client_notes(report)
+    goal = scenario.goodput_goal
+    if goal is not None and report.points:
+        names = [policy.name for policy in scenario.policies]
+        report.goodput_goal = judge_goodput_goal(report.points, names, goal)
     return report
 
 

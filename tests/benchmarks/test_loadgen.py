@@ -7,6 +7,7 @@ generator itself runs in spawned processes as in a real benchmark.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -37,8 +38,16 @@ from benchmarks.loadgen import (
     run_open,
     schedule,
 )
-from benchmarks.report import PointResult, RunReport, check_targets, write_report
-from benchmarks.scenarios import SCENARIOS, Targets
+from benchmarks.report import (
+    PointResult,
+    RunReport,
+    check_targets,
+    format_table,
+    judge_goodput_goal,
+    report_dict,
+    write_report,
+)
+from benchmarks.scenarios import SCENARIOS, GoodputGoal, Targets
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = Workload("digits_mlp", (InputSpec("pixels", (1, 64), high=16.0),), outputs=("label",))
@@ -313,3 +322,45 @@ def test_policy_edits_reach_the_served_config(demo_repository: Path, tmp_path: P
     # The source repository is untouched (files are linked, the config rewritten).
     original = (demo_repository / "dense_reference" / "config.pbtxt").read_text()
     assert "static" not in original
+
+
+# --------------------------------------------------------------------------- goodput goal
+
+
+def _point(policy: str, label: str, slo: float, goodput: float, valid: bool = True) -> PointResult:
+    summary = dataclasses.replace(
+        _result([5.0], [0]).summary(), slo_attainment=slo, goodput_rps=goodput, valid=valid
+    )
+    return PointResult(policy, 0, float(label.rstrip("x")), label, summary)
+
+
+def test_goodput_goal_compares_each_policys_best_point_that_keeps_the_attainment() -> None:
+    goal = GoodputGoal(attainment=0.99, ratio=1.3)
+    points = [
+        _point("adaptive", "0.1x", 1.0, 40.0),
+        _point("adaptive", "0.15x", 0.993, 60.0),
+        _point("adaptive", "0.2x", 0.95, 75.0),  # more goodput, but below the attainment
+        _point("static", "0.1x", 0.995, 40.0),
+        _point("static", "0.15x", 0.98, 58.0),
+        _point("static", "0.2x", 0.999, 80.0, valid=False),  # the client lagged: not counted
+    ]
+    judged = judge_goodput_goal(points, ["adaptive", "static"], goal)
+    assert judged.best == {"adaptive": ("0.15x", 60.0), "static": ("0.1x", 40.0)}
+    assert judged.ratio == pytest.approx(1.5) and judged.met
+    assert "ratio 1.50" in judged.line and "(goal 1.3x: met)" in judged.line
+
+    level = judge_goodput_goal(points[:2] + points[3:4], ["adaptive", "static"], goal)
+    assert level.ratio == pytest.approx(1.5)
+    even = judge_goodput_goal([points[0], points[3]], ["adaptive", "static"], goal)
+    assert even.ratio == pytest.approx(1.0) and not even.met
+
+
+def test_a_missed_goodput_goal_fails_the_run_and_is_printed() -> None:
+    goal = GoodputGoal(attainment=0.99, ratio=1.3)
+    points = [_point("adaptive", "0.1x", 0.9, 40.0), _point("static", "0.1x", 1.0, 40.0)]
+    report = RunReport(SCENARIOS["batcher-bursty"], "now", 1.0, 1, {}, points=points)
+    report.goodput_goal = judge_goodput_goal(points, ["adaptive", "static"], goal)
+    assert report.goodput_goal.best["adaptive"] is None and report.goodput_goal.ratio == 0.0
+    assert report.misses == [report.goodput_goal.line]
+    assert "adaptive none, static 40.0 req/s at 0.1x" in format_table(report)
+    assert report_dict(report)["passed"] is False
