@@ -71,14 +71,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server_process(command: list[str], port: int, log_path: Path) -> Iterator[str]:
-    """Start ``command`` (a gRPC server on 127.0.0.1:``port``), wait for
-    ServerReady, yield its address; always stopped (SIGTERM, then SIGKILL)."""
+def server_process(
+    command: list[str], port: int, log_path: Path, cwd: Path = ROOT
+) -> Iterator[str]:
+    """Start ``command`` (a gRPC server on 127.0.0.1:``port``) in ``cwd`` (a
+    ``python -m`` command runs the code found there), wait for ServerReady,
+    yield its address; always stopped (SIGTERM, then SIGKILL)."""
     from clients import InferenceClient, InferenceServerError
 
     address = f"127.0.0.1:{port}"
     with log_path.open("w") as log:
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + READY_TIMEOUT_S
             with InferenceClient(address) as client:
@@ -338,6 +341,22 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def model_source(scenario: Scenario, source_repository: Path | None = None) -> Path:
+    """The repository holding the scenario's model: ``source_repository``,
+    else the demo repository (built if missing); the benchmark-only
+    batching_reference model gets a temporary repository of its own."""
+    from benchmarks.models import NAME as BATCHING_REFERENCE
+    from benchmarks.models import build_batching_reference
+    from server.cli import default_demo_repository
+    from server.demo_models import build_demo_repository
+
+    source = source_repository or build_demo_repository(default_demo_repository())
+    if scenario.model == BATCHING_REFERENCE and not (source / BATCHING_REFERENCE).exists():
+        source = Path(tempfile.mkdtemp(prefix="inferd-bench-models-"))
+        build_batching_reference(source)
+    return source
+
+
 def run_scenario(
     scenario: Scenario,
     out_dir: Path,
@@ -349,11 +368,6 @@ def run_scenario(
     source_repository: Path | None = None,
     stream: TextIO | None = None,
 ) -> RunReport:
-    from benchmarks.models import NAME as BATCHING_REFERENCE
-    from benchmarks.models import build_batching_reference
-    from server.cli import default_demo_repository
-    from server.demo_models import build_demo_repository
-
     out_dir.mkdir(parents=True, exist_ok=True)
     times = scaled(scenario, duration_scale)
     report = RunReport(
@@ -363,11 +377,7 @@ def run_scenario(
         workers=workers,
         machine=machine_info(),
     )
-    source = source_repository or build_demo_repository(default_demo_repository())
-    if scenario.model == BATCHING_REFERENCE and not (source / BATCHING_REFERENCE).exists():
-        # Benchmark-only model: served from a repository of its own.
-        source = Path(tempfile.mkdtemp(prefix="inferd-bench-models-"))
-        build_batching_reference(source)
+    source = model_source(scenario, source_repository)
     n_points = len(scenario.points) * len(scenario.policies)
     n_points += sum(len(p.candidates) for p in scenario.policies)
     n_points += len(scenario.points) if scenario.reference else 0

@@ -1,0 +1,95 @@
+"""The revision A/B runner: servers from git revisions taking turns."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from benchmarks import revisions
+from benchmarks.runner import ROOT, RunError
+from benchmarks.scenarios import SCENARIOS
+
+
+def _git_checkout() -> bool:
+    if shutil.which("git") is None:
+        return False
+    probe = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", "HEAD"], capture_output=True
+    )
+    return probe.returncode == 0
+
+
+needs_git = pytest.mark.skipif(not _git_checkout(), reason="not a git checkout with a HEAD")
+
+
+def _worktrees() -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_arguments_name_a_revision_and_a_static_setting() -> None:
+    assert revisions.parse_rev("before=HEAD~1") == ("before", "HEAD~1")
+    assert revisions.parse_rev("work=.") == ("work", ".")
+    for bad in ("HEAD", "=HEAD", "name="):
+        with pytest.raises(argparse.ArgumentTypeError):
+            revisions.parse_rev(bad)
+    policy = revisions.parse_static("16/2000")
+    assert policy.preferred_batch_size == (16,) and policy.max_queue_delay_us == 2000
+    for bad in ("16", "x/2", "0/100", "8/-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            revisions.parse_static(bad)
+
+
+def test_duplicate_names_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        revisions.main(["--rev", "a=HEAD", "--rev", "a=."])
+    assert "names must differ" in capsys.readouterr().err
+
+
+@needs_git
+def test_an_unknown_revision_is_refused_before_any_server_starts() -> None:
+    with pytest.raises(RunError, match="cannot check out 'no-such-revision'"):
+        revisions.run(
+            SCENARIOS["batcher-poisson"], [("x", "no-such-revision")],
+            fractions=[0.2], seconds=0.5, rounds=1,
+        )  # fmt: skip
+
+
+@needs_git
+def test_a_committed_revision_and_the_working_tree_take_turns(tmp_path: Path) -> None:
+    before = _worktrees()
+    lines: list[str] = []
+    report = revisions.run(
+        SCENARIOS["batcher-poisson"],
+        [("head", "HEAD"), ("work", ".")],
+        fractions=[0.2],
+        seconds=0.6,
+        rounds=2,
+        statics=[revisions.parse_static("8/1000")],
+        warmup_s=0.3,
+        capacity_s=1.0,
+        out=lines.append,
+    )
+    assert report["capacity_rps"] > 0  # type: ignore[operator]
+    runs = report["runs"]
+    assert isinstance(runs, list)
+    # Round-robin: each round visits every variant before the next round starts.
+    order = [(r["round"], r["variant"]) for r in runs]
+    assert order == [(0, "head"), (0, "work"), (0, "static-p8/1000us"),
+                     (1, "head"), (1, "work"), (1, "static-p8/1000us")]  # fmt: skip
+    totals = {t["variant"]: t for t in report["totals"]}  # type: ignore[attr-defined]
+    assert set(totals) == {"head", "work", "static-p8/1000us"}
+    for total in totals.values():
+        assert total["sent"] > 0
+        assert 0.0 <= total["slo_attainment"] <= 1.0
+        assert not math.isnan(total["goodput_rps"])
+    assert totals["static-p8/1000us"]["refused"] == 0.0  # Triton's batcher admits all
+    assert any(line.startswith("totals") for line in lines)
+    # The temporary worktree is gone again.
+    assert _worktrees() == before
