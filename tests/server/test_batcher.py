@@ -229,6 +229,46 @@ async def test_admission_keeps_the_planners_reserve_before_the_deadline() -> Non
     await sched.close()
 
 
+async def test_admission_pads_with_the_larger_of_margin_and_reserve_not_both() -> None:
+    # Reserve and margin both stand for time outside the engine.
+    engine = GatedEngine()
+    latency = LatencyModel()
+    for size in range(1, 9):
+        latency.observe(size, 0.05)
+    sched = scheduler(engine, latency)
+    sched._planner.reserve = 0.03
+    sched._margin.value = 0.2  # 20 % of a ~100 ms prediction: 20 ms
+    first = await hold_first_batch(sched, engine)
+    # <= 100 ms predicted (the running batch, then its own) + 30 ms fits 140 ms;
+    # + 50 ms (both) would not.
+    admitted = asyncio.create_task(sched.submit(request(1.0, deadline=time.monotonic() + 0.14)))
+    await asyncio.sleep(0)
+    assert sched.queued == 1 and not admitted.done()
+    sched._margin.value = 0.5  # 50 ms: now the margin is the larger, and too large
+    with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
+        await sched.submit(request(2.0, deadline=time.monotonic() + 0.14))
+    engine.gate.set()
+    await asyncio.gather(first, admitted)
+    await sched.close()
+
+
+def test_load_is_measured_against_what_the_engine_serves_within_the_budget() -> None:
+    # A fixed-cost engine: 6 ms + 0.5 ms per row. A request waits for the
+    # running batch, then runs in the next: two batch times must fit the budget.
+    latency = LatencyModel()
+    for size in range(1, 17):
+        latency.observe(size, 0.006 + 0.0005 * size)
+    budgeted = scheduler(GatedEngine(), latency, max_batch_size=16, budget_s=0.0251)
+    budgeted._planner.reserve = 0.003
+    # (25.1 - 3) / 2 = 11.05 ms holds 10 rows (11 ms), not 11 (11.5 ms).
+    assert budgeted._budget_capacity() == pytest.approx(10 / 0.011)
+    unbounded = scheduler(GatedEngine(), latency, max_batch_size=16)
+    assert unbounded._budget_capacity() == pytest.approx(16 / 0.014)
+    budgeted._offered.add(500, time.monotonic())
+    load = budgeted._offered_load(time.monotonic())
+    assert load == pytest.approx(budgeted._offered.rate(time.monotonic()) * 0.011 / 10, rel=1e-3)
+
+
 async def test_full_queue_answers_unavailable_with_a_retry_hint() -> None:
     engine = GatedEngine()
     sched = scheduler(engine, max_queue=2, max_batch_size=1)

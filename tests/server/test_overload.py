@@ -44,22 +44,36 @@ def test_twice_capacity_is_shed_fast_with_flat_memory(demo_repository: Path) -> 
 def test_margin_is_a_low_quantile_below_capacity_and_never_negative() -> None:
     margin = _Margin(window=100, every=10, horizon_s=2.0)
     for i in range(100):
-        margin.add(i / 1000, now=10.0)  # 0..99 ms late
+        margin.add(i / 1000, now=10.0, predicted=0.010)  # 0..99 ms late on 10 ms
     margin.set_load(0.5)
-    assert margin.value == pytest.approx(0.075)  # bias, not the stall tail
+    assert margin.seconds(0.010) == pytest.approx(0.075)  # bias, not the stall tail
     for _ in range(100):
-        margin.add(-0.005, now=10.0)  # finishing early never makes the margin negative
-    assert margin.value == 0.0
+        # finishing early never makes the margin negative
+        margin.add(-0.005, now=10.0, predicted=0.010)
+    assert margin.seconds(0.010) == 0.0
+
+
+def test_margin_grows_with_the_prediction() -> None:
+    # A request with twice the work ahead of it is stretched twice as much
+    # by a host that runs the engine slower than the latency model says.
+    margin = _Margin(window=100, every=10, horizon_s=2.0)
+    for i in range(100):
+        margin.add(0.002 + i / 100_000, now=10.0, predicted=0.010)  # 20-30 % over
+    margin.set_load(0.5)
+    assert margin.seconds(0.020) == pytest.approx(2 * margin.seconds(0.010))
+    assert margin.seconds(0.010) == pytest.approx(0.00275)
+    margin.add(0.001, now=10.0, predicted=0.0)  # a zero prediction counts as 1 ms
+    assert max(e for _, e in margin._errors) == pytest.approx(1.0)
 
 
 def test_margin_covers_the_error_tail_as_the_offered_load_reaches_capacity() -> None:
     margin = _Margin(window=100, every=10, horizon_s=2.0)
     for i in range(100):
-        margin.add(i / 1000, now=10.0)
+        margin.add(i / 1000, now=10.0, predicted=0.010)
     values = []
     for load in (0.5, 0.7, 0.85, 1.0, 2.0):
         margin.set_load(load)
-        values.append(margin.value)
+        values.append(margin.seconds(0.010))
     reserve = _Margin.OVERLOAD_RESERVE
     assert values == sorted(values)
     assert values[0] == pytest.approx(0.075) and values[1] == pytest.approx(0.075)
@@ -68,18 +82,18 @@ def test_margin_covers_the_error_tail_as_the_offered_load_reaches_capacity() -> 
     assert values[3] == pytest.approx(0.099 + reserve)
     assert values[4] == pytest.approx(0.099 + reserve)
     margin.set_load(0.3)  # the load passed: back to the bias
-    assert margin.value == pytest.approx(0.075)
+    assert margin.seconds(0.010) == pytest.approx(0.075)
 
 
 def test_margin_forgets_a_stall() -> None:
     margin = _Margin(window=256, every=4, horizon_s=2.0)
     for _ in range(64):
-        margin.add(2.0, now=10.0)  # a two-second stall
-    assert margin.value == 2.0
+        margin.add(2.0, now=10.0, predicted=0.010)  # a two-second stall
+    assert margin.seconds(0.010) == pytest.approx(2.0)
     # A few requests after the stall, once its errors are past the horizon.
     for _ in range(4):
-        margin.add(0.001, now=12.5)
-    assert margin.value == pytest.approx(0.001)
+        margin.add(0.001, now=12.5, predicted=0.010)
+    assert margin.seconds(0.010) == pytest.approx(0.001)
 
 
 class _SlowEngine(DoublingEngine):
@@ -164,4 +178,5 @@ async def test_deliberate_holds_are_not_learnt_as_prediction_error() -> None:
         await asyncio.gather(*(sched.submit(request()) for _ in range(4)))
     await sched.close()
     assert sched.counters.answered == 48
-    assert sched._margin.value < hold_s / 2, sched._margin.value
+    margin = sched._margin.seconds(0.015)  # what it adds to one engine call
+    assert margin < hold_s / 2, margin

@@ -1,0 +1,55 @@
+"""The latency model's pessimistic estimate and its resistance to host stalls."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.latency import STALL_CLIP, LatencyModel
+
+
+def seeded(sizes: range, base: float = 0.006, per_row: float = 0.0005) -> LatencyModel:
+    model = LatencyModel()
+    for s in sizes:
+        model.seed(s, [base + per_row * s] * 5)
+    return model
+
+
+def test_one_stall_of_a_rare_size_does_not_make_that_size_look_slow() -> None:
+    # A 6-row batch caught in a 70 ms host stall. A per-size p95 over that
+    # size's few samples was the stall itself, and stayed so for as long as
+    # size 6 kept running rarely; pooled over every size's batches it is one
+    # sample in many, and a mean moves by at most the clip.
+    model = seeded(range(1, 17))
+    typical = model.mean(6)
+    model.observe(6, 0.070)
+    for _ in range(20):
+        model.observe(2, model.mean(2))
+    assert model.high(6) < 1.2 * typical
+
+
+def test_a_stall_moves_a_mean_by_at_most_the_clip() -> None:
+    model = seeded(range(4, 5))
+    before = model.mean(4)
+    model.observe(4, 100 * before)
+    assert model.mean(4) == pytest.approx(before + model.alpha * (STALL_CLIP - 1) * before)
+
+
+def test_real_drift_is_still_followed() -> None:
+    model = seeded(range(4, 5))
+    for _ in range(60):
+        model.observe(4, 0.024)  # the host became 3x slower and stayed so
+    assert model.mean(4) == pytest.approx(0.024, rel=0.05)
+
+
+def test_high_is_the_quantile_of_recent_overruns_of_every_size() -> None:
+    model = LatencyModel(quantile=0.9)
+    model.observe(2, 0.010)
+    model.observe(8, 0.020)
+    for i in range(100):
+        # 10 % of batches of either size run 50 % over their mean.
+        model.observe(2 if i % 2 else 8, (0.010 if i % 2 else 0.020) * (1.5 if i % 10 == 0 else 1))
+    assert model.spread == pytest.approx(0.0, abs=0.06)
+    model.quantile = 0.95
+    model.observe(2, 0.010)  # any new sample re-reads the quantile
+    assert model.spread > 0.3
+    assert model.high(5) == pytest.approx(model.mean(5) * (1 + model.spread))
