@@ -448,7 +448,7 @@ class BatchingScheduler(Scheduler):
         self._idle.clear()
         self._wake.set()
         try:
-            return await future
+            outputs = await future
         except asyncio.CancelledError:
             if not entry.done:  # still queued: withdraw it before any compute
                 self._withdraw(entry)
@@ -460,6 +460,14 @@ class BatchingScheduler(Scheduler):
             self.observer.on_pending(-1)
             if self._pending == 0:
                 self._idle.set()
+        if not math.isnan(entry.predicted):
+            # Learnt here, not when the batch completes: the caller waits for
+            # this coroutine to resume too, behind everything else the event
+            # loop has to do.
+            done = time.monotonic()
+            error = done - entry.arrival - entry.predicted - entry.held
+            self._margin.add(error, done, entry.predicted)
+        return outputs
 
     async def close(self) -> None:
         self._closing = True
@@ -871,9 +879,6 @@ class BatchingScheduler(Scheduler):
         self.stats.record_execution(rows, len(entries), input_ns, infer_ns, output_ns)
         late = 0
         for entry, out in zip(entries, outputs, strict=True):
-            if not math.isnan(entry.predicted):
-                error = finished - entry.arrival - entry.predicted - entry.held
-                self._margin.add(error, finished, entry.predicted)
             if finished > entry.deadline:
                 late += 1
             self.counters.answered += 1

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -180,3 +181,26 @@ async def test_deliberate_holds_are_not_learnt_as_prediction_error() -> None:
     assert sched.counters.answered == 48
     margin = sched._margin.seconds(0.015)  # what it adds to one engine call
     assert margin < hold_s / 2, margin
+
+
+async def test_margin_learns_the_wait_until_the_caller_resumes() -> None:
+    """The caller gets its answer only when its coroutine resumes, after
+    whatever else the event loop has to do once the batch completes: that
+    wait is part of the prediction error the margin learns."""
+    engine = _SlowEngine()  # 15 ms
+    latency = LatencyModel()
+    latency.observe(1, 0.010)  # 10 ms predicted
+    sched = BatchingScheduler(
+        engine, ModelStats(), BatchingOptions(max_batch_size=1, budget_s=1.0), latency
+    )
+    complete = sched._complete
+
+    def complete_then_busy(batch: Any, result: Any) -> None:
+        complete(batch, result)
+        time.sleep(0.05)  # the loop runs other work before the caller resumes
+
+    sched._complete = complete_then_busy  # type: ignore[method-assign]
+    await sched.submit(InferRequest({"x": np.ones((1, 2), np.float32)}, (), 1))
+    await sched.close()
+    (_, error), *_ = sched._margin._errors
+    assert error > 3.0, error  # ~55 ms late on a 10 ms prediction (0.5 without the wait)
