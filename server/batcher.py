@@ -186,9 +186,10 @@ class _Batch:
 
 class _Margin:
     """What admission adds to its prediction: a quantile of recent
-    prediction errors (finish - arrival - prediction - deliberate holds), as
-    a fraction of the prediction and never negative, the quantile chosen by
-    the offered load; ``seconds(predicted)`` applies it.
+    prediction errors (answer - arrival - prediction - deliberate holds, the
+    answer taken when the caller's coroutine resumes), as a fraction of the
+    prediction and never negative, the quantile chosen by the offered load;
+    ``seconds(predicted)`` applies it.
 
     Relative, because what the latency model cannot see grows with the work
     ahead of a request: a CPU shared with other work stretches every batch
