@@ -237,14 +237,14 @@ async def test_admission_pads_with_the_larger_of_margin_and_reserve_not_both() -
         latency.observe(size, 0.05)
     sched = scheduler(engine, latency)
     sched._planner.reserve = 0.03
-    sched._margin.value = 0.2  # 20 % of a ~100 ms prediction: 20 ms
+    sched._margin.b = 0.2  # 20 % of a ~100 ms prediction: 20 ms
     first = await hold_first_batch(sched, engine)
     # <= 100 ms predicted (the running batch, then its own) + 30 ms fits 140 ms;
     # + 50 ms (both) would not.
     admitted = asyncio.create_task(sched.submit(request(1.0, deadline=time.monotonic() + 0.14)))
     await asyncio.sleep(0)
     assert sched.queued == 1 and not admitted.done()
-    sched._margin.value = 0.5  # 50 ms: now the margin is the larger, and too large
+    sched._margin.b = 0.5  # 50 ms: now the margin is the larger, and too large
     with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
         await sched.submit(request(2.0, deadline=time.monotonic() + 0.14))
     engine.gate.set()
