@@ -40,12 +40,9 @@ from benchmarks.runner import (
     ROOT,
     RunError,
     Runner,
-    free_port,
-    inferd_command,
+    measure_capacity,
     model_source,
-    prepare_repository,
-    server_process,
-    workload,
+    serve,
 )
 from benchmarks.scenarios import SCENARIOS, Policy, Scenario, scaled
 
@@ -171,30 +168,19 @@ def run(
     with tempfile.TemporaryDirectory(prefix="inferd-revisions-") as tmp_name:
         tmp = Path(tmp_name)
 
-        def serve(variant: Variant, stack: contextlib.ExitStack) -> str:
-            slug = "".join(c if c.isalnum() else "-" for c in variant.name)
-            repo = prepare_repository(source, scenario.model, variant.policy, tmp / slug)
-            port = free_port()
-            log = tmp / f"server-{slug}.log"
-            command = inferd_command(repo, port)
-            return stack.enter_context(server_process(command, port, log, cwd=variant.root))
-
         with contextlib.ExitStack() as stack:
             first = scenario.policies[0]
             variants = [
                 Variant(name, stack.enter_context(checkout(rev, tmp)), first) for name, rev in revs
             ]
             variants += [Variant(p.name.replace("static ", "static-"), ROOT, p) for p in statics]
-            addresses = [serve(v, stack) for v in variants]
-            with contextlib.ExitStack() as cap_stack:
-                address = serve(Variant("capacity", ROOT, Policy("capacity")), cap_stack)
-                res, _ = runner.load(
-                    address, scenario.capacity_concurrency, duration_s=capacity_s,
-                    wl=dataclasses.replace(workload(scenario), deadline_ms=None), closed=True,
-                )  # fmt: skip
-            capacity = res.summary(runner.lag_limit_ms).throughput_rps
-            if not capacity:
-                raise RunError("capacity measurement got no OK answers")
+            addresses = [
+                stack.enter_context(
+                    serve(source, tmp, scenario, v.policy, tmp, cwd=v.root, label=v.name)
+                )
+                for v in variants
+            ]
+            capacity = measure_capacity(runner, source, tmp, tmp).throughput_rps
             out(f"capacity: {capacity:.0f} requests/s")
             for point in fractions:
                 for r in range(rounds):

@@ -436,33 +436,56 @@ def _ratios(report: RunReport) -> None:
             p.vs_reference = p.summary.rows_per_s / ref.summary.rows_per_s
 
 
-def _serve(source: Path, tmp: Path, sc: Scenario, policy: Policy, out_dir: Path) -> Any:
-    slug = "".join(c if c.isalnum() else "-" for c in policy.name)
+def serve(
+    source: Path,
+    tmp: Path,
+    sc: Scenario,
+    policy: Policy,
+    out_dir: Path,
+    *,
+    cwd: Path = ROOT,
+    label: str | None = None,
+) -> Any:
+    """A server process for ``sc``'s model with ``policy``'s config, running
+    the code in ``cwd``; its log is ``out_dir``/server-<label>.log (label:
+    the policy's name by default)."""
+    slug = "".join(c if c.isalnum() else "-" for c in label or policy.name)
     repo = prepare_repository(source, sc.model, policy, Path(tempfile.mkdtemp(dir=tmp)))
     port = free_port()
-    return server_process(inferd_command(repo, port), port, out_dir / f"server-{slug}.log")
+    log = out_dir / f"server-{slug}.log"
+    return server_process(inferd_command(repo, port), port, log, cwd=cwd)
+
+
+def measure_capacity(runner: Runner, source: Path, tmp: Path, out_dir: Path) -> Summary:
+    """Saturation on the model's own config, no deadline: what the server can
+    do (a closed loop at the scenario's capacity concurrency). Raises
+    RunError when nothing was answered."""
+    sc = runner.scenario
+    with serve(source, tmp, sc, Policy("capacity"), out_dir) as address:
+        if runner.progress:
+            runner.progress.start(f"capacity c={sc.capacity_concurrency}")
+        res, _ = runner.load(
+            address, sc.capacity_concurrency, duration_s=runner.times.capacity_s,
+            wl=dataclasses.replace(workload(sc), deadline_ms=None), closed=True,
+        )  # fmt: skip
+        summary = res.summary(runner.lag_limit_ms)
+        if runner.progress:
+            runner.progress.done(summary)
+    if not summary.throughput_rps:
+        raise RunError(f"capacity measurement got no OK answers: {summary.errors}")
+    return summary
 
 
 def _run_policies(
     runner: Runner, report: RunReport, source: Path, tmp: Path, out_dir: Path
 ) -> None:
-    sc, times, progress = runner.scenario, runner.times, runner.progress
+    sc, progress = runner.scenario, runner.progress
     assert progress is not None
     capacity_rps: float | None = None
     if sc.needs_capacity:
-        # Saturation on the model's own config, no deadline: what the server can do.
-        with _serve(source, tmp, sc, Policy("capacity"), out_dir) as address:
-            progress.start(f"capacity c={sc.capacity_concurrency}")
-            res, _ = runner.load(
-                address, sc.capacity_concurrency, duration_s=times.capacity_s,
-                wl=dataclasses.replace(workload(sc), deadline_ms=None), closed=True,
-            )  # fmt: skip
-            summary = res.summary(runner.lag_limit_ms)
-            progress.done(summary)
+        summary = measure_capacity(runner, source, tmp, out_dir)
         report.capacity_rows_per_s = summary.rows_per_s
         capacity_rps = summary.throughput_rps
-        if not capacity_rps:
-            raise RunError(f"capacity measurement got no OK answers: {summary.errors}")
     chosen = [
         _tune(runner, report, policy, capacity_rps, source, tmp, out_dir)
         if policy.candidates
@@ -474,7 +497,7 @@ def _run_policies(
     # percent within minutes, so running one policy's points after the
     # other's compared the policies at different host speeds.
     with contextlib.ExitStack() as servers:
-        addresses = [servers.enter_context(_serve(source, tmp, sc, c, out_dir)) for c in chosen]
+        addresses = [servers.enter_context(serve(source, tmp, sc, c, out_dir)) for c in chosen]
         for i, point in enumerate(sc.points):
             for policy, address in zip(sc.policies, addresses, strict=True):
                 progress.start(f"{policy.name} {_point_label(sc, point)}")
@@ -501,7 +524,7 @@ def _tune(
     point = sc.tune_fraction if sc.mode == "open" else max(sc.points)
     scored: list[tuple[float, float, Policy]] = []
     for cand in policy.candidates:
-        with _serve(source, tmp, sc, cand, out_dir) as address:
+        with serve(source, tmp, sc, cand, out_dir) as address:
             progress.start(f"tune {cand.name} {_point_label(sc, point)}")
             res, batch = runner.load(
                 address, point, capacity_rps=capacity_rps, duration_s=runner.times.tune_s

@@ -11,14 +11,15 @@ Guarantees:
   arrival (DEADLINE_EXCEEDED, with the prediction in the message); a full
   queue refuses with UNAVAILABLE and a retry hint. The prediction (typical
   engine times of the batches ahead) is padded with a learnt margin
-  (``_Margin``): a quantile of how much later than predicted, relative to
-  the prediction, recent admitted requests really finished, low below
-  capacity and high under overload, so time the latency model cannot see
-  (event loop, a CPU shared with other work) becomes refusals, not late
-  answers; or with the planner's reserve where that is larger (what
-  admission promises is what the planner plans for). A request that would join
-  a queued, not yet full batch must leave that batch on time for the
-  requests already in it: admitting it makes their batch bigger and slower.
+  (``_Margin``): a quantile of how much later than predicted recent
+  admitted requests really finished, as a fixed part plus a share of the
+  prediction, low below capacity and high under overload, so time the
+  latency model cannot see (event loop, a CPU shared with other work)
+  becomes refusals, not late answers; or with the planner's reserve where
+  that is larger (what admission promises is what the planner plans for).
+  A request that would join a queued, not yet full batch must leave that
+  batch on time for the requests already in it: admitting it makes their
+  batch bigger and slower.
 - Cancelled requests leave the queue before any compute; a request already
   late (or that cannot finish even if run alone now) is answered
   DEADLINE_EXCEEDED and never run.

@@ -166,9 +166,7 @@ async def test_expired_request_is_answered_and_never_run() -> None:
 
 async def test_admission_refuses_what_cannot_finish_in_time() -> None:
     engine = GatedEngine()
-    latency = LatencyModel()
-    for size in range(1, 9):
-        latency.observe(size, 0.05)  # 50 ms per batch, any size
+    latency = affine_latency(0.05, 0.0, range(1, 9))  # 50 ms per batch, any size
     sched = scheduler(engine, latency)
     first = await hold_first_batch(sched, engine)
     with pytest.raises(DeadlineExceeded, match=r"predicted \d+\.\d ms"):
@@ -213,9 +211,7 @@ async def test_admission_refuses_a_request_that_would_make_its_batch_late() -> N
 async def test_admission_keeps_the_planners_reserve_before_the_deadline() -> None:
     # Admitting into the reserve would promise what dispatch then cuts short.
     engine = GatedEngine()
-    latency = LatencyModel()
-    for size in range(1, 9):
-        latency.observe(size, 0.05)
+    latency = affine_latency(0.05, 0.0, range(1, 9))
     sched = scheduler(engine, latency)
     sched._planner.reserve = 0.05
     first = await hold_first_batch(sched, engine)
@@ -232,9 +228,7 @@ async def test_admission_keeps_the_planners_reserve_before_the_deadline() -> Non
 async def test_admission_pads_with_the_larger_of_margin_and_reserve_not_both() -> None:
     # Reserve and margin both stand for time outside the engine.
     engine = GatedEngine()
-    latency = LatencyModel()
-    for size in range(1, 9):
-        latency.observe(size, 0.05)
+    latency = affine_latency(0.05, 0.0, range(1, 9))
     sched = scheduler(engine, latency)
     sched._planner.reserve = 0.03
     sched._margin.b = 0.2  # 20 % of a ~100 ms prediction: 20 ms
