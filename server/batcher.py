@@ -523,12 +523,18 @@ class BatchingScheduler(Scheduler):
     # -- admission -------------------------------------------------------------------------
 
     def _deadline_of(self, request: InferRequest, now: float) -> float:
+        """When the answer must be ready: the caller's deadline (the earliest
+        of the request's and the model's budget), less the time the answer
+        needs to reach the caller (adaptive; the static policy keeps Triton's
+        semantics)."""
         deadline = request.deadline if request.deadline is not None else math.inf
         budget = self.options.budget_s
         if self.options.policy == "static":
             budget = self.options.queue_timeout_s
         if budget is not None:
             deadline = min(deadline, now + budget)
+        if self.options.policy != "static":
+            deadline -= self.options.reply_allowance_s
         return deadline
 
     def _admit(self, request: InferRequest, deadline: float, now: float) -> float:
@@ -549,6 +555,15 @@ class BatchingScheduler(Scheduler):
             return math.nan  # Triton's batcher admits everything the queue holds
         predicted = self._backlog_seconds(now, request.rows)
         self._margin.set_load(self._offered_load(now))
+        if deadline <= now:
+            # Less time left than the answer needs to reach the caller: late
+            # however idle the model is (the queue would expire it unrun).
+            allowance = self.options.reply_allowance_s
+            self._refuse_late(
+                predicted,
+                f"{max(0.0, deadline + allowance - now) * 1e3:.1f} ms left, within the "
+                f"{allowance * 1e3:g} ms the answer needs to reach the caller",
+            )
         if self._queued == 0 and self._free_slots == self._slots_total:
             # An idle model always tries: only running corrects a latency model
             # that learned pessimistic figures (e.g. warmup on a busy host),

@@ -30,6 +30,16 @@ string_value: "..." } }``); a bad value fails the model's load naming it.
   run before its requests are answered UNAVAILABLE and the model is marked
   unhealthy. Default: the server's ``engine_timeout_s`` (30 s). Set it above
   the slowest batch the model runs, with margin.
+- ``reply_allowance_us`` (param, µs, 0..1e6): default 1000. The adaptive
+  policy treats each deadline as this much earlier, so that the answer is
+  ready while it still has time to reach the caller: a gRPC deadline reaches
+  the server already late by the request's transit, and the answer must
+  travel back and be read. With the load generator on the same 2 cores,
+  55-89% of the answers that reached it late had been ready before the
+  server's deadline (7 traced runs); 1 ms raised admitted-on-time at 0.9x
+  of capacity in 5 of 5 A/B rounds, for more refusals. Set it to your callers'
+  round trip to the server; 0 aims at the deadline itself. The static policy
+  ignores it, as Triton's does.
 - ``batching_utilization`` (param, fraction, 0.1..1): default 0.8. The
   adaptive policy waits for fuller batches only when the arrival rate would
   load the engine past this fraction at the current size. Lower favours
@@ -50,6 +60,7 @@ POLICIES = ("adaptive", "static", "none")
 DEFAULT_MAX_QUEUE = 2048
 DEFAULT_WARMUP_ROUNDS = 5
 DEFAULT_UTILIZATION = 0.8
+DEFAULT_REPLY_ALLOWANCE_S = 0.001
 #: Share of a request's budget the adaptive planner may spend waiting for a
 #: fuller batch (see ``AdaptivePlanner``).
 MAX_WAIT_SHARE = 0.2
@@ -69,6 +80,9 @@ class BatchingOptions:
     default_priority: int = 0
     warmup_rounds: int = DEFAULT_WARMUP_ROUNDS
     utilization: float = DEFAULT_UTILIZATION
+    #: Seconds before each deadline by which the adaptive policy means the
+    #: answer to be ready (its way back to the caller).
+    reply_allowance_s: float = DEFAULT_REPLY_ALLOWANCE_S
     #: Batches predicted faster than this (s) run on the event loop thread.
     inline_max_s: float = 0.0
     #: Triton queue-policy timeout for the static policy (s); None = none.
@@ -159,6 +173,7 @@ def options_from_config(
     rounds = _number(config, "warmup_rounds", 1, 100)
     utilization = _number(config, "batching_utilization", 0.1, 1.0)
     inline_us = _number(config, "inline_max_us", 0, 10_000)
+    reply_us = _number(config, "reply_allowance_us", 0, 1_000_000)
     timeout_ms = _number(config, "engine_timeout_ms", 1, 3_600_000)
     engine_timeout = timeout_ms / 1e3 if timeout_ms is not None else default_engine_timeout_s
     return BatchingOptions(
@@ -175,6 +190,7 @@ def options_from_config(
         utilization=utilization if utilization is not None else DEFAULT_UTILIZATION,
         queue_timeout_s=queue_timeout,
         inline_max_s=(inline_us or 0.0) / 1e6,
+        reply_allowance_s=reply_us / 1e6 if reply_us is not None else DEFAULT_REPLY_ALLOWANCE_S,
         engine_timeout_s=engine_timeout,
     )
 

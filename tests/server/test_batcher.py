@@ -501,6 +501,62 @@ def test_inline_option_is_read_from_config_parameters() -> None:
         options_from_config(config)
 
 
+def test_reply_allowance_is_read_from_config_parameters() -> None:
+    from protos import model_config_pb2
+    from server.batching import options_from_config
+
+    config = model_config_pb2.ModelConfig(max_batch_size=8)
+    config.dynamic_batching.SetInParent()
+    assert options_from_config(config).reply_allowance_s == pytest.approx(0.001)
+    config.parameters["reply_allowance_us"].string_value = "0"
+    assert options_from_config(config).reply_allowance_s == 0.0
+    config.parameters["reply_allowance_us"].string_value = "-5"
+    with pytest.raises(Exception, match="reply_allowance_us"):
+        options_from_config(config)
+
+
+async def test_admission_keeps_the_reply_allowance_before_the_deadline() -> None:
+    # The answer must still reach the caller: a request that fits its
+    # deadline only if the answer needed no time to travel is refused.
+    latency = affine_latency(0.01, 0.0, range(1, 9))  # 10 ms per batch
+    for allowance, admitted in ((0.05, False), (0.0, True)):
+        engine = GatedEngine()
+        sched = scheduler(engine, latency, reply_allowance_s=allowance)
+        first = await hold_first_batch(sched, engine)
+        # <= 10 ms for the running batch + 10 ms + 3 ms reserve: fits 60 ms, not 10.
+        task = asyncio.create_task(sched.submit(request(2.0, deadline=time.monotonic() + 0.06)))
+        await asyncio.sleep(0)
+        engine.gate.set()
+        await first
+        if admitted:
+            assert (await task)["y"][0, 0] == 4.0
+        else:
+            with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
+                await task
+        await sched.close()
+
+
+async def test_a_request_inside_the_reply_allowance_is_refused_even_by_an_idle_model() -> None:
+    # An idle model always tries, but an answer ready now would still reach
+    # the caller late: refused at once, saying why, never queued or run.
+    engine = GatedEngine()
+    sched = scheduler(engine, reply_allowance_s=0.05)
+    with pytest.raises(DeadlineExceeded, match="the answer needs to reach the caller"):
+        await sched.submit(request(3.0, deadline=time.monotonic() + 0.02))
+    assert engine.batches == [] and sched.counters.expired == 0
+    assert sched.counters.refused["deadline"] == 1
+    await sched.close()
+
+
+async def test_static_policy_ignores_the_reply_allowance() -> None:
+    # Triton's semantics: the static policy runs what has not timed out.
+    engine = GatedEngine()
+    sched = scheduler(engine, policy="static", reply_allowance_s=0.05)
+    out = await sched.submit(request(3.0, deadline=time.monotonic() + 0.02))
+    assert out["y"][0, 0] == 6.0
+    await sched.close()
+
+
 async def test_an_idle_model_runs_despite_a_pessimistic_latency_model() -> None:
     # Warmup on a busy host can learn absurd figures; refusing everything would
     # then lock the model shut, since only running corrects the model.
