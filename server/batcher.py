@@ -311,6 +311,33 @@ class _Rate:
         return self._value * math.exp(-(now - self._last) / self.tau) / self.tau
 
 
+class _BurstRate:
+    """Offered rows/s as the larger of a slow and a fast average.
+
+    The slow one (tau 250 ms) alone lagged short bursts: 100 ms at 4x the
+    mean read at most 2x by their end, so the planner sized batches for the
+    lull while the burst queued behind one small batch after another. The
+    fast one (tau 50 ms) follows a burst within it; being the larger of the
+    two, the rate rises at once and falls back as the burst ends. A/B on the
+    bursty trace (4 rounds x 10 s at 0.1/0.15/0.2x capacity): attainment
+    0.978/0.951/0.870 vs 0.934/0.909/0.853, admitted on time
+    0.993/0.997/0.994 vs 0.992/0.984/0.984; level on the Poisson trace."""
+
+    SLOW_TAU = 0.25
+    FAST_TAU = 0.05
+
+    def __init__(self) -> None:
+        self.slow = _Rate(self.SLOW_TAU)
+        self.fast = _Rate(self.FAST_TAU)
+
+    def add(self, rows: int, now: float) -> None:
+        self.slow.add(rows, now)
+        self.fast.add(rows, now)
+
+    def rate(self, now: float) -> float:
+        return max(self.slow.rate(now), self.fast.rate(now))
+
+
 class EngineThreads:
     """A fixed set of daemon threads that run engine calls.
 
@@ -411,7 +438,7 @@ class BatchingScheduler(Scheduler):
         #: batches for and the load the admission margin reacts to. (Sizing
         #: batches for the admitted rate alone fed back: refusals made batches
         #: smaller, which cut throughput and caused more refusals.)
-        self._offered = _Rate()
+        self._offered = _BurstRate()
         self._margin = _Margin()
         self._capacity = 0.0  # rows/s, see _budget_capacity
         self._capacity_at = -math.inf

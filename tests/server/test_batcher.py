@@ -18,7 +18,7 @@ import pytest
 from engine_doubles import DoublingEngine
 
 from engines import EngineError
-from server.batcher import BatchingScheduler
+from server.batcher import BatchingScheduler, _BurstRate
 from server.batching import AdaptivePlanner, BatchingOptions, Plan, QueueState, StaticPlanner
 from server.errors import DeadlineExceeded, EngineFailure, Unavailable
 from server.latency import LatencyModel
@@ -619,6 +619,23 @@ def test_adaptive_plan_keeps_a_reserve_before_the_deadline() -> None:
     assert plan.take == 1 and plan.reason == "deadline"
 
 
+def test_offered_rate_follows_a_burst_at_once_and_falls_back_after_it() -> None:
+    # 10 rows/s for 2 s, then 20 rows within 20 ms (1000 rows/s): an average
+    # over 250 ms alone reads ~90 rows/s at the burst's end.
+    rate = _BurstRate()
+    t = time.monotonic()
+    for _ in range(20):
+        t += 0.1
+        rate.add(1, t)
+    for _ in range(10):
+        t += 0.002
+        rate.add(2, t)
+    assert rate.slow.rate(t) < 100
+    assert rate.rate(t) > 300
+    # 300 ms later the fast average has decayed: the slow one speaks again.
+    assert rate.rate(t + 0.3) == pytest.approx(rate.slow.rate(t + 0.3))
+
+
 async def test_batches_are_sized_for_offered_demand_including_refused_requests() -> None:
     """Sizing batches for the admitted rate alone fed back under load:
     refusals made batches smaller, which cut throughput and refused more."""
@@ -635,7 +652,7 @@ async def test_batches_are_sized_for_offered_demand_including_refused_requests()
             refused += 1
     assert refused == 30
     # 32 rows offered within milliseconds: a rate far above what was admitted (2 rows).
-    assert sched._offered.rate(time.monotonic()) > 30 / sched._offered.tau * 0.9
+    assert sched._offered.rate(time.monotonic()) > 30 / sched._offered.SLOW_TAU * 0.9
     engine.gate.set()
     await asyncio.gather(first, queued)
     await sched.close()
