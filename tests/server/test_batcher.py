@@ -507,7 +507,7 @@ def test_reply_allowance_is_read_from_config_parameters() -> None:
 
     config = model_config_pb2.ModelConfig(max_batch_size=8)
     config.dynamic_batching.SetInParent()
-    assert options_from_config(config).reply_allowance_s == pytest.approx(0.001)
+    assert options_from_config(config).reply_allowance_s == pytest.approx(0.0005)
     config.parameters["reply_allowance_us"].string_value = "0"
     assert options_from_config(config).reply_allowance_s == 0.0
     config.parameters["reply_allowance_us"].string_value = "-5"
