@@ -241,8 +241,9 @@ class _Margin:
         self._every = every
         self._horizon_s = horizon_s
         self._count = 0
-        #: Shorter and longer half of the predictions: (median prediction,
-        #: sorted errors) each.
+        #: Recent (prediction, error) pairs in order of prediction, and the
+        #: shorter and longer half of them: (median prediction, sorted errors).
+        self._ranked: list[tuple[float, float]] = []
         self._halves: list[tuple[float, list[float]]] = []
         #: The error quantile in use, and the line it gives: a + b x prediction.
         self.quantile = self.Q_LOW
@@ -257,7 +258,7 @@ class _Margin:
             errors = self._errors
             while errors and errors[0][0] < now - self._horizon_s:
                 errors.popleft()
-            ranked = sorted((p, e) for _, p, e in errors)
+            ranked = self._ranked = sorted((p, e) for _, p, e in errors)
             half = len(ranked) // 2
             parts = (ranked[:half], ranked[half:]) if half else (ranked,)
             self._halves = [(part[len(part) // 2][0], sorted(e for _, e in part)) for part in parts]
@@ -272,22 +273,40 @@ class _Margin:
             self._share = share
             self._pick()
 
-    def _at_quantile(self, ordered: list[float]) -> float:
-        return ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
+    @staticmethod
+    def _at(ordered: list[float], quantile: float) -> float:
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
 
     def _pick(self) -> None:
+        """At ``Q_LOW``, the line through both halves' quantiles. Above it,
+        the slope stays the one at ``Q_LOW`` and the level is the chosen
+        quantile of the errors less the slope's share: a slope between two
+        p99s rests on the few largest errors of each half (at 0.9x of
+        capacity it reached 1.5, and requests arriving to an empty queue
+        behind one batch were refused: two thirds of the refusals there).
+        A/B at 0.9x on the Poisson trace (4 rounds each, two runs):
+        attainment 0.870 vs 0.796 and 0.716 vs 0.681, goodput +9% and +5%,
+        admitted on time 0.9940 vs 0.9954 and 0.9860 vs 0.9848. (The same
+        level at ``Q_LOW`` lost 5 points at 0.15x on the bursty trace, so
+        the line through both halves stays there.)"""
         halves = self._halves
         if not halves:
             return
         if len(halves) == 2 and len(halves[0][1]) >= self.MIN_HALF:
             (x_short, short), (x_long, long) = halves
             if x_long - x_short > 1e-4:
-                y_short, y_long = self._at_quantile(short), self._at_quantile(long)
-                self.b = max(0.0, (y_long - y_short) / (x_long - x_short))
-                self.a = y_short - self.b * x_short
+                q = min(self.quantile, self.Q_LOW)
+                y_short = self._at(short, q)
+                b = max(0.0, (self._at(long, q) - y_short) / (x_long - x_short))
+                self.b = b
+                if self.quantile <= self.Q_LOW:
+                    self.a = y_short - b * x_short
+                else:
+                    residuals = sorted(e - b * p for p, e in self._ranked)
+                    self.a = self._at(residuals, self.quantile)
                 return
         # Too few errors, or predictions all alike: one quantile of them all.
-        self.a = self._at_quantile(sorted(e for _, part in halves for e in part))
+        self.a = self._at(sorted(e for _, part in halves for e in part), self.quantile)
         self.b = 0.0
 
     def seconds(self, predicted: float) -> float:

@@ -71,6 +71,22 @@ def test_margin_is_a_line_over_the_prediction_that_keeps_its_fixed_part() -> Non
     assert margin.seconds(0.020) - margin.seconds(0.010) == pytest.approx(0.002)
 
 
+def test_margin_slope_under_overload_is_not_set_by_a_few_outliers() -> None:
+    # The same 2 ms + 20 %, and 3 long predictions 10 ms later still (a
+    # stall). Between the halves' p99s the slope would be ~0.9: a request
+    # predicted at twice the longest seen would get a 40 ms margin. The slope
+    # comes from the bulk; the p99 sets the level.
+    margin = _Margin(window=100, every=10, horizon_s=2.0)
+    for i in range(100):
+        predicted = 0.005 + i * 0.0002
+        stall = 0.010 if i in (90, 94, 98) else 0.0
+        margin.add(0.002 + 0.2 * predicted + stall, now=10.0, predicted=predicted)
+    margin.set_load(2.0)
+    assert margin.b == pytest.approx(0.2)
+    reserve = _Margin.OVERLOAD_RESERVE
+    assert margin.seconds(0.050) == pytest.approx(0.012 + 0.2 * 0.050 + reserve)
+
+
 def test_margin_slope_is_never_negative() -> None:
     margin = _Margin(window=100, every=10, horizon_s=2.0)
     for i in range(100):
