@@ -770,40 +770,50 @@ class BatchingScheduler(Scheduler):
             )
 
     async def _dispatch_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            while self._free_slots > 0 and self.healthy:
-                now = time.monotonic()
-                head = self._head(now)
-                if head is None:
-                    self._hold_since = None  # nothing left to hold
-                    break
-                state = QueueState(
-                    self._queued_rows,
-                    head.deadline,
-                    head.arrival,
-                    self._offered.rate(now),
-                    functools.partial(self._queue_view, head),
-                )
-                plan = self._planner.plan(now, state)
-                if plan.take == 0:
-                    if self._hold_since is None:
-                        self._hold_since = now
-                    if plan.wake_at is not None:
-                        self._timer = loop.call_at(
-                            loop.time() + max(0.0, plan.wake_at - now), self._wake.set
-                        )
-                    break
-                if self._hold_since is not None:
-                    self._end_hold(now)
-                entries = self._form(plan, head)
-                if entries:
-                    self._launch(entries, plan, now)
+            self._pump()
+
+    def _pump(self) -> None:
+        """Dispatch on every free slot what the planner says to, or arm a
+        wake-up for when it wants to plan again. Runs in the dispatcher task
+        and also directly from the callback that frees a slot: through the
+        task, a freed slot waited for the task's turn on the event loop
+        behind the answers being sent (traces at 0.7-0.9x of capacity: the
+        engine sat idle 0.9-1.1 ms between a batch's end and the next
+        dispatch with work queued, p90 2 ms, on ~10 ms batches)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop = asyncio.get_running_loop()
+        while self._free_slots > 0 and self.healthy:
+            now = time.monotonic()
+            head = self._head(now)
+            if head is None:
+                self._hold_since = None  # nothing left to hold
+                break
+            state = QueueState(
+                self._queued_rows,
+                head.deadline,
+                head.arrival,
+                self._offered.rate(now),
+                functools.partial(self._queue_view, head),
+            )
+            plan = self._planner.plan(now, state)
+            if plan.take == 0:
+                if self._hold_since is None:
+                    self._hold_since = now
+                if plan.wake_at is not None:
+                    self._timer = loop.call_at(
+                        loop.time() + max(0.0, plan.wake_at - now), self._wake.set
+                    )
+                break
+            if self._hold_since is not None:
+                self._end_hold(now)
+            entries = self._form(plan, head)
+            if entries:
+                self._launch(entries, plan, now)
 
     def _queue_view(self, head: _Entry) -> list[tuple[int, float]]:
         """(rows, deadline) of the first queued requests shaped like the head,
@@ -883,11 +893,7 @@ class BatchingScheduler(Scheduler):
         batch_id = next(self._seq)
         self._running[batch_id] = now + self.latency.mean(size)  # typical, as admission
         self._free_slots -= 1
-        task = asyncio.create_task(self._run_batch(batch_id, batch))
-        self._batch_tasks.add(task)
-        task.add_done_callback(self._batch_tasks.discard)
-
-    async def _run_batch(self, batch_id: int, batch: _Batch) -> None:
+        # Handed to the engine thread now, not when a task gets its turn.
         try:
             future = self._start(batch_id, self._execute, batch)
         except RuntimeError:  # engine threads already shut down
@@ -895,6 +901,13 @@ class BatchingScheduler(Scheduler):
             self._free_slots += 1
             self._fail(batch, Unavailable("model is unloading; retry"))
             return
+        task = asyncio.create_task(self._run_batch(batch_id, batch, future))
+        self._batch_tasks.add(task)
+        task.add_done_callback(self._batch_tasks.discard)
+
+    async def _run_batch(
+        self, batch_id: int, batch: _Batch, future: concurrent.futures.Future[Any]
+    ) -> None:
         loop = asyncio.get_running_loop()
         timeout = self.options.engine_timeout_s
         timer = (
@@ -933,7 +946,7 @@ class BatchingScheduler(Scheduler):
                 released = True
                 self._running.pop(call_id, None)
                 self._free_slots += 1
-                self._wake.set()
+                self._pump()
 
         def done(_: object) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to free

@@ -9,6 +9,7 @@ server and client tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -663,3 +664,43 @@ def test_adaptive_plan_dispatches_a_cut_batch_at_once_even_when_load_says_wait()
     # there to save the head, so it goes now.
     plan = plan_queue([(1, 0.010)] + [(1, 0.100)] * 19, arrival_rate=1e6)
     assert 1 <= plan.take <= 9 and plan.reason == "deadline"
+
+
+async def test_a_freed_slot_is_refilled_without_waiting_for_the_dispatcher_task() -> None:
+    # Under load the dispatcher task gets its turn on the event loop behind the
+    # answers being sent; the engine sat idle meanwhile. The callback that
+    # frees the slot dispatches the queued work itself.
+    engine = GatedEngine()
+    sched = scheduler(engine)
+    first = await hold_first_batch(sched, engine)
+    queued = asyncio.create_task(sched.submit(request(2.0)))
+    while sched.queued == 0:
+        await asyncio.sleep(0)
+    assert sched._task is not None
+    sched._task.cancel()  # no dispatcher task from here on
+    with contextlib.suppress(asyncio.CancelledError):
+        await sched._task
+    engine.gate.set()
+    out = await asyncio.wait_for(queued, 5)
+    await first
+    assert out["y"][0, 0] == 4.0 and engine.batches == [[-1.0], [2.0]]
+    await sched.close()
+
+
+async def test_a_dispatched_batch_reaches_the_engine_thread_within_the_same_loop_turn() -> None:
+    # Handing the batch over from a task of its own waited for one more turn
+    # of a busy event loop before the engine thread could start.
+    engine = GatedEngine()
+    engine.gate.clear()  # the call, once started, waits: the request stays pending
+    sched = scheduler(engine)
+    task = asyncio.create_task(sched.submit(request(3.0)))
+    for _ in range(1000):
+        if sched.pending and sched.queued == 0:  # admitted, then taken from the queue
+            break
+        await asyncio.sleep(0)
+    # Block the event loop: only a batch already handed over can start now.
+    assert engine.started.wait(2)
+    engine.gate.set()
+    out = await task
+    assert out["y"][0, 0] == 6.0
+    await sched.close()
