@@ -21,6 +21,7 @@ import logging
 import math
 import signal
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -201,6 +202,12 @@ class ServerConfig:
     #: turns it on (``--no-gc-freeze`` turns it off); embedding code and
     #: tests, whose objects would be frozen too, leave it off.
     gc_freeze: bool = False
+    #: Seconds the thread holding Python's interpreter lock keeps it from a
+    #: thread waiting for it (``sys.setswitchinterval``); None leaves it. An
+    #: engine thread needs the lock to start a batch and to hand its answers
+    #: back, and a busy event loop held it for up to Python's 5 ms. Process
+    #: wide, so only the CLI sets it (``--gil-switch-interval-us``).
+    gil_switch_interval_s: float | None = None
 
     # -- load spreading across replicas ------------------------------------------------------
     #: Close each client connection after about this many seconds
@@ -427,6 +434,8 @@ class InferdServer:
     async def start(self, *, load: bool = True) -> int:
         """Bind, serve, load the models; returns the bound port."""
         config = self.config
+        if config.gil_switch_interval_s:
+            sys.setswitchinterval(config.gil_switch_interval_s)  # before warmup measures
         interceptors = self._all_interceptors()
         server = grpc.aio.server(
             options=config.grpc_options(),
