@@ -2,8 +2,10 @@
 
 One dispatcher task per model version plans batches with a ``Planner``
 (adaptive or Triton-static) whenever a request arrives, an execution slot
-frees, or a planned wake-up comes due. Batches run on the engine in this
-scheduler's own threads; requests are merged along the batch dimension and
+frees, or a planned wake-up comes due; a freed slot is also refilled at once
+from the callback that frees it, and a planned batch is handed to its engine
+thread without waiting for another turn of the event loop. Batches run on
+the engine in this scheduler's own threads; requests are merged along the batch dimension and
 their outputs handed back as views of the batch's outputs (no copy).
 
 Guarantees:
@@ -946,7 +948,10 @@ class BatchingScheduler(Scheduler):
                 released = True
                 self._running.pop(call_id, None)
                 self._free_slots += 1
-                self._pump()
+                try:
+                    self._pump()
+                finally:
+                    self._wake.set()  # the dispatcher task looks again (e.g. if this raised)
 
         def done(_: object) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to free
