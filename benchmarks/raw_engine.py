@@ -13,6 +13,7 @@ The gRPC-side ceiling (a bare grpc.aio server, no model) is
 from __future__ import annotations
 
 import argparse
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -30,6 +31,11 @@ class RawPoint:
     calls_per_s: float
     rows_per_s: float
     ms_per_call: float
+    #: Median and 99th percentile of single calls over every window: how much
+    #: the engine's own time varies on this host (the admission margin and
+    #: the latency budget have to absorb the spread).
+    call_p50_ms: float = math.nan
+    call_p99_ms: float = math.nan
 
 
 def load_engine(repository: Path, model: str) -> Engine:
@@ -72,13 +78,17 @@ def measure_engine(
             for _ in range(warmup_calls):
                 engine.infer(inputs)
             window = seconds_per_size / max(1, windows)
-            calls = max(_timed_calls(engine, inputs, window) for _ in range(max(1, windows)))
+            timed = [_timed_calls(engine, inputs, window) for _ in range(max(1, windows))]
+            calls = max(len(t) for t in timed)
+            each = np.concatenate([np.asarray(t) for t in timed]) * 1e3
             points.append(
                 RawPoint(
                     batch,
                     calls / window,
                     calls * batch / window,
                     window / max(1, calls) * 1e3 * engine.max_concurrency,
+                    float(np.percentile(each, 50)) if len(each) else math.nan,
+                    float(np.percentile(each, 99)) if len(each) else math.nan,
                 )
             )
     finally:
@@ -86,21 +96,22 @@ def measure_engine(
     return points
 
 
-def _timed_calls(engine: Engine, inputs: dict[str, np.ndarray], seconds: float) -> int:
+def _timed_calls(engine: Engine, inputs: dict[str, np.ndarray], seconds: float) -> list[float]:
+    """Seconds of each call made back to back on every slot for ``seconds``."""
     stop = time.perf_counter() + seconds
-    counts = [0] * max(1, engine.max_concurrency)
+    times: list[list[float]] = [[] for _ in range(max(1, engine.max_concurrency))]
 
     def loop(slot: int) -> None:
-        while time.perf_counter() < stop:
+        while (start := time.perf_counter()) < stop:
             engine.infer(inputs)
-            counts[slot] += 1
+            times[slot].append(time.perf_counter() - start)
 
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(counts))]
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(times))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return sum(counts)
+    return [seconds for slot in times for seconds in slot]
 
 
 def nearest(points: Sequence[RawPoint], batch: float) -> RawPoint | None:
@@ -121,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for point in points:
         print(
             f"batch {point.batch:4d}: {point.calls_per_s:9.0f} calls/s "
-            f"{point.rows_per_s:10.0f} rows/s {point.ms_per_call:8.3f} ms/call"
+            f"{point.rows_per_s:10.0f} rows/s {point.ms_per_call:8.3f} ms/call "
+            f"(one call p50 {point.call_p50_ms:.3f} ms, p99 {point.call_p99_ms:.3f} ms)"
         )
     return 0
 

@@ -359,9 +359,11 @@ def format_table(report: RunReport) -> str:
     for policy, chosen in report.chosen.items():
         lines.append(f"{policy}: best-tuned candidate {chosen}")
     for raw in report.raw_engine:
+        spread = raw.call_p99_ms / raw.call_p50_ms if raw.call_p50_ms > 0 else math.nan
         lines.append(
             f"raw engine batch {raw.batch:>3}: {raw.rows_per_s:9.0f} rows/s "
-            f"{raw.calls_per_s:8.0f} calls/s"
+            f"{raw.calls_per_s:8.0f} calls/s; one call p50 {raw.call_p50_ms:.2f} ms, "
+            f"p99 {raw.call_p99_ms:.2f} ms ({spread:.2f}x)"
         )
     for note in report.notes:
         lines.append(f"note: {note}")

@@ -303,6 +303,9 @@ def test_raw_engine_ceiling(demo_repository: Path) -> None:
     assert [p.batch for p in points] == [1, 4]
     for p in points:
         assert p.calls_per_s > 0 and p.rows_per_s == pytest.approx(p.calls_per_s * p.batch)
+        # Single calls' spread, in ms like the best window's mean call.
+        assert 0 < p.call_p50_ms <= p.call_p99_ms
+        assert p.call_p50_ms < 10 * p.ms_per_call
     assert nearest(points, 3.2) is points[1] and nearest([], 1) is None
 
 
@@ -364,3 +367,14 @@ def test_a_missed_goodput_goal_fails_the_run_and_is_printed() -> None:
     assert report.misses == [report.goodput_goal.line]
     assert "adaptive none, static 40.0 req/s at 0.1x" in format_table(report)
     assert report_dict(report)["passed"] is False
+
+
+def test_the_table_prints_the_raw_engines_call_spread() -> None:
+    from benchmarks.raw_engine import RawPoint
+
+    report = RunReport(SCENARIOS["batcher-poisson"], "now", 1.0, 1, {})
+    report.raw_engine = [RawPoint(8, 100.0, 800.0, 10.0, 9.5, 12.0), RawPoint(1, 50.0, 50.0, 20.0)]
+    table = format_table(report)
+    assert "raw engine batch   8:       800 rows/s      100 calls/s; one call p50 9.50 ms, " \
+        "p99 12.00 ms (1.26x)" in table  # fmt: skip
+    assert "one call p50 nan ms, p99 nan ms (nanx)" in table  # a point without call times
