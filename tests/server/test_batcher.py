@@ -595,18 +595,19 @@ def test_warmup_seed_takes_the_median_not_the_first_sample() -> None:
     assert model.high(4) >= model.mean(4)
 
 
-def test_adaptive_plan_spends_at_most_a_fifth_of_the_budget_waiting() -> None:
+def test_adaptive_plan_spends_at_most_a_tenth_of_the_budget_waiting() -> None:
     opts = BatchingOptions(max_batch_size=32)
     planner = AdaptivePlanner(opts, affine_latency(0.002, 0.0001, range(1, 33)))
-    # Heavy load says "wait for more", but the head already waited 6 ms of 25.
+    # Heavy load says "wait for more", but the head already waited 3 ms of
+    # 25 (less the 3 ms reserve: a tenth is 2.2 ms).
     plan = planner.plan(
-        0.006, QueueState(rows=1, head_deadline=0.025, head_arrival=0.0, arrival_rate=2000)
+        0.003, QueueState(rows=1, head_deadline=0.025, head_arrival=0.0, arrival_rate=2000)
     )
     assert plan.take == 1 and plan.reason == "waited"
     early = planner.plan(
         0.001, QueueState(rows=1, head_deadline=0.025, head_arrival=0.0, arrival_rate=2000)
     )
-    assert early.take == 0 and early.wake_at is not None and early.wake_at <= 0.0051
+    assert early.take == 0 and early.wake_at is not None and early.wake_at <= 0.00221
 
 
 def test_adaptive_plan_keeps_a_reserve_before_the_deadline() -> None:
