@@ -2,11 +2,12 @@
 
 One dispatcher task per model version plans batches with a ``Planner``
 (adaptive or Triton-static) whenever a request arrives, an execution slot
-frees, or a planned wake-up comes due; a freed slot is also refilled at once
-from the callback that frees it, and a planned batch is handed to its engine
+frees, or a planned wake-up comes due; a freed slot is refilled at once from
+the callback that frees it, and a planned batch is handed to its engine
 thread without waiting for another turn of the event loop. Batches run on
-the engine in this scheduler's own threads; requests are merged along the batch dimension and
-their outputs handed back as views of the batch's outputs (no copy).
+the engine in this scheduler's own threads; requests are merged along the
+batch dimension and their outputs handed back as views of the batch's
+outputs (no copy).
 
 Guarantees:
 - A request whose deadline cannot be met given the queue is refused at
@@ -950,8 +951,9 @@ class BatchingScheduler(Scheduler):
                 self._free_slots += 1
                 try:
                     self._pump()
-                finally:
-                    self._wake.set()  # the dispatcher task looks again (e.g. if this raised)
+                except BaseException:
+                    self._wake.set()  # the dispatcher task takes over
+                    raise
 
         def done(_: object) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to free

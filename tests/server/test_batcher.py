@@ -705,3 +705,33 @@ async def test_a_dispatched_batch_reaches_the_engine_thread_within_the_same_loop
     out = await task
     assert out["y"][0, 0] == 6.0
     await sched.close()
+
+
+async def test_the_dispatcher_task_takes_over_when_the_direct_refill_fails() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine)
+    first = await hold_first_batch(sched, engine)
+    queued = asyncio.create_task(sched.submit(request(2.0)))
+    while sched.queued == 0:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)  # the dispatcher task has seen it (no slot free)
+    pump = sched._pump
+    failures: list[int] = []
+
+    def failing_once() -> None:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("refill failed")
+        pump()
+
+    sched._pump = failing_once  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, _context: None)  # the failure is expected
+    try:
+        engine.gate.set()
+        out = await asyncio.wait_for(queued, 5)
+    finally:
+        loop.set_exception_handler(None)
+    await first
+    assert failures == [1] and out["y"][0, 0] == 4.0
+    await sched.close()
