@@ -87,6 +87,24 @@ def test_margin_slope_under_overload_is_not_set_by_a_few_outliers() -> None:
     assert margin.seconds(0.050) == pytest.approx(0.012 + 0.2 * 0.050 + reserve)
 
 
+def test_margin_line_rises_gently_past_the_predictions_it_was_fitted_on() -> None:
+    # Light bursty load: predictions 8 ms and 10 ms, errors 1 and 4 ms. The
+    # line through both halves rises 1.5 ms per ms; followed further, it gave
+    # an arrival predicted 16 ms (an empty queue behind one batch) a 13 ms
+    # margin: refused with 24 ms left. Past the longer half it rises at most
+    # MAX_SLOPE.
+    margin = _Margin(window=100, every=10, horizon_s=2.0)
+    for i in range(100):
+        long = i % 2 == 1
+        margin.add(0.004 if long else 0.001, now=10.0, predicted=0.010 if long else 0.008)
+    margin.set_load(0.3)
+    assert margin.b == pytest.approx(1.5)
+    assert margin.seconds(0.008) == pytest.approx(0.001)
+    assert margin.seconds(0.010) == pytest.approx(0.004)  # within the data: the line
+    assert _Margin.MAX_SLOPE == 0.5
+    assert margin.seconds(0.016) == pytest.approx(0.004 + 0.5 * 0.006)
+
+
 def test_margin_slope_is_never_negative() -> None:
     margin = _Margin(window=100, every=10, horizon_s=2.0)
     for i in range(100):
