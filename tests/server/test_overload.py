@@ -120,7 +120,7 @@ def test_margin_covers_the_error_tail_as_the_offered_load_reaches_capacity() -> 
     for i in range(100):
         margin.add(i / 1000, now=10.0, predicted=0.010)
     values = []
-    for load in (0.5, 0.7, 0.85, 1.0, 2.0):
+    for load in (0.5, 0.9, 1.05, 1.2, 2.0):
         margin.set_load(load)
         values.append(margin.seconds(0.010))
     reserve = _Margin.OVERLOAD_RESERVE
