@@ -82,6 +82,17 @@ async def hold_first_batch(
     return first
 
 
+async def queue_behind_first_batch(
+    sched: BatchingScheduler, engine: GatedEngine, value: float
+) -> tuple[asyncio.Task[dict[str, np.ndarray]], asyncio.Task[dict[str, np.ndarray]]]:
+    """Hold a first batch running, then queue one request of ``value`` behind it."""
+    first = await hold_first_batch(sched, engine)
+    queued = asyncio.create_task(sched.submit(request(value)))
+    while sched.queued == 0:
+        await asyncio.sleep(0)
+    return first, queued
+
+
 async def test_queue_is_served_earliest_deadline_first() -> None:
     engine = GatedEngine()
     sched = scheduler(engine, max_batch_size=1)
@@ -673,10 +684,7 @@ async def test_a_freed_slot_is_refilled_without_waiting_for_the_dispatcher_task(
     # frees the slot dispatches the queued work itself.
     engine = GatedEngine()
     sched = scheduler(engine)
-    first = await hold_first_batch(sched, engine)
-    queued = asyncio.create_task(sched.submit(request(2.0)))
-    while sched.queued == 0:
-        await asyncio.sleep(0)
+    first, queued = await queue_behind_first_batch(sched, engine, 2.0)
     assert sched._task is not None
     sched._task.cancel()  # no dispatcher task from here on
     with contextlib.suppress(asyncio.CancelledError):
@@ -710,10 +718,7 @@ async def test_a_dispatched_batch_reaches_the_engine_thread_within_the_same_loop
 async def test_the_dispatcher_task_takes_over_when_the_direct_refill_fails() -> None:
     engine = GatedEngine()
     sched = scheduler(engine)
-    first = await hold_first_batch(sched, engine)
-    queued = asyncio.create_task(sched.submit(request(2.0)))
-    while sched.queued == 0:
-        await asyncio.sleep(0)
+    first, queued = await queue_behind_first_batch(sched, engine, 2.0)
     await asyncio.sleep(0.01)  # the dispatcher task has seen it (no slot free)
     pump = sched._pump
     failures: list[int] = []
