@@ -337,8 +337,8 @@ class _Margin:
 
     def seconds(self, predicted: float) -> float:
         """The margin for a request predicted to take ``predicted`` seconds."""
-        beyond = max(0.0, predicted - self._reach)
-        line = self.a + self.b * (predicted - beyond) + min(self.b, self.MAX_SLOPE) * beyond
+        within = min(predicted, self._reach)
+        line = self.a + self.b * within + min(self.b, self.MAX_SLOPE) * (predicted - within)
         return max(0.0, line) + self._share * self.OVERLOAD_RESERVE
 
 
@@ -814,7 +814,6 @@ class BatchingScheduler(Scheduler):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        loop = asyncio.get_running_loop()
         while self._free_slots > 0 and self.healthy:
             now = time.monotonic()
             head = self._head(now)
@@ -833,6 +832,7 @@ class BatchingScheduler(Scheduler):
                 if self._hold_since is None:
                     self._hold_since = now
                 if plan.wake_at is not None:
+                    loop = asyncio.get_running_loop()
                     self._timer = loop.call_at(
                         loop.time() + max(0.0, plan.wake_at - now), self._wake.set
                     )
