@@ -217,7 +217,8 @@ class _Margin:
     the tail (``Q_HIGH``) and then some (``OVERLOAD_RESERVE``). Quantile and
     reserve rise linearly with the offered load on the engine, from
     ``LOAD_LOW`` to ``LOAD_HIGH`` of what it serves within the latency budget
-    (``BatchingScheduler._budget_capacity``).
+    (``BatchingScheduler._budget_capacity``); ``strict`` admission ramps
+    earlier (``STRICT_LOAD_LOW`` to ``STRICT_LOAD_HIGH``).
     Measured on a shared 2-core host: a fixed p99 refused a third of requests
     at 60% load, a fixed p75 let 13% of admitted requests finish late at
     twice capacity, and steering the quantile by the late fraction itself
@@ -237,6 +238,12 @@ class _Margin:
     #: refused 20-40% while the static policy answered 86-93% on time.
     LOAD_LOW = 0.9
     LOAD_HIGH = 1.2
+    #: The ramp of ``admission: strict`` (``server.batching``), for callers
+    #: who would rather be refused than answered late: it reaches the p99
+    #: and the reserve at 0.8 of the budget capacity, about 0.6x of the
+    #: benchmark's capacity.
+    STRICT_LOAD_LOW = 0.5
+    STRICT_LOAD_HIGH = 0.8
     #: Seconds added at full overload on top of the quantile: a p99 of past
     #: errors still let 1.5-2% of admitted requests finish late at twice
     #: capacity, because the error drifts within the 2 s the samples cover.
@@ -254,7 +261,14 @@ class _Margin:
     #: model far off (a host whose CPU others take) needs it.
     MAX_SLOPE = 0.5
 
-    def __init__(self, window: int = 512, every: int = 16, horizon_s: float = 2.0) -> None:
+    def __init__(
+        self, window: int = 512, every: int = 16, horizon_s: float = 2.0, *, strict: bool = False
+    ) -> None:
+        self._low, self._high = (
+            (self.STRICT_LOAD_LOW, self.STRICT_LOAD_HIGH)
+            if strict
+            else (self.LOAD_LOW, self.LOAD_HIGH)
+        )
         #: (when, predicted s, error s) of recent admitted requests.
         self._errors: collections.deque[tuple[float, float, float]] = collections.deque(
             maxlen=window
@@ -290,7 +304,7 @@ class _Margin:
 
     def set_load(self, load: float) -> None:
         """``load``: offered work as a fraction of what the engine can do."""
-        share = min(1.0, max(0.0, (load - self.LOAD_LOW) / (self.LOAD_HIGH - self.LOAD_LOW)))
+        share = min(1.0, max(0.0, (load - self._low) / (self._high - self._low)))
         quantile = self.Q_LOW + (self.Q_HIGH - self.Q_LOW) * share
         if abs(quantile - self.quantile) > 0.005:
             self.quantile = quantile
@@ -488,7 +502,7 @@ class BatchingScheduler(Scheduler):
         #: batches for the admitted rate alone fed back: refusals made batches
         #: smaller, which cut throughput and caused more refusals.)
         self._offered = _BurstRate()
-        self._margin = _Margin()
+        self._margin = _Margin(strict=options.admission == "strict")
         self._capacity = 0.0  # rows/s, see _budget_capacity
         self._capacity_at = -math.inf
         #: The latest admitted requests, newest last: the batch a new request

@@ -134,6 +134,53 @@ def test_margin_covers_the_error_tail_as_the_offered_load_reaches_capacity() -> 
     assert margin.seconds(0.010) == pytest.approx(0.075)
 
 
+def test_strict_admission_covers_the_error_tail_from_a_lower_load() -> None:
+    # Callers who would rather be refused than answered late: the p99 and the
+    # reserve already at 0.8 of the budget capacity, where balanced admission
+    # still corrects only the bias.
+    reserve = _Margin.OVERLOAD_RESERVE
+    values = {}
+    for strict in (False, True):
+        margin = _Margin(window=100, every=10, horizon_s=2.0, strict=strict)
+        for i in range(100):
+            margin.add(i / 1000, now=10.0, predicted=0.010)
+        values[strict] = []
+        for load in (0.4, 0.65, 0.8):
+            margin.set_load(load)
+            values[strict].append(margin.seconds(0.010))
+    assert values[False] == pytest.approx([0.075, 0.075, 0.075])
+    assert values[True][0] == pytest.approx(0.075)
+    assert 0.075 < values[True][1] < 0.099 + reserve / 2
+    assert values[True][2] == pytest.approx(0.099 + reserve)
+
+
+async def test_admission_option_is_read_from_config_and_reaches_the_margin() -> None:
+    from protos import model_config_pb2
+    from server.batching import options_from_config
+
+    config = model_config_pb2.ModelConfig(max_batch_size=8)
+    config.dynamic_batching.SetInParent()
+    assert options_from_config(config).admission == "balanced"
+    config.parameters["admission"].string_value = "strict"
+    options = options_from_config(config)
+    assert options.admission == "strict"
+    config.parameters["admission"].string_value = "lenient"
+    with pytest.raises(Exception, match=r"'admission' must be one of \['balanced', 'strict'\]"):
+        options_from_config(config)
+    # The scheduler's margin follows the option: same errors, same load.
+    margins = []
+    for admission in ("balanced", "strict"):
+        sched = BatchingScheduler(
+            _SlowEngine(), ModelStats(), BatchingOptions(max_batch_size=8, admission=admission)
+        )
+        for i in range(160):  # a multiple of the margin's refresh interval
+            sched._margin.add((i % 80) / 1000, now=10.0, predicted=0.010)
+        sched._margin.set_load(0.8)
+        margins.append(sched._margin.seconds(0.010))
+        await sched.close()
+    assert margins == pytest.approx([0.060, 0.079 + _Margin.OVERLOAD_RESERVE])
+
+
 def test_margin_forgets_a_stall() -> None:
     margin = _Margin(window=256, every=4, horizon_s=2.0)
     for _ in range(64):
