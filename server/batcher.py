@@ -126,8 +126,10 @@ class BatchRecord:
 
 @dataclass(slots=True)
 class Counters:
-    """Requests refused at arrival (by reason: ``deadline``, ``queue_full``,
-    ``unloading``), expired in the queue, or answered late."""
+    """Requests refused at arrival (by reason: ``deadline``: it would finish
+    late; ``batch_deadline``: the queued batch it would join would then finish
+    late for the requests already in it; ``queue_full``; ``unloading``),
+    expired in the queue, or answered late."""
 
     refused: collections.Counter[str] = field(default_factory=collections.Counter)
     expired: int = 0
@@ -674,12 +676,13 @@ class BatchingScheduler(Scheduler):
                 finish - now,
                 "and the queued batch it would join must finish within "
                 f"{max(0.0, batch_deadline - now) * 1e3:.1f} ms for the requests already in it",
+                "batch_deadline",
             )
         return predicted
 
-    def _refuse_late(self, predicted: float, why: str) -> NoReturn:
-        self.counters.refused["deadline"] += 1
-        self.observer.on_refused("deadline")
+    def _refuse_late(self, predicted: float, why: str, reason: str = "deadline") -> NoReturn:
+        self.counters.refused[reason] += 1
+        self.observer.on_refused(reason)
         raise DeadlineExceeded(f"{ADMISSION_REFUSAL}: predicted {predicted * 1e3:.1f} ms, {why}")
 
     def _batch_deadline(self, rows: int) -> float:

@@ -49,8 +49,9 @@ class VersionObserver:
         """Requests admitted and not yet answered changed by ``delta``."""
 
     def on_refused(self, reason: str) -> None:
-        """A request was refused before queueing (``deadline``, ``queue_full``,
-        ``unloading``, ``draining``, ``expired_on_arrival``)."""
+        """A request was refused before queueing (``deadline``,
+        ``batch_deadline``, ``queue_full``, ``unloading``, ``draining``,
+        ``expired_on_arrival``)."""
 
     def on_expired(self, entry: Queued, reason: str, now: float) -> None:
         """A queued request was answered DEADLINE_EXCEEDED without running
