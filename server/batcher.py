@@ -671,7 +671,9 @@ class BatchingScheduler(Scheduler):
         if finish > deadline:
             self._refuse_late(finish - now, f"{max(0.0, deadline - now) * 1e3:.1f} ms left")
         batch_deadline = self._batch_deadline(request.rows)
-        if finish > batch_deadline:
+        if finish > batch_deadline and (
+            self.options.admission == "strict" or self._finish_without(now) <= batch_deadline
+        ):
             self._refuse_late(
                 finish - now,
                 "and the queued batch it would join must finish within "
@@ -679,6 +681,22 @@ class BatchingScheduler(Scheduler):
                 "batch_deadline",
             )
         return predicted
+
+    def _finish_without(self, now: float) -> float:
+        """When the queued requests are predicted to finish, padded as
+        admission pads: the queued batch's end without a newcomer.
+
+        Balanced admission refuses a newcomer for the batch it would join only
+        when joining is what makes that batch late: when the batch is
+        predicted late already, refusing saves none of its requests. A/B on
+        the Poisson trace at 0.9x of capacity (3 rounds x 10 s): attainment
+        0.768 vs 0.659 (better in 3 of 3 rounds), goodput +17%, admitted on
+        time 0.968 vs 0.987; at 0.7x 0.879 vs 0.854. Bursty 0.1 / 0.15 / 0.2x:
+        0.937 / 0.834 / 0.809 vs 0.911 / 0.771 / 0.807, admitted on time
+        0.978 / 0.949 / 0.957 vs 0.971 / 0.962 / 0.983. Strict admission
+        keeps the whole rule: it would rather refuse than answer late."""
+        before = self._backlog_seconds(now, 0)
+        return now + before + max(self._margin.seconds(before), self._planner.reserve)
 
     def _refuse_late(self, predicted: float, why: str, reason: str = "deadline") -> NoReturn:
         self.counters.refused[reason] += 1

@@ -50,7 +50,10 @@ string_value: "..." } }``); a bad value fails the model's load naming it.
   (p99 + 3 ms) only from 1.2x of what the engine serves within the budget,
   which answers the most requests on time; ``strict`` from 0.8x, for callers
   who would rather be refused at once than answered late (they retry
-  elsewhere, or a late answer is worthless to them). A/B on the Poisson
+  elsewhere, or a late answer is worthless to them). ``strict`` also refuses
+  a request whose joining a queued batch would make that batch late even
+  when the batch is predicted late already (``balanced`` then admits it:
+  refusing saves nothing, ``BatchingScheduler._finish_without``). A/B on the Poisson
   trace (25 ms budget, 3 rounds x 10 s, two runs): at 0.9x of capacity
   admitted on time 0.9998 / 0.9988 strict against 0.9977 / 0.9888
   balanced, attainment 0.432 / 0.543 against 0.397 / 0.691; at 0.7x 0.9990

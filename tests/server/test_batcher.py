@@ -222,6 +222,44 @@ async def test_admission_refuses_a_request_that_would_make_its_batch_late() -> N
     await sched.close()
 
 
+@pytest.mark.parametrize("admission", ["balanced", "strict"])
+async def test_a_batch_predicted_late_already_refuses_newcomers_only_under_strict_admission(
+    admission: str,
+) -> None:
+    # Refusing a newcomer saves none of a batch that is late without it:
+    # balanced admission admits it (its own deadline allows), strict refuses.
+    engine = GatedEngine()
+    latency = LatencyModel()
+    for size in range(1, 9):
+        latency.observe(size, 0.1 * size)  # 100 ms per row
+    sched = scheduler(engine, latency, admission=admission)
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    # Behind the running batch: ~100 + 100 ms + reserve, within 250 ms.
+    tight = asyncio.create_task(sched.submit(request(1.0, deadline=now + 0.25)))
+    await asyncio.sleep(0)
+    assert sched.queued == 1
+    # The running batch overruns its 100 ms: tight's batch is now predicted
+    # to end past 250 ms with or without a newcomer.
+    await asyncio.sleep(0.2)
+    newcomer = sched.submit(request(2.0, deadline=time.monotonic() + 10))
+    if admission == "strict":
+        with pytest.raises(DeadlineExceeded, match="batch it would join must finish within"):
+            await newcomer
+        assert sched.counters.refused == {"batch_deadline": 1}
+    else:
+        joined = asyncio.create_task(newcomer)
+        await asyncio.sleep(0)
+        assert sched.queued == 2 and not sched.counters.refused
+    engine.gate.set()
+    await first
+    assert (await tight)["y"][0, 0] == 2.0  # the double runs at once when let go
+    if admission == "balanced":
+        assert (await joined)["y"][0, 0] == 4.0
+        assert engine.batches[1] == [1.0, 2.0]
+    await sched.close()
+
+
 async def test_admission_keeps_the_planners_reserve_before_the_deadline() -> None:
     # Admitting into the reserve would promise what dispatch then cuts short.
     engine = GatedEngine()
