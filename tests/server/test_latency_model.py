@@ -53,3 +53,24 @@ def test_high_is_the_quantile_of_recent_overruns_of_every_size() -> None:
     model.observe(2, 0.010)  # any new sample re-reads the quantile
     assert model.spread > 0.3
     assert model.high(5) == pytest.approx(model.mean(5) * (1 + model.spread))
+
+
+def test_sizes_that_do_not_run_follow_the_drift_of_those_that_do() -> None:
+    # 2-row requests run even sizes only; the host slows every size by 30 %.
+    # The odd sizes' warmup figures alone would then read faster than their
+    # neighbours, and the table would stop rising with the size.
+    model = seeded(range(1, 9))
+    seed3 = model.mean(3)
+    for _ in range(100):
+        for size in (2, 4, 6, 8):
+            model.observe(size, 1.3 * (0.006 + 0.0005 * size))
+    table = [model.mean(size) for size in range(1, 9)]
+    assert table == sorted(table)
+    assert model.mean(3) == pytest.approx(1.3 * seed3, rel=0.03)
+    # A size that runs keeps its own figure.
+    assert model.mean(4) == pytest.approx(1.3 * 0.008, rel=0.01)
+    # Once the host is back to its warmup speed, so are the sizes that sat out.
+    for _ in range(100):
+        for size in (2, 4, 6, 8):
+            model.observe(size, 0.006 + 0.0005 * size)
+    assert model.mean(3) == pytest.approx(seed3, rel=0.03)
