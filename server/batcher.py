@@ -661,13 +661,7 @@ class BatchingScheduler(Scheduler):
             # that learned pessimistic figures (e.g. warmup on a busy host),
             # or a margin learnt during a stall.
             return predicted
-        # The planner keeps its reserve free before every deadline (admitting
-        # into it promised what dispatch would then cut short), and the margin
-        # covers what the engine-time prediction misses. Both stand for the
-        # same time outside the engine, so the larger one counts, not their
-        # sum (which refused a sixth of each burst at 0.15x on the bursty trace).
-        pad = max(self._margin.seconds(predicted), self._planner.reserve)
-        finish = now + predicted + pad
+        finish = self._padded_finish(now, predicted)
         if finish > deadline:
             self._refuse_late(finish - now, f"{max(0.0, deadline - now) * 1e3:.1f} ms left")
         batch_deadline = self._batch_deadline(request.rows)
@@ -682,6 +676,16 @@ class BatchingScheduler(Scheduler):
             )
         return predicted
 
+    def _padded_finish(self, now: float, predicted: float) -> float:
+        """When work predicted to take ``predicted`` s would finish, as
+        admission counts it. The planner keeps its reserve free before every
+        deadline (admitting into it promised what dispatch would then cut
+        short), and the margin covers what the engine-time prediction misses.
+        Both stand for the same time outside the engine, so the larger one
+        counts, not their sum (which refused a sixth of each burst at 0.15x
+        on the bursty trace)."""
+        return now + predicted + max(self._margin.seconds(predicted), self._planner.reserve)
+
     def _finish_without(self, now: float) -> float:
         """When the queued requests are predicted to finish, padded as
         admission pads: the queued batch's end without a newcomer.
@@ -695,10 +699,9 @@ class BatchingScheduler(Scheduler):
         0.9x: 0.980 / 0.557 vs 0.943 / 0.527, admitted on time 0.992 / 0.960
         vs 0.989 / 0.987. Bursty 0.1 / 0.15 / 0.2x: 0.937 / 0.834 / 0.809 vs
         0.911 / 0.771 / 0.807, admitted on time 0.978 / 0.949 / 0.957 vs 0.971
-        / 0.962 / 0.983. Strict admission
-        keeps the whole rule: it would rather refuse than answer late."""
-        before = self._backlog_seconds(now, 0)
-        return now + before + max(self._margin.seconds(before), self._planner.reserve)
+        / 0.962 / 0.983. Strict admission keeps the whole rule: it would
+        rather refuse than answer late."""
+        return self._padded_finish(now, self._backlog_seconds(now, 0))
 
     def _refuse_late(self, predicted: float, why: str, reason: str = "deadline") -> NoReturn:
         self.counters.refused[reason] += 1

@@ -53,12 +53,12 @@ string_value: "..." } }``); a bad value fails the model's load naming it.
   elsewhere, or a late answer is worthless to them). ``strict`` also refuses
   a request whose joining a queued batch would make that batch late even
   when the batch is predicted late already (``balanced`` then admits it:
-  refusing saves nothing, ``BatchingScheduler._finish_without``). A/B on the Poisson
-  trace (25 ms budget, 3 rounds x 10 s, two runs): at 0.9x of capacity
-  admitted on time 0.9998 / 0.9988 strict against 0.9977 / 0.9888
-  balanced, attainment 0.432 / 0.543 against 0.397 / 0.691; at 0.7x 0.9990
-  / 0.9969 against 0.9844 / 0.9826, attainment 0.615 / 0.736 against 0.746
-  / 0.800. The static policy ignores it.
+  refusing saves nothing, ``BatchingScheduler._finish_without``). A/B on
+  the Poisson trace (25 ms budget, 3 rounds x 10 s, two runs): at 0.9x of
+  capacity admitted on time 0.9998 / 0.9988 strict against 0.9977 /
+  0.9888 balanced, attainment 0.432 / 0.543 against 0.397 / 0.691; at 0.7x
+  0.9990 / 0.9969 against 0.9844 / 0.9826, attainment 0.615 / 0.736 against
+  0.746 / 0.800. The static policy ignores it.
 - ``batching_utilization`` (param, fraction, 0.1..1): default 0.8. The
   adaptive policy waits for fuller batches only when the arrival rate would
   load the engine past this fraction at the current size. Lower favours

@@ -100,19 +100,19 @@ class LatencyModel:
         known = self._known
         if not known:
             return 0.0
-        means = self._now
+        mean_of = self._now
         if size in self._means:
-            return means(size)
+            return mean_of(size)
         i = bisect.bisect_left(known, size)
         if i == 0:
-            return means(known[0])  # smaller than anything seen: no cheaper
+            return mean_of(known[0])  # smaller than anything seen: no cheaper
         if i == len(known):
             if len(known) == 1:
-                return means(known[0]) * size / known[0]
+                return mean_of(known[0]) * size / known[0]
             a, b = known[-2], known[-1]
         else:
             a, b = known[i - 1], known[i]
-        va, vb = means(a), means(b)
+        va, vb = mean_of(a), mean_of(b)
         return max(0.0, va + (vb - va) * (size - a) / (b - a))
 
     def _now(self, size: int) -> float:
