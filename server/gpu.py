@@ -75,6 +75,19 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def _memory(nvml: Any, handle: Any) -> Any:
+    """NVML's memory info, ``used`` without the driver's reserved memory as
+    ``nvidia-smi`` shows it (the v2 query; on an H200 v1's ``used`` read
+    0.6 GiB more on an idle card). Drivers or bindings without v2: v1."""
+    version = getattr(nvml, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            return nvml.nvmlDeviceGetMemoryInfo(handle, version=version)
+        except Exception as exc:  # NVMLError_FunctionNotFound / _NotSupported
+            log.debug("NVML memory info v2 failed (%s); using v1", type(exc).__name__)
+    return nvml.nvmlDeviceGetMemoryInfo(handle)
+
+
 def gpu_snapshot() -> list[GpuStat] | None:
     """One reading per visible GPU, or None when NVML or a GPU is missing."""
     nvml = _NVML.module()
@@ -92,7 +105,7 @@ def gpu_snapshot() -> list[GpuStat] | None:
         try:
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
             rates = nvml.nvmlDeviceGetUtilizationRates(handle)
-            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            memory = _memory(nvml, handle)
             stats.append(
                 GpuStat(
                     index=index,

@@ -44,9 +44,13 @@ class _NvmlError(Exception):
     pass
 
 
+RESERVED = 512 << 20  # the driver's reserved memory, in v1's "used" only
+
+
 def _fake_nvml(
-    count: int = 2, broken: int | None = None, init_fails: bool = False
+    count: int = 2, broken: int | None = None, init_fails: bool = False, v2: str = "absent"
 ) -> types.ModuleType:
+    """``v2``: "absent" (old bindings), "works", or "fails" (old driver)."""
     nvml = types.ModuleType("pynvml")
     calls = {"init": 0}
 
@@ -65,19 +69,35 @@ def _fake_nvml(
     nvml.nvmlDeviceGetHandleByIndex = handle  # type: ignore[attr-defined]
     nvml.nvmlDeviceGetName = lambda h: b"NVIDIA L4" if h == 0 else "NVIDIA H100"  # type: ignore[attr-defined]
     nvml.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=37 + h, memory=12)  # type: ignore[attr-defined]
-    nvml.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(  # type: ignore[attr-defined]
-        used=(h + 1) << 30, total=24 << 30, free=0
-    )
+
+    def memory_info(h: int, version: int | None = None) -> types.SimpleNamespace:
+        if version is None:  # v1: "used" counts the reserved memory
+            return types.SimpleNamespace(used=((h + 1) << 30) + RESERVED, total=24 << 30)
+        assert version == 0x02000028
+        if v2 == "fails":
+            raise _NvmlError("Function Not Found")
+        return types.SimpleNamespace(used=(h + 1) << 30, total=24 << 30, reserved=RESERVED)
+
+    nvml.nvmlDeviceGetMemoryInfo = memory_info  # type: ignore[attr-defined]
+    if v2 != "absent":
+        nvml.nvmlMemory_v2 = 0x02000028  # type: ignore[attr-defined]
     nvml.calls = calls  # type: ignore[attr-defined]
     return nvml
 
 
-def test_readings_map_to_gpu_stats(monkeypatch: pytest.MonkeyPatch) -> None:
-    nvml = _fake_nvml()
+@pytest.mark.parametrize(
+    ("v2", "reserved_in_used"), [("works", 0), ("fails", RESERVED), ("absent", RESERVED)]
+)
+def test_readings_map_to_gpu_stats(
+    monkeypatch: pytest.MonkeyPatch, v2: str, reserved_in_used: int
+) -> None:
+    """Memory used as nvidia-smi shows it (without the reserved memory: the
+    v2 query) where the bindings and driver have v2; v1 elsewhere."""
+    nvml = _fake_nvml(v2=v2)
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     assert gpu_snapshot() == [
-        GpuStat(0, "NVIDIA L4", 37.0, 12.0, 1 << 30, 24 << 30),
-        GpuStat(1, "NVIDIA H100", 38.0, 12.0, 2 << 30, 24 << 30),
+        GpuStat(0, "NVIDIA L4", 37.0, 12.0, (1 << 30) + reserved_in_used, 24 << 30),
+        GpuStat(1, "NVIDIA H100", 38.0, 12.0, (2 << 30) + reserved_in_used, 24 << 30),
     ]
     gpu_snapshot()
     assert nvml.calls["init"] == 1  # type: ignore[attr-defined]
