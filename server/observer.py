@@ -31,6 +31,12 @@ class Queued(Protocol):
     @property
     def deadline(self) -> float: ...
 
+    #: Engine seconds admission predicted until this request's batch would
+    #: finish, before its margin (NaN: nothing was predicted: no deadline, the
+    #: static policy).
+    @property
+    def predicted(self) -> float: ...
+
 
 class VersionObserver:
     """Events about one model version. Times are ``time.monotonic()`` seconds."""

@@ -19,7 +19,8 @@ The span tree of one ``ModelInfer``::
 
     inference.GRPCInferenceService/ModelInfer   SERVER, rpc.* attributes
     |-- decode
-    |-- queue        (arrival -> dispatch; linked to the batch span)
+    |-- queue        (arrival -> dispatch; linked to the batch span; outcome,
+    |                 deadline slack, the admission's prediction)
     |-- inferd.batch (only under the first sampled request of the batch)
     `-- encode
 
@@ -303,6 +304,9 @@ class VersionTracing:
         attributes: dict[str, Any] = {"inferd.queue.outcome": outcome}
         if math.isfinite(entry.deadline):
             attributes["inferd.deadline.slack_ms"] = _ms(entry.deadline - now)
+        if math.isfinite(entry.predicted):
+            # Against the queue and batch spans' lengths: how far off admission was.
+            attributes["inferd.admission.predicted_ms"] = _ms(entry.predicted)
         span = tracing.tracer.start_span(
             "queue",
             context=trace.set_span_in_context(parent),

@@ -89,6 +89,30 @@ def test_span_tree_of_one_request_continues_the_callers_trace(
     assert dict(queue.attributes or {})["inferd.queue.outcome"] == "dispatched"
 
 
+def test_queue_span_carries_the_admission_prediction_for_requests_with_a_deadline(
+    demo_repository: Path, make_server: MakeServer, make_tracing: MakeTracing
+) -> None:
+    """With a deadline the adaptive policy predicts at admission, and the queue
+    span says what; without one nothing is predicted and nothing is said."""
+    tracing, exporter = make_tracing()
+    server = make_server(demo_repository, tracing=tracing)
+    x = {"pixels": np.ones((2, 64), np.float32)}
+    with InferenceClient(server.address) as client:  # type: ignore[attr-defined]
+        client.infer("digits_mlp", x, timeout=5.0)
+        client.infer("digits_mlp", x)
+    spans = exporter.get_finished_spans()
+    roots = sorted(_by_name(spans, MODEL_INFER), key=lambda s: s.start_time or 0)
+    with_deadline, without = (
+        dict(next(s for s in children(spans, root) if s.name == "queue").attributes or {})
+        for root in roots
+    )
+    predicted = with_deadline["inferd.admission.predicted_ms"]
+    assert isinstance(predicted, float) and 0 < predicted < 5000
+    assert 0 < float(with_deadline["inferd.deadline.slack_ms"]) < 5000  # type: ignore[arg-type]
+    assert "inferd.admission.predicted_ms" not in without
+    assert "inferd.deadline.slack_ms" not in without
+
+
 async def _concurrent_load(address: str, waves: int = 3, concurrency: int = 32) -> int:
     x = np.ones((1, 1024), np.float32)
     async with AsyncInferenceClient(address) as client:
