@@ -2,10 +2,11 @@
 
     python -m benchmarks.revisions --rev before=HEAD~1 --rev after=. \\
         [--scenario batcher-poisson] [--fractions 0.5 0.9] [--seconds 10] \\
-        [--rounds 3] [--static 16/2000] [--json FILE]
+        [--rounds 3] [--static 16/2000] [--policy adaptive-strict] [--json FILE]
 
 ``--rev NAME=REV`` serves the scenario's first policy (for the batcher
-scenarios: adaptive with the 25 ms budget) from git revision REV, checked out
+scenarios: adaptive with the 25 ms budget; ``--policy`` names another of the
+scenario's, e.g. ``adaptive-strict``) from git revision REV, checked out
 with ``git worktree`` into a temporary folder that is removed afterwards;
 ``.`` is the working tree as it is, uncommitted edits included. ``--static
 PREFERRED/DELAY_US`` adds a Triton-style static server from the working tree.
@@ -151,6 +152,7 @@ def run(
     seconds: float,
     rounds: int,
     statics: Sequence[Policy] = (),
+    policy: Policy | None = None,
     warmup_s: float = 1.0,
     capacity_s: float = 5.0,
     out: Callable[[str], None] = print,
@@ -169,9 +171,9 @@ def run(
         tmp = Path(tmp_name)
 
         with contextlib.ExitStack() as stack:
-            first = scenario.policies[0]
+            served = policy or scenario.policies[0]
             variants = [
-                Variant(name, stack.enter_context(checkout(rev, tmp)), first) for name, rev in revs
+                Variant(name, stack.enter_context(checkout(rev, tmp)), served) for name, rev in revs
             ]
             variants += [Variant(p.name.replace("static ", "static-"), ROOT, p) for p in statics]
             addresses = [
@@ -211,6 +213,7 @@ def run(
         "scenario": scenario.name,
         "revisions": dict(revs),
         "static": [p.name for p in statics],
+        "policy": served.name,
         "capacity_rps": capacity,
         "seconds": seconds,
         "rounds": rounds,
@@ -238,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--static", type=parse_static, action="append", default=[], metavar="P/DELAY_US",
         help="also a Triton-style static server from the working tree (repeat)",
     )  # fmt: skip
+    parser.add_argument(
+        "--policy", help="which of the scenario's policies the revisions serve (default: its first)"
+    )
     parser.add_argument("--json", type=Path, help="also write every run and the totals here")
     opts = parser.parse_args(argv)
     names = [name for name, _ in opts.rev]
@@ -246,10 +252,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.seconds <= 0 or opts.rounds < 1:
         parser.error("--seconds must be > 0 and --rounds >= 1")
     scenario = SCENARIOS[opts.scenario]
+    # Static's candidates are tuned per run, which side-by-side turns do not do.
+    servable = {p.name: p for p in scenario.policies if not p.candidates}
+    if opts.policy is not None and opts.policy not in servable:
+        parser.error(f"--policy must be one of {', '.join(sorted(servable))} for {scenario.name}")
     try:
         report = run(
             scenario, opts.rev, fractions=opts.fractions or scenario.load_fractions,
             seconds=opts.seconds, rounds=opts.rounds, statics=opts.static,
+            policy=servable[opts.policy] if opts.policy else None,
         )  # fmt: skip
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -52,6 +52,15 @@ def test_duplicate_names_are_refused(capsys: pytest.CaptureFixture[str]) -> None
     assert "names must differ" in capsys.readouterr().err
 
 
+def test_policy_must_be_one_the_scenario_serves_without_tuning(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for bad in ("no-such-policy", "static"):  # static is tuned per run: --static instead
+        with pytest.raises(SystemExit):
+            revisions.main(["--rev", "a=.", "--policy", bad])
+        assert "--policy must be one of adaptive, adaptive-strict" in capsys.readouterr().err
+
+
 @needs_git
 def test_an_unknown_revision_is_refused_before_any_server_starts() -> None:
     with pytest.raises(RunError, match="cannot check out 'no-such-revision'"):
@@ -72,11 +81,15 @@ def test_a_committed_revision_and_the_working_tree_take_turns(tmp_path: Path) ->
         seconds=0.6,
         rounds=2,
         statics=[revisions.parse_static("8/1000")],
+        policy=next(
+            p for p in SCENARIOS["batcher-poisson"].policies if p.name == "adaptive-strict"
+        ),
         warmup_s=0.3,
         capacity_s=1.0,
         out=lines.append,
     )
     assert report["capacity_rps"] > 0  # type: ignore[operator]
+    assert report["policy"] == "adaptive-strict"
     runs = report["runs"]
     assert isinstance(runs, list)
     # Round-robin: each round visits every variant before the next round starts.
