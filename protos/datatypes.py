@@ -113,13 +113,9 @@ def deserialize_bytes(buffer: bytes | memoryview, count: int) -> np.ndarray:
         (length,) = _LENGTH.unpack_from(view, offset)
         offset += 4
         if offset + length > end:
-            raise ValueError(
-                f"BYTES element {i}: length {length} runs past the end of the data"
-            )
+            raise ValueError(f"BYTES element {i}: length {length} runs past the end of the data")
         out[i] = bytes(view[offset : offset + length])
         offset += length
     if offset != end:
-        raise ValueError(
-            f"BYTES data has {end - offset} bytes left after {count} elements"
-        )
+        raise ValueError(f"BYTES data has {end - offset} bytes left after {count} elements")
     return out

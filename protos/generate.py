@@ -42,9 +42,7 @@ def generate(out_dir: Path) -> None:
 
 def generated_files(base: Path) -> list[Path]:
     return sorted(
-        p.relative_to(base)
-        for p in (base / "protos").rglob("*")
-        if p.name.endswith(SUFFIXES)
+        p.relative_to(base) for p in (base / "protos").rglob("*") if p.name.endswith(SUFFIXES)
     )
 
 

@@ -344,9 +344,7 @@ print(json.dumps(out))
 """
 
 
-def test_stock_client_loads_and_unloads_in_explicit_mode(
-    tmp_path: Path, make_server: Any
-) -> None:
+def test_stock_client_loads_and_unloads_in_explicit_mode(tmp_path: Path, make_server: Any) -> None:
     if importlib.util.find_spec("tritonclient") is None:
         pytest.skip("tritonclient is not installed (pip install '.[test]')")
     from lifecycle_models import plus, write_config

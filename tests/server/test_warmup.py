@@ -41,8 +41,7 @@ async def test_a_model_that_cannot_run_its_batch_sizes_never_reports_ready(
     # scheduler pick 1..8: warmup catches it before any caller does.
     _fixed_batch_model(tmp_path / "fixed" / "1" / "model.onnx", 8)
     (tmp_path / "fixed" / "config.pbtxt").write_text(
-        'name: "fixed"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
-        "dynamic_batching { }\n"
+        'name: "fixed"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\ndynamic_batching { }\n'
     )
     _fixed_batch_model(tmp_path / "ok" / "1" / "model.onnx", "batch")
     manager = ModelManager(ModelRepository(tmp_path))
