@@ -60,7 +60,10 @@ def make_plan(
 # --------------------------------------------------------------------------- tensorrt
 
 
-def make_tensorrt(version: str = "10.3.0") -> types.ModuleType:
+def make_tensorrt(version: str = "10.3.0", memory: Any = None) -> types.ModuleType:
+    """``memory``: where the "network" reads its inputs and writes its outputs
+    (``read(address, nbytes) -> bytes``, ``write(address, data)``); by default
+    the fake pycuda's ``MEMORY``. A GPU test passes real device memory."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version  # type: ignore[attr-defined]
     trt.DataType = _enum("FLOAT", "HALF", "INT8", "INT32", "INT64", "BOOL", "UINT8", "FP8")  # type: ignore[attr-defined]
@@ -90,7 +93,8 @@ def make_tensorrt(version: str = "10.3.0") -> types.ModuleType:
                     "/srv/models/m/1/model.plan",
                 )
                 return None
-            return FakeEngine(trt, json.loads(bytes(data)[len(PLAN_MAGIC) :]))
+            body = json.loads(bytes(data)[len(PLAN_MAGIC) :])
+            return FakeEngine(trt, body, memory)
 
     trt.ILogger = ILogger  # type: ignore[attr-defined]
     trt.Runtime = Runtime  # type: ignore[attr-defined]
@@ -98,8 +102,9 @@ def make_tensorrt(version: str = "10.3.0") -> types.ModuleType:
 
 
 class FakeEngine:
-    def __init__(self, trt: Any, body: dict[str, Any]) -> None:
+    def __init__(self, trt: Any, body: dict[str, Any], memory: Any = None) -> None:
         self.trt = trt
+        self.memory = memory or FakeMemory()
         self.inputs = [(n, d, tuple(s)) for n, d, s in body["inputs"]]
         self.outputs = [(n, d, tuple(s)) for n, d, s in body["outputs"]]
         self.profiles = [
@@ -212,9 +217,9 @@ class FakeContext:
                 shape = self.get_tensor_shape(name)
                 np_dtype = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32}[dtype]
                 nbytes = int(np.prod(shape)) * np.dtype(np_dtype).itemsize
-                x = np.frombuffer(MEMORY[self.addresses[name]][:nbytes], np_dtype)
+                x = np.frombuffer(engine.memory.read(self.addresses[name], nbytes), np_dtype)
                 y = (x * 2).astype(np_dtype)
-                MEMORY[self.addresses[out]][:nbytes] = y.tobytes()
+                engine.memory.write(self.addresses[out], y.tobytes())
         finally:
             self.running = False
         self.profiles_used.add(self.profile)
@@ -227,6 +232,16 @@ class FakeContext:
 # --------------------------------------------------------------------------- pycuda.driver
 
 MEMORY: dict[int, bytearray] = {}
+
+
+class FakeMemory:
+    """The fake pycuda's device memory, as the fake network reads it."""
+
+    def read(self, address: int, nbytes: int) -> bytes:
+        return bytes(MEMORY[address][:nbytes])
+
+    def write(self, address: int, data: bytes) -> None:
+        MEMORY[address][: len(data)] = data
 
 
 def make_pycuda(

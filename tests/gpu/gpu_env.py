@@ -73,6 +73,13 @@ def device_memory_used(device: int = 0) -> int:
     return int(total - free)
 
 
+def requires_cuda() -> pytest.MarkDecorator:
+    reason = cuda_driver()[1]
+    return pytest.mark.skipif(
+        reason is not None, reason=f"needs pycuda and an NVIDIA GPU: {reason}"
+    )
+
+
 def requires_tensorrt_gpu() -> pytest.MarkDecorator:
     reason = tensorrt_gpu_reason()
     return pytest.mark.skipif(
