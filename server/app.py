@@ -387,7 +387,7 @@ class InferdServer:
             failure_threshold=config.engine_failure_threshold,
             probe_interval_s=config.health_probe_interval_s,
         )
-        self.router = Router(self.models)
+        self.router = Router(self.models, observer=self.telemetry)
         self.lifecycle = LifecycleController(
             self.models,
             self.router,

@@ -101,3 +101,12 @@ class ServerObserver:
 
     def on_load_failed(self, name: str) -> None:
         """A load of ``name`` (or of one of its versions) failed."""
+
+    def on_shadow(self, name: str, version: int, outcome: str) -> None:
+        """A request mirrored to challenger ``version`` of ``name`` ended:
+        ``agree`` or ``disagree`` (its outputs against the champion's answer),
+        ``error`` (the challenger failed it), ``dropped`` (it never ran: too
+        many mirrored in flight, or the challenger was unloading)."""
+
+    def on_guardrail_trip(self, name: str, version: int) -> None:
+        """A guardrail stopped challenger ``version`` of ``name`` on this replica."""

@@ -38,6 +38,7 @@ import numpy as np
 
 from server.lifecycle.state import Guardrails, LifecycleState, ModelLifecycle, RouteMode
 from server.models import ModelManager, ModelVersion
+from server.observer import ServerObserver
 
 log = logging.getLogger("inferd.routing")
 
@@ -238,8 +239,11 @@ class Router:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_shadow_inflight: int = 64,
+        observer: ServerObserver | None = None,
     ) -> None:
         self.models = models
+        #: Shadow outcomes and guardrail trips, for metrics.
+        self.observer = observer or ServerObserver()
         self._rng = rng or random.Random()
         self._clock = clock
         self._routes: dict[str, Route] = {}
@@ -331,6 +335,7 @@ class Router:
             stats = decision.route.stats.get(CHALLENGER)
             if stats is not None:
                 stats.shadow_dropped += 1
+                self.observer.on_shadow(decision.route.model, stats.version, "dropped")
             return False
         self._shadow_inflight += 1
         return True
@@ -356,9 +361,12 @@ class Router:
             return
         if dropped:
             stats.shadow_dropped += 1
+            self.observer.on_shadow(route.model, stats.version, "dropped")
             return
         now = self._clock()
         disagree = agree is False
+        outcome = "error" if not ok else "disagree" if disagree else "agree"
+        self.observer.on_shadow(route.model, stats.version, outcome)
         stats.shadow_requests += 1
         stats.shadow_errors += not ok
         stats.shadow_disagreements += disagree
@@ -401,6 +409,7 @@ class Router:
         if not why:
             return
         route.tripped = why
+        self.observer.on_guardrail_trip(route.model, stats.version)
         log.warning(
             "guardrail: model '%s' challenger version %d rolled back: %s",
             route.model,

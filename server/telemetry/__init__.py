@@ -114,3 +114,11 @@ class Telemetry(ServerObserver):
         self._models.add(name)
         if self.metrics is not None:
             self.metrics.load_failures.labels(name).inc()
+
+    def on_shadow(self, name: str, version: int, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.shadow.labels(name, str(version), outcome).inc()
+
+    def on_guardrail_trip(self, name: str, version: int) -> None:
+        if self.metrics is not None:
+            self.metrics.guardrail_trips.labels(name, str(version)).inc()

@@ -22,6 +22,8 @@ inferd_requests_late_total                 counter    model, version
 inferd_requests_cancelled_total            counter    model, version
 inferd_model_load_failures_total           counter    model
 inferd_model_ready_versions                gauge      model
+inferd_shadow_requests_total               counter    model, version, outcome
+inferd_guardrail_trips_total               counter    model, version
 process_* (CPU, memory, fds, start time)   various    (``worker`` with --workers)
 inferd_gpu_* (only where NVML finds GPUs)  gauge      gpu, name
 =========================================  =========  ============================
@@ -190,6 +192,20 @@ class Metrics:
             ("model",),
             registry=r,
             multiprocess_mode="livemin",
+        )
+        # Rollouts: ``version`` is the challenger's.
+        self.shadow = Counter(
+            "inferd_shadow_requests",
+            "Requests mirrored to a shadow challenger, by outcome (agree, disagree, error, "
+            "dropped)",
+            (*mv, "outcome"),
+            registry=r,
+        )
+        self.guardrail_trips = Counter(
+            "inferd_guardrail_trips",
+            "Challengers stopped by a guardrail on this replica",
+            mv,
+            registry=r,
         )
         if process:
             ProcessCollector(registry=r)

@@ -13,6 +13,7 @@ import json
 import math
 import statistics
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from lifecycle_models import (
     version_of,
     wait_for,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from clients import InferenceClient, InferenceServerError
 from clients.admin import AdminClient
@@ -48,6 +50,7 @@ def repo(tmp_path: Path) -> Path:
 
 def start(make_server: MakeServer, repo: Path, **options: Any) -> ServerThread:
     options.setdefault("state_poll_seconds", 0.1)
+    options.setdefault("metrics_port", 0)
     return make_server(repo, interceptors=[HeaderIdentity()], **options)
 
 
@@ -83,6 +86,19 @@ def stats(admin: AdminClient, variant: str) -> dict[str, Any]:
     (route,) = admin.routes("plus")
     rows = [s for s in route.get("stats", []) if s["variant"] == variant]
     return rows[0] if rows else {}
+
+
+def scraped(server: ServerThread, sample: str, **labels: str) -> float:
+    """The value of ``sample`` with ``labels`` on the server's /metrics (0 if absent)."""
+    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def four_sigma(n: int, p: float) -> float:
@@ -151,7 +167,7 @@ def test_explicit_version_bypasses_the_route(admin: AdminClient, client: Inferen
 
 
 def test_shadow_answers_with_the_champion_and_counts_disagreement(
-    admin: AdminClient, client: InferenceClient
+    server: ServerThread, admin: AdminClient, client: InferenceClient
 ) -> None:
     admin.set_stage("plus", 2, "staging")
     admin.set_route("plus", 2, "shadow", 1.0)
@@ -162,6 +178,10 @@ def test_shadow_answers_with_the_champion_and_counts_disagreement(
     assert shadow["shadow_disagreements"] == 100  # x+2 never matches x+1
     assert shadow["requests"] == 0  # it answered nobody
     assert stats(admin, "champion")["requests"] == 100
+    # The same outcomes on /metrics, for dashboards and alerts.
+    shadowed = "inferd_shadow_requests_total"
+    assert scraped(server, shadowed, model="plus", version="2", outcome="disagree") == 100
+    assert scraped(server, shadowed, model="plus", outcome="agree") == 0
 
 
 def test_shadow_never_delays_the_caller(admin: AdminClient, client: InferenceClient) -> None:
@@ -216,7 +236,7 @@ def run_until_rolled_back(
 
 
 def test_failing_challenger_is_rolled_back_within_its_window(
-    admin: AdminClient, client: InferenceClient
+    server: ServerThread, admin: AdminClient, client: InferenceClient
 ) -> None:
     admin.set_stage("plus", 3, "staging")
     guard = {"max_error_ratio": 0.2, "min_requests": 5, "window_seconds": 20}
@@ -228,6 +248,7 @@ def test_failing_challenger_is_rolled_back_within_its_window(
     (route,) = admin.routes("plus")
     assert "error ratio" in route["tripped"]
     assert {s["version"]: s["stage"] for s in route["stages"]}[3] == "STAGE_ARCHIVED"
+    assert scraped(server, "inferd_guardrail_trips_total", model="plus", version="3") == 1
     # Afterwards the champion answers everything, including what v3 could not.
     assert {answer(client, X_FAILS) for _ in range(50)} == {1}
     (entry,) = [e for e in admin.audit_log("plus") if e["action"] == "guardrail_rollback"]

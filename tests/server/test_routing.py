@@ -13,6 +13,7 @@ import pytest
 
 from server.errors import Unavailable
 from server.lifecycle.state import Guardrails, LifecycleState, ModelLifecycle, RouteMode, Stage
+from server.observer import ServerObserver
 from server.routing import CHALLENGER, CHAMPION, Decision, Router, bucket, outputs_agree
 
 
@@ -228,6 +229,41 @@ def test_shadow_in_flight_is_bounded() -> None:
     assert not router.begin_shadow(decision)
     (row,) = [s for s in router.variant_stats() if s.variant == CHALLENGER]
     assert row.shadow_dropped == 1
+
+
+class Recorder(ServerObserver):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ...]] = []
+
+    def on_shadow(self, name: str, version: int, outcome: str) -> None:
+        self.events.append(("shadow", name, str(version), outcome))
+
+    def on_guardrail_trip(self, name: str, version: int) -> None:
+        self.events.append(("trip", name, str(version)))
+
+
+def test_shadow_outcomes_and_trips_reach_the_observer() -> None:
+    # What metrics count: every mirrored request's outcome, once, and the trip.
+    recorder = Recorder()
+    router = Router(FakeModels(1, 2), observer=recorder)  # type: ignore[arg-type]
+    router.max_shadow_inflight = 1
+    guard = Guardrails(window_s=60, min_requests=4, max_error_ratio=0.4)
+    router.apply(
+        state(champion=1, challenger=2, mode=RouteMode.SHADOW, weight=1.0, guardrails=guard)
+    )
+    decision = router.route("m")
+    for ok, agree in ((True, True), (True, False), (False, None)):
+        assert router.begin_shadow(decision)
+        router.end_shadow(decision, ok=ok, latency_s=0.01, agree=agree)
+    assert router.begin_shadow(decision)
+    assert not router.begin_shadow(decision)  # the bound: dropped before running
+    router.end_shadow(decision, ok=False, latency_s=0.01, agree=None, dropped=True)
+    assert router.begin_shadow(decision)
+    router.end_shadow(decision, ok=False, latency_s=0.01, agree=None)  # 2 errors in 4: trips
+    outcomes = [e[3] for e in recorder.events if e[0] == "shadow"]
+    assert outcomes == ["agree", "disagree", "error", "dropped", "dropped", "error"]
+    assert recorder.events[-1] == ("trip", "m", "2")
+    assert all(e[1:3] == ("m", "2") for e in recorder.events)
 
 
 def test_traffic_share_and_stats_survive_unrelated_state_changes() -> None:
