@@ -225,6 +225,8 @@ def test_alert_rules_structure() -> None:
         "InferdErrorRatioHigh",
         "InferdRefusalSpike",
         "InferdModelNotReady",
+        "InferdGuardrailRollback",
+        "InferdShadowDisagreement",
     }
     for name, rule in alerts.items():
         assert re.fullmatch(r"\d+[smh]", rule["for"]), name
