@@ -71,7 +71,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from engines import Engine, EngineError, EngineInputError
-from server.batching import BatchingOptions, Plan, QueueState, make_planner
+from server.batching import BatchingOptions, Plan, QueueState, make_planner, new_latency_model
 from server.errors import (
     DeadlineExceeded,
     EngineFailure,
@@ -473,7 +473,7 @@ class BatchingScheduler(Scheduler):
         self.observer = observer or NULL_VERSION_OBSERVER
         self.stats = stats
         self.options = options
-        self.latency = latency or LatencyModel()
+        self.latency = latency or new_latency_model(options)
         self.counters = Counters()
         #: The most recent batches (size, reason, slack, predicted vs actual).
         self.batches: collections.deque[BatchRecord] = collections.deque(maxlen=history)

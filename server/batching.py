@@ -53,7 +53,9 @@ string_value: "..." } }``); a bad value fails the model's load naming it.
   elsewhere, or a late answer is worthless to them). ``strict`` also refuses
   a request whose joining a queued batch would make that batch late even
   when the batch is predicted late already (``balanced`` then admits it:
-  refusing saves nothing, ``BatchingScheduler._finish_without``). A/B on
+  refusing saves nothing, ``BatchingScheduler._finish_without``), and its
+  latency model lets a stalled batch count up to 2x its size's mean where
+  ``balanced`` counts 1.25x (``server.latency.STALL_CLIP``). A/B on
   the Poisson trace (25 ms budget, 3 rounds x 10 s, two runs): at 0.9x of
   capacity admitted on time 0.9998 / 0.9988 strict against 0.9977 /
   0.9888 balanced, attainment 0.432 / 0.543 against 0.397 / 0.691; at 0.7x
@@ -73,7 +75,7 @@ from dataclasses import dataclass, field
 
 from protos import model_config_pb2
 from server.errors import InvalidArgument
-from server.latency import LatencyModel
+from server.latency import STALL_CLIP, STRICT_STALL_CLIP, LatencyModel
 
 POLICIES = ("adaptive", "static", "none")
 #: What the adaptive policy's admission favours, see ``admission`` above.
@@ -402,6 +404,12 @@ class StaticPlanner(Planner):
             take = fitting[-1] if fitting else min(rows, largest)
             return Plan(take, take, "window")
         return Plan(wake_at=due)
+
+
+def new_latency_model(options: BatchingOptions) -> LatencyModel:
+    """The latency model a version plans with (its stall clip follows ``admission``)."""
+    strict = options.admission == "strict"
+    return LatencyModel(stall_clip=STRICT_STALL_CLIP if strict else STALL_CLIP)
 
 
 def make_planner(options: BatchingOptions, latency: LatencyModel) -> Planner:

@@ -21,9 +21,8 @@ from pathlib import Path
 from engines import Engine, EngineError, load_engine
 from protos import model_config_pb2
 from server.batcher import BatchingScheduler
-from server.batching import options_from_config
+from server.batching import new_latency_model, options_from_config
 from server.errors import InferdError, NotFound, Unavailable
-from server.latency import LatencyModel
 from server.model_io import ModelIO
 from server.observer import ServerObserver, VersionObserver
 from server.repository import (
@@ -328,7 +327,7 @@ class ModelManager:
                 failure_threshold=self._failure_threshold,
                 probe_interval_s=self._probe_interval_s,
             )
-            latency = LatencyModel()
+            latency = new_latency_model(options)
             # Before READY: the first caller must not pay for lazy initialisation,
             # and the batcher must know each size's latency before it plans.
             warm_up(engine, io, options, latency)
