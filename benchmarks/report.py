@@ -42,9 +42,12 @@ class GoalResult:
     attainment: float
     ratio_goal: float
     best: dict[str, tuple[str, float] | None]
-    #: First policy's goodput over the best other's (inf when they had none).
+    #: First policy's goodput over the best other's; when no other policy
+    #: kept the attainment anywhere, a lower bound (see ``judge_goodput_goal``).
     ratio: float
     met: bool
+    #: True when ``ratio`` is that lower bound.
+    bound: bool = False
 
     @property
     def line(self) -> str:
@@ -53,9 +56,15 @@ class GoalResult:
             for name, at in self.best.items()
         ]
         verdict = "met" if self.met else "NOT met"
+        ratio = f"ratio {self.ratio:.2f}"
+        if self.bound:
+            ratio = (
+                f"ratio at least {self.ratio:.2f} (the others kept it at no load tried: "
+                "bounded by the lowest load offered)"
+            )
         return (
             f"goodput at >= {self.attainment:g} SLO attainment: {', '.join(parts)}; "
-            f"ratio {self.ratio:.2f} (goal {self.ratio_goal:g}x: {verdict})"
+            f"{ratio} (goal {self.ratio_goal:g}x: {verdict})"
         )
 
 
@@ -64,7 +73,14 @@ def judge_goodput_goal(
 ) -> GoalResult:
     """Each policy's highest goodput over its valid points that kept the
     goal's SLO attainment; the goal compares the first policy with the best
-    of the others. Invalid points (client lagged) never count."""
+    of the others. Invalid points (client lagged) never count.
+
+    When no other policy kept the attainment at any load tried, their
+    goodput at it is not measured, only bounded: below the lowest load
+    offered to them (where they already missed). The ratio is then the
+    first policy's goodput over that load's offered rate, a lower bound, so
+    that a first policy that kept it only at that same lowest load is not
+    called 1.3x (or infinitely) better."""
     best: dict[str, tuple[str, float] | None] = dict.fromkeys(policies)
     for p in points:
         s = p.summary
@@ -76,8 +92,17 @@ def judge_goodput_goal(
     first, *others = policies
     mine = best[first][1] if best[first] is not None else 0.0
     theirs = max((b[1] for o in others if (b := best[o]) is not None), default=0.0)
-    ratio = mine / theirs if theirs > 0 else (math.inf if mine > 0 else 0.0)
-    return GoalResult(goal.attainment, goal.ratio, best, ratio, ratio >= goal.ratio)
+    if theirs > 0 or mine == 0:
+        ratio = mine / theirs if theirs > 0 else 0.0
+        return GoalResult(goal.attainment, goal.ratio, best, ratio, ratio >= goal.ratio)
+    offered = [
+        p.summary.offered_rps or p.summary.sent_rps
+        for p in points
+        if p.policy in others and p.summary.valid
+    ]
+    lowest = min(offered, default=0.0)
+    ratio = mine / lowest if lowest > 0 else math.inf
+    return GoalResult(goal.attainment, goal.ratio, best, ratio, ratio >= goal.ratio, bound=True)
 
 
 @dataclass

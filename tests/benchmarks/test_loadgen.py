@@ -358,6 +358,34 @@ def test_goodput_goal_compares_each_policys_best_point_that_keeps_the_attainment
     assert even.ratio == pytest.approx(1.0) and not even.met
 
 
+def test_when_the_others_never_keep_the_attainment_the_ratio_is_a_lower_bound() -> None:
+    # Static misses 99% even at the lowest load tried: its goodput at 99% lies
+    # below that load's offered rate, not at zero (which read as infinitely
+    # better, or as met when adaptive kept 99% only at that same load).
+    goal = GoodputGoal(attainment=0.99, ratio=1.3)
+
+    def offered(point: PointResult, rps: float) -> PointResult:
+        point.summary = dataclasses.replace(point.summary, offered_rps=rps)
+        return point
+
+    static = [
+        offered(_point("static", "0.1x", 0.98, 49.0), 50.0),
+        offered(_point("static", "0.2x", 0.90, 90.0), 100.0),
+    ]
+    same_load = [offered(_point("adaptive", "0.1x", 0.996, 49.8), 50.0), *static]
+    judged = judge_goodput_goal(same_load, ["adaptive", "static"], goal)
+    assert judged.bound and judged.ratio == pytest.approx(49.8 / 50.0) and not judged.met
+    assert "ratio at least 1.00" in judged.line and "NOT met" in judged.line
+
+    higher = [offered(_point("adaptive", "0.2x", 0.992, 99.2), 100.0), *static]
+    judged = judge_goodput_goal(higher, ["adaptive", "static"], goal)
+    assert judged.bound and judged.ratio == pytest.approx(99.2 / 50.0) and judged.met
+
+    neither = [offered(_point("adaptive", "0.1x", 0.9, 45.0), 50.0), *static]
+    judged = judge_goodput_goal(neither, ["adaptive", "static"], goal)
+    assert not judged.bound and judged.ratio == 0.0 and not judged.met
+
+
 def test_a_missed_goodput_goal_fails_the_run_and_is_printed() -> None:
     goal = GoodputGoal(attainment=0.99, ratio=1.3)
     points = [_point("adaptive", "0.1x", 0.9, 40.0), _point("static", "0.1x", 1.0, 40.0)]
