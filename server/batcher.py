@@ -71,7 +71,14 @@ from typing import Any, NoReturn
 import numpy as np
 
 from engines import Engine, EngineError, EngineInputError
-from server.batching import BatchingOptions, Plan, QueueState, make_planner, new_latency_model
+from server.batching import (
+    ADMISSION_MODES,
+    BatchingOptions,
+    Plan,
+    QueueState,
+    make_planner,
+    new_latency_model,
+)
 from server.errors import (
     DeadlineExceeded,
     EngineFailure,
@@ -217,10 +224,9 @@ class _Margin:
     host stalls, which no refusal prevents. Under overload every admitted
     request is predicted just inside its deadline, so the margin must cover
     the tail (``Q_HIGH``) and then some (``OVERLOAD_RESERVE``). Quantile and
-    reserve rise linearly with the offered load on the engine, from
-    ``LOAD_LOW`` to ``LOAD_HIGH`` of what it serves within the latency budget
-    (``BatchingScheduler._budget_capacity``); ``strict`` admission ramps
-    earlier (``STRICT_LOAD_LOW`` to ``STRICT_LOAD_HIGH``).
+    reserve rise linearly with the offered load on the engine, over the
+    admission mode's ``ramp`` of what it serves within the latency budget
+    (``server.batching.ADMISSION_MODES``; ``strict`` ramps earlier).
     Measured on a shared 2-core host: a fixed p99 refused a third of requests
     at 60% load, a fixed p75 let 13% of admitted requests finish late at
     twice capacity, and steering the quantile by the late fraction itself
@@ -231,21 +237,6 @@ class _Margin:
 
     Q_LOW = 0.75
     Q_HIGH = 0.99
-    #: Fractions of the budget capacity, which counts two batch times in
-    #: the budget: at 0.5 / 0.7 / 0.9x of the throughput the server reaches
-    #: with its largest batches it read about 0.75 / 1.0 / 1.2-1.4
-    #: (batching_reference, 25 ms). The ramp was 0.7-1.0 before, set when
-    #: the load was taken against that throughput and kept when the signal
-    #: changed: it put the p99 and the reserve on 0.7x, where adaptive then
-    #: refused 20-40% while the static policy answered 86-93% on time.
-    LOAD_LOW = 0.9
-    LOAD_HIGH = 1.2
-    #: The ramp of ``admission: strict`` (``server.batching``), for callers
-    #: who would rather be refused than answered late: it reaches the p99
-    #: and the reserve at 0.8 of the budget capacity, about 0.6x of the
-    #: benchmark's capacity.
-    STRICT_LOAD_LOW = 0.5
-    STRICT_LOAD_HIGH = 0.8
     #: Seconds added at full overload on top of the quantile: a p99 of past
     #: errors still let 1.5-2% of admitted requests finish late at twice
     #: capacity, because the error drifts within the 2 s the samples cover.
@@ -264,13 +255,14 @@ class _Margin:
     MAX_SLOPE = 0.5
 
     def __init__(
-        self, window: int = 512, every: int = 16, horizon_s: float = 2.0, *, strict: bool = False
+        self,
+        window: int = 512,
+        every: int = 16,
+        horizon_s: float = 2.0,
+        *,
+        ramp: tuple[float, float] = ADMISSION_MODES["balanced"].ramp,
     ) -> None:
-        self._low, self._high = (
-            (self.STRICT_LOAD_LOW, self.STRICT_LOAD_HIGH)
-            if strict
-            else (self.LOAD_LOW, self.LOAD_HIGH)
-        )
+        self._low, self._high = ramp
         #: (when, predicted s, error s) of recent admitted requests.
         self._errors: collections.deque[tuple[float, float, float]] = collections.deque(
             maxlen=window
@@ -504,7 +496,7 @@ class BatchingScheduler(Scheduler):
         #: batches for the admitted rate alone fed back: refusals made batches
         #: smaller, which cut throughput and caused more refusals.)
         self._offered = _BurstRate()
-        self._margin = _Margin(strict=options.admission == "strict")
+        self._margin = _Margin(ramp=options.mode.ramp)
         self._capacity = 0.0  # rows/s, see _budget_capacity
         self._capacity_at = -math.inf
         #: The latest admitted requests, newest last: the batch a new request
@@ -666,7 +658,7 @@ class BatchingScheduler(Scheduler):
             self._refuse_late(finish - now, f"{max(0.0, deadline - now) * 1e3:.1f} ms left")
         batch_deadline = self._batch_deadline(request.rows)
         if finish > batch_deadline and (
-            self.options.admission == "strict" or self._finish_without(now) <= batch_deadline
+            self.options.mode.whole_batch_rule or self._finish_without(now) <= batch_deadline
         ):
             self._refuse_late(
                 finish - now,

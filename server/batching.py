@@ -78,8 +78,35 @@ from server.errors import InvalidArgument
 from server.latency import STALL_CLIP, STRICT_STALL_CLIP, LatencyModel
 
 POLICIES = ("adaptive", "static", "none")
-#: What the adaptive policy's admission favours, see ``admission`` above.
-ADMISSION_MODES = ("balanced", "strict")
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionMode:
+    """Everything one ``admission`` setting changes (see ``admission`` above)."""
+
+    #: Fractions of the budget capacity (``BatchingScheduler._budget_capacity``)
+    #: over which the admission margin ramps from its light-load quantile to
+    #: the p99 plus reserve (``server.batcher._Margin``).
+    ramp: tuple[float, float]
+    #: Refuse a request whose joining makes its queued batch finish late even
+    #: when that batch is predicted late without it.
+    whole_batch_rule: bool
+    #: How far one stalled batch may lift its size's mean (``server.latency``).
+    stall_clip: float
+
+
+#: Balanced's ramp: the budget capacity counts two batch times in the budget,
+#: so at 0.5 / 0.7 / 0.9x of the throughput the server reaches with its
+#: largest batches it reads about 0.75 / 1.0 / 1.2-1.4 (batching_reference,
+#: 25 ms). The ramp was 0.7-1.0 before, set when the load was taken against
+#: that throughput and kept when the signal changed: it put the p99 and the
+#: reserve on 0.7x, where adaptive then refused 20-40% while the static policy
+#: answered 86-93% on time. Strict's reaches the p99 and the reserve at 0.8 of
+#: the budget capacity, about 0.6x of the benchmark's capacity.
+ADMISSION_MODES: dict[str, AdmissionMode] = {
+    "balanced": AdmissionMode((0.9, 1.2), whole_batch_rule=False, stall_clip=STALL_CLIP),
+    "strict": AdmissionMode((0.5, 0.8), whole_batch_rule=True, stall_clip=STRICT_STALL_CLIP),
+}
 DEFAULT_MAX_QUEUE = 2048
 DEFAULT_WARMUP_ROUNDS = 5
 DEFAULT_UTILIZATION = 0.8
@@ -111,7 +138,7 @@ class BatchingOptions:
     #: Seconds before each deadline by which the adaptive policy means the
     #: answer to be ready (its way back to the caller).
     reply_allowance_s: float = DEFAULT_REPLY_ALLOWANCE_S
-    #: ``balanced`` | ``strict``: see the module docstring.
+    #: ``balanced`` | ``strict``: see the module docstring and ``mode``.
     admission: str = "balanced"
     #: Batches predicted faster than this (s) run on the event loop thread.
     inline_max_s: float = 0.0
@@ -143,6 +170,10 @@ class BatchingOptions:
     @property
     def largest(self) -> int:
         return self.sizes[-1] if self.batched else 1
+
+    @property
+    def mode(self) -> AdmissionMode:
+        return ADMISSION_MODES[self.admission]
 
     def warmup_sizes(self) -> tuple[int, ...]:
         """Every dispatchable size up to 64; beyond, powers of two and the
@@ -408,8 +439,7 @@ class StaticPlanner(Planner):
 
 def new_latency_model(options: BatchingOptions) -> LatencyModel:
     """The latency model a version plans with (its stall clip follows ``admission``)."""
-    strict = options.admission == "strict"
-    return LatencyModel(stall_clip=STRICT_STALL_CLIP if strict else STALL_CLIP)
+    return LatencyModel(stall_clip=options.mode.stall_clip)
 
 
 def make_planner(options: BatchingOptions, latency: LatencyModel) -> Planner:

@@ -21,7 +21,7 @@ from engine_doubles import DoublingEngine
 
 from benchmarks import overload
 from server.batcher import BatchingScheduler, _Margin
-from server.batching import BatchingOptions
+from server.batching import ADMISSION_MODES, BatchingOptions
 from server.errors import DeadlineExceeded
 from server.latency import LatencyModel
 from server.request import InferRequest
@@ -141,7 +141,8 @@ def test_strict_admission_covers_the_error_tail_from_a_lower_load() -> None:
     reserve = _Margin.OVERLOAD_RESERVE
     values = {}
     for strict in (False, True):
-        margin = _Margin(window=100, every=10, horizon_s=2.0, strict=strict)
+        mode = ADMISSION_MODES["strict" if strict else "balanced"]
+        margin = _Margin(window=100, every=10, horizon_s=2.0, ramp=mode.ramp)
         for i in range(100):
             margin.add(i / 1000, now=10.0, predicted=0.010)
         values[strict] = []
