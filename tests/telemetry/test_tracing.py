@@ -108,7 +108,8 @@ def test_queue_span_carries_the_admission_prediction_for_requests_with_a_deadlin
     )
     predicted = with_deadline["inferd.admission.predicted_ms"]
     assert isinstance(predicted, float) and 0 < predicted < 5000
-    assert 0 < float(with_deadline["inferd.deadline.slack_ms"]) < 5000  # type: ignore[arg-type]
+    # The 5 s deadline as the server reads it (gRPC's timeout header may round it up).
+    assert 0 < float(with_deadline["inferd.deadline.slack_ms"]) < 5100  # type: ignore[arg-type]
     assert "inferd.admission.predicted_ms" not in without
     assert "inferd.deadline.slack_ms" not in without
 
