@@ -15,7 +15,6 @@ import importlib.util
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 from gpu_env import cuda_context
-from prometheus_client.parser import text_string_to_metric_families
+from metrics_scrape import scrape
 
 from server import gpu
 
@@ -57,9 +56,7 @@ class Reading:
 
 
 def _read(port: int) -> Reading:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    samples = [s for f in scrape(port) for s in f.samples]
 
     def by_gpu(name: str) -> dict[str, float]:
         return {s.labels["gpu"]: s.value for s in samples if s.name == name}

@@ -13,7 +13,6 @@ import json
 import math
 import statistics
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from lifecycle_models import (
     version_of,
     wait_for,
 )
-from prometheus_client.parser import text_string_to_metric_families
+from metrics_scrape import scrape, value
 
 from clients import InferenceClient, InferenceServerError
 from clients.admin import AdminClient
@@ -90,15 +89,7 @@ def stats(admin: AdminClient, variant: str) -> dict[str, Any]:
 
 def scraped(server: ServerThread, sample: str, **labels: str) -> float:
     """The value of ``sample`` with ``labels`` on the server's /metrics (0 if absent)."""
-    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        text = reply.read().decode()
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
-    )
+    return value(scrape(server.server.metrics_port), sample, **labels)
 
 
 def four_sigma(n: int, p: float) -> float:
