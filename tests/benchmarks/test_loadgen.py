@@ -87,8 +87,14 @@ def test_open_loop_poisson_follows_the_schedule(server_address: str) -> None:
     assert s.sent == in_window, s  # every scheduled arrival was sent, none invented
     assert s.ok == s.sent, s.errors
     assert s.offered_rps == 200
-    # Sub-ms on an idle machine; the bound leaves room for a busy shared CI box.
-    assert s.lag_ms["p50"] < 1.0 and s.lag_ms["p99"] < 5.0, s.lag_ms
+    # Sub-ms on an idle machine. A shared CI box stalls now and then (a p99 of
+    # 13.6 ms was seen), so the tail is bounded by how many sends ran late, not
+    # by a percentile: a client that drifted behind its schedule would have most
+    # of them late, one that waited for answers all of them.
+    lags_ms = (result.samples.sent - result.samples.scheduled) * 1e3
+    assert s.lag_ms["p50"] < 1.0, s.lag_ms
+    assert lags_ms.min() >= 0.0, "a request was sent before its scheduled time"
+    assert np.count_nonzero(lags_ms > 5.0) <= 0.05 * s.sent, s.lag_ms
     scheduled = np.sort(result.samples.scheduled)
     np.testing.assert_allclose(scheduled, planned[planned >= warmup] - warmup, atol=1e-9)
 
