@@ -46,10 +46,17 @@ def _scenario_main(argv: Sequence[str]) -> int:
         help="scheduling of the load workers (default realtime, falling back to nice -10, "
         "then normal, without permission): keeps the client on schedule on a busy machine",
     )  # fmt: skip
+    parser.add_argument(
+        "--models", type=Path, metavar="DIR",
+        help="model repository to serve (default: the bundled demo models, built on first use; "
+        "batching_reference is generated beside it when the repository lacks it)",
+    )  # fmt: skip
     parser.add_argument("--fail-on-invalid", action="store_true", help="exit 1 on invalid points")
     opts = parser.parse_args(argv)
     if opts.duration_scale <= 0 or opts.workers < 1:
         parser.error("--duration-scale must be > 0 and --workers >= 1")
+    if opts.models is not None and not opts.models.is_dir():
+        parser.error(f"--models {opts.models}: not a directory")
 
     from benchmarks.report import format_table, write_report
     from benchmarks.runner import run_scenario
@@ -59,6 +66,7 @@ def _scenario_main(argv: Sequence[str]) -> int:
     report = run_scenario(
         scenario, out, duration_scale=opts.duration_scale, workers=opts.workers,
         lag_limit_ms=opts.lag_limit_ms, client_priority=opts.client_priority,
+        source_repository=opts.models,
     )  # fmt: skip
     files = write_report(report, out)
     print(format_table(report))

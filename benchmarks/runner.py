@@ -347,10 +347,14 @@ def model_source(scenario: Scenario, source_repository: Path | None = None) -> P
     batching_reference model gets a temporary repository of its own."""
     from benchmarks.models import NAME as BATCHING_REFERENCE
     from benchmarks.models import build_batching_reference
-    from server.cli import default_demo_repository
-    from server.demo_models import build_demo_repository
 
-    source = source_repository or build_demo_repository(default_demo_repository())
+    if source_repository is not None:
+        source = source_repository
+    else:  # the demo models need scikit-learn to train; only imported when used
+        from server.cli import default_demo_repository
+        from server.demo_models import build_demo_repository
+
+        source = build_demo_repository(default_demo_repository())
     if scenario.model == BATCHING_REFERENCE and not (source / BATCHING_REFERENCE).exists():
         source = Path(tempfile.mkdtemp(prefix="inferd-bench-models-"))
         build_batching_reference(source)

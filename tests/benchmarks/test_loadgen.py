@@ -282,11 +282,12 @@ def test_report_writes_plots(tmp_path: Path, mode: str) -> None:
 
 def test_smoke_scenario_end_to_end(tmp_path: Path, demo_repository: Path) -> None:
     out = tmp_path / "smoke"
-    env = dict(os.environ, INFERD_DEMO_REPOSITORY=str(demo_repository))
+    # --models serves the given repository; the default one would be built here.
+    env = dict(os.environ, INFERD_DEMO_REPOSITORY=str(tmp_path / "never-built"))
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "smoke", "--duration-scale", "0.2",
-         "--results", str(out)],
+         "--results", str(out), "--models", str(demo_repository)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=100,
     )  # fmt: skip
     # 1 only for a missed latency target (a busy machine), never a crash.
@@ -296,7 +297,20 @@ def test_smoke_scenario_end_to_end(tmp_path: Path, demo_repository: Path) -> Non
     assert all(p["summary"]["ok"] > 0 for p in data["points"])
     assert data["passed"] == (proc.returncode == 0)
     assert (out / "points.csv").is_file()
+    assert not (tmp_path / "never-built").exists()
     assert time.monotonic() - started < 60
+
+
+def test_bench_refuses_a_models_folder_that_is_not_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["smoke", "--models", str(tmp_path / "absent"), "--results", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--models {tmp_path / 'absent'}: not a directory" in err, err
 
 
 # --------------------------------------------------------------------------- ceilings, configs
