@@ -1,0 +1,374 @@
+"""The batching policies on an engine of known speed: what each policy can do
+once the host's stalls are taken out of the engine.
+
+``batcher-bursty`` and ``batcher-poisson`` measure the whole server on a real
+model, where a shared host's stalls (a batch taking 2-3x its usual time) cause
+most late answers under either policy. This runs the same scheduler
+(``server.batcher.BatchingScheduler``, warmup, admission and planners
+unchanged) in one process against ``TimedEngine``, whose batch of ``b`` rows
+sleeps ``fixed + b x row`` seconds (optionally with stalls drawn at a chosen
+rate), on the scenarios' arrival schedules, two rows and a 25 ms deadline per
+request, the static candidates the scenarios tune from. Sleeping keeps the
+engine off the CPU, so the event loop answers on time even on 2 busy cores.
+No gRPC is on the path: the attainment here is the policy's, not the server's.
+
+    python -m benchmarks.timed_policies --arrival bursty --fractions 0.1 0.2 0.3
+    python -m benchmarks.timed_policies --stall-rate 0.02 --stall-factor 2.5
+
+Capacity is the engine's best rows/s (its largest batch back to back); each
+point offers a fraction of it. The goal line is the scenario's: the most
+requests/s each policy answers on time where it keeps 99% attainment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import random
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from benchmarks.loadgen import Arrival, Bursty, Poisson, schedule
+from benchmarks.scenarios import BATCHER_ROWS, BUDGET_MS, Policy, _static_candidates
+from engines import Engine, Signature, TensorSpec
+from server.batcher import BatchingScheduler
+from server.batching import BatchingOptions, new_latency_model
+from server.errors import DeadlineExceeded, Unavailable
+from server.model_io import ModelIO, TensorInfo
+from server.request import InferRequest
+from server.stats import ModelStats
+from server.warmup import warm_up
+
+MAX_BATCH = 16  # rows, as batching_reference
+#: batching_reference's shape on a quiet host (raw engine, batch 1 / 16:
+#: 5.1 / 9.2 ms): a fixed cost and a small per-row cost.
+FIXED_MS = 4.85
+ROW_MS = 0.27
+#: A loopback gRPC round trip of a small request through inferd, engine aside.
+PATH_MS = 1.0
+
+
+class TimedEngine(Engine):
+    """y = x after sleeping ``fixed_s + rows x row_s``; with ``stall_rate``,
+    that fraction of calls (seeded) takes ``stall_factor`` times as long."""
+
+    def __init__(
+        self,
+        fixed_s: float,
+        row_s: float,
+        *,
+        stall_rate: float = 0.0,
+        stall_factor: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if fixed_s < 0 or row_s < 0 or not 0 <= stall_rate <= 1 or stall_factor < 1:
+            raise ValueError("need times >= 0, 0 <= stall_rate <= 1, stall_factor >= 1")
+        self.fixed_s, self.row_s = fixed_s, row_s
+        self.stall_rate, self.stall_factor = stall_rate, stall_factor
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.calls: list[int] = []  # rows of each call, in order
+        spec = TensorSpec("x", np.dtype(np.float32), (-1, 1))
+        self._signature = Signature((spec,), (dataclasses.replace(spec, name="y"),))
+
+    @property
+    def signature(self) -> Signature:
+        return self._signature
+
+    def seconds(self, rows: int) -> float:
+        return self.fixed_s + rows * self.row_s
+
+    def infer(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        with self._lock:
+            stalled = self._rng.random() < self.stall_rate
+            self.calls.append(len(x))
+        time.sleep(self.seconds(len(x)) * (self.stall_factor if stalled else 1.0))
+        return {"y": x}
+
+    def close(self) -> None:
+        return None
+
+
+@dataclasses.dataclass
+class Point:
+    policy: str
+    fraction: float
+    offered_rps: float
+    sent: int
+    on_time: int
+    late: int
+    refused: int
+    latency_ms: list[float]  # answered requests, scheduled arrival to answer
+    #: The scheduler's refusals and expiries by reason (``Counters``).
+    reasons: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def attainment(self) -> float:
+        return self.on_time / self.sent if self.sent else float("nan")
+
+    @property
+    def admitted_on_time(self) -> float:
+        admitted = self.sent - self.refused
+        return self.on_time / admitted if admitted else float("nan")
+
+    @property
+    def goodput_rps(self) -> float:
+        return self.attainment * self.offered_rps
+
+    def p(self, q: float) -> float:
+        return float(np.percentile(self.latency_ms, q)) if self.latency_ms else float("nan")
+
+
+def options_for(policy: Policy) -> BatchingOptions:
+    """The policy's batching options as the scenario's config would give them."""
+    params = dict(policy.params)
+    if params.get("batching_policy") == "static":
+        return BatchingOptions(
+            policy="static",
+            max_batch_size=MAX_BATCH,
+            preferred_sizes=policy.preferred_batch_size,
+            max_queue_delay_s=(policy.max_queue_delay_us or 0) / 1e6,
+        )
+    return BatchingOptions(
+        policy="adaptive",
+        max_batch_size=MAX_BATCH,
+        budget_s=float(params["latency_budget_ms"]) / 1e3,
+        admission=params.get("admission", "balanced"),
+    )
+
+
+def policies() -> list[Policy]:
+    from benchmarks.scenarios import _ADAPTIVE, _ADAPTIVE_STRICT
+
+    return [_ADAPTIVE, _ADAPTIVE_STRICT, *_static_candidates(BUDGET_MS)]
+
+
+async def run_point(
+    engine: TimedEngine,
+    policy: Policy,
+    arrival: Arrival,
+    duration_s: float,
+    *,
+    fraction: float,
+    seed: int = 0,
+    deadline_s: float = BUDGET_MS / 1e3,
+    rows: int = BATCHER_ROWS,
+    path_s: float = 0.0,
+) -> Point:
+    """Offer ``arrival`` for ``duration_s`` to a fresh, warmed-up scheduler.
+    ``path_s`` stands for the way to and from the scheduler (gRPC, decoding):
+    the scheduler sees that much less of the deadline and every answer
+    counts it."""
+    options = options_for(policy)
+    latency = new_latency_model(options)
+    io = ModelIO(
+        {"x": TensorInfo("x", "FP32", (-1, 1))}, {"y": TensorInfo("y", "FP32", (-1, 1))}, MAX_BATCH
+    )
+    warm_up(engine, io, options, latency)
+    sched = BatchingScheduler(engine, ModelStats(), options, latency, name=policy.name)
+    times = schedule(arrival, duration_s, seed=seed)
+    x = np.zeros((rows, 1), dtype=np.float32)
+    latencies: list[float] = []
+    counts = {"on_time": 0, "late": 0, "refused": 0}
+    start = time.monotonic() + 0.05
+
+    async def one(at: float) -> None:
+        delay = start + at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        arrived = start + at  # as scheduled: a late start counts against the answer
+        request = InferRequest(
+            inputs={"x": x}, outputs=(), rows=rows, deadline=arrived + deadline_s - path_s
+        )
+        try:
+            await sched.submit(request)
+        except (DeadlineExceeded, Unavailable):
+            counts["refused"] += 1
+            return
+        took = time.monotonic() - arrived + path_s
+        latencies.append(took * 1e3)
+        counts["on_time" if took <= deadline_s else "late"] += 1
+
+    await asyncio.gather(*(one(float(t)) for t in times))
+    await sched.close()
+    reasons = {f"refused:{k}": v for k, v in sched.counters.refused.items() if v}
+    if sched.counters.expired:
+        reasons["expired"] = sched.counters.expired
+    return Point(
+        policy.name,
+        fraction,
+        len(times) / duration_s,
+        len(times),
+        latency_ms=latencies,
+        reasons=reasons,
+        **counts,
+    )
+
+
+def capacity_rps(engine: TimedEngine, rows: int = BATCHER_ROWS) -> float:
+    """Requests/s at the engine's best throughput (its largest batch back to back)."""
+    return MAX_BATCH / engine.seconds(MAX_BATCH) / rows
+
+
+def best_goodput(points: Sequence[Point], attainment: float = 0.99) -> float:
+    """The most requests/s answered on time at a point that keeps ``attainment``."""
+    kept = [p.goodput_rps for p in points if p.attainment >= attainment]
+    return max(kept, default=0.0)
+
+
+def format_points(points: Sequence[Point]) -> str:
+    lines = [f"{'policy':<20} point  offered   SLO    adm.ok  refused  p50 ms  p99 ms  late"]
+    for p in points:
+        reasons = " ".join(f"{k}={v}" for k, v in sorted(p.reasons.items()))
+        lines.append(
+            f"{p.policy:<20} {p.fraction:4.2f}x {p.offered_rps:7.1f} {p.attainment:6.3f} "
+            f"{p.admitted_on_time:7.4f} {p.refused / max(1, p.sent):7.3f} {p.p(50):7.2f} "
+            f"{p.p(99):7.2f} {p.late:5d}  {reasons}"
+        )
+    return "\n".join(lines)
+
+
+def goal_line(points: Sequence[Point], attainment: float = 0.99) -> str:
+    """Each policy's best goodput at ``attainment``, the adaptive ones as a
+    ratio to the best static candidate's (the scenario's goal: 1.3x)."""
+    best: dict[str, float] = {}
+    for p in points:
+        if p.attainment >= attainment:
+            best[p.policy] = max(best.get(p.policy, 0.0), p.goodput_rps)
+        else:
+            best.setdefault(p.policy, 0.0)
+    statics = {n: v for n, v in best.items() if n.startswith("static")}
+    top = max(statics, key=lambda n: statics[n]) if statics else None
+    parts = []
+    for name, value in best.items():
+        if name.startswith("static"):
+            continue
+        ratio = (
+            f"{value / statics[top]:.2f}x" if top and statics[top] > 0 else "no static to compare"
+        )
+        parts.append(f"{name} {value:.1f} req/s ({ratio})")
+    static_part = f"best static {top} {statics[top]:.1f} req/s" if top else "no static policy"
+    return f"goodput at >= {attainment:.0%} attainment: {', '.join(parts) or 'none'}; {static_part}"
+
+
+async def run(
+    engine: TimedEngine,
+    arrival_kind: str,
+    fractions: Sequence[float],
+    duration_s: float,
+    rounds: int,
+    names: Sequence[str] | None = None,
+    stream: object = None,
+    path_s: float = 0.0,
+) -> list[Point]:
+    capacity = capacity_rps(engine)
+    chosen = [p for p in policies() if names is None or p.name in names]
+    points: list[Point] = []
+    for r in range(rounds):
+        for fraction in fractions:
+            rate = fraction * capacity
+            arrival: Arrival = Bursty(rate) if arrival_kind == "bursty" else Poisson(rate)
+            for policy in chosen:  # the same arrivals for every policy in a round
+                point = await run_point(
+                    engine,
+                    policy,
+                    arrival,
+                    duration_s,
+                    fraction=fraction,
+                    seed=1000 * r + int(fraction * 100),
+                    path_s=path_s,
+                )
+                points.append(point)
+                if stream is not None:
+                    print(format_points([point]).splitlines()[1], file=stream, flush=True)  # type: ignore[call-overload]
+    return merge_rounds(points)
+
+
+def merge_rounds(points: Sequence[Point]) -> list[Point]:
+    """One point per (policy, fraction): the rounds' counts and latencies pooled."""
+    merged: dict[tuple[str, float], Point] = {}
+    for p in points:
+        key = (p.policy, p.fraction)
+        if key not in merged:
+            merged[key] = dataclasses.replace(
+                p, latency_ms=list(p.latency_ms), reasons=dict(p.reasons)
+            )
+            continue
+        m = merged[key]
+        n = m.sent + p.sent
+        m.offered_rps = (m.offered_rps * m.sent + p.offered_rps * p.sent) / n if n else 0.0
+        m.sent, m.on_time, m.late, m.refused = (
+            n,
+            m.on_time + p.on_time,
+            m.late + p.late,
+            m.refused + p.refused,
+        )
+        m.latency_ms.extend(p.latency_ms)
+        for k, v in p.reasons.items():
+            m.reasons[k] = m.reasons.get(k, 0) + v
+    return sorted(merged.values(), key=lambda p: (p.policy, p.fraction))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.timed_policies", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--arrival", choices=["bursty", "poisson"], default="bursty")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.15, 0.2, 0.25, 0.3])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per point and round")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--fixed-ms", type=float, default=FIXED_MS, help="engine time per call")
+    parser.add_argument("--row-ms", type=float, default=ROW_MS, help="engine time per row")
+    parser.add_argument("--stall-rate", type=float, default=0.0, help="fraction of calls stalled")
+    parser.add_argument("--stall-factor", type=float, default=1.0, help="a stalled call's slowdown")
+    parser.add_argument("--policy", action="append", help="only these (repeatable)")
+    parser.add_argument(
+        "--path-ms",
+        type=float,
+        default=PATH_MS,
+        help="time outside the scheduler per request (gRPC, decoding)",
+    )
+    opts = parser.parse_args(argv)
+    if opts.seconds <= 0 or opts.rounds < 1 or not all(f > 0 for f in opts.fractions):
+        parser.error("--seconds and --fractions must be > 0, --rounds >= 1")
+    try:
+        engine = TimedEngine(
+            opts.fixed_ms / 1e3,
+            opts.row_ms / 1e3,
+            stall_rate=opts.stall_rate,
+            stall_factor=opts.stall_factor,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(
+        f"engine: {opts.fixed_ms:g} ms + {opts.row_ms:g} ms/row, stalls {opts.stall_rate:g} x "
+        f"{opts.stall_factor:g}; capacity {capacity_rps(engine):.1f} req/s of {BATCHER_ROWS} rows; "
+        f"{opts.arrival}, {opts.seconds:g} s x {opts.rounds} per point"
+    )
+    points = asyncio.run(
+        run(
+            engine,
+            opts.arrival,
+            opts.fractions,
+            opts.seconds,
+            opts.rounds,
+            opts.policy,
+            sys.stdout,
+            opts.path_ms / 1e3,
+        )
+    )
+    print(format_points(points))
+    print(goal_line(points))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
