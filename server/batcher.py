@@ -764,34 +764,21 @@ class BatchingScheduler(Scheduler):
 
     def _backlog_seconds(self, now: float, rows: int) -> float:
         """Predicted time until a request of ``rows`` rows, queued behind
-        everything queued now, would finish.
-
-        Its batch is the last, partly filled one; the rows that arrive until
-        that batch starts join it (queue order), so it is predicted at the
-        size the offered rate fills it to by then, not at the rows queued
-        now. Without that growth the prediction fell short by more the more
-        work was ahead (on an engine of steady speed, bursty trace at 0.2x:
-        median error 0.4 ms for predictions under 6 ms, 1.5 ms at 9-12 ms,
-        2.2 ms at 12-15 ms), and the margin learnt from those errors padded
-        every prediction."""
+        everything queued now, would finish."""
         lat = self.latency
         largest = self.options.largest
         total = self._queued_rows + rows
         if total <= 0:
             return 0.0
         full, rest = divmod(total, largest)
+        # Typical times: the learnt margin adds what they miss. (Pessimistic
+        # ones, a p95 per batch, summed two p95s for most requests, far past
+        # the p95 of the sum: on a jittery host that refused at light load.)
+        work = full * lat.mean(largest) + (lat.mean(rest) if rest else 0.0)
         # Until a slot frees: the soonest end among running batches.
         wait = 0.0
         if self._free_slots == 0 and self._running:
             wait = max(0.0, min(self._running.values()) - now)
-        # Typical times: the learnt margin adds what they miss. (Pessimistic
-        # ones, a p95 per batch, summed two p95s for most requests, far past
-        # the p95 of the sum: on a jittery host that refused at light load.)
-        work = full * lat.mean(largest)
-        if rest:
-            starts = wait + work / self._slots_total
-            joining = int(self._offered.rate(now) * starts)
-            work += lat.mean(min(largest, rest + joining))
         return wait + work / self._slots_total
 
     def _withdraw(self, entry: _Entry) -> None:

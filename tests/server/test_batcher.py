@@ -315,38 +315,6 @@ def test_load_is_measured_against_what_the_engine_serves_within_the_budget() -> 
     assert load == pytest.approx(budgeted._offered.rate(time.monotonic()) * 0.011 / 10, rel=1e-3)
 
 
-class _FixedRate:
-    def __init__(self, rows_per_s: float) -> None:
-        self.rows_per_s = rows_per_s
-
-    def rate(self, now: float) -> float:
-        return self.rows_per_s
-
-
-@pytest.mark.parametrize(
-    ("queued", "rate", "expected_ms"),
-    [
-        (4, 0.0, 10 + 9),  # nobody else coming: the 6 rows queued with it
-        (4, 650.0, 10 + 12),  # 6.5 more arrive in the 10 ms until it starts: 6 count
-        (4, 5000.0, 10 + 14),  # the batch fills to the largest size, no further
-        (16, 650.0, 10 + 14 + 14),  # one full batch ahead: 24 ms of arrivals fill it
-    ],
-)
-def test_prediction_counts_the_rows_that_join_the_batch_before_it_starts(
-    queued: int, rate: float, expected_ms: float
-) -> None:
-    # 6 ms + 0.5 ms per row; a batch running for another 10 ms.
-    latency = LatencyModel()
-    for size in range(1, 17):
-        latency.observe(size, 0.006 + 0.0005 * size)
-    sched = scheduler(GatedEngine(), latency, max_batch_size=16, budget_s=0.1)
-    now = time.monotonic()
-    sched._free_slots, sched._running = 0, {1: now + 0.010}
-    sched._queued_rows = queued
-    sched._offered = _FixedRate(rate)  # type: ignore[assignment]
-    assert sched._backlog_seconds(now, 2) * 1e3 == pytest.approx(expected_ms)
-
-
 async def test_full_queue_answers_unavailable_with_a_retry_hint() -> None:
     engine = GatedEngine()
     sched = scheduler(engine, max_queue=2, max_batch_size=1)
