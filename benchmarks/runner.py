@@ -135,6 +135,15 @@ def prepare_repository(source: Path, model: str, policy: Policy, dest: Path) -> 
     shutil.copytree(src, dst, copy_function=_link_or_copy)
     config_path = dst / "config.pbtxt"
     config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    apply_policy(config, policy)
+    config_path.unlink()  # it may be a link into the source repository
+    config_path.write_text(text_format.MessageToString(config))
+    return dest
+
+
+def apply_policy(config: Any, policy: Policy) -> None:
+    """Edit a ``ModelConfig`` in place: ``policy``'s parameters and Triton
+    ``dynamic_batching`` settings."""
     for key, value in policy.params:
         config.parameters[key].string_value = value
     if policy.preferred_batch_size:
@@ -142,9 +151,6 @@ def prepare_repository(source: Path, model: str, policy: Policy, dest: Path) -> 
         config.dynamic_batching.preferred_batch_size.extend(policy.preferred_batch_size)
     if policy.max_queue_delay_us is not None:
         config.dynamic_batching.max_queue_delay_microseconds = policy.max_queue_delay_us
-    config_path.unlink()  # it may be a link into the source repository
-    config_path.write_text(text_format.MessageToString(config))
-    return dest
 
 
 def _link_or_copy(src: str, dst: str) -> object:

@@ -30,21 +30,26 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from typing import TextIO
 
 import numpy as np
+from google.protobuf import text_format
 
-from benchmarks.loadgen import Arrival, Bursty, Poisson, schedule
-from benchmarks.scenarios import BATCHER_ROWS, BUDGET_MS, Policy, _static_candidates
+from benchmarks import models
+from benchmarks.loadgen import Arrival, Bursty, Poisson, percentiles, schedule
+from benchmarks.runner import apply_policy
+from benchmarks.scenarios import BATCHER_ROWS, BUDGET_MS, SCENARIOS, Policy
 from engines import Engine, Signature, TensorSpec
+from protos import model_config_pb2
 from server.batcher import BatchingScheduler
-from server.batching import BatchingOptions, new_latency_model
+from server.batching import new_latency_model, options_from_config
 from server.errors import DeadlineExceeded, Unavailable
-from server.model_io import ModelIO, TensorInfo
+from server.model_io import ModelIO
 from server.request import InferRequest
 from server.stats import ModelStats
-from server.warmup import warm_up
+from server.warmup import synthetic_inputs, warm_up
 
-MAX_BATCH = 16  # rows, as batching_reference
+MAX_BATCH = models.MAX_BATCH
 #: batching_reference's shape on a quiet host (raw engine, batch 1 / 16:
 #: 5.1 / 9.2 ms): a fixed cost and a small per-row cost.
 FIXED_MS = 4.85
@@ -73,7 +78,7 @@ class TimedEngine(Engine):
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.calls: list[int] = []  # rows of each call, in order
-        spec = TensorSpec("x", np.dtype(np.float32), (-1, 1))
+        spec = TensorSpec("x", np.dtype(np.float32), (-1, -1))
         self._signature = Signature((spec,), (dataclasses.replace(spec, name="y"),))
 
     @property
@@ -124,31 +129,22 @@ class Point:
         return self.attainment * self.offered_rps
 
     def p(self, q: float) -> float:
-        return float(np.percentile(self.latency_ms, q)) if self.latency_ms else float("nan")
+        return float(percentiles(self.latency_ms, (q,))[0])
 
 
-def options_for(policy: Policy) -> BatchingOptions:
-    """The policy's batching options as the scenario's config would give them."""
-    params = dict(policy.params)
-    if params.get("batching_policy") == "static":
-        return BatchingOptions(
-            policy="static",
-            max_batch_size=MAX_BATCH,
-            preferred_sizes=policy.preferred_batch_size,
-            max_queue_delay_s=(policy.max_queue_delay_us or 0) / 1e6,
-        )
-    return BatchingOptions(
-        policy="adaptive",
-        max_batch_size=MAX_BATCH,
-        budget_s=float(params["latency_budget_ms"]) / 1e3,
-        admission=params.get("admission", "balanced"),
-    )
+def served_config(policy: Policy) -> model_config_pb2.ModelConfig:
+    """batching_reference's config with ``policy``'s edits, as the scenarios serve it."""
+    config = text_format.Parse(models.CONFIG, model_config_pb2.ModelConfig())
+    apply_policy(config, policy)
+    return config
 
 
 def policies() -> list[Policy]:
-    from benchmarks.scenarios import _ADAPTIVE, _ADAPTIVE_STRICT
-
-    return [_ADAPTIVE, _ADAPTIVE_STRICT, *_static_candidates(BUDGET_MS)]
+    """The batcher scenarios' policies, static as its candidates."""
+    out: list[Policy] = []
+    for policy in SCENARIOS["batcher-poisson"].policies:
+        out.extend(policy.candidates or (policy,))
+    return out
 
 
 async def run_point(
@@ -167,15 +163,14 @@ async def run_point(
     ``path_s`` stands for the way to and from the scheduler (gRPC, decoding):
     the scheduler sees that much less of the deadline and every answer
     counts it."""
-    options = options_for(policy)
+    config = served_config(policy)
+    options = options_from_config(config)
+    io = ModelIO.from_config(config)
     latency = new_latency_model(options)
-    io = ModelIO(
-        {"x": TensorInfo("x", "FP32", (-1, 1))}, {"y": TensorInfo("y", "FP32", (-1, 1))}, MAX_BATCH
-    )
     warm_up(engine, io, options, latency)
     sched = BatchingScheduler(engine, ModelStats(), options, latency, name=policy.name)
     times = schedule(arrival, duration_s, seed=seed)
-    x = np.zeros((rows, 1), dtype=np.float32)
+    inputs = synthetic_inputs(io, rows)
     latencies: list[float] = []
     counts = {"on_time": 0, "late": 0, "refused": 0}
     start = time.monotonic() + 0.05
@@ -186,7 +181,7 @@ async def run_point(
             await asyncio.sleep(delay)
         arrived = start + at  # as scheduled: a late start counts against the answer
         request = InferRequest(
-            inputs={"x": x}, outputs=(), rows=rows, deadline=arrived + deadline_s - path_s
+            inputs=inputs, outputs=(), rows=rows, deadline=arrived + deadline_s - path_s
         )
         try:
             await sched.submit(request)
@@ -266,7 +261,7 @@ async def run(
     duration_s: float,
     rounds: int,
     names: Sequence[str] | None = None,
-    stream: object = None,
+    stream: TextIO | None = None,
     path_s: float = 0.0,
 ) -> list[Point]:
     capacity = capacity_rps(engine)
@@ -288,7 +283,7 @@ async def run(
                 )
                 points.append(point)
                 if stream is not None:
-                    print(format_points([point]).splitlines()[1], file=stream, flush=True)  # type: ignore[call-overload]
+                    print(format_points([point]).splitlines()[1], file=stream, flush=True)
     return merge_rounds(points)
 
 
