@@ -18,6 +18,11 @@ No gRPC is on the path: the attainment here is the policy's, not the server's.
 Capacity is the engine's best rows/s (its largest batch back to back); each
 point offers a fraction of it. The goal line is the scenario's: the most
 requests/s each policy answers on time where it keeps 99% attainment.
+
+Each point also reports the ``optimum``: the most requests any policy could
+answer on time on the same arrivals, knowing them all in advance, on the
+engine without stalls (``benchmarks.oracle``); its "refused" column is what
+even it cannot answer. It bounds what a policy change can win.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from google.protobuf import text_format
 
 from benchmarks import models
 from benchmarks.loadgen import Arrival, Bursty, Poisson, percentiles, schedule
+from benchmarks.oracle import batch_seconds, most_on_time
 from benchmarks.runner import apply_policy
 from benchmarks.scenarios import BATCHER_ROWS, BUDGET_MS, SCENARIOS, Policy
 from engines import Engine, Signature, TensorSpec
@@ -56,6 +62,8 @@ FIXED_MS = 4.85
 ROW_MS = 0.27
 #: A loopback gRPC round trip of a small request through inferd, engine aside.
 PATH_MS = 1.0
+#: The offline optimum's row in the tables.
+OPTIMUM = "optimum (offline)"
 
 
 class TimedEngine(Engine):
@@ -208,6 +216,34 @@ async def run_point(
     )
 
 
+def optimum_point(
+    engine: TimedEngine,
+    arrival: Arrival,
+    duration_s: float,
+    *,
+    fraction: float,
+    seed: int = 0,
+    deadline_s: float = BUDGET_MS / 1e3,
+    rows: int = BATCHER_ROWS,
+    path_s: float = 0.0,
+) -> Point:
+    """What an offline policy answers on time of ``run_point``'s arrivals
+    (same seed), the engine never stalling; the rest counts as refused."""
+    times = schedule(arrival, duration_s, seed=seed)
+    batch_s = batch_seconds(engine.fixed_s, engine.row_s, rows, MAX_BATCH)
+    on_time = most_on_time(times, deadline_s - path_s, batch_s)
+    return Point(
+        OPTIMUM,
+        fraction,
+        len(times) / duration_s,
+        len(times),
+        on_time=on_time,
+        late=0,
+        refused=len(times) - on_time,
+        latency_ms=[],
+    )
+
+
 def capacity_rps(engine: TimedEngine, rows: int = BATCHER_ROWS) -> float:
     """Requests/s at the engine's best throughput (its largest batch back to back)."""
     return MAX_BATCH / engine.seconds(MAX_BATCH) / rows
@@ -223,17 +259,19 @@ def format_points(points: Sequence[Point]) -> str:
     lines = [f"{'policy':<20} point  offered   SLO    adm.ok  refused  p50 ms  p99 ms  late"]
     for p in points:
         reasons = " ".join(f"{k}={v}" for k, v in sorted(p.reasons.items()))
+        timing = f"{p.p(50):7.2f} {p.p(99):7.2f}" if p.latency_ms else f"{'-':>7} {'-':>7}"
         lines.append(
             f"{p.policy:<20} {p.fraction:4.2f}x {p.offered_rps:7.1f} {p.attainment:6.3f} "
-            f"{p.admitted_on_time:7.4f} {p.refused / max(1, p.sent):7.3f} {p.p(50):7.2f} "
-            f"{p.p(99):7.2f} {p.late:5d}  {reasons}"
+            f"{p.admitted_on_time:7.4f} {p.refused / max(1, p.sent):7.3f} {timing} "
+            f"{p.late:5d}  {reasons}"
         )
     return "\n".join(lines)
 
 
 def goal_line(points: Sequence[Point], attainment: float = 0.99) -> str:
-    """Each policy's best goodput at ``attainment``, the adaptive ones as a
-    ratio to the best static candidate's (the scenario's goal: 1.3x)."""
+    """Each policy's best goodput at ``attainment``, the adaptive ones and the
+    optimum as a ratio to the best static candidate's (the scenario's goal:
+    1.3x for adaptive; the optimum's ratio is the most any policy could show)."""
     best: dict[str, float] = {}
     for p in points:
         if p.attainment >= attainment:
@@ -271,19 +309,24 @@ async def run(
         for fraction in fractions:
             rate = fraction * capacity
             arrival: Arrival = Bursty(rate) if arrival_kind == "bursty" else Poisson(rate)
-            for policy in chosen:  # the same arrivals for every policy in a round
+            seed = 1000 * r + int(fraction * 100)  # the same arrivals for every policy in a round
+            optimum = optimum_point(
+                engine, arrival, duration_s, fraction=fraction, seed=seed, path_s=path_s
+            )
+            for policy in chosen:
                 point = await run_point(
                     engine,
                     policy,
                     arrival,
                     duration_s,
                     fraction=fraction,
-                    seed=1000 * r + int(fraction * 100),
+                    seed=seed,
                     path_s=path_s,
                 )
                 points.append(point)
                 if stream is not None:
                     print(format_points([point]).splitlines()[1], file=stream, flush=True)
+            points.append(optimum)
     return merge_rounds(points)
 
 

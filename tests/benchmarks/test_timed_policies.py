@@ -72,6 +72,20 @@ def test_path_time_is_charged_to_every_answer() -> None:
     assert all(ms >= 24.0 for ms in point.latency_ms)
 
 
+@pytest.mark.parametrize("policy", [tp.policies()[0], _static()], ids=["adaptive", "static"])
+def test_no_policy_answers_more_on_time_than_the_optimum(policy: Policy) -> None:
+    # 1.2x the engine's best throughput: even the optimum misses some.
+    engine = tp.TimedEngine(0.004, 0.00025)
+    arrival = Poisson(1.2 * tp.capacity_rps(engine))
+    point = asyncio.run(
+        tp.run_point(engine, policy, arrival, 0.5, fraction=1.2, seed=5, path_s=0.001)
+    )
+    best = tp.optimum_point(engine, arrival, 0.5, fraction=1.2, seed=5, path_s=0.001)
+    assert best.policy == tp.OPTIMUM and best.sent == point.sent
+    assert point.on_time <= best.on_time < best.sent
+    assert best.refused == best.sent - best.on_time and not best.latency_ms
+
+
 def _point(policy: str, fraction: float, on_time: int, sent: int = 100) -> tp.Point:
     return tp.Point(policy, fraction, offered_rps=float(sent), sent=sent, on_time=on_time,
                     late=sent - on_time, refused=0, latency_ms=[1.0] * sent)  # fmt: skip
@@ -109,6 +123,7 @@ def test_cli_runs_one_short_point(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert code == 0
     assert "static p16/2000us    0.05x" in out and "goodput at >= 99% attainment" in out
+    assert f"{tp.OPTIMUM}    0.05x" in out and f"{tp.OPTIMUM} " in out.splitlines()[-1]
 
 
 @pytest.mark.parametrize(
