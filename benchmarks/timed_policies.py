@@ -14,6 +14,7 @@ No gRPC is on the path: the attainment here is the policy's, not the server's.
 
     python -m benchmarks.timed_policies --arrival bursty --fractions 0.1 0.2 0.3
     python -m benchmarks.timed_policies --stall-rate 0.02 --stall-factor 2.5
+    python -m benchmarks.timed_policies --optimum-only --fractions 0.24 --rounds 8
 
 Capacity is the engine's best rows/s (its largest batch back to back); each
 point offers a fraction of it. The goal line is the scenario's: the most
@@ -369,6 +370,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stall-factor", type=float, default=1.0, help="a stalled call's slowdown")
     parser.add_argument("--policy", action="append", help="only these (repeatable)")
     parser.add_argument(
+        "--optimum-only",
+        action="store_true",
+        help="no policy, only the offline optimum (seconds per point, not the run's length)",
+    )
+    parser.add_argument(
         "--path-ms",
         type=float,
         default=PATH_MS,
@@ -398,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             opts.fractions,
             opts.seconds,
             opts.rounds,
-            opts.policy,
+            [] if opts.optimum_only else opts.policy,
             sys.stdout,
             opts.path_ms / 1e3,
         )

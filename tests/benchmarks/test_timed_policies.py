@@ -126,6 +126,14 @@ def test_cli_runs_one_short_point(capsys: pytest.CaptureFixture[str]) -> None:
     assert f"{tp.OPTIMUM}    0.05x" in out and f"{tp.OPTIMUM} " in out.splitlines()[-1]
 
 
+def test_cli_can_compute_the_optimum_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    assert tp.main(["--optimum-only", "--fractions", "0.2", "0.3", "--seconds", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line[:26] for line in lines if line[21:26] in ("0.20x", "0.30x")]
+    assert rows == [f"{tp.OPTIMUM:<20} 0.20x", f"{tp.OPTIMUM:<20} 0.30x"]
+    assert not any(line.startswith(("adaptive", "static")) for line in lines)
+
+
 @pytest.mark.parametrize(
     "args", [["--seconds", "0"], ["--fractions", "-0.1"], ["--stall-rate", "2"]]
 )
