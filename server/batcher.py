@@ -489,6 +489,9 @@ class BatchingScheduler(Scheduler):
         self._seq = itertools.count()
         self._queued_rows = 0
         self._queued = 0
+        #: The latest (priority, deadline) queued since the queue was last
+        #: empty: a request at or past it is behind every queued row.
+        self._last_key: tuple[int, float] = (0, -math.inf)
         self._running: dict[int, float] = {}  # batch id -> predicted end
         self._pending = 0
         #: Rows offered, refused ones included: the demand the planner sizes
@@ -553,6 +556,7 @@ class BatchingScheduler(Scheduler):
             key: tuple[int, float, int, _Entry] = (priority, 0.0, next(self._seq), entry)
         else:
             key = (priority, deadline, next(self._seq), entry)
+            self._last_key = max(self._last_key, (priority, deadline))
         heapq.heappush(self._heap, key)
         self._queued_rows += entry.rows
         self._queued += 1
@@ -637,7 +641,9 @@ class BatchingScheduler(Scheduler):
             )
         if self.options.policy == "static" or deadline == math.inf:
             return math.nan  # Triton's batcher admits everything the queue holds
-        predicted = self._backlog_seconds(now, request.rows)
+        priority = request.priority or self.options.default_priority
+        ahead = self._rows_ahead(priority, deadline)
+        predicted = self._backlog_seconds(now, request.rows, ahead)
         if deadline <= now:
             # Less time left than the answer needs to reach the caller: late
             # however idle the model is (the queue would expire it unrun).
@@ -762,12 +768,32 @@ class BatchingScheduler(Scheduler):
             best = max(best, size / seconds)
         return best * self._slots_total
 
-    def _backlog_seconds(self, now: float, rows: int) -> float:
-        """Predicted time until a request of ``rows`` rows, queued behind
-        everything queued now, would finish."""
+    def _rows_ahead(self, priority: int, deadline: float) -> int:
+        """Queued rows that dispatch takes before a request of ``priority``
+        due at ``deadline``: the adaptive queue is ordered by priority, then
+        deadline, so a request with a tight deadline goes ahead of looser
+        ones queued before it. Counting every queued row instead refused
+        such requests for work they would never wait for: on the bursty
+        trace with 30% of requests due in 15 ms and the rest in 50 ms
+        (engine of known speed, one run each), attainment 0.889 / 0.857 vs
+        0.839 / 0.805 at 0.15 / 0.2x of capacity (level at 0.1x, where the
+        refusals left are the padding's). Under one latency budget every
+        newcomer is due last, and the count is the queue's rows, no scan."""
+        if self._queued == 0:
+            self._last_key = (0, -math.inf)
+            return 0
+        if (priority, deadline) >= self._last_key:
+            return self._queued_rows
+        return sum(
+            e.rows for p, d, _, e in self._heap if not e.done and (p, d) <= (priority, deadline)
+        )
+
+    def _backlog_seconds(self, now: float, rows: int, ahead: int | None = None) -> float:
+        """Predicted time until a request of ``rows`` rows would finish,
+        queued behind ``ahead`` rows (default: everything queued now)."""
         lat = self.latency
         largest = self.options.largest
-        total = self._queued_rows + rows
+        total = (self._queued_rows if ahead is None else ahead) + rows
         if total <= 0:
             return 0.0
         full, rest = divmod(total, largest)

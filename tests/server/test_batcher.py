@@ -222,6 +222,34 @@ async def test_admission_refuses_a_request_that_would_make_its_batch_late() -> N
     await sched.close()
 
 
+async def test_admission_counts_only_the_work_ahead_in_deadline_order() -> None:
+    # Eight rows due in 950 ms queued behind a running batch (100 ms per row:
+    # they need 100 + 800 ms). A request due in 400 ms goes ahead of them
+    # (earliest deadline first): it needs the running batch and its own, so
+    # it is admitted, where counted behind every queued row (1 s) it was not.
+    engine = GatedEngine()
+    latency = LatencyModel()
+    for size in range(1, 9):
+        latency.observe(size, 0.1 * size)  # 100 ms per row
+    sched = scheduler(engine, latency)
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    loose = [asyncio.create_task(sched.submit(request(2.0, deadline=now + 0.95))) for _ in range(8)]
+    await asyncio.sleep(0)
+    assert sched.queued == 8
+    tight = asyncio.create_task(sched.submit(request(1.0, deadline=now + 0.4)))
+    await asyncio.sleep(0)
+    assert sched.queued == 9 and not sched.counters.refused
+    # Due after every queued request, a newcomer still waits for all of them.
+    with pytest.raises(DeadlineExceeded, match=r"predicted 1\d{3}\.\d ms"):
+        await sched.submit(request(3.0, deadline=now + 1.0))
+    engine.gate.set()
+    await asyncio.gather(first, tight, *loose)
+    assert engine.batches[1][0] == 1.0  # the tight request runs first
+    assert sched.counters.late == 0
+    await sched.close()
+
+
 @pytest.mark.parametrize("admission", ["balanced", "strict"])
 async def test_a_batch_predicted_late_already_refuses_newcomers_only_under_strict_admission(
     admission: str,
