@@ -15,6 +15,7 @@ No gRPC is on the path: the attainment here is the policy's, not the server's.
     python -m benchmarks.timed_policies --arrival bursty --fractions 0.1 0.2 0.3
     python -m benchmarks.timed_policies --stall-rate 0.02 --stall-factor 2.5
     python -m benchmarks.timed_policies --optimum-only --fractions 0.24 --rounds 8
+    python -m benchmarks.timed_policies --tight-ms 15 --tight-share 0.3
 
 Capacity is the engine's best rows/s (its largest batch back to back); each
 point offers a fraction of it. The goal line is the scenario's: the most
@@ -156,6 +157,27 @@ def policies() -> list[Policy]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Tight:
+    """A share of requests due sooner than the rest (``seconds`` after
+    arriving), drawn per request from the point's seed."""
+
+    seconds: float
+    share: float
+
+    def __post_init__(self) -> None:
+        if self.seconds <= 0 or not 0 <= self.share <= 1:
+            raise ValueError("need a tight deadline > 0 and a share in [0, 1]")
+
+
+def deadlines(count: int, deadline_s: float, tight: Tight | None, seed: int) -> list[float]:
+    """Each request's deadline (seconds after it arrives), in arrival order."""
+    if tight is None:
+        return [deadline_s] * count
+    rng = random.Random(seed + 1)
+    return [tight.seconds if rng.random() < tight.share else deadline_s for _ in range(count)]
+
+
 async def run_point(
     engine: TimedEngine,
     policy: Policy,
@@ -165,13 +187,15 @@ async def run_point(
     fraction: float,
     seed: int = 0,
     deadline_s: float = BUDGET_MS / 1e3,
+    tight: Tight | None = None,
     rows: int = BATCHER_ROWS,
     path_s: float = 0.0,
 ) -> Point:
-    """Offer ``arrival`` for ``duration_s`` to a fresh, warmed-up scheduler.
-    ``path_s`` stands for the way to and from the scheduler (gRPC, decoding):
-    the scheduler sees that much less of the deadline and every answer
-    counts it."""
+    """Offer ``arrival`` for ``duration_s`` to a fresh, warmed-up scheduler,
+    each request due ``deadline_s`` after it arrives (``tight``: a share of
+    them sooner). ``path_s`` stands for the way to and from the scheduler
+    (gRPC, decoding): the scheduler sees that much less of the deadline and
+    every answer counts it."""
     config = served_config(policy)
     options = options_from_config(config)
     io = ModelIO.from_config(config)
@@ -179,18 +203,19 @@ async def run_point(
     warm_up(engine, io, options, latency)
     sched = BatchingScheduler(engine, ModelStats(), options, latency, name=policy.name)
     times = schedule(arrival, duration_s, seed=seed)
+    budgets = deadlines(len(times), deadline_s, tight, seed)
     inputs = synthetic_inputs(io, rows)
     latencies: list[float] = []
     counts = {"on_time": 0, "late": 0, "refused": 0}
     start = time.monotonic() + 0.05
 
-    async def one(at: float) -> None:
+    async def one(at: float, budget: float) -> None:
         delay = start + at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         arrived = start + at  # as scheduled: a late start counts against the answer
         request = InferRequest(
-            inputs=inputs, outputs=(), rows=rows, deadline=arrived + deadline_s - path_s
+            inputs=inputs, outputs=(), rows=rows, deadline=arrived + budget - path_s
         )
         try:
             await sched.submit(request)
@@ -199,9 +224,9 @@ async def run_point(
             return
         took = time.monotonic() - arrived + path_s
         latencies.append(took * 1e3)
-        counts["on_time" if took <= deadline_s else "late"] += 1
+        counts["on_time" if took <= budget else "late"] += 1
 
-    await asyncio.gather(*(one(float(t)) for t in times))
+    await asyncio.gather(*(one(float(t), b) for t, b in zip(times, budgets, strict=True)))
     await sched.close()
     reasons = {f"refused:{k}": v for k, v in sched.counters.refused.items() if v}
     if sched.counters.expired:
@@ -302,7 +327,12 @@ async def run(
     names: Sequence[str] | None = None,
     stream: TextIO | None = None,
     path_s: float = 0.0,
+    tight: Tight | None = None,
+    deadline_s: float = BUDGET_MS / 1e3,
 ) -> list[Point]:
+    """Every chosen policy at every load, ``rounds`` times, pooled; with the
+    optimum unless ``tight`` mixes deadlines (the optimum's dynamic program
+    needs one deadline for all)."""
     capacity = capacity_rps(engine)
     chosen = [p for p in policies() if names is None or p.name in names]
     points: list[Point] = []
@@ -311,9 +341,17 @@ async def run(
             rate = fraction * capacity
             arrival: Arrival = Bursty(rate) if arrival_kind == "bursty" else Poisson(rate)
             seed = 1000 * r + int(fraction * 100)  # the same arrivals for every policy in a round
-            optimum = optimum_point(
-                engine, arrival, duration_s, fraction=fraction, seed=seed, path_s=path_s
-            )
+            optimum = None
+            if tight is None:
+                optimum = optimum_point(
+                    engine,
+                    arrival,
+                    duration_s,
+                    fraction=fraction,
+                    seed=seed,
+                    deadline_s=deadline_s,
+                    path_s=path_s,
+                )
             for policy in chosen:
                 point = await run_point(
                     engine,
@@ -322,12 +360,15 @@ async def run(
                     duration_s,
                     fraction=fraction,
                     seed=seed,
+                    deadline_s=deadline_s,
+                    tight=tight,
                     path_s=path_s,
                 )
                 points.append(point)
                 if stream is not None:
                     print(format_points([point]).splitlines()[1], file=stream, flush=True)
-            points.append(optimum)
+            if optimum is not None:
+                points.append(optimum)
     return merge_rounds(points)
 
 
@@ -370,6 +411,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stall-factor", type=float, default=1.0, help="a stalled call's slowdown")
     parser.add_argument("--policy", action="append", help="only these (repeatable)")
     parser.add_argument(
+        "--deadline-ms", type=float, default=BUDGET_MS, help="each request's, after arriving"
+    )
+    parser.add_argument(
+        "--tight-ms",
+        type=float,
+        default=0.0,
+        help="mix deadlines: this share (--tight-share) of requests is due this soon",
+    )
+    parser.add_argument("--tight-share", type=float, default=0.0)
+    parser.add_argument(
         "--optimum-only",
         action="store_true",
         help="no policy, only the offline optimum (seconds per point, not the run's length)",
@@ -383,6 +434,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     if opts.seconds <= 0 or opts.rounds < 1 or not all(f > 0 for f in opts.fractions):
         parser.error("--seconds and --fractions must be > 0, --rounds >= 1")
+    if opts.deadline_ms <= opts.path_ms:
+        parser.error("--deadline-ms must exceed --path-ms")
+    tight = None
+    if opts.tight_share or opts.tight_ms:
+        if opts.optimum_only:
+            parser.error("the optimum needs one deadline for all requests: no --tight-*")
+        try:
+            tight = Tight(opts.tight_ms / 1e3, opts.tight_share)
+        except ValueError as exc:
+            parser.error(str(exc))
     try:
         engine = TimedEngine(
             opts.fixed_ms / 1e3,
@@ -395,7 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"engine: {opts.fixed_ms:g} ms + {opts.row_ms:g} ms/row, stalls {opts.stall_rate:g} x "
         f"{opts.stall_factor:g}; capacity {capacity_rps(engine):.1f} req/s of {BATCHER_ROWS} rows; "
-        f"{opts.arrival}, {opts.seconds:g} s x {opts.rounds} per point"
+        f"{opts.arrival}, {opts.seconds:g} s x {opts.rounds} per point; due in "
+        f"{opts.deadline_ms:g} ms"
+        + (f", {tight.share:.0%} of requests in {opts.tight_ms:g} ms" if tight else "")
     )
     points = asyncio.run(
         run(
@@ -407,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             [] if opts.optimum_only else opts.policy,
             sys.stdout,
             opts.path_ms / 1e3,
+            tight,
+            opts.deadline_ms / 1e3,
         )
     )
     print(format_points(points))

@@ -86,6 +86,33 @@ def test_no_policy_answers_more_on_time_than_the_optimum(policy: Policy) -> None
     assert best.refused == best.sent - best.on_time and not best.latency_ms
 
 
+def test_a_share_of_requests_can_be_due_sooner() -> None:
+    # Half the requests due in 3 ms, which no batch of this engine (>= 4 ms)
+    # can meet: those are all refused or late, the rest all answered in time.
+    engine = tp.TimedEngine(0.004, 0.0001)
+    tight = tp.Tight(0.003, 0.5)
+    arrival, seconds = Poisson(40), 0.8
+    due = tp.deadlines(len(schedule(arrival, seconds, seed=2)), 0.025, tight, seed=2)
+    assert set(due) == {0.003, 0.025} and due == tp.deadlines(len(due), 0.025, tight, seed=2)
+    point = asyncio.run(tp.run_point(engine, tp.policies()[0], arrival, seconds, fraction=0.05,
+                                     seed=2, tight=tight))  # fmt: skip
+    assert point.sent == len(due)
+    assert point.on_time == due.count(0.025)
+    assert point.refused + point.late == due.count(0.003)
+    with pytest.raises(ValueError):
+        tp.Tight(0.003, 1.5)
+
+
+def test_mixed_deadlines_leave_the_optimum_out(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--arrival", "poisson", "--fractions", "0.05", "--seconds", "0.3", "--policy",
+            "static p16/2000us", "--fixed-ms", "1"]  # fmt: skip
+    args += ["--tight-ms", "10", "--tight-share", "0.2"]
+    assert tp.main(args) == 0
+    out = capsys.readouterr().out
+    assert "20% of requests in 10 ms" in out and "static p16/2000us    0.05x" in out
+    assert tp.OPTIMUM not in out
+
+
 def _point(policy: str, fraction: float, on_time: int, sent: int = 100) -> tp.Point:
     return tp.Point(policy, fraction, offered_rps=float(sent), sent=sent, on_time=on_time,
                     late=sent - on_time, refused=0, latency_ms=[1.0] * sent)  # fmt: skip
@@ -135,7 +162,15 @@ def test_cli_can_compute_the_optimum_alone(capsys: pytest.CaptureFixture[str]) -
 
 
 @pytest.mark.parametrize(
-    "args", [["--seconds", "0"], ["--fractions", "-0.1"], ["--stall-rate", "2"]]
+    "args",
+    [
+        ["--seconds", "0"],
+        ["--fractions", "-0.1"],
+        ["--stall-rate", "2"],
+        ["--deadline-ms", "1"],
+        ["--tight-ms", "10", "--tight-share", "2"],
+        ["--tight-ms", "10", "--tight-share", "0.2", "--optimum-only"],
+    ],
 )
 def test_cli_refuses_bad_settings(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
