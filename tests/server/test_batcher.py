@@ -288,20 +288,26 @@ async def test_a_batch_predicted_late_already_refuses_newcomers_only_under_stric
     await sched.close()
 
 
-async def test_admission_keeps_the_planners_reserve_before_the_deadline() -> None:
-    # Admitting into the reserve would promise what dispatch then cuts short.
+async def test_admission_keeps_the_planners_reserve_behind_queued_work_only() -> None:
+    # Behind queued work, admitting into the reserve would promise what
+    # dispatch then cuts short (it keeps the reserve free before the head's
+    # deadline). A request with nothing ahead runs once the slot frees.
     engine = GatedEngine()
     latency = affine_latency(0.05, 0.0, range(1, 9))
     sched = scheduler(engine, latency)
     sched._planner.reserve = 0.05
     first = await hold_first_batch(sched, engine)
-    # Predicted <= 100 ms (the running batch, then its own): fits 120 ms
-    # without the reserve, not with it.
+    # Predicted <= 100 ms (the running batch, then its own): fits 110 ms
+    # without the reserve, and nothing is queued ahead of it.
+    head = asyncio.create_task(sched.submit(request(1.0, deadline=time.monotonic() + 0.11)))
+    await asyncio.sleep(0)
+    assert sched.queued == 1 and not sched.counters.refused
+    # Behind it, in the same batch: <= 100 ms fits 120 ms, + 50 ms does not.
     with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
-        await sched.submit(request(1.0, deadline=time.monotonic() + 0.12))
-    assert sched.counters.refused["deadline"] == 1 and sched.queued == 0
+        await sched.submit(request(2.0, deadline=time.monotonic() + 0.12))
+    assert sched.counters.refused["deadline"] == 1 and sched.queued == 1
     engine.gate.set()
-    await first
+    await asyncio.gather(first, head)
     await sched.close()
 
 
@@ -313,16 +319,18 @@ async def test_admission_pads_with_the_larger_of_margin_and_reserve_not_both() -
     sched._planner.reserve = 0.03
     sched._margin.b = 0.2  # 20 % of a ~100 ms prediction: 20 ms
     first = await hold_first_batch(sched, engine)
-    # <= 100 ms predicted (the running batch, then its own) + 30 ms fits 140 ms;
-    # + 50 ms (both) would not.
+    # Nothing ahead: <= 100 ms predicted + the 20 ms margin fits 130 ms.
+    head = asyncio.create_task(sched.submit(request(0.5, deadline=time.monotonic() + 0.13)))
+    await asyncio.sleep(0)
+    # Behind it: <= 100 ms + 30 ms (the larger) fits 140 ms; + 50 ms (both) would not.
     admitted = asyncio.create_task(sched.submit(request(1.0, deadline=time.monotonic() + 0.14)))
     await asyncio.sleep(0)
-    assert sched.queued == 1 and not admitted.done()
+    assert sched.queued == 2 and not admitted.done()
     sched._margin.b = 0.5  # 50 ms: now the margin is the larger, and too large
     with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
         await sched.submit(request(2.0, deadline=time.monotonic() + 0.14))
     engine.gate.set()
-    await asyncio.gather(first, admitted)
+    await asyncio.gather(first, head, admitted)
     await sched.close()
 
 
