@@ -196,9 +196,7 @@ async def test_admission_refuses_a_request_that_would_make_its_batch_late() -> N
     # Joining a queued batch makes it bigger and slower: the requests already
     # in it were admitted on the promise of the smaller batch.
     engine = GatedEngine()
-    latency = LatencyModel()
-    for size in range(1, 9):
-        latency.observe(size, 0.1 * size)  # 100 ms per row
+    latency = affine_latency(0.0, 0.1, range(1, 9))  # 100 ms per row
     sched = scheduler(engine, latency)
     first = await hold_first_batch(sched, engine)
     now = time.monotonic()
@@ -228,9 +226,7 @@ async def test_admission_counts_only_the_work_ahead_in_deadline_order() -> None:
     # (earliest deadline first): it needs the running batch and its own, so
     # it is admitted, where counted behind every queued row (1 s) it was not.
     engine = GatedEngine()
-    latency = LatencyModel()
-    for size in range(1, 9):
-        latency.observe(size, 0.1 * size)  # 100 ms per row
+    latency = affine_latency(0.0, 0.1, range(1, 9))  # 100 ms per row
     sched = scheduler(engine, latency)
     first = await hold_first_batch(sched, engine)
     now = time.monotonic()
@@ -257,9 +253,7 @@ async def test_a_batch_predicted_late_already_refuses_newcomers_only_under_stric
     # Refusing a newcomer saves none of a batch that is late without it:
     # balanced admission admits it (its own deadline allows), strict refuses.
     engine = GatedEngine()
-    latency = LatencyModel()
-    for size in range(1, 9):
-        latency.observe(size, 0.1 * size)  # 100 ms per row
+    latency = affine_latency(0.0, 0.1, range(1, 9))  # 100 ms per row
     sched = scheduler(engine, latency, admission=admission)
     first = await hold_first_batch(sched, engine)
     now = time.monotonic()
