@@ -68,9 +68,37 @@ class GoalResult:
         )
 
 
+@dataclass(frozen=True)
+class GoalSample:
+    """One point as the goodput goal sees it."""
+
+    policy: str
+    label: str
+    valid: bool
+    attainment: float
+    goodput_rps: float
+    offered_rps: float
+
+
 def judge_goodput_goal(
     points: list[PointResult], policies: list[str], goal: GoodputGoal
 ) -> GoalResult:
+    """The goal judged on a scenario run's points (``judge_samples``)."""
+    samples = [
+        GoalSample(
+            p.policy,
+            p.label,
+            p.summary.valid,
+            p.summary.slo_attainment,
+            p.summary.goodput_rps,
+            p.summary.offered_rps or p.summary.sent_rps,
+        )
+        for p in points
+    ]
+    return judge_samples(samples, policies, goal)
+
+
+def judge_samples(samples: list[GoalSample], policies: list[str], goal: GoodputGoal) -> GoalResult:
     """Each policy's highest goodput over its valid points that kept the
     goal's SLO attainment; the goal compares the first policy with the best
     of the others. Invalid points (client lagged) never count.
@@ -82,24 +110,19 @@ def judge_goodput_goal(
     that a first policy that kept it only at that same lowest load is not
     called 1.3x (or infinitely) better."""
     best: dict[str, tuple[str, float] | None] = dict.fromkeys(policies)
-    for p in points:
-        s = p.summary
-        if p.policy not in best or not s.valid or not s.slo_attainment >= goal.attainment:
+    for s in samples:
+        if s.policy not in best or not s.valid or not s.attainment >= goal.attainment:
             continue
-        current = best[p.policy]
+        current = best[s.policy]
         if current is None or s.goodput_rps > current[1]:
-            best[p.policy] = (p.label, s.goodput_rps)
+            best[s.policy] = (s.label, s.goodput_rps)
     first, *others = policies
     mine = best[first][1] if best[first] is not None else 0.0
     theirs = max((b[1] for o in others if (b := best[o]) is not None), default=0.0)
     if theirs > 0 or mine == 0:
         ratio = mine / theirs if theirs > 0 else 0.0
         return GoalResult(goal.attainment, goal.ratio, best, ratio, ratio >= goal.ratio)
-    offered = [
-        p.summary.offered_rps or p.summary.sent_rps
-        for p in points
-        if p.policy in others and p.summary.valid
-    ]
+    offered = [s.offered_rps for s in samples if s.policy in others and s.valid]
     lowest = min(offered, default=0.0)
     ratio = mine / lowest if lowest > 0 else math.inf
     return GoalResult(goal.attainment, goal.ratio, best, ratio, ratio >= goal.ratio, bound=True)

@@ -45,8 +45,9 @@ from google.protobuf import text_format
 from benchmarks import models
 from benchmarks.loadgen import Arrival, Bursty, Poisson, percentiles, schedule
 from benchmarks.oracle import batch_seconds, most_on_time
+from benchmarks.report import GoalSample, judge_samples
 from benchmarks.runner import apply_policy
-from benchmarks.scenarios import BATCHER_ROWS, BUDGET_MS, SCENARIOS, Policy
+from benchmarks.scenarios import BATCHER_ROWS, BUDGET_MS, SCENARIOS, GoodputGoal, Policy
 from engines import Engine, Signature, TensorSpec
 from protos import model_config_pb2
 from server.batcher import BatchingScheduler
@@ -275,12 +276,6 @@ def capacity_rps(engine: TimedEngine, rows: int = BATCHER_ROWS) -> float:
     return MAX_BATCH / engine.seconds(MAX_BATCH) / rows
 
 
-def best_goodput(points: Sequence[Point], attainment: float = 0.99) -> float:
-    """The most requests/s answered on time at a point that keeps ``attainment``."""
-    kept = [p.goodput_rps for p in points if p.attainment >= attainment]
-    return max(kept, default=0.0)
-
-
 def format_points(points: Sequence[Point]) -> str:
     lines = [f"{'policy':<20} point  offered   SLO    adm.ok  refused  p50 ms  p99 ms  late"]
     for p in points:
@@ -296,25 +291,34 @@ def format_points(points: Sequence[Point]) -> str:
 
 def goal_line(points: Sequence[Point], attainment: float = 0.99) -> str:
     """Each policy's best goodput at ``attainment``, the adaptive ones and the
-    optimum as a ratio to the best static candidate's (the scenario's goal:
-    1.3x for adaptive; the optimum's ratio is the most any policy could show)."""
-    best: dict[str, float] = {}
-    for p in points:
-        if p.attainment >= attainment:
-            best[p.policy] = max(best.get(p.policy, 0.0), p.goodput_rps)
-        else:
-            best.setdefault(p.policy, 0.0)
-    statics = {n: v for n, v in best.items() if n.startswith("static")}
-    top = max(statics, key=lambda n: statics[n]) if statics else None
+    optimum as a ratio to the best static candidate's, judged as the
+    scenarios judge their goal (``benchmarks.report.judge_samples``; 1.3x for
+    adaptive; the optimum's ratio is the most any policy could show)."""
+    goal = GoodputGoal(attainment=attainment)
+    samples = [
+        GoalSample(p.policy, f"{p.fraction:.2f}x", True, p.attainment, p.goodput_rps, p.offered_rps)
+        for p in points
+    ]
+    names = list(dict.fromkeys(p.policy for p in points))
+    statics = [n for n in names if n.startswith("static")]
     parts = []
-    for name, value in best.items():
-        if name.startswith("static"):
+    for name in names:
+        if name in statics:
             continue
-        ratio = (
-            f"{value / statics[top]:.2f}x" if top and statics[top] > 0 else "no static to compare"
-        )
-        parts.append(f"{name} {value:.1f} req/s ({ratio})")
-    static_part = f"best static {top} {statics[top]:.1f} req/s" if top else "no static policy"
+        judged = judge_samples(samples, [name, *statics], goal)
+        at = judged.best[name]
+        ratio = "no static to compare"
+        if statics:
+            ratio = f"{'at least ' if judged.bound else ''}{judged.ratio:.2f}x"
+        parts.append(f"{name} {at[1] if at else 0.0:.1f} req/s ({ratio})")
+    best = judge_samples(samples, statics, goal).best if statics else {}
+    kept = {n: b[1] for n, b in best.items() if b is not None}
+    top = max(kept, key=lambda n: kept[n]) if kept else None
+    static_part = (
+        f"best static {top} {kept[top]:.1f} req/s"
+        if top
+        else ("no static kept it" if statics else "no static policy")
+    )
     return f"goodput at >= {attainment:.0%} attainment: {', '.join(parts) or 'none'}; {static_part}"
 
 

@@ -143,6 +143,14 @@ def test_goal_line_compares_with_the_best_static_candidate() -> None:
     assert "no static policy" in tp.goal_line(points[:2])
 
 
+def test_goal_line_bounds_the_ratio_when_no_static_keeps_the_attainment() -> None:
+    # As the scenarios judge it: static's goodput at 99% is then only known
+    # to lie below the lowest load offered to it.
+    points = [_point("adaptive", 0.2, 100), _point("static p16/2000us", 0.2, 95)]
+    line = tp.goal_line(points)
+    assert "adaptive 100.0 req/s (at least 1.00x)" in line and "no static kept it" in line
+
+
 def test_cli_runs_one_short_point(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--arrival", "poisson", "--fractions", "0.05", "--seconds", "0.3"]
     args += ["--policy", "static p16/2000us", "--fixed-ms", "1", "--row-ms", "0.1"]
