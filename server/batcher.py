@@ -546,12 +546,12 @@ class BatchingScheduler(Scheduler):
         now = time.monotonic()
         self._offered.add(request.rows, now)
         deadline = self._deadline_of(request, now)
-        predicted = self._admit(request, deadline, now)
+        priority = request.priority or self.options.default_priority
+        predicted = self._admit(request, priority, deadline, now)
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
         entry = _Entry(request, deadline, now, future)
         entry.predicted = predicted
         self._admitted.append(entry)
-        priority = request.priority or self.options.default_priority
         if self.options.policy == "static":
             key: tuple[int, float, int, _Entry] = (priority, 0.0, next(self._seq), entry)
         else:
@@ -625,9 +625,10 @@ class BatchingScheduler(Scheduler):
             deadline -= self.options.reply_allowance_s
         return deadline
 
-    def _admit(self, request: InferRequest, deadline: float, now: float) -> float:
-        """Refuse (raise) or admit; returns the predicted seconds to finish,
-        before the margin (NaN when no prediction was needed)."""
+    def _admit(self, request: InferRequest, priority: int, deadline: float, now: float) -> float:
+        """Refuse (raise) or admit a request queued at ``priority`` (the
+        request's or the model's default); returns the predicted seconds to
+        finish, before the margin (NaN when no prediction was needed)."""
         levels = self.options.priority_levels
         if request.priority and levels and not 1 <= request.priority <= levels:
             raise InvalidArgument(f"parameter 'priority' must be between 1 and {levels}")
@@ -641,7 +642,6 @@ class BatchingScheduler(Scheduler):
             )
         if self.options.policy == "static" or deadline == math.inf:
             return math.nan  # Triton's batcher admits everything the queue holds
-        priority = request.priority or self.options.default_priority
         ahead = self._rows_ahead(priority, deadline)
         predicted = self._backlog_seconds(now, request.rows, ahead)
         if deadline <= now:
