@@ -49,7 +49,7 @@ def _scenario_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--models", type=Path, metavar="DIR",
         help="model repository to serve (default: the bundled demo models, built on first use; "
-        "batching_reference is generated beside it when the repository lacks it)",
+        "when it lacks batching_reference, that model is generated in a repository of its own)",
     )  # fmt: skip
     parser.add_argument("--fail-on-invalid", action="store_true", help="exit 1 on invalid points")
     opts = parser.parse_args(argv)
