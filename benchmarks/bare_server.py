@@ -15,9 +15,9 @@ from typing import Any
 import grpc
 import numpy as np
 
-from protos import grpc_service_pb2 as pb
-from protos import grpc_service_pb2_grpc as pb_grpc
-from protos import model_config_pb2
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.protos import model_config_pb2
 
 
 class BareServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]

@@ -81,10 +81,10 @@ def gpu_unavailable() -> str | None:
 def build(workdir: Path, batches: Sequence[int], precision: str, contexts: int) -> Path:
     import onnx
 
-    from engines.trt_build import BuildSpec, build_plan
-    from engines.trt_profiles import derive_profiles
-    from server.build_engine import ProgressDisplay
-    from server.demo_models import dense_reference_model
+    from inferd.engines.trt_build import BuildSpec, build_plan
+    from inferd.engines.trt_profiles import derive_profiles
+    from inferd.server.build_engine import ProgressDisplay
+    from inferd.server.demo_models import dense_reference_model
 
     onnx_path = workdir / "dense_reference.onnx"
     onnx.save(dense_reference_model(), onnx_path)
@@ -111,8 +111,8 @@ def build(workdir: Path, batches: Sequence[int], precision: str, contexts: int) 
 
 def measure_raw(plan: Path, batch: int, contexts: int, seconds: float) -> tuple[float, list[float]]:
     """(rows/s, per-call seconds) with ``contexts`` threads calling back to back."""
-    from engines import EngineOptions
-    from engines.tensorrt import TensorRTEngine
+    from inferd.engines import EngineOptions
+    from inferd.engines.tensorrt import TensorRTEngine
 
     engine = TensorRTEngine(plan, EngineOptions(concurrency=contexts))
     try:
@@ -150,11 +150,11 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def serve(repository: Path, log_path: Path, timeout: float = 600.0) -> Iterator[str]:
     """``inferd serve`` on ``repository``; yields its address once the model is ready."""
-    from clients import InferenceClient
+    from inferd.clients import InferenceClient
 
     port = _free_port()
     command = [
-        sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repository),
+        sys.executable, "-m", "inferd", "serve", "--model-repository", str(repository),
         "--grpc-port", str(port), "--log-level", "WARNING",
     ]  # fmt: skip
     with log_path.open("wb") as log:
@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _gpu_name() -> str:
-    from server.gpu import gpu_snapshot
+    from inferd.server.gpu import gpu_snapshot
 
     stats = gpu_snapshot()
     return stats[0].name if stats else "unknown"

@@ -107,7 +107,7 @@ class Workload:
 
     def requests(self) -> list[bytes]:
         """The pre-serialized ModelInferRequests (deterministic from ``seed``)."""
-        from protos import grpc_service_pb2 as pb
+        from inferd.protos import grpc_service_pb2 as pb
 
         rng = np.random.default_rng(self.seed)
         out: list[bytes] = []
@@ -445,8 +445,8 @@ class _Recorder:
 
 def _method(channel: grpc.aio.Channel, style: str) -> Callable[..., Any]:
     if style == "stub":
-        from protos import grpc_service_pb2 as pb
-        from protos import grpc_service_pb2_grpc as pb_grpc
+        from inferd.protos import grpc_service_pb2 as pb
+        from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 
         stub_call = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
 

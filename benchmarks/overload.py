@@ -54,8 +54,8 @@ import grpc.aio
 import numpy as np
 
 from benchmarks.server_process import ServerProcess
-from protos import grpc_service_pb2 as pb
-from protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 
 MODEL = "dense_reference"
 #: The same model without a budget: it queues instead of refusing, so a
@@ -69,7 +69,7 @@ MiB = 1 << 20
 def prepare_repository(dest: Path, budget_ms: float, source: Path | None = None) -> Path:
     """dense_reference with a latency budget, and the same model without one
     (``CAPACITY_MODEL``) to measure capacity without refusals."""
-    from server.demo_models import build_demo_repository
+    from inferd.server.demo_models import build_demo_repository
 
     if source is None:
         source = build_demo_repository(dest / "demo")

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from clients import InferenceClient
+from inferd.clients import InferenceClient
 
 
 def _port() -> int:
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval-ms", type=int, default=4000)
     opts = parser.parse_args(argv)
     binary = shutil.which("perf_analyzer") or str(Path(sys.executable).parent / "perf_analyzer")
-    from server.cli import default_demo_repository
-    from server.demo_models import build_demo_repository
+    from inferd.server.cli import default_demo_repository
+    from inferd.server.demo_models import build_demo_repository
 
     repo = build_demo_repository(default_demo_repository())
     bare_port, inferd_port = _port(), _port()
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     inferd = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repo),
+        [sys.executable, "-m", "inferd", "serve", "--model-repository", str(repo),
          "--grpc-port", str(inferd_port), "--log-level", "WARNING"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

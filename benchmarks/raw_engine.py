@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import Engine
+from inferd.engines.base import Engine
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ class RawPoint:
 
 def load_engine(repository: Path, model: str) -> Engine:
     """The model's highest selected version, with the server's engine options."""
-    from engines.onnx import OnnxEngine
-    from server.repository import ModelRepository, engine_options
+    from inferd.engines.onnx import OnnxEngine
+    from inferd.server.repository import ModelRepository, engine_options
 
     source = ModelRepository(repository).source(model)
     path = source.versions[max(source.versions)]

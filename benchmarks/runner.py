@@ -77,7 +77,7 @@ def server_process(
     """Start ``command`` (a gRPC server on 127.0.0.1:``port``) in ``cwd`` (a
     ``python -m`` command runs the code found there), wait for ServerReady,
     yield its address; always stopped (SIGTERM, then SIGKILL)."""
-    from clients import InferenceClient, InferenceServerError
+    from inferd.clients import InferenceClient, InferenceServerError
 
     address = f"127.0.0.1:{port}"
     with log_path.open("w") as log:
@@ -110,7 +110,7 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 def inferd_command(repository: Path, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repository),
+        sys.executable, "-m", "inferd", "serve", "--model-repository", str(repository),
         "--grpc-port", str(port), "--host", "127.0.0.1", "--log-level", "WARNING",
         "--grace", "2",
     ]  # fmt: skip
@@ -129,7 +129,7 @@ def prepare_repository(source: Path, model: str, policy: Policy, dest: Path) -> 
     (model files linked, not copied, where the filesystem allows)."""
     from google.protobuf import text_format
 
-    from protos import model_config_pb2
+    from inferd.protos import model_config_pb2
 
     src, dst = source / model, dest / model
     shutil.copytree(src, dst, copy_function=_link_or_copy)
@@ -163,7 +163,7 @@ def _link_or_copy(src: str, dst: str) -> object:
 
 def model_counts(address: str, model: str) -> tuple[int, int]:
     """(inference_count, execution_count) summed over the model's versions."""
-    from clients import InferenceClient
+    from inferd.clients import InferenceClient
 
     with InferenceClient(address) as client:
         stats = client.model_statistics(model, timeout=5.0)
@@ -357,8 +357,8 @@ def model_source(scenario: Scenario, source_repository: Path | None = None) -> P
     if source_repository is not None:
         source = source_repository
     else:  # the demo models need scikit-learn to train; only imported when used
-        from server.cli import default_demo_repository
-        from server.demo_models import build_demo_repository
+        from inferd.server.cli import default_demo_repository
+        from inferd.server.demo_models import build_demo_repository
 
         source = build_demo_repository(default_demo_repository())
     if scenario.model == BATCHING_REFERENCE and not (source / BATCHING_REFERENCE).exists():

@@ -20,7 +20,7 @@ _SERVING = re.compile(r"serving \d+ model version")
 
 
 class ServerProcess:
-    """``python -m server.cli serve --grpc-port 0 ...``; ``start`` returns
+    """``python -m inferd.server.cli serve --grpc-port 0 ...``; ``start`` returns
     once the models are loaded (the "serving" log line)."""
 
     def __init__(self, repository: Path, *args: str, env: dict[str, str] | None = None) -> None:
@@ -46,7 +46,7 @@ class ServerProcess:
         command = [
             sys.executable,
             "-m",
-            "server.cli",
+            "inferd",
             "serve",
             "--model-repository",
             str(self.repository),

@@ -48,15 +48,15 @@ from benchmarks.oracle import batch_seconds, most_on_time
 from benchmarks.report import GoalSample, judge_samples
 from benchmarks.runner import apply_policy
 from benchmarks.scenarios import BATCHER_ROWS, BUDGET_MS, SCENARIOS, GoodputGoal, Policy
-from engines import Engine, Signature, TensorSpec
-from protos import model_config_pb2
-from server.batcher import BatchingScheduler
-from server.batching import new_latency_model, options_from_config
-from server.errors import DeadlineExceeded, Unavailable
-from server.model_io import ModelIO
-from server.request import InferRequest
-from server.stats import ModelStats
-from server.warmup import synthetic_inputs, warm_up
+from inferd.engines import Engine, Signature, TensorSpec
+from inferd.protos import model_config_pb2
+from inferd.server.batcher import BatchingScheduler
+from inferd.server.batching import new_latency_model, options_from_config
+from inferd.server.errors import DeadlineExceeded, Unavailable
+from inferd.server.model_io import ModelIO
+from inferd.server.request import InferRequest
+from inferd.server.stats import ModelStats
+from inferd.server.warmup import synthetic_inputs, warm_up
 
 MAX_BATCH = models.MAX_BATCH
 #: batching_reference's shape on a quiet host (raw engine, batch 1 / 16:

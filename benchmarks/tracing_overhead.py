@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from clients import AsyncInferenceClient, InferenceClient  # noqa: E402
+from inferd.clients import AsyncInferenceClient, InferenceClient  # noqa: E402
 
 SETTINGS: dict[str, float | None] = {"off": None, "on, 100%": 1.0, "on, 1%": 0.01}
 INPUTS = {
@@ -115,7 +115,7 @@ def _start_server(
         [
             sys.executable,
             "-m",
-            "server.cli",
+            "inferd",
             "serve",
             "--model-repository",
             str(repository),
@@ -175,8 +175,8 @@ async def _closed_loop(
 def run(args: argparse.Namespace) -> dict[str, list[Result]]:
     repository = args.repository
     if repository is None:
-        from server.cli import default_demo_repository
-        from server.demo_models import build_demo_repository
+        from inferd.server.cli import default_demo_repository
+        from inferd.server.demo_models import build_demo_repository
 
         repository = build_demo_repository(default_demo_repository())
     results: dict[str, list[Result]] = {name: [] for name in SETTINGS}

@@ -1,6 +1,6 @@
 """Python clients for inferd: numpy in, numpy out, sync and asyncio.
 
-    from clients import InferenceClient
+    from inferd.clients import InferenceClient
     with InferenceClient("127.0.0.1:8001") as client:
         result = client.infer("digits_mlp", {"pixels": pixels})
         result["probabilities"]
@@ -12,11 +12,11 @@ Never import this alongside ``tritonclient`` in one process: both register the
 ``inference.*`` protobuf symbols.
 """
 
-from clients._codec import InferResult
-from clients.aio import AsyncInferenceClient
-from clients.balancing import RetryPolicy
-from clients.errors import InferenceServerError
-from clients.sync import InferenceClient
+from inferd.clients._codec import InferResult
+from inferd.clients.aio import AsyncInferenceClient
+from inferd.clients.balancing import RetryPolicy
+from inferd.clients.errors import InferenceServerError
+from inferd.clients.sync import InferenceClient
 
 __all__ = [
     "AsyncInferenceClient",

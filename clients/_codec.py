@@ -25,9 +25,9 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from clients.errors import InferenceServerError
-from protos import grpc_service_pb2 as pb
-from protos.datatypes import (
+from inferd.clients.errors import InferenceServerError
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos.datatypes import (
     CONTENTS_FIELD,
     NUMPY_DTYPES,
     deserialize_bytes,

@@ -1,7 +1,7 @@
 """Clients for ``inferd.admin.v1.ModelAdmin``: routes, stages, promote,
 rollback and the audit log (the server requires the admin role).
 
-    from clients.admin import AdminClient
+    from inferd.clients.admin import AdminClient
     with AdminClient("127.0.0.1:8001", metadata=[("authorization", "Bearer ...")]) as admin:
         admin.set_stage("plus", 2, "staging")
         admin.set_route("plus", challenger=2, mode="canary", weight=0.1,
@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from clients import _codec
-from clients._codec import Metadata, Unary, message_to_dict
-from clients.errors import from_rpc_error
-from protos.inferd.admin.v1 import admin_pb2 as apb
-from protos.inferd.admin.v1 import admin_pb2_grpc as apb_grpc
+from inferd.clients import _codec
+from inferd.clients._codec import Metadata, Unary, message_to_dict
+from inferd.clients.errors import from_rpc_error
+from inferd.protos.inferd.admin.v1 import admin_pb2 as apb
+from inferd.protos.inferd.admin.v1 import admin_pb2_grpc as apb_grpc
 
 T = TypeVar("T")
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from clients import admin
-from clients._codec import InferResult, NDArray
-from clients.errors import InferenceServerError
-from clients.sync import InferenceClient
-from protos.datatypes import v2_datatype
+from inferd.clients import admin
+from inferd.clients._codec import InferResult, NDArray
+from inferd.clients.errors import InferenceServerError
+from inferd.clients.sync import InferenceClient
+from inferd.protos.datatypes import v2_datatype
 
 DEFAULT_URL = "127.0.0.1:8001"
 

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from locust import User, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from clients import InferenceClient, InferenceServerError  # noqa: E402
+from inferd.clients import InferenceClient, InferenceServerError  # noqa: E402
 
 #: Inputs for the demo models; other models need --input-shape.
 _DEMO_INPUTS = {

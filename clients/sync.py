@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 import grpc
 import numpy.typing as npt
 
-from clients import _codec
-from clients._codec import InferResult, Metadata, ParameterValue, StreamItem
-from clients.balancing import RetryPolicy, balancing_options
-from clients.errors import InferenceServerError, from_rpc_error
-from protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.clients import _codec
+from inferd.clients._codec import InferResult, Metadata, ParameterValue, StreamItem
+from inferd.clients.balancing import RetryPolicy, balancing_options
+from inferd.clients.errors import InferenceServerError, from_rpc_error
+from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """Inference engines. Public API: ``Engine``, ``Signature``, ``TensorSpec``,
 ``EngineError``, ``load_engine``."""
 
-from engines.base import (
+from inferd.engines.base import (
     BYTES_DTYPE,
     Engine,
     EngineError,
@@ -10,7 +10,7 @@ from engines.base import (
     Signature,
     TensorSpec,
 )
-from engines.registry import load_engine
+from inferd.engines.registry import load_engine
 
 __all__ = [
     "BYTES_DTYPE",

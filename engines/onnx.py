@@ -41,7 +41,7 @@ import ml_dtypes
 import numpy as np
 import onnxruntime as ort
 
-from engines.base import (
+from inferd.engines.base import (
     BYTES_DTYPE,
     Engine,
     EngineError,
@@ -50,7 +50,7 @@ from engines.base import (
     Signature,
     TensorSpec,
 )
-from engines.messages import clean_message as _clean_message
+from inferd.engines.messages import clean_message as _clean_message
 
 logger = logging.getLogger("inferd.engines.onnx")
 

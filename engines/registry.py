@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engines.base import Engine, EngineError, EngineOptions
+from inferd.engines.base import Engine, EngineError, EngineOptions
 
 #: Triton platform/backend names -> default model file name.
 MODEL_FILENAMES = {
@@ -19,12 +19,12 @@ def load_engine(platform: str, path: Path, options: EngineOptions | None = None)
     """Load ``path`` with the engine for ``platform`` (a Triton platform or
     backend name)."""
     if platform in ("onnxruntime_onnx", "onnxruntime"):
-        from engines.onnx import OnnxEngine
+        from inferd.engines.onnx import OnnxEngine
 
         return OnnxEngine(path, options or EngineOptions())
     if platform in ("tensorrt_plan", "tensorrt"):
         # Imports tensorrt/pycuda only when a plan is loaded.
-        from engines.tensorrt import TensorRTEngine
+        from inferd.engines.tensorrt import TensorRTEngine
 
         return TensorRTEngine(path, options or EngineOptions())
     raise EngineError(f"platform '{platform}' is not supported by this server")

@@ -48,9 +48,9 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import Engine, EngineError, EngineInputError, EngineOptions, Signature
-from engines.messages import clean_message
-from engines.trt_plan import (
+from inferd.engines.base import Engine, EngineError, EngineInputError, EngineOptions, Signature
+from inferd.engines.messages import clean_message
+from inferd.engines.trt_plan import (
     PLAN_ERROR,
     PlanLayout,
     check_compatibility,
@@ -60,7 +60,7 @@ from engines.trt_plan import (
     read_sidecar,
     volume,
 )
-from engines.trt_profiles import pick_profile
+from inferd.engines.trt_profiles import pick_profile
 
 log = logging.getLogger("inferd.engines.tensorrt")
 

@@ -34,8 +34,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engines.trt_plan import PlanInfo, sha256, write_atomically, write_sidecar
-from engines.trt_profiles import BatchProfile, ShapeRange, replicate
+from inferd.engines.trt_plan import PlanInfo, sha256, write_atomically, write_sidecar
+from inferd.engines.trt_profiles import BatchProfile, ShapeRange, replicate
 
 log = logging.getLogger("inferd.engines.trt_build")
 
@@ -418,7 +418,7 @@ def build_plan(spec: BuildSpec, progress: Progress | None = None) -> PlanInfo:
     """Build ``spec.onnx_path`` into ``spec.plan_path`` (+ sidecar) on GPU
     ``spec.device_id``. Raises ``EngineError`` when TensorRT, pycuda or a
     GPU is missing, ``BuildError`` when the build fails."""
-    from engines.tensorrt import CudaDevice, TrtLogger, import_cuda, import_tensorrt
+    from inferd.engines.tensorrt import CudaDevice, TrtLogger, import_cuda, import_tensorrt
 
     progress = progress or _NoProgress()
     inputs = read_onnx_inputs(spec.onnx_path)

@@ -36,8 +36,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from engines.base import EngineError, Signature, TensorSpec
-from engines.trt_profiles import (
+from inferd.engines.base import EngineError, Signature, TensorSpec
+from inferd.engines.trt_profiles import (
     BatchProfile,
     ShapeRange,
     allowed_batch_sizes,

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from protos.inferd.admin.v1 import admin_pb2 as apb
-from protos.inferd.admin.v1 import admin_pb2_grpc as apb_grpc
-from server.audit import AuditEntry
-from server.errors import InferdError, InvalidArgument
-from server.identity import current_principal
-from server.lifecycle.controller import LifecycleController
-from server.lifecycle.state import Guardrails, RouteMode, Stage
-from server.servicer import _rpc
+from inferd.protos.inferd.admin.v1 import admin_pb2 as apb
+from inferd.protos.inferd.admin.v1 import admin_pb2_grpc as apb_grpc
+from inferd.server.audit import AuditEntry
+from inferd.server.errors import InferdError, InvalidArgument
+from inferd.server.identity import current_principal
+from inferd.server.lifecycle.controller import LifecycleController
+from inferd.server.lifecycle.state import Guardrails, RouteMode, Stage
+from inferd.server.servicer import _rpc
 
 SERVICE = "inferd.admin.v1.ModelAdmin"
 #: Full gRPC method names that need the admin role.

@@ -32,13 +32,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from protos import grpc_service_pb2 as pb
-from protos import grpc_service_pb2_grpc as pb_grpc
-from protos.inferd.admin.v1 import admin_pb2 as admin_pb
-from protos.inferd.admin.v1 import admin_pb2_grpc as admin_grpc
-from server.admin import ADMIN_METHODS, AdminServicer
-from server.audit import AuditLog
-from server.auth import (
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.protos.inferd.admin.v1 import admin_pb2 as admin_pb
+from inferd.protos.inferd.admin.v1 import admin_pb2_grpc as admin_grpc
+from inferd.server.admin import ADMIN_METHODS, AdminServicer
+from inferd.server.audit import AuditLog
+from inferd.server.auth import (
     ROLE_ADMIN,
     AuthConfigError,
     Authenticator,
@@ -47,7 +47,7 @@ from server.auth import (
     MethodPolicy,
     TokenStore,
 )
-from server.codec import (
+from inferd.server.codec import (
     DEFAULT_MAX_ELEMENTS,
     DEFAULT_MAX_INPUTS,
     DEFAULT_MAX_OUTPUTS,
@@ -55,17 +55,17 @@ from server.codec import (
     DEFAULT_MAX_TENSOR_BYTES,
     RequestLimits,
 )
-from server.health import HealthReporter
-from server.lifecycle.controller import LifecycleController, ModelControlMode
-from server.lifecycle.state import StateStore
-from server.models import ModelManager
-from server.repository import ModelRepository
-from server.routing import Router
-from server.servicer import SERVER_VERSION, InferenceServicer
-from server.telemetry import Telemetry
-from server.telemetry.metrics import GpuCollector, Metrics, MetricsServer, multiprocess_dir
-from server.telemetry.tracing import Tracing, TracingConfigError, exporter_names
-from server.tls import CertificateFiles, TlsConfigError
+from inferd.server.health import HealthReporter
+from inferd.server.lifecycle.controller import LifecycleController, ModelControlMode
+from inferd.server.lifecycle.state import StateStore
+from inferd.server.models import ModelManager
+from inferd.server.repository import ModelRepository
+from inferd.server.routing import Router
+from inferd.server.servicer import SERVER_VERSION, InferenceServicer
+from inferd.server.telemetry import Telemetry
+from inferd.server.telemetry.metrics import GpuCollector, Metrics, MetricsServer, multiprocess_dir
+from inferd.server.telemetry.tracing import Tracing, TracingConfigError, exporter_names
+from inferd.server.tls import CertificateFiles, TlsConfigError
 
 log = logging.getLogger("inferd.app")
 

@@ -59,8 +59,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from server.errors import InferdError, PermissionDenied, Unauthenticated
-from server.identity import ANONYMOUS, Principal, reset_principal, set_principal
+from inferd.server.errors import InferdError, PermissionDenied, Unauthenticated
+from inferd.server.identity import ANONYMOUS, Principal, reset_principal, set_principal
 
 log = logging.getLogger("inferd.auth")
 

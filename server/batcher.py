@@ -70,8 +70,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from engines import Engine, EngineError, EngineInputError
-from server.batching import (
+from inferd.engines import Engine, EngineError, EngineInputError
+from inferd.server.batching import (
     ADMISSION_MODES,
     BatchingOptions,
     Plan,
@@ -79,7 +79,7 @@ from server.batching import (
     make_planner,
     new_latency_model,
 )
-from server.errors import (
+from inferd.server.errors import (
     DeadlineExceeded,
     EngineFailure,
     InferdError,
@@ -87,11 +87,11 @@ from server.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from server.latency import LatencyModel
-from server.observer import NULL_VERSION_OBSERVER, VersionObserver
-from server.request import InferRequest
-from server.scheduler import Scheduler
-from server.stats import ModelStats
+from inferd.server.latency import LatencyModel
+from inferd.server.observer import NULL_VERSION_OBSERVER, VersionObserver
+from inferd.server.request import InferRequest
+from inferd.server.scheduler import Scheduler
+from inferd.server.stats import ModelStats
 
 log = logging.getLogger("inferd.batcher")
 

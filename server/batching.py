@@ -73,9 +73,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from protos import model_config_pb2
-from server.errors import InvalidArgument
-from server.latency import STALL_CLIP, STRICT_STALL_CLIP, LatencyModel
+from inferd.protos import model_config_pb2
+from inferd.server.errors import InvalidArgument
+from inferd.server.latency import STALL_CLIP, STRICT_STALL_CLIP, LatencyModel
 
 POLICIES = ("adaptive", "static", "none")
 

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from engines.base import EngineError
-from engines.trt_build import (
+from inferd.engines.base import EngineError
+from inferd.engines.trt_build import (
     PRECISIONS,
     BuildError,
     BuildSpec,
@@ -40,7 +40,7 @@ from engines.trt_build import (
     input_profiles,
     read_onnx_inputs,
 )
-from engines.trt_profiles import (
+from inferd.engines.trt_profiles import (
     DEFAULT_MAX_PROFILES,
     MAX_PROFILES,
     allowed_batch_sizes,
@@ -163,7 +163,7 @@ def _from_config(path: Path) -> tuple[int, tuple[int, ...], int]:
     """(max_batch_size, preferred sizes, instance count) from a config.pbtxt."""
     from google.protobuf import text_format
 
-    from protos import model_config_pb2
+    from inferd.protos import model_config_pb2
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         if opts.dry_run:
             describe(spec, out)
             return 0
-        from engines.trt_build import build_plan
+        from inferd.engines.trt_build import build_plan
 
         info = build_plan(spec, ProgressDisplay(sys.stderr, quiet=opts.quiet))
     except (UsageError, BuildError, EngineError) as exc:

@@ -169,17 +169,18 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _serve(opts: argparse.Namespace) -> int:
-    from server.app import ServerConfig, StartupError, serve
-    from server.telemetry.logs import resolve_format
+    from inferd.server.app import ServerConfig, StartupError, serve
+    from inferd.server.telemetry.logs import resolve_format
 
     # Resolved once here so workers (whose stderr is the same) agree.
     setup = functools.partial(_setup_logging, opts.log_level, resolve_format(opts.log_format))
     setup()
     repository = opts.model_repository
     if repository is None:
-        from server.demo_models import build_demo_repository
-
-        repository = build_demo_repository(default_demo_repository())
+        try:
+            repository = _build_demo(default_demo_repository())
+        except ImportError as exc:
+            return _error(_demo_missing(exc))
     if not 0 <= opts.grpc_port <= 65535:
         return _error(f"--grpc-port {opts.grpc_port} is not a port number")
     if not opts.repository_poll_secs > 0:
@@ -232,7 +233,7 @@ def _serve(opts: argparse.Namespace) -> int:
         return _error(f"--workers {opts.workers} must be at least 1")
     try:
         if opts.workers > 1:
-            from server.workers import run_workers
+            from inferd.server.workers import run_workers
 
             return run_workers(config, opts.workers, setup)
         _run(serve(config))
@@ -242,7 +243,7 @@ def _serve(opts: argparse.Namespace) -> int:
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
-    from server.telemetry.logs import setup_logging
+    from inferd.server.telemetry.logs import setup_logging
 
     setup_logging(level, fmt)
 
@@ -256,6 +257,20 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
 
 
+def _build_demo(dest: Path, *, force: bool = False) -> Path:
+    # Imported here: its training stack (onnx, scikit-learn) is the optional `demo` extra.
+    from inferd.server.demo_models import build_demo_repository
+
+    return build_demo_repository(dest, force=force)
+
+
+def _demo_missing(exc: ImportError) -> str:
+    return (
+        f"the demo models need the 'demo' extra (pip install 'inferd[demo]'): "
+        f"{exc.name or exc} is not installed"
+    )
+
+
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -264,16 +279,12 @@ def _error(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     # Client subcommands own their argument parsing.
-    if args and args[0] == "bench":
-        from benchmarks.__main__ import main as bench_main
-
-        return bench_main(args[1:])
     if args and args[0] in ("infer", "models"):
-        from clients.cli import infer_main, models_main
+        from inferd.clients.cli import infer_main, models_main
 
         return (infer_main if args[0] == "infer" else models_main)(args[1:])
     if args and args[0] == "build-engine":
-        from server.build_engine import main as build_engine_main
+        from inferd.server.build_engine import main as build_engine_main
 
         return build_engine_main(args[1:])
     parser = argparse.ArgumentParser(prog="inferd", description="gRPC inference server")
@@ -291,12 +302,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.command == "serve":
         return _serve(opts)
     if opts.command == "demo-models":
-        from server.demo_models import build_demo_repository
-
         try:
-            print(build_demo_repository(opts.dest, force=opts.force))
+            print(_build_demo(opts.dest, force=opts.force))
         except FileExistsError as exc:
             return _error(str(exc))
+        except ImportError as exc:
+            return _error(_demo_missing(exc))
         return 0
     parser.error(f"unknown command {opts.command}")
     return 2

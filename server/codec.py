@@ -12,11 +12,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from protos import grpc_service_pb2 as pb
-from protos.datatypes import CONTENTS_FIELD, NUMPY_DTYPES, deserialize_bytes, serialize_bytes
-from server.errors import InvalidArgument, ResourceExhausted
-from server.model_io import ModelIO, TensorInfo
-from server.request import InferRequest, ParamValue
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos.datatypes import CONTENTS_FIELD, NUMPY_DTYPES, deserialize_bytes, serialize_bytes
+from inferd.server.errors import InvalidArgument, ResourceExhausted
+from inferd.server.model_io import ModelIO, TensorInfo
+from inferd.server.request import InferRequest, ParamValue
 
 #: Largest element count accepted for one tensor; bounds memory per request
 #: before anything is allocated. 2**28 elements = 1 GiB of FP32.

@@ -1,6 +1,6 @@
 """Generate the bundled demo model repository (Triton layout).
 
-    python -m server.demo_models DEST [--force]
+    python -m inferd.server.demo_models DEST [--force]
 
 Layout of DEST::
 
@@ -44,7 +44,7 @@ import onnx
 from google.protobuf import text_format
 from onnx import TensorProto, helper, numpy_helper
 
-from protos import model_config_pb2
+from inferd.protos import model_config_pb2
 
 #: Bump whenever the generated files change, so existing repositories rebuild.
 GENERATOR_VERSION = 1
@@ -454,7 +454,7 @@ def build_demo_repository(dest: Path, *, force: bool = False) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m server.demo_models",
+        prog="python -m inferd.server.demo_models",
         description="Generate the bundled demo model repository (Triton layout).",
     )
     parser.add_argument("dest", type=Path, help="repository directory to create")

@@ -1,6 +1,6 @@
 """GPU utilization and memory through NVML, for metrics.
 
-    from server.gpu import gpu_snapshot
+    from inferd.server.gpu import gpu_snapshot
     stats = gpu_snapshot()   # list[GpuStat], or None without NVML or a GPU
 
 ``pynvml`` (the ``nvidia-ml-py`` package) is imported on first use. Without

@@ -24,7 +24,7 @@ import logging
 
 from grpc_health.v1 import health, health_pb2
 
-from server.models import ModelManager
+from inferd.server.models import ModelManager
 
 log = logging.getLogger("inferd.health")
 

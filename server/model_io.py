@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protos import model_config_pb2
-from protos.datatypes import CONFIG_TO_V2
+from inferd.protos import model_config_pb2
+from inferd.protos.datatypes import CONFIG_TO_V2
 
 
 @dataclass(frozen=True, slots=True)

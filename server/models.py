@@ -18,14 +18,14 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engines import Engine, EngineError, load_engine
-from protos import model_config_pb2
-from server.batcher import BatchingScheduler
-from server.batching import new_latency_model, options_from_config
-from server.errors import InferdError, NotFound, Unavailable
-from server.model_io import ModelIO
-from server.observer import ServerObserver, VersionObserver
-from server.repository import (
+from inferd.engines import Engine, EngineError, load_engine
+from inferd.protos import model_config_pb2
+from inferd.server.batcher import BatchingScheduler
+from inferd.server.batching import new_latency_model, options_from_config
+from inferd.server.errors import InferdError, NotFound, Unavailable
+from inferd.server.model_io import ModelIO
+from inferd.server.observer import ServerObserver, VersionObserver
+from inferd.server.repository import (
     ModelRepository,
     ModelSource,
     RepositoryError,
@@ -33,8 +33,8 @@ from server.repository import (
     engine_options,
     tree_fingerprint,
 )
-from server.stats import ModelStats
-from server.warmup import synthetic_inputs, warm_up
+from inferd.server.stats import ModelStats
+from inferd.server.warmup import synthetic_inputs, warm_up
 
 log = logging.getLogger("inferd.models")
 

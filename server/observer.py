@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from server.batcher import BatchRecord
-    from server.request import InferRequest
+    from inferd.server.batcher import BatchRecord
+    from inferd.server.request import InferRequest
 
 
 class Queued(Protocol):

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from google.protobuf import text_format
 
-from engines.base import EngineOptions, Signature, TensorSpec
-from engines.registry import MODEL_FILENAMES
-from protos import model_config_pb2
-from protos.datatypes import CONFIG_TO_V2, V2_TO_CONFIG, v2_datatype
+from inferd.engines.base import EngineOptions, Signature, TensorSpec
+from inferd.engines.registry import MODEL_FILENAMES
+from inferd.protos import model_config_pb2
+from inferd.protos.datatypes import CONFIG_TO_V2, V2_TO_CONFIG, v2_datatype
 
 if TYPE_CHECKING:
     from google.protobuf.internal.containers import RepeatedCompositeFieldContainer

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.lifecycle.state import Guardrails, LifecycleState, ModelLifecycle, RouteMode
-from server.models import ModelManager, ModelVersion
-from server.observer import ServerObserver
+from inferd.server.lifecycle.state import Guardrails, LifecycleState, ModelLifecycle, RouteMode
+from inferd.server.models import ModelManager, ModelVersion
+from inferd.server.observer import ServerObserver
 
 log = logging.getLogger("inferd.routing")
 

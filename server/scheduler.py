@@ -11,7 +11,7 @@ import abc
 
 import numpy as np
 
-from server.request import InferRequest
+from inferd.server.request import InferRequest
 
 
 class Scheduler(abc.ABC):

@@ -22,10 +22,10 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from protos import grpc_service_pb2 as pb
-from protos import grpc_service_pb2_grpc as pb_grpc
-from server.codec import DEFAULT_LIMITS, RequestLimits, decode_request, encode_response
-from server.errors import (
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.server.codec import DEFAULT_LIMITS, RequestLimits, decode_request, encode_response
+from inferd.server.errors import (
     Cancelled,
     DeadlineExceeded,
     FailedPrecondition,
@@ -36,16 +36,16 @@ from server.errors import (
     Unimplemented,
     status_of,
 )
-from server.identity import current_principal
-from server.models import ModelManager, ModelVersion
-from server.observer import ServerObserver, VersionObserver
-from server.request import InferRequest
-from server.routing import Decision, Router, outputs_agree
-from server.stats import Duration, ModelStats
-from server.telemetry.tracing import Tracing
+from inferd.server.identity import current_principal
+from inferd.server.models import ModelManager, ModelVersion
+from inferd.server.observer import ServerObserver, VersionObserver
+from inferd.server.request import InferRequest
+from inferd.server.routing import Decision, Router, outputs_agree
+from inferd.server.stats import Duration, ModelStats
+from inferd.server.telemetry.tracing import Tracing
 
 if TYPE_CHECKING:
-    from server.lifecycle.controller import LifecycleController
+    from inferd.server.lifecycle.controller import LifecycleController
 
 log = logging.getLogger("inferd.servicer")
 #: ``--log-requests``: one INFO line per inference request.

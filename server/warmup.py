@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 
-from engines import Engine
-from protos.datatypes import NUMPY_DTYPES
-from server.batching import BatchingOptions
-from server.latency import LatencyModel
-from server.model_io import ModelIO
+from inferd.engines import Engine
+from inferd.protos.datatypes import NUMPY_DTYPES
+from inferd.server.batching import BatchingOptions
+from inferd.server.latency import LatencyModel
+from inferd.server.model_io import ModelIO
 
 
 def synthetic_inputs(io: ModelIO, rows: int) -> dict[str, np.ndarray]:

@@ -31,8 +31,8 @@ import tempfile
 from collections.abc import Callable
 from types import FrameType
 
-from server.app import ServerConfig, StartupError, _port_free
-from server.telemetry.metrics import (
+from inferd.server.app import ServerConfig, StartupError, _port_free
+from inferd.server.telemetry.metrics import (
     MULTIPROC_ENV,
     GpuCollector,
     MetricsServer,
@@ -47,8 +47,8 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 def _worker(config: ServerConfig, index: int, setup: Callable[[], None]) -> None:
     # Runs in a fresh (spawned) interpreter.
-    from server.app import serve
-    from server.cli import _run
+    from inferd.server.app import serve
+    from inferd.server.cli import _run
 
     _die_with_parent()
     setup()

@@ -12,19 +12,18 @@ from typing import Any, TypeVar
 import pytest
 
 # `pytest` (unlike `python -m pytest`) does not put the repository root on
-# sys.path, and the project is not installed into the venv; the packages live
-# at the root.
+# sys.path; with it there, `inferd` (and the test helpers) are this checkout's.
 _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from server.app import InferdServer, ServerConfig  # noqa: E402
+from inferd.server.app import InferdServer, ServerConfig  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled demo model repository, built once per session (~2 s)."""
-    from server.demo_models import build_demo_repository
+    from inferd.server.demo_models import build_demo_repository
 
     return build_demo_repository(tmp_path_factory.mktemp("demo") / "models")
 
@@ -148,7 +147,7 @@ def make_tracing() -> Iterator[Callable[..., Any]]:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from server.telemetry.tracing import Tracing
+    from inferd.server.telemetry.tracing import Tracing
 
     providers: list[TracerProvider] = []
 

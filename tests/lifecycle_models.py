@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from clients import InferenceClient, InferenceServerError
-from server.identity import Principal, reset_principal, set_principal
+from inferd.clients import InferenceClient, InferenceServerError
+from inferd.server.identity import Principal, reset_principal, set_principal
 
 CONFIG = """
 name: "{name}"

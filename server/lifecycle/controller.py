@@ -25,10 +25,10 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from server.audit import AuditEntry, AuditError, AuditLog
-from server.errors import FailedPrecondition, InferdError, NotFound, Unavailable
-from server.lifecycle import transitions
-from server.lifecycle.state import (
+from inferd.server.audit import AuditEntry, AuditError, AuditLog
+from inferd.server.errors import FailedPrecondition, InferdError, NotFound, Unavailable
+from inferd.server.lifecycle import transitions
+from inferd.server.lifecycle.state import (
     Guardrails,
     LifecycleState,
     ModelLifecycle,
@@ -37,9 +37,9 @@ from server.lifecycle.state import (
     StateError,
     StateStore,
 )
-from server.models import LoadReport, ModelManager
-from server.repository import tree_fingerprint
-from server.routing import Router
+from inferd.server.models import LoadReport, ModelManager
+from inferd.server.repository import tree_fingerprint
+from inferd.server.routing import Router
 
 log = logging.getLogger("inferd.lifecycle")
 

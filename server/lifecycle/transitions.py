@@ -23,8 +23,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection
 
-from server.errors import FailedPrecondition, InvalidArgument
-from server.lifecycle.state import HISTORY, Guardrails, ModelLifecycle, RouteMode, Stage
+from inferd.server.errors import FailedPrecondition, InvalidArgument
+from inferd.server.lifecycle.state import HISTORY, Guardrails, ModelLifecycle, RouteMode, Stage
 
 _MOVES: dict[Stage, frozenset[Stage]] = {
     Stage.DEVELOPMENT: frozenset({Stage.STAGING, Stage.ARCHIVED}),

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from server.observer import NULL_VERSION_OBSERVER, Queued, ServerObserver, VersionObserver
-from server.telemetry.metrics import UNKNOWN_MODEL, Metrics, VersionMetrics
-from server.telemetry.tracing import Tracing, VersionTracing
+from inferd.server.observer import NULL_VERSION_OBSERVER, Queued, ServerObserver, VersionObserver
+from inferd.server.telemetry.metrics import UNKNOWN_MODEL, Metrics, VersionMetrics
+from inferd.server.telemetry.tracing import Tracing, VersionTracing
 
 if TYPE_CHECKING:
-    from server.batcher import BatchRecord
+    from inferd.server.batcher import BatchRecord
 
 __all__ = ["Metrics", "Telemetry", "Tracing", "VersionTelemetry"]
 

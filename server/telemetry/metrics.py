@@ -58,7 +58,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from server.gpu import GpuStat, gpu_snapshot
+from inferd.server.gpu import GpuStat, gpu_snapshot
 
 log = logging.getLogger("inferd.metrics")
 

@@ -50,10 +50,10 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
-from server.observer import Queued
+from inferd.server.observer import Queued
 
 if TYPE_CHECKING:
-    from server.batcher import BatchRecord
+    from inferd.server.batcher import BatchRecord
 
 SERVICE = "inference.GRPCInferenceService"
 DEFAULT_SERVICE_NAME = "inferd"

@@ -12,8 +12,8 @@ import pytest
 from conftest import ServerThread
 from lifecycle_models import PRINCIPAL_HEADER, HeaderIdentity, rollout_repository
 
-from clients.cli import models_main
-from server.cli import main as inferd_main
+from inferd.clients.cli import models_main
+from inferd.server.cli import main as inferd_main
 
 MakeServer = Callable[..., ServerThread]
 
@@ -117,8 +117,8 @@ def test_serve_rejects_load_model_without_explicit_mode(
 
 
 async def test_async_clients_manage_the_lifecycle(url: str) -> None:
-    from clients import AsyncInferenceClient
-    from clients.admin import AsyncAdminClient
+    from inferd.clients import AsyncInferenceClient
+    from inferd.clients.admin import AsyncAdminClient
 
     metadata = [(PRINCIPAL_HEADER, "async-user")]
     async with (

@@ -8,8 +8,8 @@ from typing import Any
 import grpc
 import pytest
 
-from clients import AsyncInferenceClient, InferenceClient, RetryPolicy
-from clients.balancing import RETRIED_METHODS, balancing_options, service_config
+from inferd.clients import AsyncInferenceClient, InferenceClient, RetryPolicy
+from inferd.clients.balancing import RETRIED_METHODS, balancing_options, service_config
 
 
 def test_round_robin_with_retries_and_health_checks() -> None:
@@ -137,7 +137,7 @@ async def test_async_client_takes_the_same_arguments() -> None:
 
 
 def test_explicit_channel_options_override_the_balancing_defaults() -> None:
-    from clients import _codec
+    from inferd.clients import _codec
 
     options = _codec.channel_options(
         1 << 20,

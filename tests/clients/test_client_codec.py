@@ -18,12 +18,18 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from clients import AsyncInferenceClient, InferenceClient, InferenceServerError, InferResult, _codec
-from clients.cli import infer_main, models_main
-from clients.errors import from_rpc_error
-from protos import grpc_service_pb2 as pb
-from protos import grpc_service_pb2_grpc as pb_grpc
-from protos import model_config_pb2 as mc
+from inferd.clients import (
+    AsyncInferenceClient,
+    InferenceClient,
+    InferenceServerError,
+    InferResult,
+    _codec,
+)
+from inferd.clients.cli import infer_main, models_main
+from inferd.clients.errors import from_rpc_error
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.protos import model_config_pb2 as mc
 
 SAMPLES: dict[str, np.ndarray] = {
     "BOOL": np.array([[True, False, True]]),

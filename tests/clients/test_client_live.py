@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from clients import AsyncInferenceClient, InferenceClient, InferenceServerError, InferResult
-from clients.cli import infer_main, models_main
+from inferd.clients import AsyncInferenceClient, InferenceClient, InferenceServerError, InferResult
+from inferd.clients.cli import infer_main, models_main
 
 MODELS = ("digits_mlp", "text_stats", "dense_reference")
 #: Non-ASCII UTF-8, an empty string and an embedded NUL: BYTES must carry all

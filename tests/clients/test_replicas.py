@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 import pytest
 
-from clients import InferenceClient, InferenceServerError, RetryPolicy
+from inferd.clients import InferenceClient, InferenceServerError, RetryPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "digits_mlp"
@@ -72,7 +72,7 @@ def replicas(
             with log.open("wb") as out:
                 proc = subprocess.Popen(
                     [
-                        *(sys.executable, "-m", "server.cli", "serve"),
+                        *(sys.executable, "-m", "inferd", "serve"),
                         *("--model-repository", str(demo_repository)),
                         *("--grpc-port", str(port), "--host", "127.0.0.1", "--grace", "5"),
                     ],

@@ -22,8 +22,8 @@ from typing import NoReturn
 import grpc
 import pytest
 
-from protos import grpc_service_pb2 as pb
-from protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 
 #: Loader failures that mean "cannot run on this machine", not "broken".
 _LOADER_ERROR = re.compile(

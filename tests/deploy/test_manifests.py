@@ -126,7 +126,7 @@ def by_kind(objects: Iterator[dict[str, Any]] | tuple[dict[str, Any], ...]) -> d
 
 def serve_args(container: dict[str, Any]) -> argparse.Namespace:
     """Parse a container's command line with the real ``inferd serve`` parser."""
-    from server.cli import _serve_parser
+    from inferd.server.cli import _serve_parser
 
     assert container["command"] == ["inferd"]
     parser = argparse.ArgumentParser(prog="inferd", exit_on_error=False)
@@ -367,7 +367,7 @@ def test_gitops_routes_file_is_valid_state() -> None:
     text = (K8S / "overlays" / "gitops-routes" / "routes.json").read_text()
     data = json.loads(text)
     try:
-        from server.lifecycle.state import LifecycleState
+        from inferd.server.lifecycle.state import LifecycleState
     except ImportError:
         pytest.skip("server.lifecycle (the lifecycle work) is not in this tree")
     state = LifecycleState.from_json(data)
@@ -403,7 +403,7 @@ def test_inference_service_canary_uses_the_runtime() -> None:
 
 def test_in_server_canary_script_uses_real_cli_flags(capsys: pytest.CaptureFixture[str]) -> None:
     """Every ``inferd models VERB --flag`` in the script exists in our CLI."""
-    from clients.cli import models_main
+    from inferd.clients.cli import models_main
 
     script = (KSERVE / "inferd-routes-canary.sh").read_text().replace("\\\n", " ")
     commands = [  # commands, and commented-out ones (promote, rollback)

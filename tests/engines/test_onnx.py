@@ -15,9 +15,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from engines.base import EngineError, EngineOptions
-from engines.onnx import OnnxEngine, _clean_message
-from protos.datatypes import NUMPY_DTYPES
+from inferd.engines.base import EngineError, EngineOptions
+from inferd.engines.onnx import OnnxEngine, _clean_message
+from inferd.protos.datatypes import NUMPY_DTYPES
 
 Dim = int | str | None
 IO = tuple[str, int, Sequence[Dim] | None]

@@ -18,15 +18,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from engines.base import BYTES_DTYPE, EngineOptions, Signature, TensorSpec
-from engines.onnx import (
+from inferd.engines.base import BYTES_DTYPE, EngineOptions, Signature, TensorSpec
+from inferd.engines.onnx import (
     OnnxEngine,
     _run_bound,
     binding_target,
     provider_specs,
     trt_profile_options,
 )
-from server.demo_models import dense_reference_model
+from inferd.server.demo_models import dense_reference_model
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

@@ -27,10 +27,10 @@ import numpy as np
 import pytest
 from fake_trt import make_plan, make_pycuda, make_tensorrt
 
-from engines import EngineError, EngineInputError, EngineOptions, load_engine
-from engines.tensorrt import TensorRTEngine
-from engines.trt_plan import PlanInfo, sha256, sidecar_path, write_sidecar
-from engines.trt_profiles import BatchProfile
+from inferd.engines import EngineError, EngineInputError, EngineOptions, load_engine
+from inferd.engines.tensorrt import TensorRTEngine
+from inferd.engines.trt_plan import PlanInfo, sha256, sidecar_path, write_sidecar
+from inferd.engines.trt_profiles import BatchProfile
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from fake_trt import make_plan, make_pycuda, make_tensorrt
 
-from engines.trt_plan import PlanInfo, sha256, write_sidecar
-from engines.trt_profiles import derive_profiles, replicate
-from server.models import ModelManager
-from server.repository import ModelRepository
-from server.request import InferRequest
+from inferd.engines.trt_plan import PlanInfo, sha256, write_sidecar
+from inferd.engines.trt_profiles import derive_profiles, replicate
+from inferd.server.models import ModelManager
+from inferd.server.repository import ModelRepository
+from inferd.server.request import InferRequest
 
 
 async def test_batcher_dispatches_only_plan_sizes(

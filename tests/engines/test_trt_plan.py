@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from fake_trt import FakeEngine, make_tensorrt
 
-from engines import EngineError
-from engines.trt_plan import (
+from inferd.engines import EngineError
+from inferd.engines.trt_plan import (
     PlanInfo,
     PlanLayout,
     TensorLayout,
@@ -26,7 +26,7 @@ from engines.trt_plan import (
     sha256,
     sidecar_path,
 )
-from engines.trt_profiles import BatchProfile
+from inferd.engines.trt_profiles import BatchProfile
 
 GOOD = {
     "format": 1,

@@ -24,7 +24,7 @@ import pytest
 from gpu_env import cuda_context
 from metrics_scrape import scrape
 
-from server import gpu
+from inferd.server import gpu
 
 
 def _nvml_reason() -> str | None:

@@ -13,9 +13,9 @@ import onnxruntime as ort
 import pytest
 from gpu_env import requires_onnxruntime_cuda
 
-from engines import EngineOptions
-from engines.onnx import OnnxEngine
-from server.demo_models import dense_reference_model
+from inferd.engines import EngineOptions
+from inferd.engines.onnx import OnnxEngine
+from inferd.server.demo_models import dense_reference_model
 
 pytestmark = [pytest.mark.gpu, requires_onnxruntime_cuda()]
 

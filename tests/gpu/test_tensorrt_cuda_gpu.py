@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from gpu_env import cuda_driver, device_memory_used, requires_cuda
 
-from engines import EngineOptions
-from engines.tensorrt import TensorRTEngine
+from inferd.engines import EngineOptions
+from inferd.engines.tensorrt import TensorRTEngine
 
 # The stand-in lives beside the CPU tests; pytest puts that folder on sys.path
 # only when it collects tests there.

@@ -20,13 +20,13 @@ import onnxruntime as ort
 import pytest
 from gpu_env import device_memory_used, requires_tensorrt_gpu
 
-from engines import EngineError, EngineOptions
-from engines.tensorrt import TensorRTEngine
-from engines.trt_build import BuildSpec, build_plan
-from engines.trt_plan import sidecar_path
-from engines.trt_profiles import derive_profiles
-from server.build_engine import main as build_engine_main
-from server.demo_models import dense_reference_model
+from inferd.engines import EngineError, EngineOptions
+from inferd.engines.tensorrt import TensorRTEngine
+from inferd.engines.trt_build import BuildSpec, build_plan
+from inferd.engines.trt_plan import sidecar_path
+from inferd.engines.trt_profiles import derive_profiles
+from inferd.server.build_engine import main as build_engine_main
+from inferd.server.demo_models import dense_reference_model
 
 pytestmark = [pytest.mark.gpu, requires_tensorrt_gpu()]
 
@@ -149,7 +149,7 @@ def test_served_plan_answers_like_onnxruntime(
     tmp_path: Path,
     make_server: Callable[..., object],
 ) -> None:
-    from clients import InferenceClient
+    from inferd.clients import InferenceClient
 
     version = tmp_path / "dense_trt" / "1"
     version.mkdir(parents=True)

@@ -3,11 +3,11 @@ contract keeps the published names."""
 
 from __future__ import annotations
 
-from protos import generate, grpc_service_pb2, model_config_pb2
+from inferd.protos import generate, grpc_service_pb2, model_config_pb2
 
 
 def test_stubs_match_protos() -> None:
-    assert generate.check() == [], "run: python -m protos.generate"
+    assert generate.check() == [], "run: python -m inferd.protos.generate"
 
 
 def test_service_and_method_paths_match_the_protocol() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines import Engine, Signature, TensorSpec
+from inferd.engines import Engine, Signature, TensorSpec
 
 
 class DoublingEngine(Engine):

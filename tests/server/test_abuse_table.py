@@ -34,9 +34,9 @@ import numpy as np
 import pytest
 from conftest import ServerThread
 
-from protos import grpc_service_pb2 as pb
-from protos import grpc_service_pb2_grpc as pb_grpc
-from server.app import ServerConfig
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.server.app import ServerConfig
 
 MiB = 1 << 20
 KiB = 1 << 10

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-import server.app  # noqa: F401  (installs the filter)
+import inferd.server.app  # noqa: F401  (installs the filter)
 
 
 def test_answers_to_departed_clients_do_not_log_tracebacks(caplog) -> None:  # type: ignore[no-untyped-def]

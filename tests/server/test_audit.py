@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from server.audit import MAX_REASON, AuditError, AuditLog
+from inferd.server.audit import MAX_REASON, AuditError, AuditLog
 
 
 def test_entries_survive_reopening_newest_first(tmp_path: Path) -> None:

@@ -25,14 +25,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tls_material import ec_key, public_pem, rsa_key
 
-from clients import InferenceClient, InferenceServerError
-from protos import grpc_service_pb2 as pb
-from protos import grpc_service_pb2_grpc as pb_grpc
-from protos.inferd.admin.v1 import admin_pb2 as apb
-from protos.inferd.admin.v1 import admin_pb2_grpc as admin_grpc
-from server import auth
-from server.app import InferdServer, ServerConfig, StartupError
-from server.identity import ANONYMOUS, current_principal
+from inferd.clients import InferenceClient, InferenceServerError
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.protos.inferd.admin.v1 import admin_pb2 as apb
+from inferd.protos.inferd.admin.v1 import admin_pb2_grpc as admin_grpc
+from inferd.server import auth
+from inferd.server.app import InferdServer, ServerConfig, StartupError
+from inferd.server.identity import ANONYMOUS, current_principal
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED

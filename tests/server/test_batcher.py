@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from engine_doubles import DoublingEngine
 
-from engines import EngineError
-from server.batcher import BatchingScheduler, _BurstRate
-from server.batching import AdaptivePlanner, BatchingOptions, Plan, QueueState, StaticPlanner
-from server.errors import DeadlineExceeded, EngineFailure, Unavailable
-from server.latency import LatencyModel
-from server.request import InferRequest
-from server.stats import ModelStats
+from inferd.engines import EngineError
+from inferd.server.batcher import BatchingScheduler, _BurstRate
+from inferd.server.batching import AdaptivePlanner, BatchingOptions, Plan, QueueState, StaticPlanner
+from inferd.server.errors import DeadlineExceeded, EngineFailure, Unavailable
+from inferd.server.latency import LatencyModel
+from inferd.server.request import InferRequest
+from inferd.server.stats import ModelStats
 
 
 class GatedEngine(DoublingEngine):
@@ -572,8 +572,8 @@ async def test_fast_batches_can_run_inline_on_the_event_loop_thread() -> None:
 
 
 def test_inline_option_is_read_from_config_parameters() -> None:
-    from protos import model_config_pb2
-    from server.batching import options_from_config
+    from inferd.protos import model_config_pb2
+    from inferd.server.batching import options_from_config
 
     config = model_config_pb2.ModelConfig(max_batch_size=8)
     config.dynamic_batching.SetInParent()
@@ -585,8 +585,8 @@ def test_inline_option_is_read_from_config_parameters() -> None:
 
 
 def test_reply_allowance_is_read_from_config_parameters() -> None:
-    from protos import model_config_pb2
-    from server.batching import options_from_config
+    from inferd.protos import model_config_pb2
+    from inferd.server.batching import options_from_config
 
     config = model_config_pb2.ModelConfig(max_batch_size=8)
     config.dynamic_batching.SetInParent()

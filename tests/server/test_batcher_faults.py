@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from engine_doubles import DoublingEngine
 
-from engines import EngineError
-from server.batcher import BatchingScheduler
-from server.batching import BatchingOptions
-from server.errors import EngineFailure, ResourceExhausted, Unavailable
-from server.request import InferRequest
-from server.stats import ModelStats
+from inferd.engines import EngineError
+from inferd.server.batcher import BatchingScheduler
+from inferd.server.batching import BatchingOptions
+from inferd.server.errors import EngineFailure, ResourceExhausted, Unavailable
+from inferd.server.request import InferRequest
+from inferd.server.stats import ModelStats
 
 
 class FaultyEngine(DoublingEngine):

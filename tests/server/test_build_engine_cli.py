@@ -18,11 +18,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from engines.trt_build import BuildError, CalibrationSet, ModelInput, input_profiles
-from engines.trt_profiles import BatchProfile
-from server import cli
-from server.build_engine import ProgressDisplay, _ranges, main
-from server.demo_models import dense_reference_model
+from inferd.engines.trt_build import BuildError, CalibrationSet, ModelInput, input_profiles
+from inferd.engines.trt_profiles import BatchProfile
+from inferd.server import cli
+from inferd.server.build_engine import ProgressDisplay, _ranges, main
+from inferd.server.demo_models import dense_reference_model
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -13,9 +13,9 @@ import grpc
 import numpy as np
 import pytest
 
-from clients import InferenceClient, InferenceServerError
-from server.app import InferdServer, ServerConfig, StartupError, connection_age_options
-from server.cli import main as cli_main
+from inferd.clients import InferenceClient, InferenceServerError
+from inferd.server.app import InferdServer, ServerConfig, StartupError, connection_age_options
+from inferd.server.cli import main as cli_main
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,12 @@ import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from protos import grpc_service_pb2 as pb
-from protos.datatypes import CONTENTS_FIELD, NUMPY_DTYPES
-from server.codec import RequestLimits, decode_request
-from server.errors import InferdError
-from server.model_io import ModelIO, TensorInfo
-from server.request import InferRequest
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos.datatypes import CONTENTS_FIELD, NUMPY_DTYPES
+from inferd.server.codec import RequestLimits, decode_request
+from inferd.server.errors import InferdError
+from inferd.server.model_io import ModelIO, TensorInfo
+from inferd.server.request import InferRequest
 
 DATATYPES = sorted(NUMPY_DTYPES)
 

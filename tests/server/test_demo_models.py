@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from engines.base import BYTES_DTYPE, EngineOptions
-from engines.onnx import OnnxEngine
-from protos import model_config_pb2 as mc
-from protos.datatypes import CONFIG_TO_V2, NUMPY_DTYPES
-from server import demo_models
-from server.demo_models import (
+from inferd.engines.base import BYTES_DTYPE, EngineOptions
+from inferd.engines.onnx import OnnxEngine
+from inferd.protos import model_config_pb2 as mc
+from inferd.protos.datatypes import CONFIG_TO_V2, NUMPY_DTYPES
+from inferd.server import demo_models
+from inferd.server.demo_models import (
     GENERATOR_VERSION,
     MARKER,
     MODEL_NAMES,
@@ -312,3 +312,27 @@ def test_late_builder_keeps_the_winners_repository(
     assert len(fake_build) == 2
     assert (dest / MARKER).stat().st_ino == winner
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+
+@pytest.mark.parametrize("command", [["demo-models", "{dest}"], ["serve", "--grpc-port", "0"]])
+def test_without_the_demo_extra_the_cli_says_what_to_install(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """onnx and scikit-learn are the optional `demo` extra: without them the
+    CLI names the extra instead of failing with a traceback."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['onnx'] = None; sys.modules['sklearn'] = None\n"
+        "from inferd.server.cli import main\n"
+        f"raise SystemExit(main({[c.format(dest=tmp_path / 'm') for c in command]!r}))\n"
+    )
+    env = {**__import__("os").environ, "INFERD_DEMO_REPOSITORY": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'inferd[demo]'" in done.stderr
+    assert "onnx is not installed" in done.stderr
+    assert "Traceback" not in done.stderr

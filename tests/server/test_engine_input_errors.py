@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from clients import AsyncInferenceClient, InferenceServerError
+from inferd.clients import AsyncInferenceClient, InferenceServerError
 
 
 def _text_inputs(tag: bytes) -> dict[str, np.ndarray]:
@@ -37,7 +37,7 @@ async def test_non_utf8_text_is_invalid_argument_and_spares_its_batch(
 
 
 def test_engine_input_error_is_an_engine_error() -> None:
-    from engines import EngineError, EngineInputError
+    from inferd.engines import EngineError, EngineInputError
 
     with pytest.raises(EngineError):
         raise EngineInputError("x")
@@ -46,8 +46,8 @@ def test_engine_input_error_is_an_engine_error() -> None:
 def test_classification_output_parameter_is_refused(server_address: str) -> None:
     # Triton's classification extension is not offered: answering the raw
     # tensor would silently change what the caller gets.
-    from protos import grpc_service_pb2 as pb
-    from protos.grpc_service_pb2_grpc import GRPCInferenceServiceStub
+    from inferd.protos import grpc_service_pb2 as pb
+    from inferd.protos.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 
     request = pb.ModelInferRequest(model_name="digits_mlp")
     request.inputs.add(name="pixels", datatype="FP32", shape=[1, 64])

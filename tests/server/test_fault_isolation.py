@@ -23,10 +23,10 @@ import pytest
 from conftest import ServerThread
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import server.models
+import inferd.server.models as server_models
 from benchmarks.server_process import ROOT
-from clients import InferenceClient, InferenceServerError
-from engines import EngineError
+from inferd.clients import InferenceClient, InferenceServerError
+from inferd.engines import EngineError
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -159,14 +159,14 @@ def test_a_model_that_fails_to_load_leaves_the_others_serving(
     error: BaseException,
     reason: str,
 ) -> None:
-    real = server.models.load_engine
+    real = server_models.load_engine
 
     def load_engine(platform: str, path: Path, options: Any = None) -> Any:
         if "text_stats" in str(path):
             raise error
         return real(platform, path, options)
 
-    monkeypatch.setattr(server.models, "load_engine", load_engine)
+    monkeypatch.setattr(server_models, "load_engine", load_engine)
     srv = make_server(demo_repository)
     with InferenceClient(srv.address) as client:
         index = {r["name"]: r for r in client.repository_index(timeout=10)}
@@ -191,8 +191,8 @@ def test_a_hung_engine_does_not_keep_the_process_from_exiting(
         f"""
         import asyncio, threading
         import numpy as np
-        from clients import AsyncInferenceClient, InferenceServerError
-        from server.app import InferdServer, ServerConfig
+        from inferd.clients import AsyncInferenceClient, InferenceServerError
+        from inferd.server.app import InferdServer, ServerConfig
 
         async def main():
             server = InferdServer(ServerConfig(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from conftest import ServerThread
 
-from server.app import ServerConfig
-from server.cli import _serve_parser
+from inferd.server.app import ServerConfig
+from inferd.server.cli import _serve_parser
 
 
 def _serve_args(*args: str) -> argparse.Namespace:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import ServerThread
 
-from server.app import ServerConfig
-from server.cli import DEFAULT_GIL_SWITCH_INTERVAL_US, _serve_parser
+from inferd.server.app import ServerConfig
+from inferd.server.cli import DEFAULT_GIL_SWITCH_INTERVAL_US, _serve_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def test_cli_default_and_override() -> None:
 def test_cli_refuses_an_interval_out_of_bounds(value: str, tmp_path: Path) -> None:
     # A subprocess: the CLI sets up the process's logging before it checks.
     done = subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", "--model-repository", str(tmp_path),
+        [sys.executable, "-m", "inferd", "serve", "--model-repository", str(tmp_path),
          "--gil-switch-interval-us", value],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip

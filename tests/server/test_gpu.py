@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from server import gpu
-from server.gpu import GpuStat, gpu_snapshot
+from inferd.server import gpu
+from inferd.server.gpu import GpuStat, gpu_snapshot
 
 
 @pytest.fixture(autouse=True)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from google.protobuf import text_format
 
-from engines import EngineOptions
-from protos import model_config_pb2
-from server.models import ModelManager
-from server.repository import (
+from inferd.engines import EngineOptions
+from inferd.protos import model_config_pb2
+from inferd.server.models import ModelManager
+from inferd.server.repository import (
     TENSORRT_PLATFORM,
     ModelRepository,
     RepositoryError,

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from server.app import ServerConfig
+from inferd.server.app import ServerConfig
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -48,18 +48,18 @@ def test_not_serving_until_warmup_is_done(
 ) -> None:
     """While the models warm up (held here), every service is NOT_SERVING;
     once the load is done, SERVING."""
-    import server.models
+    import inferd.server.models as server_models
 
     gate = threading.Event()
     warming = threading.Event()
-    real = server.models.warm_up
+    real = server_models.warm_up
 
     def held(*args: object, **kwargs: object) -> None:
         warming.set()
         gate.wait(30)
         real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(server.models, "warm_up", held)
+    monkeypatch.setattr(server_models, "warm_up", held)
     thread = ServerThread(ServerConfig(model_repository=demo_repository, grpc_port=0))
     starting = threading.Thread(target=thread.start)
     starting.start()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.batching import BatchingOptions, new_latency_model
-from server.latency import STALL_CLIP, STRICT_STALL_CLIP, LatencyModel
+from inferd.server.batching import BatchingOptions, new_latency_model
+from inferd.server.latency import STALL_CLIP, STRICT_STALL_CLIP, LatencyModel
 
 
 def seeded(sizes: range, base: float = 0.006, per_row: float = 0.0005) -> LatencyModel:

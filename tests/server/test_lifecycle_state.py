@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import FailedPrecondition, InvalidArgument
-from server.lifecycle import transitions as t
-from server.lifecycle.state import (
+from inferd.server.errors import FailedPrecondition, InvalidArgument
+from inferd.server.lifecycle import transitions as t
+from inferd.server.lifecycle.state import (
     Guardrails,
     LifecycleState,
     ModelLifecycle,

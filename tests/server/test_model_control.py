@@ -24,7 +24,7 @@ from lifecycle_models import (
     write_config,
 )
 
-from clients import InferenceClient, InferenceServerError
+from inferd.clients import InferenceClient, InferenceServerError
 
 MakeServer = Callable[..., ServerThread]
 LATEST_2 = "version_policy { latest { num_versions: 2 } }"
@@ -230,7 +230,7 @@ def test_poll_mode_follows_the_repository(tmp_path: Path, make_server: MakeServe
 
 
 def test_unknown_model_control_mode_is_a_startup_error(tmp_path: Path) -> None:
-    from server.app import InferdServer, ServerConfig, StartupError
+    from inferd.server.app import InferdServer, ServerConfig, StartupError
 
     with pytest.raises(StartupError, match="model control mode 'sometimes'"):
         InferdServer(ServerConfig(model_repository=tmp_path, model_control_mode="sometimes"))
@@ -240,8 +240,8 @@ def test_unknown_model_control_mode_is_a_startup_error(tmp_path: Path) -> None:
 
 def test_models_about_to_load_keep_the_server_unready(tmp_path: Path) -> None:
     """Between binding and loading, ServerReady must not be vacuously true."""
-    from server.models import ModelManager
-    from server.repository import ModelRepository
+    from inferd.server.models import ModelManager
+    from inferd.server.repository import ModelRepository
 
     plus(tmp_path / "a" / "1" / "model.onnx", 1)
     manager = ModelManager(ModelRepository(tmp_path))
@@ -252,8 +252,8 @@ def test_models_about_to_load_keep_the_server_unready(tmp_path: Path) -> None:
 
 
 def test_unload_accepts_tritons_unload_dependents(tmp_path: Path, make_server: MakeServer) -> None:
-    from protos import grpc_service_pb2 as pb
-    from protos import grpc_service_pb2_grpc as pb_grpc
+    from inferd.protos import grpc_service_pb2 as pb
+    from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 
     plus(tmp_path / "plus" / "1" / "model.onnx", 1)
     server = make_server(tmp_path, model_control_mode="explicit", load_models=("plus",))

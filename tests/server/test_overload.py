@@ -20,12 +20,12 @@ import pytest
 from engine_doubles import DoublingEngine
 
 from benchmarks import overload
-from server.batcher import BatchingScheduler, _Margin
-from server.batching import ADMISSION_MODES, BatchingOptions
-from server.errors import DeadlineExceeded
-from server.latency import LatencyModel
-from server.request import InferRequest
-from server.stats import ModelStats
+from inferd.server.batcher import BatchingScheduler, _Margin
+from inferd.server.batching import ADMISSION_MODES, BatchingOptions
+from inferd.server.errors import DeadlineExceeded
+from inferd.server.latency import LatencyModel
+from inferd.server.request import InferRequest
+from inferd.server.stats import ModelStats
 
 
 @pytest.mark.slow
@@ -156,8 +156,8 @@ def test_strict_admission_covers_the_error_tail_from_a_lower_load() -> None:
 
 
 async def test_admission_option_is_read_from_config_and_reaches_the_margin() -> None:
-    from protos import model_config_pb2
-    from server.batching import options_from_config
+    from inferd.protos import model_config_pb2
+    from inferd.server.batching import options_from_config
 
     config = model_config_pb2.ModelConfig(max_batch_size=8)
     config.dynamic_batching.SetInParent()
@@ -247,7 +247,7 @@ async def test_deliberate_holds_are_not_learnt_as_prediction_error() -> None:
     """The planner's own waiting for a fuller batch is bounded by the
     requests' slack; counting it as error would inflate the admission margin
     and refuse requests at light load."""
-    from server.batching import AdaptivePlanner, Plan, QueueState
+    from inferd.server.batching import AdaptivePlanner, Plan, QueueState
 
     hold_s = 0.03
 

@@ -11,9 +11,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from engines.base import EngineOptions, Signature, TensorSpec
-from protos import model_config_pb2
-from server.repository import (
+from inferd.engines.base import EngineOptions, Signature, TensorSpec
+from inferd.protos import model_config_pb2
+from inferd.server.repository import (
     ModelNotFoundError,
     ModelRepository,
     RepositoryError,
@@ -638,7 +638,7 @@ def test_no_absolute_paths_in_errors(tmp_path: Path) -> None:
 
 
 def test_real_engine_signature(tmp_path: Path) -> None:
-    onnx_engine = pytest.importorskip("engines.onnx")
+    onnx_engine = pytest.importorskip("inferd.engines.onnx")
     make_model(tmp_path, "identity")
     add_model(tmp_path / "add" / "1" / "model.onnx", [2, 3])
     repo = ModelRepository(tmp_path)

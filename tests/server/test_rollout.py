@@ -34,10 +34,10 @@ from lifecycle_models import (
 )
 from metrics_scrape import scrape, value
 
-from clients import InferenceClient, InferenceServerError
-from clients.admin import AdminClient
-from protos.inferd.admin.v1 import admin_pb2 as apb
-from server.admin import ADMIN_METHODS
+from inferd.clients import InferenceClient, InferenceServerError
+from inferd.clients.admin import AdminClient
+from inferd.protos.inferd.admin.v1 import admin_pb2 as apb
+from inferd.server.admin import ADMIN_METHODS
 
 MakeServer = Callable[..., ServerThread]
 

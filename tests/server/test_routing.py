@@ -11,10 +11,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.errors import Unavailable
-from server.lifecycle.state import Guardrails, LifecycleState, ModelLifecycle, RouteMode, Stage
-from server.observer import ServerObserver
-from server.routing import CHALLENGER, CHAMPION, Decision, Router, bucket, outputs_agree
+from inferd.server.errors import Unavailable
+from inferd.server.lifecycle.state import (
+    Guardrails,
+    LifecycleState,
+    ModelLifecycle,
+    RouteMode,
+    Stage,
+)
+from inferd.server.observer import ServerObserver
+from inferd.server.routing import CHALLENGER, CHAMPION, Decision, Router, bucket, outputs_agree
 
 
 @dataclass

@@ -25,8 +25,8 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from benchmarks.server_process import ServerProcess
-from protos import grpc_service_pb2 as pb
-from protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 
 
 def request(model: str) -> pb.ModelInferRequest:

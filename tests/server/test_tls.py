@@ -19,9 +19,9 @@ from conftest import ServerThread
 from tls_material import Authority, key_pem, write
 
 from benchmarks.server_process import ServerProcess
-from clients import InferenceClient, InferenceServerError
-from server.app import InferdServer, ServerConfig, StartupError
-from server.identity import Principal, current_principal
+from inferd.clients import InferenceClient, InferenceServerError
+from inferd.server.app import InferdServer, ServerConfig, StartupError
+from inferd.server.identity import Principal, current_principal
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 PIXELS = {"pixels": np.zeros((1, 64), np.float32)}

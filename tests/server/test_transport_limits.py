@@ -15,9 +15,9 @@ import grpc
 import pytest
 from conftest import ServerThread
 
-from protos import grpc_service_pb2 as pb
-from protos import grpc_service_pb2_grpc as pb_grpc
-from server.app import ServerConfig
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.server.app import ServerConfig
 
 
 def digits() -> pb.ModelInferRequest:

@@ -19,7 +19,7 @@ import pytest
 from conftest import ServerThread
 from onnx import TensorProto, helper, numpy_helper
 
-from clients import InferenceClient, InferenceServerError
+from inferd.clients import InferenceClient, InferenceServerError
 
 MakeServer = Callable[..., ServerThread]
 

@@ -8,9 +8,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from server.errors import Unavailable
-from server.models import ModelManager
-from server.repository import ModelRepository
+from inferd.server.errors import Unavailable
+from inferd.server.models import ModelManager
+from inferd.server.repository import ModelRepository
 
 
 async def test_demo_models_are_warmed_at_every_batch_size(demo_repository: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients import InferenceClient
+from inferd.clients import InferenceClient
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ def _start(repo: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "server.cli",
+            "inferd",
             "serve",
             "--model-repository",
             str(repo),
@@ -163,7 +163,7 @@ def test_bad_worker_options_exit_2_with_one_line(
         [
             sys.executable,
             "-m",
-            "server.cli",
+            "inferd",
             "serve",
             "--model-repository",
             str(demo_repository),

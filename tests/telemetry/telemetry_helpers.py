@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.metrics_core import Metric
 
-from server.gpu import GpuStat
-from server.telemetry.tracing import Tracing
+from inferd.server.gpu import GpuStat
+from inferd.server.telemetry.tracing import Tracing
 
 #: The ``make_tracing`` fixture (tests/conftest.py).
 MakeTracing = Callable[..., tuple[Tracing, InMemorySpanExporter]]
@@ -119,7 +119,7 @@ class Inferd:
             [
                 sys.executable,
                 "-m",
-                "server.cli",
+                "inferd",
                 "serve",
                 "--model-repository",
                 str(repository),
@@ -137,7 +137,7 @@ class Inferd:
 
     def wait_ready(self, timeout: float = 60, model: str = "") -> None:
         """Until ServerReady (or, with ``model``, that model) answers true."""
-        from clients import InferenceClient
+        from inferd.clients import InferenceClient
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -18,8 +18,8 @@ import yaml
 from prometheus_client.metrics_core import Metric
 from telemetry_helpers import ROOT, fake_gpus, scrape
 
-from clients import InferenceClient, InferenceServerError
-from server.telemetry.metrics import GpuCollector
+from inferd.clients import InferenceClient, InferenceServerError
+from inferd.server.telemetry.metrics import GpuCollector
 
 DEPLOY = ROOT / "deploy" / "observability"
 DASHBOARD = DEPLOY / "inferd-dashboard.json"
@@ -74,17 +74,17 @@ def exported(
     requests and reports a (fake) GPU."""
     from conftest import ServerThread
 
-    import server.app
-    from server.app import ServerConfig
+    import inferd.server.app as server_app
+    from inferd.server.app import ServerConfig
 
-    saved = server.app.GpuCollector
-    server.app.GpuCollector = lambda: GpuCollector(fake_gpus)  # type: ignore[assignment, misc]
+    saved = server_app.GpuCollector
+    server_app.GpuCollector = lambda: GpuCollector(fake_gpus)  # type: ignore[assignment, misc]
     try:
         thread = ServerThread(
             ServerConfig(model_repository=demo_repository, grpc_port=0, metrics_port=0)
         ).start()
     finally:
-        server.app.GpuCollector = saved  # type: ignore[misc]
+        server_app.GpuCollector = saved  # type: ignore[misc]
     try:
         with InferenceClient(thread.address) as client:
             client.infer("digits_mlp", {"pixels": np.ones((2, 64), np.float32)})

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from telemetry_helpers import Inferd, MakeTracing
 
-from clients import InferenceClient
-from server.telemetry.logs import JsonFormatter, TextFormatter, resolve_format, setup_logging
+from inferd.clients import InferenceClient
+from inferd.server.telemetry.logs import JsonFormatter, TextFormatter, resolve_format, setup_logging
 
 
 def _record(message: str = "model %s ready", *args: object, **extra: object) -> logging.LogRecord:

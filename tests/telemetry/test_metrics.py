@@ -26,9 +26,9 @@ from telemetry_helpers import (
     value,
 )
 
-from clients import AsyncInferenceClient, InferenceClient, InferenceServerError
-from server.app import StartupError
-from server.telemetry.metrics import LATENCY_BUCKETS, GpuCollector
+from inferd.clients import AsyncInferenceClient, InferenceClient, InferenceServerError
+from inferd.server.app import StartupError
+from inferd.server.telemetry.metrics import LATENCY_BUCKETS, GpuCollector
 
 MakeServer = Callable[..., Any]
 PIXELS = np.ones((1, 64), np.float32)
@@ -308,9 +308,9 @@ def test_gpu_metrics_on_the_scrape(
     snapshot: Callable[[], Any],
     expected: dict[str, float],
 ) -> None:
-    import server.app
+    import inferd.server.app as server_app
 
-    monkeypatch.setattr(server.app, "GpuCollector", lambda: GpuCollector(snapshot))
+    monkeypatch.setattr(server_app, "GpuCollector", lambda: GpuCollector(snapshot))
     srv = make_server(demo_repository, metrics_port=0)
     families = scrape(srv.server.metrics_port)
     util = {

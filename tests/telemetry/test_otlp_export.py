@@ -13,7 +13,7 @@ from google.protobuf import descriptor_pool
 from telemetry_helpers import Inferd
 
 from benchmarks.otlp_sink import OtlpSink, attributes
-from clients import InferenceClient
+from inferd.clients import InferenceClient
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SPAN_KIND_SERVER
@@ -40,7 +40,7 @@ def _otel_env(sink: OtlpSink, **extra: str) -> dict[str, str]:
 def test_our_protos_and_the_otlp_protos_share_one_process() -> None:
     import opentelemetry.proto.collector.trace.v1.trace_service_pb2  # noqa: F401
 
-    import protos.grpc_service_pb2  # noqa: F401
+    import inferd.protos.grpc_service_pb2  # noqa: F401
 
     pool = descriptor_pool.Default()
     assert pool.FindServiceByName("inference.GRPCInferenceService")

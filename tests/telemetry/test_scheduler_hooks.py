@@ -14,15 +14,15 @@ import pytest
 from opentelemetry.trace import StatusCode
 from telemetry_helpers import MakeTracing
 
-from engines import Engine, EngineError, Signature, TensorSpec
-from server.batcher import BatchingScheduler, BatchRecord
-from server.batching import BatchingOptions
-from server.errors import DeadlineExceeded, EngineFailure, Unavailable
-from server.latency import LatencyModel
-from server.observer import Queued, VersionObserver
-from server.request import InferRequest
-from server.stats import ModelStats
-from server.telemetry import VersionTelemetry
+from inferd.engines import Engine, EngineError, Signature, TensorSpec
+from inferd.server.batcher import BatchingScheduler, BatchRecord
+from inferd.server.batching import BatchingOptions
+from inferd.server.errors import DeadlineExceeded, EngineFailure, Unavailable
+from inferd.server.latency import LatencyModel
+from inferd.server.observer import Queued, VersionObserver
+from inferd.server.request import InferRequest
+from inferd.server.stats import ModelStats
+from inferd.server.telemetry import VersionTelemetry
 
 
 class Gated(Engine):

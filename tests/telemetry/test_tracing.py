@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRat
 from opentelemetry.trace import SpanKind, StatusCode
 from telemetry_helpers import MakeTracing, children, linked_ids, span_id
 
-from clients import AsyncInferenceClient, InferenceClient, InferenceServerError
+from inferd.clients import AsyncInferenceClient, InferenceClient, InferenceServerError
 
 MODEL_INFER = "inference.GRPCInferenceService/ModelInfer"
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -279,7 +279,7 @@ def test_always_off_sampler_traces_nothing_and_serves(
 def test_tracing_off_does_no_tracer_work(
     demo_repository: Path, make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from server.telemetry.tracing import Tracing
+    from inferd.server.telemetry.tracing import Tracing
 
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("tracer used while tracing is off")
@@ -302,8 +302,8 @@ def test_every_rpc_has_a_server_span_even_unimplemented_ones(
 ) -> None:
     import grpc
 
-    from protos import grpc_service_pb2 as pb
-    from protos import grpc_service_pb2_grpc as pb_grpc
+    from inferd.protos import grpc_service_pb2 as pb
+    from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 
     tracing, exporter = make_tracing()
     server = make_server(demo_repository, tracing=tracing)
@@ -350,7 +350,7 @@ def test_admin_rpcs_work_with_tracing_on(
 ) -> None:
     """The admin servicer shares the _rpc decorator; tracing the inference
     service must not break it (admin calls are not traced)."""
-    from clients.admin import AdminClient
+    from inferd.clients.admin import AdminClient
 
     tracing, exporter = make_tracing()
     server = make_server(demo_repository, tracing=tracing)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from telemetry_helpers import Inferd
 
-from server.telemetry.tracing import Tracing, TracingConfigError, exporter_names, resource
+from inferd.server.telemetry.tracing import Tracing, TracingConfigError, exporter_names, resource
 
 
 @pytest.mark.parametrize(

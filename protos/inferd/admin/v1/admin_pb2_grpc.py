@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.inferd.admin.v1 import admin_pb2 as protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2
+from inferd.protos.inferd.admin.v1 import admin_pb2 as inferd_dot_admin_dot_v1_dot_admin__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/inferd/admin/v1/admin_pb2_grpc.py depends on'
+        + ' but the generated code in inferd/admin/v1/admin_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,33 +36,33 @@ class ModelAdminStub:
         """
         self.GetRoutes = channel.unary_unary(
                 '/inferd.admin.v1.ModelAdmin/GetRoutes',
-                request_serializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.GetRoutesRequest.SerializeToString,
-                response_deserializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.GetRoutesResponse.FromString,
+                request_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetRoutesRequest.SerializeToString,
+                response_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetRoutesResponse.FromString,
                 _registered_method=True)
         self.SetRoute = channel.unary_unary(
                 '/inferd.admin.v1.ModelAdmin/SetRoute',
-                request_serializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.SetRouteRequest.SerializeToString,
-                response_deserializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
+                request_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.SetRouteRequest.SerializeToString,
+                response_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
                 _registered_method=True)
         self.SetStage = channel.unary_unary(
                 '/inferd.admin.v1.ModelAdmin/SetStage',
-                request_serializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.SetStageRequest.SerializeToString,
-                response_deserializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
+                request_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.SetStageRequest.SerializeToString,
+                response_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
                 _registered_method=True)
         self.Promote = channel.unary_unary(
                 '/inferd.admin.v1.ModelAdmin/Promote',
-                request_serializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.PromoteRequest.SerializeToString,
-                response_deserializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
+                request_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.PromoteRequest.SerializeToString,
+                response_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
                 _registered_method=True)
         self.Rollback = channel.unary_unary(
                 '/inferd.admin.v1.ModelAdmin/Rollback',
-                request_serializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RollbackRequest.SerializeToString,
-                response_deserializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
+                request_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
                 _registered_method=True)
         self.GetAuditLog = channel.unary_unary(
                 '/inferd.admin.v1.ModelAdmin/GetAuditLog',
-                request_serializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogRequest.SerializeToString,
-                response_deserializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogResponse.FromString,
+                request_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogRequest.SerializeToString,
+                response_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogResponse.FromString,
                 _registered_method=True)
 
 
@@ -117,33 +117,33 @@ def add_ModelAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetRoutes': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRoutes,
-                    request_deserializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.GetRoutesRequest.FromString,
-                    response_serializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.GetRoutesResponse.SerializeToString,
+                    request_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetRoutesRequest.FromString,
+                    response_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetRoutesResponse.SerializeToString,
             ),
             'SetRoute': grpc.unary_unary_rpc_method_handler(
                     servicer.SetRoute,
-                    request_deserializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.SetRouteRequest.FromString,
-                    response_serializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.SerializeToString,
+                    request_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.SetRouteRequest.FromString,
+                    response_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.SerializeToString,
             ),
             'SetStage': grpc.unary_unary_rpc_method_handler(
                     servicer.SetStage,
-                    request_deserializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.SetStageRequest.FromString,
-                    response_serializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.SerializeToString,
+                    request_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.SetStageRequest.FromString,
+                    response_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.SerializeToString,
             ),
             'Promote': grpc.unary_unary_rpc_method_handler(
                     servicer.Promote,
-                    request_deserializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.PromoteRequest.FromString,
-                    response_serializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.SerializeToString,
+                    request_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.PromoteRequest.FromString,
+                    response_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.SerializeToString,
             ),
             'Rollback': grpc.unary_unary_rpc_method_handler(
                     servicer.Rollback,
-                    request_deserializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RollbackRequest.FromString,
-                    response_serializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.SerializeToString,
+                    request_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.RollbackRequest.FromString,
+                    response_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.SerializeToString,
             ),
             'GetAuditLog': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAuditLog,
-                    request_deserializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogRequest.FromString,
-                    response_serializer=protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogResponse.SerializeToString,
+                    request_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogRequest.FromString,
+                    response_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -171,8 +171,8 @@ class ModelAdmin:
             request,
             target,
             '/inferd.admin.v1.ModelAdmin/GetRoutes',
-            protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.GetRoutesRequest.SerializeToString,
-            protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.GetRoutesResponse.FromString,
+            inferd_dot_admin_dot_v1_dot_admin__pb2.GetRoutesRequest.SerializeToString,
+            inferd_dot_admin_dot_v1_dot_admin__pb2.GetRoutesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -198,8 +198,8 @@ class ModelAdmin:
             request,
             target,
             '/inferd.admin.v1.ModelAdmin/SetRoute',
-            protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.SetRouteRequest.SerializeToString,
-            protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
+            inferd_dot_admin_dot_v1_dot_admin__pb2.SetRouteRequest.SerializeToString,
+            inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -225,8 +225,8 @@ class ModelAdmin:
             request,
             target,
             '/inferd.admin.v1.ModelAdmin/SetStage',
-            protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.SetStageRequest.SerializeToString,
-            protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
+            inferd_dot_admin_dot_v1_dot_admin__pb2.SetStageRequest.SerializeToString,
+            inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -252,8 +252,8 @@ class ModelAdmin:
             request,
             target,
             '/inferd.admin.v1.ModelAdmin/Promote',
-            protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.PromoteRequest.SerializeToString,
-            protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
+            inferd_dot_admin_dot_v1_dot_admin__pb2.PromoteRequest.SerializeToString,
+            inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -279,8 +279,8 @@ class ModelAdmin:
             request,
             target,
             '/inferd.admin.v1.ModelAdmin/Rollback',
-            protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RollbackRequest.SerializeToString,
-            protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
+            inferd_dot_admin_dot_v1_dot_admin__pb2.RollbackRequest.SerializeToString,
+            inferd_dot_admin_dot_v1_dot_admin__pb2.RouteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -306,8 +306,8 @@ class ModelAdmin:
             request,
             target,
             '/inferd.admin.v1.ModelAdmin/GetAuditLog',
-            protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogRequest.SerializeToString,
-            protos_dot_inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogResponse.FromString,
+            inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogRequest.SerializeToString,
+            inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogResponse.FromString,
             options,
             channel_credentials,
             insecure,
