@@ -19,60 +19,24 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from inferd.clients import AsyncInferenceClient, InferenceClient  # noqa: E402
+from benchmarks.server_cpu import (  # noqa: E402
+    INPUTS,
+    Result,
+    closed_loop,
+    free_port,
+    wait_ready,
+)
 
 SETTINGS: dict[str, float | None] = {"off": None, "on, 100%": 1.0, "on, 1%": 0.01}
-INPUTS = {
-    "digits_mlp": {"pixels": np.ones((1, 64), np.float32)},
-    "dense_reference": {"x": np.ones((1, 1024), np.float32)},
-}
-
-
-@dataclass
-class Result:
-    requests: int = 0
-    seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    spans: int = 0
-    #: Server CPU seconds (user + system) during the measured window.
-    cpu_s: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-    @property
-    def cpu_us_per_request(self) -> float:
-        return self.cpu_s / self.requests * 1e6 if self.requests else 0.0
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), 0 where /proc is missing."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _clean_env() -> dict[str, str]:
@@ -110,7 +74,7 @@ def _start_server(
             OTEL_TRACES_SAMPLER_ARG=str(ratio),
             OTEL_SERVICE_NAME="inferd-bench",
         )
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -132,44 +96,8 @@ def _start_server(
         stderr=subprocess.DEVNULL,
     )
     address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"inferd exited with {proc.returncode}")
-        try:
-            with InferenceClient(address) as client:
-                if client.is_server_ready(timeout=1):
-                    return proc, address
-        except Exception:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise TimeoutError("inferd did not become ready")
-
-
-async def _closed_loop(
-    address: str, model: str, concurrency: int, seconds: float, warmup: float, pid: int
-) -> Result:
-    inputs = INPUTS[model]
-    result = Result()
-    async with AsyncInferenceClient(address) as client:
-        end_warmup = time.perf_counter() + warmup
-        while time.perf_counter() < end_warmup:
-            await asyncio.gather(*(client.infer(model, inputs) for _ in range(concurrency)))
-        cpu = _cpu_seconds(pid)
-        start = time.perf_counter()
-        stop = start + seconds
-
-        async def worker() -> None:
-            while (now := time.perf_counter()) < stop:
-                await client.infer(model, inputs)
-                result.latencies.append(time.perf_counter() - now)
-                result.requests += 1
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        result.seconds = time.perf_counter() - start
-        result.cpu_s = _cpu_seconds(pid) - cpu
-    return result
+    wait_ready(proc, address)
+    return proc, address
 
 
 def run(args: argparse.Namespace) -> dict[str, list[Result]]:
@@ -186,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, list[Result]]:
             proc, address = _start_server(repository, ratio, sink_port)
             try:
                 result = asyncio.run(
-                    _closed_loop(address, args.model, args.concurrency, args.seconds, 1.0, proc.pid)
+                    closed_loop(address, args.model, args.concurrency, args.seconds, 1.0, proc.pid)
                 )
             finally:
                 proc.send_signal(signal.SIGTERM)  # drains and flushes its spans

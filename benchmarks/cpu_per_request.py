@@ -1,0 +1,149 @@
+"""Server CPU per request: revisions of inferd next to the bare grpc.aio handler.
+
+    python -m benchmarks.cpu_per_request [--rev before=HEAD~1 --rev after=.]
+        [--model digits_mlp] [--seconds 8] [--concurrency 16] [--rounds 3]
+
+Every server is up at once (an idle one costs no CPU) and at each round they
+take turns under the same closed loop from one asyncio client, so that the
+host's drift hits every variant alike. Reports, per variant, the median server
+CPU time per answered request (user + system of the server process, /proc)
+and its ratio to the bare handler's, plus throughput and latency. ``--rev``
+checks a git revision out into a temporary worktree (``.``: this tree as it
+is); revisions from before the ``inferd`` import root run as ``server.cli``.
+127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.revisions import checkout, parse_rev  # noqa: E402
+from benchmarks.server_cpu import INPUTS, Result, closed_loop, free_port, wait_ready  # noqa: E402
+
+BARE = "bare grpc.aio"
+
+
+@dataclass
+class Variant:
+    name: str
+    command: list[str]
+    cwd: Path
+    results: list[Result] = field(default_factory=list)
+
+
+def inferd_command(root: Path, repository: Path, port: int) -> list[str]:
+    module = "inferd" if (root / "inferd" / "__main__.py").exists() else "server.cli"
+    return [
+        sys.executable, "-m", module, "serve", "--model-repository", str(repository),
+        "--grpc-port", str(port), "--host", "127.0.0.1", "--log-level", "WARNING",
+    ]  # fmt: skip
+
+
+def run(opts: argparse.Namespace) -> list[Variant]:
+    repository = opts.repository
+    if repository is None:
+        from inferd.server.cli import default_demo_repository
+        from inferd.server.demo_models import build_demo_repository
+
+        repository = build_demo_repository(default_demo_repository())
+    with contextlib.ExitStack() as stack:
+        parent = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cpu-req-")))
+        variants = [Variant(BARE, ["-m", "benchmarks.bare_server"], ROOT)]
+        for name, rev in opts.rev:
+            root = stack.enter_context(checkout(rev, parent))
+            variants.append(Variant(name, [], root))
+        procs: list[tuple[Variant, subprocess.Popen[bytes], str]] = []
+        try:
+            for variant in variants:
+                port = free_port()
+                if variant.name == BARE:
+                    command = [sys.executable, *variant.command, "--host", "127.0.0.1",
+                               "--port", str(port)]  # fmt: skip
+                else:
+                    command = inferd_command(variant.cwd, repository, port)
+                proc = subprocess.Popen(
+                    command, cwd=variant.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+                procs.append((variant, proc, f"127.0.0.1:{port}"))
+            for _, proc, address in procs:
+                wait_ready(proc, address)
+            for round_no in range(opts.rounds):
+                for variant, proc, address in procs:
+                    result = asyncio.run(
+                        closed_loop(
+                            address, opts.model, opts.concurrency, opts.seconds, 1.0, proc.pid
+                        )
+                    )
+                    variant.results.append(result)
+                    print(
+                        f"round {round_no + 1} {variant.name:>14}: {result.rate:8.1f} req/s, "
+                        f"{result.cpu_us_per_request:6.0f} server CPU us/request",
+                        flush=True,
+                    )
+        finally:
+            for _, proc, _ in procs:
+                proc.terminate()
+            for _, proc, _ in procs:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return variants
+
+
+def report(variants: Sequence[Variant], opts: argparse.Namespace) -> None:
+    bare = statistics.median(r.cpu_us_per_request for r in variants[0].results)
+    print(
+        f"\nmodel {opts.model}, {opts.concurrency} in flight, {opts.seconds:g} s x "
+        f"{opts.rounds} round(s) per variant (medians)"
+    )
+    print(
+        f"{'variant':>14} {'CPU us/req':>10} {'x bare':>7} {'req/s':>9} "
+        f"{'p50 ms':>7} {'p99 ms':>7}"
+    )
+    for variant in variants:
+        runs = variant.results
+        cpu = statistics.median(r.cpu_us_per_request for r in runs)
+        pooled = Result(latencies=[x for r in runs for x in r.latencies])
+        print(
+            f"{variant.name:>14} {cpu:10.0f} {cpu / bare:7.2f} "
+            f"{statistics.median(r.rate for r in runs):9.1f} "
+            f"{pooled.percentile_ms(0.5):7.2f} {pooled.percentile_ms(0.99):7.2f}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--rev", type=parse_rev, action="append", metavar="NAME=REV",
+        help="a revision of inferd to serve (repeatable; default: now=.)",
+    )  # fmt: skip
+    parser.add_argument("--model", default="digits_mlp", choices=sorted(INPUTS))
+    parser.add_argument("--seconds", type=float, default=8.0, help="per variant and round (<=60)")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repository", type=Path, default=None)
+    opts = parser.parse_args(argv)
+    opts.rev = opts.rev or [("now", ".")]
+    opts.seconds = min(max(opts.seconds, 1.0), 60.0)
+    if opts.rounds < 1 or opts.concurrency < 1:
+        parser.error("--rounds and --concurrency must be at least 1")
+    report(run(opts), opts)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

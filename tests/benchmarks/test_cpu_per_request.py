@@ -1,0 +1,45 @@
+"""benchmarks.cpu_per_request: server CPU per request, side by side with the bare handler."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmarks import cpu_per_request
+from benchmarks.server_cpu import Result, cpu_seconds
+
+
+def test_old_revisions_run_as_server_cli(tmp_path: Path) -> None:
+    """A checkout from before the `inferd` import root has no inferd/__main__.py."""
+    assert cpu_per_request.inferd_command(tmp_path, tmp_path, 1)[1:3] == ["-m", "server.cli"]
+    (tmp_path / "inferd").mkdir()
+    (tmp_path / "inferd" / "__main__.py").write_text("")
+    assert cpu_per_request.inferd_command(tmp_path, tmp_path, 1)[1:3] == ["-m", "inferd"]
+
+
+def test_cpu_seconds_reads_this_process() -> None:
+    before = cpu_seconds(os.getpid())
+    sum(i * i for i in range(2_000_000))
+    assert cpu_seconds(os.getpid()) > before
+    assert cpu_seconds(2**22 + 12345) == 0.0  # no such process
+
+
+def test_result_figures() -> None:
+    result = Result(requests=4, seconds=2.0, latencies=[0.001, 0.002, 0.003, 0.004], cpu_s=0.002)
+    assert result.rate == 2.0
+    assert result.cpu_us_per_request == pytest.approx(500.0)
+    assert result.percentile_ms(0.5) == pytest.approx(3.0)
+    assert Result().cpu_us_per_request == 0.0
+
+
+def test_a_short_run_measures_both_servers(
+    demo_repository: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--seconds", "1", "--rounds", "1", "--concurrency", "2"]
+    assert cpu_per_request.main([*args, "--repository", str(demo_repository)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[-2:]}
+    assert set(rows) == {"bare", "now"}
+    assert float(rows["now"][1]) > 0 and float(rows["now"][3]) > 0  # CPU us/req, req/s
