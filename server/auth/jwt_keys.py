@@ -75,6 +75,7 @@ def _pem_keys(text: str, source: str) -> list[JwtKey]:
         raise AuthConfigError(f"{source}: no PEM public key or certificate found")
     keys: list[JwtKey] = []
     for kind, block in blocks:
+        key: Any
         if "PRIVATE" in kind:
             raise AuthConfigError(f"{source}: holds a private key; give public keys only")
         try:
