@@ -28,6 +28,7 @@ from inferd.engines.tensorrt.plan import PlanInfo, sha256, write_atomically, wri
 from inferd.engines.tensorrt.profiles import ShapeRange, replicate
 from inferd.engines.tensorrt.runtime import CudaDevice, TrtLogger, import_cuda, import_tensorrt
 
+#: The former module's name, kept so that log filters and dashboards still match.
 log = logging.getLogger("inferd.engines.trt_build")
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from inferd.engines.tensorrt.build_spec import BuildError, ModelInput
 from inferd.engines.tensorrt.plan import write_atomically
 
+#: The former module's name, kept so that log filters and dashboards still match.
 log = logging.getLogger("inferd.engines.trt_build")
 
 
