@@ -81,8 +81,9 @@ def gpu_unavailable() -> str | None:
 def build(workdir: Path, batches: Sequence[int], precision: str, contexts: int) -> Path:
     import onnx
 
-    from inferd.engines.trt_build import BuildSpec, build_plan
-    from inferd.engines.trt_profiles import derive_profiles
+    from inferd.engines.tensorrt.build import build_plan
+    from inferd.engines.tensorrt.build_spec import BuildSpec
+    from inferd.engines.tensorrt.profiles import derive_profiles
     from inferd.server.build_engine import ProgressDisplay
     from inferd.server.demo_models import dense_reference_model
 

@@ -11,7 +11,7 @@
 The batch sizes are the ones the server's scheduler will dispatch: every
 size up to ``max_batch_size`` (from ``--max-batch-size``, the model's
 ``--config``, or the repository's auto-complete default 64). They are cut
-into optimization profiles (``engines.trt_profiles.derive_profiles``), and
+into optimization profiles (``engines.tensorrt.profiles.derive_profiles``), and
 the profiles are repeated once per execution context (``--contexts``, by
 default the config's instance count). ``--dry-run`` prints all of that
 without TensorRT or a GPU.
@@ -31,16 +31,16 @@ from pathlib import Path
 from typing import TextIO
 
 from inferd.engines.base import EngineError
-from inferd.engines.trt_build import (
+from inferd.engines.tensorrt.build_spec import (
     PRECISIONS,
     BuildError,
     BuildSpec,
-    CalibrationSet,
     format_shape,
     input_profiles,
     read_onnx_inputs,
 )
-from inferd.engines.trt_profiles import (
+from inferd.engines.tensorrt.calibration import CalibrationSet
+from inferd.engines.tensorrt.profiles import (
     DEFAULT_MAX_PROFILES,
     MAX_PROFILES,
     allowed_batch_sizes,
@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         if opts.dry_run:
             describe(spec, out)
             return 0
-        from inferd.engines.trt_build import build_plan
+        from inferd.engines.tensorrt.build import build_plan
 
         info = build_plan(spec, ProgressDisplay(sys.stderr, quiet=opts.quiet))
     except (UsageError, BuildError, EngineError) as exc:

@@ -1,40 +1,27 @@
-"""Loaded model versions and their lifecycle: load, warm up, serve, unload.
+"""The model manager: which versions of which models are loaded, (re)loading
+and unloading them, resolving requests to them, and readiness.
 
 The manager is the router's source of truth: it resolves a (name, version)
 pair from a request to a loaded version, looking names up in the repository
-index, never building paths from them.
+index, never building paths from them. A version itself is
+``server.model_version``; bringing one up and down is ``server.version_loader``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import enum
-import hashlib
 import logging
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from inferd.engines import Engine, EngineError, load_engine
-from inferd.protos import model_config_pb2
-from inferd.server.batcher import BatchingScheduler
-from inferd.server.batching import new_latency_model, options_from_config
+from inferd.engines import EngineError
 from inferd.server.errors import InferdError, NotFound, Unavailable
-from inferd.server.model_io import ModelIO
-from inferd.server.observer import ServerObserver, VersionObserver
-from inferd.server.repository import (
-    ModelRepository,
-    ModelSource,
-    RepositoryError,
-    complete_config,
-    engine_options,
-    tree_fingerprint,
-)
-from inferd.server.stats import ModelStats
-from inferd.server.warmup import synthetic_inputs, warm_up
+from inferd.server.model_version import LoadReport, ModelVersion, State
+from inferd.server.observer import ServerObserver
+from inferd.server.repository import ModelRepository, RepositoryError
+from inferd.server.version_loader import VersionLoader, retire, source_key
 
 log = logging.getLogger("inferd.models")
 
@@ -42,9 +29,6 @@ log = logging.getLogger("inferd.models")
 _NAME_ECHO = 80
 #: A requested version: decimal digits, as the repository's version directories.
 _VERSION = re.compile(r"[0-9]{1,19}", re.ASCII)
-#: config.pbtxt parameter: comma-separated roles allowed to use the model
-#: (checked when authentication is on; see server.auth).
-ALLOWED_ROLES_PARAM = "allowed_roles"
 
 #: Versions of a model to keep loaded besides those its version policy picks
 #: (the lifecycle state's champion, challenger and staged versions).
@@ -53,60 +37,6 @@ Pins = Callable[[str], Collection[int]]
 
 def _echo(name: str) -> str:
     return name if len(name) <= _NAME_ECHO else name[:_NAME_ECHO] + "..."
-
-
-class State(str, enum.Enum):
-    LOADING = "LOADING"
-    READY = "READY"
-    UNLOADING = "UNLOADING"
-    UNAVAILABLE = "UNAVAILABLE"
-
-
-@dataclass(slots=True)
-class ModelVersion:
-    name: str
-    version: int
-    platform: str
-    config: model_config_pb2.ModelConfig
-    io: ModelIO
-    engine: Engine
-    scheduler: BatchingScheduler
-    stats: ModelStats
-    card: dict[str, str] = field(default_factory=dict)
-    #: Digest of what this version was loaded from (files, config, card); a
-    #: reload keeps the loaded version while it is unchanged.
-    source_key: str = ""
-    #: Telemetry for this version (request and scheduler events).
-    observer: VersionObserver = field(default_factory=VersionObserver)
-    #: Roles allowed to use this model; empty: any caller the method allows.
-    allowed_roles: frozenset[str] = frozenset()
-
-    @property
-    def version_str(self) -> str:
-        return str(self.version)
-
-    @property
-    def healthy(self) -> bool:
-        return self.scheduler.healthy
-
-
-def allowed_roles(config: model_config_pb2.ModelConfig) -> frozenset[str]:
-    if ALLOWED_ROLES_PARAM not in config.parameters:
-        return frozenset()
-    text = config.parameters[ALLOWED_ROLES_PARAM].string_value
-    return frozenset(r.strip() for r in text.split(",") if r.strip())
-
-
-@dataclass(frozen=True, slots=True)
-class LoadReport:
-    """What one (re)load did: the ready versions before and after, which were
-    loaded afresh, and the versions that failed with their reasons."""
-
-    name: str
-    before: tuple[int, ...]
-    after: tuple[int, ...]
-    loaded: tuple[int, ...]
-    failed: dict[int, str]
 
 
 @dataclass(slots=True)
@@ -142,12 +72,16 @@ class ModelManager:
     ) -> None:
         self.repository = repository
         self.observer = observer or ServerObserver()
-        self._default_max_batch_size = default_max_batch_size
         #: Versions to keep loaded besides the policy's (set by the lifecycle layer).
         self.pins: Pins = pins or _no_pins
-        self._engine_timeout_s = engine_timeout_s
-        self._failure_threshold = failure_threshold
-        self._probe_interval_s = probe_interval_s
+        self._loader = VersionLoader(
+            self.observer,
+            self._notify,
+            default_max_batch_size=default_max_batch_size,
+            engine_timeout_s=engine_timeout_s,
+            failure_threshold=failure_threshold,
+            probe_interval_s=probe_interval_s,
+        )
         self._listeners: list[Callable[[], None]] = []
         self._models: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -223,14 +157,14 @@ class ModelManager:
                 for v in sorted(wanted_extra - source.versions.keys())
             }
             for version, path in sorted(source.versions.items()):
-                key = await asyncio.to_thread(_source_key, source, path)
+                key = await asyncio.to_thread(source_key, source, path)
                 current = old.get(version)
                 if current is not None and current.source_key == key:
                     loaded[version] = current
                     continue
                 try:
                     loaded[version] = await asyncio.to_thread(
-                        self._load_version,
+                        self._loader.load,
                         name,
                         version,
                         path,
@@ -292,97 +226,13 @@ class ModelManager:
         self._notify()
         for stale in old.values():
             if loaded.get(stale.version) is not stale:
-                await self._retire(stale)
+                await retire(stale)
         return LoadReport(
             name=name,
             before=tuple(sorted(old)),
             after=tuple(sorted(loaded)),
             loaded=tuple(fresh),
             failed=failed,
-        )
-
-    def _load_version(
-        self,
-        name: str,
-        version: int,
-        path: Path,
-        platform: str,
-        config: model_config_pb2.ModelConfig,
-        card: dict[str, str],
-    ) -> ModelVersion:
-        settings = engine_options(config, default_max_batch_size=self._default_max_batch_size)
-        engine = load_engine(platform, path, settings)
-        try:
-            completed = complete_config(
-                config, engine.signature, default_max_batch_size=self._default_max_batch_size
-            )
-            io = ModelIO.from_config(completed)
-            options = dataclasses.replace(
-                options_from_config(
-                    completed,
-                    engine.signature.batch_sizes,
-                    auto_completed=not config.input and not config.output,
-                    default_engine_timeout_s=self._engine_timeout_s,
-                ),
-                failure_threshold=self._failure_threshold,
-                probe_interval_s=self._probe_interval_s,
-            )
-            latency = new_latency_model(options)
-            # Before READY: the first caller must not pay for lazy initialisation,
-            # and the batcher must know each size's latency before it plans.
-            warm_up(engine, io, options, latency)
-        except BaseException:
-            engine.close()
-            raise
-        stats = ModelStats()
-        observer = self.observer.version(name, version)
-        probe_inputs = synthetic_inputs(io, options.sizes[0] if io.batched else 1)
-
-        def probe() -> object:
-            return engine.infer(probe_inputs)
-
-        return ModelVersion(
-            name=name,
-            version=version,
-            platform=completed.platform or platform,
-            config=completed,
-            io=io,
-            engine=engine,
-            scheduler=BatchingScheduler(
-                engine,
-                stats,
-                options,
-                latency,
-                name=name,
-                observer=observer,
-                probe=probe,
-                on_health_change=self._notify,
-            ),
-            stats=stats,
-            card=card,
-            observer=observer,
-            allowed_roles=allowed_roles(completed),
-        )
-
-    async def _retire(self, version: ModelVersion) -> None:
-        """Drain admitted requests, then free the engine."""
-        await version.scheduler.close()
-        if version.scheduler.hung:
-            # Freeing a session under a running call could crash the process;
-            # the engine's memory is leaked until that call returns (if ever).
-            log.error(
-                "model '%s' version %d: %d engine call(s) still hung; not freeing the engine",
-                version.name,
-                version.version,
-                version.scheduler.hung,
-            )
-        else:
-            await asyncio.to_thread(version.engine.close)
-        log.info(
-            "model '%s' version %d unloaded",
-            version.name,
-            version.version,
-            extra={"event": "model_unloaded", "model": version.name, "version": version.version},
         )
 
     async def unload(self, name: str) -> LoadReport:
@@ -405,7 +255,7 @@ class ModelManager:
             self.observer.on_model_state(name, 0)
         self._notify()
         for stale in old.values():
-            await self._retire(stale)
+            await retire(stale)
         return LoadReport(name, tuple(sorted(old)), (), (), {})
 
     async def close(self) -> None:
@@ -520,14 +370,3 @@ class ModelManager:
 
 def _no_pins(name: str) -> Collection[int]:
     return ()
-
-
-def _source_key(source: ModelSource, path: Path) -> str:
-    """What a loaded version depends on: its directory's files, the model's
-    config and card."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(tree_fingerprint(path.parent).encode())
-    digest.update(source.config.SerializeToString(deterministic=True))
-    digest.update(repr(sorted(source.card.items())).encode())
-    digest.update(source.platform.encode())
-    return digest.hexdigest()

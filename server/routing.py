@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from inferd.server.lifecycle.state import Guardrails, LifecycleState, ModelLifecycle, RouteMode
-from inferd.server.models import ModelManager, ModelVersion
+from inferd.server.model_version import ModelVersion
+from inferd.server.models import ModelManager
 from inferd.server.observer import ServerObserver
 
 log = logging.getLogger("inferd.routing")

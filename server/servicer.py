@@ -37,7 +37,8 @@ from inferd.server.errors import (
     status_of,
 )
 from inferd.server.identity import current_principal
-from inferd.server.models import ModelManager, ModelVersion
+from inferd.server.model_version import ModelVersion
+from inferd.server.models import ModelManager
 from inferd.server.observer import ServerObserver, VersionObserver
 from inferd.server.request import InferRequest
 from inferd.server.routing import Decision, Router, outputs_agree

@@ -37,7 +37,8 @@ from inferd.server.lifecycle.state import (
     StateError,
     StateStore,
 )
-from inferd.server.models import LoadReport, ModelManager
+from inferd.server.model_version import LoadReport
+from inferd.server.models import ModelManager
 from inferd.server.repository import tree_fingerprint
 from inferd.server.routing import Router
 

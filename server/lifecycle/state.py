@@ -309,6 +309,9 @@ class StateStore:
         except OSError as exc:
             raise StateError(f"cannot write the lifecycle state: {exc.strerror}") from None
         with lock:
+            # flock by hand rather than the filelock package: a blocking wait
+            # (filelock polls), and the kernel always releases it when the
+            # holder dies (filelock falls back to lock files without flock).
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             before = self.read()
             after = change(before)

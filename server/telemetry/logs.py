@@ -13,12 +13,13 @@ text when a person is watching.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import sys
 from typing import Any, TextIO
 
 from opentelemetry import trace
+from pythonjsonlogger import json as jsonlogger
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 FORMATS = ("auto", "json", "text")
 
@@ -44,23 +45,33 @@ def _timestamp(record: logging.LogRecord) -> str:
     return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": _timestamp(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,
-        }
+#: The standard keys; an ``extra`` field of the same name is dropped rather
+#: than replacing one.
+_OWN_KEYS = ("ts", "level", "logger", "message", "pid", "trace_id", "span_id")
+
+
+class JsonFormatter(jsonlogger.JsonFormatter):
+    """python-json-logger (extras, exceptions, encoding) with our keys: ``ts``
+    first, the record's level, logger and pid renamed, and trace ids."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "{levelname}{name}{message}{process}",
+            style="{",
+            rename_fields={"levelname": "level", "name": "logger", "process": "pid"},
+            reserved_attrs=[*RESERVED_ATTRS, *_OWN_KEYS],
+            json_default=str,
+            json_ensure_ascii=False,
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["ts"] = _timestamp(record)
+        super().add_fields(log_data, record, message_dict)
         ids = _trace_ids()
         if ids is not None:
-            out["trace_id"], out["span_id"] = ids
-        for key, value in _extras(record).items():
-            out.setdefault(key, value)
-        if record.exc_info:
-            out["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+            log_data["trace_id"], log_data["span_id"] = ids
 
 
 class TextFormatter(logging.Formatter):

@@ -1,7 +1,7 @@
 """Minimal stand-ins for the ``tensorrt`` and ``pycuda.driver`` modules.
 
 They exist ONLY because TensorRT and CUDA cannot run where this suite was
-written (no GPU): they let the CPU tests drive ``engines/tensorrt.py``'s
+written (no GPU): they let the CPU tests drive ``engines/tensorrt/``'s
 control flow (load order, error paths, profile ownership per execution
 context, buffer management, release on close). They model just the calls
 inferd makes, plus the documented TensorRT rules inferd must obey, checked

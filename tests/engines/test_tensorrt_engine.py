@@ -29,8 +29,8 @@ from fake_trt import make_plan, make_pycuda, make_tensorrt
 
 from inferd.engines import EngineError, EngineInputError, EngineOptions, load_engine
 from inferd.engines.tensorrt import TensorRTEngine
-from inferd.engines.trt_plan import PlanInfo, sha256, sidecar_path, write_sidecar
-from inferd.engines.trt_profiles import BatchProfile
+from inferd.engines.tensorrt.plan import PlanInfo, sha256, sidecar_path, write_sidecar
+from inferd.engines.tensorrt.profiles import BatchProfile
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from fake_trt import make_plan, make_pycuda, make_tensorrt
 
-from inferd.engines.trt_plan import PlanInfo, sha256, write_sidecar
-from inferd.engines.trt_profiles import derive_profiles, replicate
+from inferd.engines.tensorrt.plan import PlanInfo, sha256, write_sidecar
+from inferd.engines.tensorrt.profiles import derive_profiles, replicate
 from inferd.server.models import ModelManager
 from inferd.server.repository import ModelRepository
 from inferd.server.request import InferRequest

@@ -14,7 +14,7 @@ import pytest
 from fake_trt import FakeEngine, make_tensorrt
 
 from inferd.engines import EngineError
-from inferd.engines.trt_plan import (
+from inferd.engines.tensorrt.plan import (
     PlanInfo,
     PlanLayout,
     TensorLayout,
@@ -26,7 +26,7 @@ from inferd.engines.trt_plan import (
     sha256,
     sidecar_path,
 )
-from inferd.engines.trt_profiles import BatchProfile
+from inferd.engines.tensorrt.profiles import BatchProfile
 
 GOOD = {
     "format": 1,

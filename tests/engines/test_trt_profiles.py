@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inferd.engines.trt_profiles import (
+from inferd.engines.tensorrt.profiles import (
     BatchProfile,
     allowed_batch_sizes,
     derive_profiles,

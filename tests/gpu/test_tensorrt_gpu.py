@@ -22,9 +22,10 @@ from gpu_env import device_memory_used, requires_tensorrt_gpu
 
 from inferd.engines import EngineError, EngineOptions
 from inferd.engines.tensorrt import TensorRTEngine
-from inferd.engines.trt_build import BuildSpec, build_plan
-from inferd.engines.trt_plan import sidecar_path
-from inferd.engines.trt_profiles import derive_profiles
+from inferd.engines.tensorrt.build import build_plan
+from inferd.engines.tensorrt.build_spec import BuildSpec
+from inferd.engines.tensorrt.plan import sidecar_path
+from inferd.engines.tensorrt.profiles import derive_profiles
 from inferd.server.build_engine import main as build_engine_main
 from inferd.server.demo_models import dense_reference_model
 

@@ -636,3 +636,36 @@ def test_jwks_keys_are_chosen_by_kid(
         with pytest.raises(grpc.RpcError) as info:
             call(stub, "ModelInfer", bearer(unknown_kid))
         assert "key id" in (info.value.details() or "")
+
+
+def test_pem_bundle_of_certificates_with_text_between_blocks(
+    demo_repository: Path, tmp_path: Path, make_server: Callable[..., ServerThread]
+) -> None:
+    """A keys file as CAs ship them: several certificates and a public key,
+    with comments and blank lines between the blocks; every key verifies."""
+    from tls_material import Authority
+
+    authority = Authority()
+    first = authority.issue("signer-one", server=False)
+    second = authority.issue("signer-two", server=False)
+    loose = ec_key()
+    path = tmp_path / "bundle.pem"
+    path.write_bytes(
+        b"# signer one\nsubject=CN=signer-one\n"
+        + first.cert_pem
+        + b"\n\nBag Attributes: junk that is no PEM\n"
+        + second.cert_pem
+        + b"-----not a boundary-----\n"
+        + public_pem(loose)
+        + b"trailing text\n"
+    )
+    server = make_server(
+        demo_repository, jwt_keys_file=path, jwt_issuer=ISSUER, jwt_audience=AUDIENCE
+    )
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for key in (first.key, second.key, loose):
+            call(stub, "ModelInfer", bearer(jwt.encode(_claims(), key, algorithm="ES256")))
+        with pytest.raises(grpc.RpcError) as info:
+            call(stub, "ModelInfer", bearer(jwt.encode(_claims(), ec_key(), algorithm="ES256")))
+        assert info.value.code() == UNAUTHENTICATED

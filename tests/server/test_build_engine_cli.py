@@ -18,8 +18,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from inferd.engines.trt_build import BuildError, CalibrationSet, ModelInput, input_profiles
-from inferd.engines.trt_profiles import BatchProfile
+from inferd.engines.tensorrt.build_spec import BuildError, ModelInput, input_profiles
+from inferd.engines.tensorrt.calibration import CalibrationSet
+from inferd.engines.tensorrt.profiles import BatchProfile
 from inferd.server import cli
 from inferd.server.build_engine import ProgressDisplay, _ranges, main
 from inferd.server.demo_models import dense_reference_model

@@ -23,7 +23,7 @@ import pytest
 from conftest import ServerThread
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import inferd.server.models as server_models
+import inferd.server.version_loader as version_loader
 from benchmarks.server_process import ROOT
 from inferd.clients import InferenceClient, InferenceServerError
 from inferd.engines import EngineError
@@ -159,14 +159,14 @@ def test_a_model_that_fails_to_load_leaves_the_others_serving(
     error: BaseException,
     reason: str,
 ) -> None:
-    real = server_models.load_engine
+    real = version_loader.load_engine
 
     def load_engine(platform: str, path: Path, options: Any = None) -> Any:
         if "text_stats" in str(path):
             raise error
         return real(platform, path, options)
 
-    monkeypatch.setattr(server_models, "load_engine", load_engine)
+    monkeypatch.setattr(version_loader, "load_engine", load_engine)
     srv = make_server(demo_repository)
     with InferenceClient(srv.address) as client:
         index = {r["name"]: r for r in client.repository_index(timeout=10)}

@@ -48,18 +48,18 @@ def test_not_serving_until_warmup_is_done(
 ) -> None:
     """While the models warm up (held here), every service is NOT_SERVING;
     once the load is done, SERVING."""
-    import inferd.server.models as server_models
+    import inferd.server.version_loader as version_loader
 
     gate = threading.Event()
     warming = threading.Event()
-    real = server_models.warm_up
+    real = version_loader.warm_up
 
     def held(*args: object, **kwargs: object) -> None:
         warming.set()
         gate.wait(30)
         real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(server_models, "warm_up", held)
+    monkeypatch.setattr(version_loader, "warm_up", held)
     thread = ServerThread(ServerConfig(model_repository=demo_repository, grpc_port=0))
     starting = threading.Thread(target=thread.start)
     starting.start()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -148,6 +151,43 @@ def test_concurrent_writers_lose_no_change(tmp_path: Path) -> None:
     final = StateStore(tmp_path).read()
     assert final.model("m").champion == 100
     assert final.revision == 100
+
+
+def test_a_lock_held_by_another_process_blocks_until_it_dies(tmp_path: Path) -> None:
+    """The lock is the kernel's (flock): a writer in another process holds it
+    off, and a holder killed with SIGKILL releases it without cleanup."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            "f = open(sys.argv[1], 'a+b')\n"
+            "fcntl.flock(f.fileno(), fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(60)\n",
+            str(tmp_path / "routes.json.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        done = threading.Event()
+
+        def write() -> None:
+            StateStore(tmp_path).update(lambda s: s.with_model("m", ModelLifecycle(champion=1)))
+            done.set()
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        assert not done.wait(0.5)  # held off by the other process
+        assert StateStore(tmp_path).read().revision == 0
+        holder.send_signal(signal.SIGKILL)
+        assert done.wait(10)
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert StateStore(tmp_path).read().model("m").champion == 1
 
 
 def test_corrupt_file_is_reported(tmp_path: Path) -> None:

@@ -58,6 +58,19 @@ def test_json_line_keeps_exceptions_and_odd_values_on_one_line() -> None:
     assert "ValueError: bad" in data["exc_info"] and data["path"] == "/x"
 
 
+def test_json_extras_never_replace_the_standard_fields() -> None:
+    record = _record("ready", ts="then", level="LOUD", logger="other", pid="me", event="e")
+    data = json.loads(JsonFormatter().format(record))
+    assert data["level"] == "INFO" and data["logger"] == "inferd.test"
+    assert isinstance(data["pid"], int) and data["ts"].endswith("Z")
+    assert data["event"] == "e"
+
+
+def test_json_line_keeps_non_ascii_text_as_is() -> None:
+    line = JsonFormatter().format(_record("modèle %s prêt", "chiffres"))
+    assert "modèle chiffres prêt" in line
+
+
 def test_text_line_is_readable_with_extras() -> None:
     line = TextFormatter().format(_record("model %s ready", "digits", model="digits"))
     assert line.endswith("INFO inferd.test: model digits ready model=digits")

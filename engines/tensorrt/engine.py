@@ -10,7 +10,7 @@ Load, in order (each step's failure is an ``EngineError`` safe to show a
 caller: no paths, TensorRT's text scrubbed):
 
 1. read the plan file; read and check its sidecar (``model.plan.json``, see
-   ``engines.trt_plan``): the SHA-256 must match the plan;
+   ``engines.tensorrt.plan``): the SHA-256 must match the plan;
 2. import TensorRT (10 or later) and pycuda, open the GPU named by
    ``EngineOptions.device_id`` (its primary CUDA context, shared with
    TensorRT's runtime API use);
@@ -24,7 +24,7 @@ Execution contexts: one per execution slot (``max_concurrency``), each with
 its own CUDA stream and its own device and page-locked host buffers, sized
 for the largest shapes of its profiles (grown if a call needs more). A call
 takes a free context, selects the profile for its shapes (among the
-context's own profiles, see ``engines.trt_profiles``), sets the input shapes,
+context's own profiles, see ``engines.tensorrt.profiles``), sets the input shapes,
 copies inputs host -> pinned -> device asynchronously, enqueues with
 ``execute_async_v3``, copies the outputs back asynchronously and synchronizes
 its stream. Contexts never share a profile, as TensorRT requires for
@@ -38,11 +38,9 @@ to the pool before ``close`` returns.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,221 +48,21 @@ import numpy as np
 
 from inferd.engines.base import Engine, EngineError, EngineInputError, EngineOptions, Signature
 from inferd.engines.messages import clean_message
-from inferd.engines.trt_plan import (
+from inferd.engines.tensorrt.deserialize import check_validity, deserialize, read_plan
+from inferd.engines.tensorrt.execution_slot import ExecutionSlot
+from inferd.engines.tensorrt.plan import (
     PLAN_ERROR,
     PlanLayout,
     check_compatibility,
     check_digest,
-    parse_version,
     read_layout,
     read_sidecar,
     volume,
 )
-from inferd.engines.trt_profiles import pick_profile
+from inferd.engines.tensorrt.profiles import pick_profile
+from inferd.engines.tensorrt.runtime import CudaDevice, TrtLogger, import_cuda, import_tensorrt
 
 log = logging.getLogger("inferd.engines.tensorrt")
-
-MIN_TENSORRT = (10, 0)
-INSTALL_HINT = "pip install 'inferd[gpu]' on a machine with an NVIDIA GPU and driver"
-
-
-# --------------------------------------------------------------------------- runtime
-
-
-def import_tensorrt() -> Any:
-    """The ``tensorrt`` module (10 or later), or an ``EngineError`` saying why not."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise EngineError(
-            f"TensorRT is not installed on this server: tensorrt_plan models need the "
-            f"'tensorrt' Python package ({INSTALL_HINT})"
-        ) from None
-    except Exception as exc:  # e.g. OSError: a TensorRT library is missing
-        raise EngineError(f"TensorRT could not be imported: {clean_message(str(exc))}") from exc
-    version = str(getattr(trt, "__version__", "0"))
-    if parse_version(version)[:2] < MIN_TENSORRT:
-        raise EngineError(
-            f"TensorRT {version} is too old: inferd needs TensorRT "
-            f"{'.'.join(map(str, MIN_TENSORRT))} or later (the name-based tensor API)"
-        )
-    return trt
-
-
-def import_cuda() -> Any:
-    """``pycuda.driver``, initialised, or an ``EngineError`` saying why not."""
-    try:
-        import pycuda.driver as cuda
-    except ImportError as exc:
-        missing = "pycuda is not installed" if exc.name and "pycuda" in exc.name else None
-        reason = missing or f"pycuda could not be imported: {clean_message(str(exc))}"
-        raise EngineError(f"{reason} ({INSTALL_HINT})") from None
-    try:
-        cuda.init()
-    except Exception as exc:
-        raise EngineError(
-            f"CUDA could not be initialised (no GPU or no driver?): {clean_message(str(exc))}"
-        ) from exc
-    return cuda
-
-
-class TrtLogger:
-    """The process's one TensorRT logger (TensorRT keeps the first logger it
-    is given for good). Messages go to Python logging; errors are also kept
-    per thread so a failed call can report what TensorRT said."""
-
-    _instances: dict[int, Any] = {}  # id(tensorrt module) -> logger
-    _lock = threading.Lock()
-
-    @classmethod
-    def get(cls, trt: Any) -> Any:
-        with cls._lock:
-            found = cls._instances.get(id(trt))
-            if found is None:
-                found = cls._instances[id(trt)] = _make_logger(trt)
-            return found
-
-
-def _make_logger(trt: Any) -> Any:
-    severity = trt.ILogger.Severity
-    errors = (severity.INTERNAL_ERROR, severity.ERROR)
-
-    class Logger(trt.ILogger):  # type: ignore[misc]
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.local = threading.local()
-
-        def log(self, level: Any, message: str) -> None:
-            if level in errors:
-                self.errors().append(message)
-                log.error("TensorRT: %s", message)
-            elif level == severity.WARNING:
-                log.warning("TensorRT: %s", message)
-            elif level == severity.INFO:
-                log.debug("TensorRT: %s", message)
-
-        def errors(self) -> list[str]:
-            if not hasattr(self.local, "errors"):
-                self.local.errors = []
-            found: list[str] = self.local.errors
-            return found
-
-        def take(self) -> str:
-            """This thread's errors since the last take, joined."""
-            found = self.errors()
-            text = " ".join(found[-3:])
-            found.clear()
-            return text
-
-    return Logger()
-
-
-class CudaDevice:
-    """One GPU's primary CUDA context, made current around every use (pycuda
-    contexts are per thread; the scheduler calls from several threads)."""
-
-    def __init__(self, cuda: Any, device_id: int) -> None:
-        self._cuda = cuda
-        count = int(cuda.Device.count())
-        if count == 0:
-            raise EngineError("no CUDA GPU is visible to this server")
-        if not 0 <= device_id < count:
-            raise EngineError(f"GPU {device_id} is not visible to this server (it sees {count})")
-        self.id = device_id
-        device = cuda.Device(device_id)
-        self.name = str(device.name())
-        major, minor = device.compute_capability()
-        self.compute_capability = (int(major), int(minor))
-        self._context: Any = device.retain_primary_context()
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        self._context.push()
-        try:
-            yield
-        finally:
-            self._cuda.Context.pop()
-
-    def release(self) -> None:
-        if self._context is not None:
-            self._context.detach()
-            self._context = None
-
-
-# --------------------------------------------------------------------------- slots
-
-
-@dataclass
-class _Buffer:
-    device: Any  # pycuda DeviceAllocation
-    host: np.ndarray  # page-locked, flat uint8
-    capacity: int
-
-
-class _Slot:
-    """One execution context with its stream, profiles and buffers."""
-
-    def __init__(self, index: int, context: Any, stream: Any, profiles: tuple[int, ...]) -> None:
-        self.index = index
-        self.context = context
-        self.stream = stream
-        self.profiles = profiles
-        self.profile = -1
-        self.buffers: dict[str, _Buffer] = {}
-        self.calls = 0
-
-    def buffer(self, cuda: Any, name: str, nbytes: int) -> _Buffer:
-        """The tensor's buffers, grown to ``nbytes`` if needed (only between
-        calls: the stream is idle)."""
-        found = self.buffers.get(name)
-        if found is not None and found.capacity >= nbytes:
-            return found
-        if found is not None:
-            _free_buffer(found)
-            del self.buffers[name]
-        capacity = max(nbytes, 256)
-        host = cuda.pagelocked_empty(capacity, np.uint8)
-        try:
-            device = cuda.mem_alloc(capacity)
-        except BaseException:
-            host.base.free()
-            raise
-        made = _Buffer(device, host, capacity)
-        self.buffers[name] = made
-        return made
-
-    def free(self) -> None:
-        for buf in self.buffers.values():
-            _free_buffer(buf)
-        self.buffers.clear()
-        self.context = None
-        self.stream = None
-
-
-def _free_buffer(buf: _Buffer) -> None:
-    with contextlib.suppress(Exception):
-        buf.device.free()
-    with contextlib.suppress(Exception):
-        base = buf.host.base
-        if base is not None and hasattr(base, "free"):
-            base.free()
-
-
-# --------------------------------------------------------------------------- engine
-
-
-def _read_plan(path: Path) -> bytes:
-    if not path.is_file():
-        raise EngineError(f"{PLAN_ERROR}: the plan file does not exist or is not a file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise EngineError(
-            f"{PLAN_ERROR}: the plan file cannot be read: {exc.strerror or 'I/O error'}"
-        ) from None
-    if not data:
-        raise EngineError(f"{PLAN_ERROR}: the plan file is empty")
-    return data
 
 
 class TensorRTEngine(Engine):
@@ -276,13 +74,13 @@ class TensorRTEngine(Engine):
         self._cond = threading.Condition()
         self._closed = False
         self._busy = 0
-        self._slots: list[_Slot] = []
-        self._free: list[_Slot] = []
+        self._slots: list[ExecutionSlot] = []
+        self._free: list[ExecutionSlot] = []
         self._engine: Any = None
         self._runtime: Any = None
         self._device: CudaDevice | None = None
 
-        data = _read_plan(path)
+        data = read_plan(path)
         info = read_sidecar(path)
         if info is not None:
             check_digest(info, data)
@@ -305,8 +103,8 @@ class TensorRTEngine(Engine):
                 else:
                     log.info("plan has no sidecar; relying on TensorRT's own compatibility checks")
                 self._runtime = trt.Runtime(self._logger)
-                self._check_validity(data)
-                self._engine = self._deserialize(data)
+                check_validity(trt, self._runtime, data)
+                self._engine = deserialize(self._runtime, self._logger, data, self._clean)
                 del data
                 self._layout = read_layout(self._engine, trt)
                 self._signature = self._layout.signature()
@@ -336,45 +134,6 @@ class TensorRTEngine(Engine):
     def _clean(self, text: str) -> str:
         return clean_message(text, self._scrub)
 
-    def _check_validity(self, data: bytes) -> None:
-        """TensorRT's header check, on releases that have it."""
-        check = getattr(self._runtime, "get_engine_validity", None)
-        validity = getattr(self._trt, "EngineValidity", None)
-        if check is None or validity is None:
-            return
-        try:
-            result, diagnostics = check(data)
-        except Exception:  # the check is advisory; deserialization decides
-            return
-        if result != validity.INVALID:
-            return
-        reasons = []
-        flags = getattr(self._trt, "EngineInvalidityDiagnostics", None)
-        for name, member in getattr(flags, "__members__", {}).items():
-            with contextlib.suppress(Exception):
-                if int(diagnostics) & int(member):
-                    reasons.append(name.lower().replace("_", " "))
-        detail = ", ".join(reasons) or "TensorRT rejected its header"
-        raise EngineError(f"{PLAN_ERROR}: the plan is not valid here ({detail}); rebuild it")
-
-    def _deserialize(self, data: bytes) -> Any:
-        self._logger.take()
-        try:
-            engine = self._runtime.deserialize_cuda_engine(data)
-        except Exception as exc:
-            said = self._logger.take() or str(exc)
-            raise EngineError(f"{PLAN_ERROR}: {self._clean(said)}") from exc
-        if engine is None:
-            said = self._logger.take()
-            reason = (
-                self._clean(said)
-                if said
-                else "TensorRT could not deserialize it (a corrupt file, or a plan built by "
-                "another TensorRT version or for another GPU)"
-            )
-            raise EngineError(f"{PLAN_ERROR}: {reason}")
-        return engine
-
     def _context_count(self, wanted: int) -> int:
         wanted = max(1, wanted)
         replicas = self._layout.replicas
@@ -391,7 +150,7 @@ class TensorRTEngine(Engine):
             return replicas
         return wanted
 
-    def _make_slot(self, index: int) -> _Slot:
+    def _make_slot(self, index: int) -> ExecutionSlot:
         cuda = self._cuda
         context = self._engine.create_execution_context()
         if context is None:
@@ -400,7 +159,7 @@ class TensorRTEngine(Engine):
                 f"{PLAN_ERROR}: TensorRT could not create execution context {index + 1}"
                 + (f": {self._clean(said)}" if said else " (out of GPU memory?)")
             )
-        slot = _Slot(index, context, cuda.Stream(), self._layout.group(index))
+        slot = ExecutionSlot(index, context, cuda.Stream(), self._layout.group(index))
         try:
             for name, nbytes in self._largest_sizes(slot).items():
                 slot.buffer(cuda, name, nbytes)
@@ -409,7 +168,7 @@ class TensorRTEngine(Engine):
             raise
         return slot
 
-    def _largest_sizes(self, slot: _Slot) -> dict[str, int]:
+    def _largest_sizes(self, slot: ExecutionSlot) -> dict[str, int]:
         """Bytes per tensor at the largest shapes of the slot's profiles
         (the only shapes with static plans)."""
         layout = self._layout
@@ -417,7 +176,7 @@ class TensorRTEngine(Engine):
         tensors = (*layout.inputs, *layout.outputs)
         for index in slot.profiles if layout.dynamic else (None,):
             if index is not None:
-                self._select_profile(slot, index)
+                slot.select_profile(index)
                 for name, (_, _, high) in layout.profiles[index].items():
                     if not slot.context.set_input_shape(name, high):
                         raise EngineError(f"{PLAN_ERROR}: profile {index} rejects its own shapes")
@@ -431,13 +190,6 @@ class TensorRTEngine(Engine):
                 sizes[t.name] = max(sizes.get(t.name, 0), volume(shape) * t.dtype.itemsize)
         slot.stream.synchronize()
         return sizes
-
-    def _select_profile(self, slot: _Slot, index: int) -> None:
-        if slot.profile == index:
-            return
-        if not slot.context.set_optimization_profile_async(index, slot.stream.handle):
-            raise EngineError(f"TensorRT could not select optimization profile {index}")
-        slot.profile = index
 
     # -- Engine API ----------------------------------------------------------------------
 
@@ -526,7 +278,7 @@ class TensorRTEngine(Engine):
         return arrays
 
     def _run(
-        self, slot: _Slot, arrays: dict[str, np.ndarray], names: list[str]
+        self, slot: ExecutionSlot, arrays: dict[str, np.ndarray], names: list[str]
     ) -> dict[str, np.ndarray]:
         cuda, context, stream = self._cuda, slot.context, slot.stream
         layout = self._layout
@@ -535,7 +287,7 @@ class TensorRTEngine(Engine):
             local = pick_profile([layout.profiles[i] for i in slot.profiles], shapes)
             if local is None:
                 raise EngineError(self._outside_profiles(shapes))
-            self._select_profile(slot, slot.profiles[local])
+            slot.select_profile(slot.profiles[local])
             for name in layout.profiles[slot.profile]:
                 if not context.set_input_shape(name, shapes[name]):
                     said = self._logger.take()
@@ -549,40 +301,25 @@ class TensorRTEngine(Engine):
             if any(d < 0 for d in shape):
                 raise EngineError(f"output '{t.name}' has a data-dependent shape")
             out_shapes[t.name] = shape
-        # Buffers (grown if needed) and addresses before any copy is queued.
-        for name, array in arrays.items():
-            slot.buffer(cuda, name, array.nbytes)
-        for name, shape in out_shapes.items():
-            slot.buffer(cuda, name, volume(shape) * self._outputs[name].dtype.itemsize)
-        for name, buf in slot.buffers.items():
-            if not context.set_tensor_address(name, int(buf.device)):
-                raise EngineError(f"TensorRT refused the buffer of tensor '{name}'")
-        for name, array in arrays.items():
-            if array.nbytes:
-                buf = slot.buffers[name]
-                staged = buf.host[: array.nbytes]
-                np.copyto(staged.view(array.dtype).reshape(array.shape), array)
-                cuda.memcpy_htod_async(buf.device, staged, stream)
+        item = {name: self._outputs[name].dtype.itemsize for name in out_shapes}
+        slot.bind(
+            cuda,
+            {
+                **{name: array.nbytes for name, array in arrays.items()},
+                **{name: volume(shape) * item[name] for name, shape in out_shapes.items()},
+            },
+        )
+        slot.copy_inputs(cuda, arrays)
         if not context.execute_async_v3(stream.handle):
             said = self._logger.take()
             stream.synchronize()
             raise EngineError(
                 "TensorRT could not run the batch" + (f": {self._clean(said)}" if said else "")
             )
-        sizes = {n: volume(out_shapes[n]) * self._outputs[n].dtype.itemsize for n in names}
-        for name in names:
-            if sizes[name]:
-                buf = slot.buffers[name]
-                cuda.memcpy_dtoh_async(buf.host[: sizes[name]], buf.device, stream)
+        slot.copy_outputs(cuda, {n: volume(out_shapes[n]) * item[n] for n in names})
         stream.synchronize()
         slot.calls += 1
-        results: dict[str, np.ndarray] = {}
-        for name in names:
-            dtype = self._outputs[name].dtype
-            host = slot.buffers[name].host[: sizes[name]]
-            # A copy: the pinned buffer is reused by this context's next call.
-            results[name] = host.view(dtype).reshape(out_shapes[name]).copy()
-        return results
+        return {n: slot.output(n, self._outputs[n].dtype, out_shapes[n]) for n in names}
 
     def _outside_profiles(self, shapes: Mapping[str, tuple[int, ...]]) -> str:
         layout = self._layout
@@ -595,7 +332,7 @@ class TensorRTEngine(Engine):
 
     # -- slots and release ---------------------------------------------------------------
 
-    def _acquire(self) -> _Slot:
+    def _acquire(self) -> ExecutionSlot:
         with self._cond:
             while not self._free and not self._closed:
                 self._cond.wait()
@@ -604,7 +341,7 @@ class TensorRTEngine(Engine):
             self._busy += 1
             return self._free.pop()
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: ExecutionSlot) -> None:
         with self._cond:
             self._busy -= 1
             self._free.append(slot)

@@ -37,7 +37,7 @@ import ml_dtypes
 import numpy as np
 
 from inferd.engines.base import EngineError, Signature, TensorSpec
-from inferd.engines.trt_profiles import (
+from inferd.engines.tensorrt.profiles import (
     BatchProfile,
     ShapeRange,
     allowed_batch_sizes,
@@ -337,7 +337,7 @@ class PlanLayout:
 
     @property
     def group_size(self) -> int:
-        """Profiles per execution context (see ``engines.trt_profiles``)."""
+        """Profiles per execution context (see ``engines.tensorrt.profiles``)."""
         return profile_groups(self.profiles) if self.dynamic and self.profiles else 1
 
     @property

@@ -1,0 +1,135 @@
+"""Bringing one model version up and down: engine, completed config, batching
+options, warm-up and scheduler on the way up; drain and free on the way down.
+Blocking (``load``): the model manager calls it from a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from inferd.engines import load_engine
+from inferd.protos import model_config_pb2
+from inferd.server.batcher import BatchingScheduler
+from inferd.server.batching import new_latency_model, options_from_config
+from inferd.server.model_io import ModelIO
+from inferd.server.model_version import ModelVersion, allowed_roles
+from inferd.server.observer import ServerObserver
+from inferd.server.repository import ModelSource, complete_config, engine_options, tree_fingerprint
+from inferd.server.stats import ModelStats
+from inferd.server.warmup import synthetic_inputs, warm_up
+
+log = logging.getLogger("inferd.models")
+
+
+@dataclass(slots=True)
+class VersionLoader:
+    """The server-wide settings every loaded version gets."""
+
+    observer: ServerObserver
+    #: Called when a version's engine turns unhealthy or recovers.
+    on_health_change: Callable[[], None]
+    default_max_batch_size: int = 64
+    engine_timeout_s: float | None = None
+    failure_threshold: int = 3
+    probe_interval_s: float = 5.0
+
+    def load(
+        self,
+        name: str,
+        version: int,
+        path: Path,
+        platform: str,
+        config: model_config_pb2.ModelConfig,
+        card: dict[str, str],
+    ) -> ModelVersion:
+        settings = engine_options(config, default_max_batch_size=self.default_max_batch_size)
+        engine = load_engine(platform, path, settings)
+        try:
+            completed = complete_config(
+                config, engine.signature, default_max_batch_size=self.default_max_batch_size
+            )
+            io = ModelIO.from_config(completed)
+            options = dataclasses.replace(
+                options_from_config(
+                    completed,
+                    engine.signature.batch_sizes,
+                    auto_completed=not config.input and not config.output,
+                    default_engine_timeout_s=self.engine_timeout_s,
+                ),
+                failure_threshold=self.failure_threshold,
+                probe_interval_s=self.probe_interval_s,
+            )
+            latency = new_latency_model(options)
+            # Before READY: the first caller must not pay for lazy initialisation,
+            # and the batcher must know each size's latency before it plans.
+            warm_up(engine, io, options, latency)
+        except BaseException:
+            engine.close()
+            raise
+        stats = ModelStats()
+        observer = self.observer.version(name, version)
+        probe_inputs = synthetic_inputs(io, options.sizes[0] if io.batched else 1)
+
+        def probe() -> object:
+            return engine.infer(probe_inputs)
+
+        return ModelVersion(
+            name=name,
+            version=version,
+            platform=completed.platform or platform,
+            config=completed,
+            io=io,
+            engine=engine,
+            scheduler=BatchingScheduler(
+                engine,
+                stats,
+                options,
+                latency,
+                name=name,
+                observer=observer,
+                probe=probe,
+                on_health_change=self.on_health_change,
+            ),
+            stats=stats,
+            card=card,
+            observer=observer,
+            allowed_roles=allowed_roles(completed),
+        )
+
+
+async def retire(version: ModelVersion) -> None:
+    """Drain admitted requests, then free the engine."""
+    await version.scheduler.close()
+    if version.scheduler.hung:
+        # Freeing a session under a running call could crash the process;
+        # the engine's memory is leaked until that call returns (if ever).
+        log.error(
+            "model '%s' version %d: %d engine call(s) still hung; not freeing the engine",
+            version.name,
+            version.version,
+            version.scheduler.hung,
+        )
+    else:
+        await asyncio.to_thread(version.engine.close)
+    log.info(
+        "model '%s' version %d unloaded",
+        version.name,
+        version.version,
+        extra={"event": "model_unloaded", "model": version.name, "version": version.version},
+    )
+
+
+def source_key(source: ModelSource, path: Path) -> str:
+    """What a loaded version depends on: its directory's files, the model's
+    config and card."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(tree_fingerprint(path.parent).encode())
+    digest.update(source.config.SerializeToString(deterministic=True))
+    digest.update(repr(sorted(source.card.items())).encode())
+    digest.update(source.platform.encode())
+    return digest.hexdigest()
