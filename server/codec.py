@@ -109,6 +109,12 @@ def _check_shape(
             )
     count = 1
     for d in shape:  # Python ints: no overflow, bounded before allocation
+        # Each dim on its own too: numpy cannot hold [0, 2**62] although it is empty.
+        if d > limits.max_elements:
+            raise ResourceExhausted(
+                f"{where}: dimension {d} of shape {list(shape)} exceeds the limit of "
+                f"{limits.max_elements} elements"
+            )
         count *= d
         if count > limits.max_elements:
             raise ResourceExhausted(

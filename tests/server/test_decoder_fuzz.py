@@ -14,6 +14,7 @@ import tracemalloc
 
 import grpc
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -294,3 +295,23 @@ def test_mutated_wire_messages_decode_or_fail_cleanly(
     except Exception:
         return  # gRPC answers an unparsable message itself, before our code
     check(msg, MODELS[model], SMALL)
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "BYTES"])
+@pytest.mark.parametrize("raw", [True, False])
+def test_an_empty_tensor_with_a_huge_dimension_is_refused(datatype: str, raw: bool) -> None:
+    """[0, 2**40] holds no element, yet numpy cannot shape it (found by the fuzzer:
+    a ValueError became INTERNAL); each dimension is bounded by the element limit."""
+    io = MODELS[2]
+    msg = pb.ModelInferRequest(model_name="m")
+    tensor = msg.inputs.add(name=f"in_{datatype}", datatype=datatype, shape=[0, 2**40])
+    if raw:
+        msg.raw_input_contents.append(b"")
+    else:
+        tensor.contents.SetInParent()
+    with pytest.raises(InferdError) as info:
+        decode_request(msg, io, limits=SMALL)
+    assert info.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "dimension 1099511627776 of shape [0, 1099511627776] exceeds the limit" in (
+        info.value.message
+    )
