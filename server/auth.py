@@ -60,6 +60,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from inferd.server.errors import InferdError, PermissionDenied, Unauthenticated
+from inferd.server.grpc.rpc import GRPC_CODES
 from inferd.server.identity import ANONYMOUS, Principal, reset_principal, set_principal
 
 log = logging.getLogger("inferd.auth")
@@ -544,7 +545,7 @@ async def _enter(admit: Admit, context: grpc.aio.ServicerContext[Any, Any]) -> A
     try:
         principal = admit(context)
     except InferdError as exc:
-        await context.abort(exc.code, exc.message)
+        await context.abort(GRPC_CODES[exc.code], exc.message)
     return set_principal(principal)
 
 

@@ -1,4 +1,4 @@
-"""The one place errors become gRPC statuses, and the RPC's server span."""
+"""The one place domain errors become gRPC statuses, and the RPC's server span."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from inferd.server.errors import InferdError, status_of
+from inferd.server.errors import InferdError, Status, status_of
 from inferd.server.telemetry.tracing import Tracing
 
 log = logging.getLogger("inferd.servicer")
@@ -22,10 +22,20 @@ Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
 
 
+#: Each domain status as gRPC's (the same names).
+GRPC_CODES: dict[Status, grpc.StatusCode] = {s: grpc.StatusCode[s.name] for s in Status}
+
+
+def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and message to send for ``exc`` (``status_of``)."""
+    status, message = status_of(exc)
+    return GRPC_CODES[status], message
+
+
 def code_of(exc: BaseException) -> grpc.StatusCode:
     """The status an exception ends an RPC with."""
     if isinstance(exc, InferdError):
-        return exc.code
+        return GRPC_CODES[exc.code]
     if isinstance(exc, asyncio.CancelledError):
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.INTERNAL
@@ -44,7 +54,7 @@ def rpc(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
         try:
             return await fn(self, request, context)
         except InferdError as exc:
-            code, message = exc.code, exc.message
+            code, message = GRPC_CODES[exc.code], exc.message
             await context.abort(code, message)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -55,7 +65,7 @@ def rpc(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
             raise
         except Exception:
             log.exception("unexpected error in %s", method, extra={"event": "error"})
-            code, message = status_of(Exception())
+            code, message = grpc_status(Exception())
             await context.abort(code, message)
         finally:
             if span is not None:

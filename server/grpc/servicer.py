@@ -24,9 +24,9 @@ from inferd.protos import grpc_service_pb2 as pb
 from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 from inferd.server.codec import DEFAULT_LIMITS, RequestLimits, decode_request, encode_response
 from inferd.server.dataplane import DataPlane
-from inferd.server.errors import InferdError, InvalidArgument, status_of
+from inferd.server.errors import InferdError, InvalidArgument
 from inferd.server.grpc.metadata import MetadataRpcs
-from inferd.server.grpc.rpc import code_of, rpc
+from inferd.server.grpc.rpc import code_of, grpc_status, rpc
 from inferd.server.grpc.unoffered import UnofferedRpcs
 from inferd.server.telemetry.tracing import Tracing
 
@@ -149,7 +149,7 @@ class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServic
             except Exception as exc:
                 if not isinstance(exc, InferdError):
                     log.exception("unexpected error in ModelStreamInfer", extra={"event": "error"})
-                code, message = status_of(exc)
+                code, message = grpc_status(exc)
                 if span is not None:
                     Tracing.end_rpc(span, code, message)
                 results.put_nowait(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -166,3 +168,16 @@ def test_the_data_plane_imports_neither_grpc_nor_protobuf() -> None:
         or name == "inferd.server.codec"
     ]
     assert transport == []
+
+
+def test_importing_the_data_plane_loads_no_grpc() -> None:
+    """Domain errors carry a transport-neutral status, so nothing on the data
+    plane's side of the edge pulls grpcio in."""
+    probe = (
+        "import sys, inferd.server.dataplane; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'grpc'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
