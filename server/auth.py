@@ -26,7 +26,7 @@ method needs ``PUBLIC`` (no credential: health checks), ``AUTHENTICATED``
 from the table needs ``admin`` (fail closed), so a newly registered service
 is admin-only until it registers its own entries. Roles are independent:
 give a caller ``["infer", "admin"]`` for both. A model's ``allowed_roles``
-config parameter further limits who may use it (checked by the servicer).
+config parameter further limits who may use it (checked by the data plane).
 
 Failures: no, malformed, unknown, expired or badly signed credential ->
 UNAUTHENTICATED; valid credential without the role -> PERMISSION_DENIED.

@@ -30,7 +30,7 @@ request in it (the first ``OTEL_SPAN_LINK_COUNT_LIMIT``; the attribute
 sampled request's span, so a parent-based sampler keeps it whenever any of
 its requests is kept, and each request's ``queue`` span links back to it.
 
-When tracing is off the server never builds a ``Tracing``: the servicer and
+When tracing is off the server never builds a ``Tracing``: the front ends, data plane and
 scheduler test one attribute for None and do no tracer work.
 """
 
