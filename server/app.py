@@ -36,7 +36,7 @@ from inferd.protos import grpc_service_pb2 as pb
 from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 from inferd.protos.inferd.admin.v1 import admin_pb2 as admin_pb
 from inferd.protos.inferd.admin.v1 import admin_pb2_grpc as admin_grpc
-from inferd.server.admin import ADMIN_METHODS, AdminServicer
+from inferd.server.about import SERVER_VERSION
 from inferd.server.audit import AuditLog
 from inferd.server.auth import (
     ROLE_ADMIN,
@@ -55,13 +55,15 @@ from inferd.server.codec import (
     DEFAULT_MAX_TENSOR_BYTES,
     RequestLimits,
 )
+from inferd.server.dataplane import DataPlane
+from inferd.server.grpc.admin import ADMIN_METHODS, AdminServicer
+from inferd.server.grpc.servicer import InferenceServicer
 from inferd.server.health import HealthReporter
 from inferd.server.lifecycle.controller import LifecycleController, ModelControlMode
 from inferd.server.lifecycle.state import StateStore
 from inferd.server.models import ModelManager
 from inferd.server.repository import ModelRepository
 from inferd.server.routing import Router
-from inferd.server.servicer import SERVER_VERSION, InferenceServicer
 from inferd.server.telemetry import Telemetry
 from inferd.server.telemetry.metrics import GpuCollector, Metrics, MetricsServer, multiprocess_dir
 from inferd.server.telemetry.tracing import Tracing, TracingConfigError, exporter_names
@@ -397,14 +399,15 @@ class InferdServer:
             repository_poll_s=config.repository_poll_seconds,
             state_poll_s=config.state_poll_seconds,
         )
-        self.servicer = InferenceServicer(
+        self.dataplane = DataPlane(
             self.models,
             router=self.router,
-            lifecycle=self.lifecycle,
-            limits=config.request_limits,
             enforce_model_roles=config.auth_enabled,
             tracing=tracing,
             log_requests=config.log_requests,
+        )
+        self.servicer = InferenceServicer(
+            self.dataplane, lifecycle=self.lifecycle, limits=config.request_limits
         )
         self.admin = AdminServicer(self.lifecycle)
         self.health = HealthReporter(self.models)
@@ -543,24 +546,24 @@ class InferdServer:
         released."""
         grace = self.config.grace_seconds if grace is None else grace
         deadline = time.monotonic() + grace
-        self.servicer.draining = True
+        self.dataplane.draining = True
         await self.health.drain()
         await self._settle(min(deadline, time.monotonic() + self.config.drain_settle_s))
-        if await self.servicer.drain(max(0.0, deadline - time.monotonic())):
+        if await self.dataplane.drain(max(0.0, deadline - time.monotonic())):
             log.info(
                 "drained: %d inference request(s) admitted since start, all answered",
-                self.servicer.admitted,
+                self.dataplane.admitted,
             )
         else:
             log.warning(
                 "grace period over: %d of %d admitted request(s) still running are cancelled",
-                self.servicer.inflight,
-                self.servicer.admitted,
+                self.dataplane.inflight,
+                self.dataplane.admitted,
             )
         if self._server is not None:
             await self._server.stop(min(0.5, max(0.0, deadline - time.monotonic())))
             self._server = None
-        await self.servicer.close()
+        await self.dataplane.close()
         await self.lifecycle.stop()
         await self.models.close()
         self._stop_metrics()
@@ -572,7 +575,7 @@ class InferdServer:
     async def _settle(self, until: float) -> None:
         """Wait until clients stop sending (no call for QUIET_S) or ``until``."""
         while (now := time.monotonic()) < until:
-            quiet_for = now - self.servicer.last_call
+            quiet_for = now - self.dataplane.last_call
             if quiet_for >= QUIET_S:
                 return
             await asyncio.sleep(min(QUIET_S - quiet_for, until - now))

@@ -1,19 +1,39 @@
-"""Domain errors and the one place that maps them to gRPC status codes.
+"""Domain errors, with a transport-neutral status each.
 
-Layers below the servicer raise these; the servicer turns them into a status
-with ``status_of``. Messages are written for the remote caller: they name the
-field or model at fault and never carry paths, internals or stack traces.
+Layers below the front ends raise these; each front end maps ``Status`` to
+its own codes (the gRPC one in ``server.grpc.rpc``). Messages are written for
+the remote caller: they name the field or model at fault and never carry
+paths, internals or stack traces.
 """
 
 from __future__ import annotations
 
-import grpc
+import enum
+
+
+class Status(enum.Enum):
+    """The canonical status codes (gRPC's, which Triton's HTTP mapping
+    shares); metrics and logs use their names."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    UNAUTHENTICATED = 16
 
 
 class InferdError(Exception):
-    """Base for errors a caller may see. ``code`` is the gRPC status."""
+    """Base for errors a caller may see. ``code`` is its status."""
 
-    code = grpc.StatusCode.INTERNAL
+    code = Status.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -21,65 +41,65 @@ class InferdError(Exception):
 
 
 class InvalidArgument(InferdError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = Status.INVALID_ARGUMENT
 
 
 class NotFound(InferdError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = Status.NOT_FOUND
 
 
 class Unavailable(InferdError):
     """Temporarily cannot serve (model loading/unloading, queue full, shutting down)."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = Status.UNAVAILABLE
 
 
 class DeadlineExceeded(InferdError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = Status.DEADLINE_EXCEEDED
 
 
 class ResourceExhausted(InferdError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = Status.RESOURCE_EXHAUSTED
 
 
 class Cancelled(InferdError):
-    code = grpc.StatusCode.CANCELLED
+    code = Status.CANCELLED
 
 
 class FailedPrecondition(InferdError):
     """The request is valid but the server's state does not allow it now
     (a promotion gate, a model control mode, nothing to roll back)."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = Status.FAILED_PRECONDITION
 
 
 class Unimplemented(InferdError):
     """An RPC of the protocol this server does not offer."""
 
-    code = grpc.StatusCode.UNIMPLEMENTED
+    code = Status.UNIMPLEMENTED
 
 
 class Unauthenticated(InferdError):
     """No credential, or one that is wrong, malformed or expired."""
 
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = Status.UNAUTHENTICATED
 
 
 class PermissionDenied(InferdError):
     """A valid credential whose roles do not allow the call."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = Status.PERMISSION_DENIED
 
 
 class EngineFailure(InferdError):
     """The engine failed on this request's batch; other requests are unaffected."""
 
-    code = grpc.StatusCode.INTERNAL
+    code = Status.INTERNAL
 
 
-def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+def status_of(exc: BaseException) -> tuple[Status, str]:
     """The status and message to send for ``exc``. Unknown exceptions become
     INTERNAL with a generic message: their text may hold internals."""
     if isinstance(exc, InferdError):
         return exc.code, exc.message
-    return grpc.StatusCode.INTERNAL, "internal error while serving the request"
+    return Status.INTERNAL, "internal error while serving the request"

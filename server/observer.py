@@ -43,7 +43,7 @@ class VersionObserver:
 
     __slots__ = ()
 
-    # -- request level (the servicer) --------------------------------------------------
+    # -- request level (the data plane) ----------------------------------------------
 
     def on_request(self, code: str, seconds: float, rows: int) -> None:
         """One inference request answered with gRPC status ``code`` (its name,

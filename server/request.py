@@ -1,4 +1,4 @@
-"""The request as the layers below the servicer see it: numpy and a deadline."""
+"""The request as the data plane and the layers below it see it: numpy and a deadline."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The router: which loaded version answers a request for a served model name.
 
-One direction only: the servicer asks the router, the router asks the model
+One direction only: the data plane asks the router, the router asks the model
 manager for loaded versions, the chosen version's scheduler runs the request.
 The router holds a compiled copy of the lifecycle state (``apply``) and this
 replica's statistics per route variant; it never writes state itself. When a
@@ -15,7 +15,7 @@ ready version). With one, the champion serves, except:
 - A/B: the routing key's hash picks the variant, so one key always sees one
   variant (requests without a key are split at random, as canary);
 - shadow: the champion answers; a ``weight`` share is also mirrored to the
-  challenger by the servicer, after the answer, and compared;
+  challenger by the data plane, after the answer, and compared;
 - blue/green: the challenger is warm and takes nothing until promoted.
 
 A version the route names that is not ready on this replica (still loading

@@ -30,7 +30,7 @@ checks), ``AUTHENTICATED`` (any valid credential), or a role (``infer``,
 a newly registered service is admin-only until it registers its own entries.
 Roles are independent: give a caller ``["infer", "admin"]`` for both. A
 model's ``allowed_roles`` config parameter further limits who may use it
-(checked by the servicer).
+(checked by the data plane).
 
 Failures: no, malformed, unknown, expired or badly signed credential ->
 UNAUTHENTICATED; valid credential without the role -> PERMISSION_DENIED.

@@ -15,6 +15,7 @@ import grpc
 from inferd.server.auth.authenticator import Authenticator
 from inferd.server.auth.policy import AUTHENTICATED, PUBLIC, MethodPolicy
 from inferd.server.errors import InferdError, PermissionDenied
+from inferd.server.grpc.rpc import GRPC_CODES
 from inferd.server.identity import ANONYMOUS, Principal, reset_principal, set_principal
 
 
@@ -88,7 +89,7 @@ async def _enter(admit: Admit, context: grpc.aio.ServicerContext[Any, Any]) -> A
     try:
         principal = admit(context)
     except InferdError as exc:
-        await context.abort(exc.code, exc.message)
+        await context.abort(GRPC_CODES[exc.code], exc.message)
     return set_principal(principal)
 
 

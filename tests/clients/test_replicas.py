@@ -167,7 +167,7 @@ def test_round_robin_spreads_load_and_a_sigterm_mid_run_loses_nothing(
 def _drain_one(make_server: Callable[..., Any], repo: Path) -> tuple[Any, Any]:
     healthy = make_server(repo)
     draining = make_server(repo)
-    draining.server.servicer.draining = True  # refuses inference with UNAVAILABLE
+    draining.server.dataplane.draining = True  # refuses inference with UNAVAILABLE
     return healthy, draining
 
 

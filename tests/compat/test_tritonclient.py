@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from inferd.server.servicer import EXTENSIONS, SERVER_NAME, SERVER_VERSION
+from inferd.server.about import EXTENSIONS, SERVER_NAME, SERVER_VERSION
 
 PROBE = Path(__file__).with_name("triton_probe.py")
 MODELS = ("dense_reference", "digits_mlp", "text_stats")

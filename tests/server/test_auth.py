@@ -496,22 +496,22 @@ def test_handler_sees_the_principal(secured: ServerThread) -> None:
     """The interceptor sets server.identity's principal for the handler (the
     audit log reads it) and resets it afterwards."""
     assert secured.server is not None
-    servicer = secured.server.servicer
+    dataplane = secured.server.dataplane
     seen: list[Any] = []
-    original = servicer._authorize  # called for every admitted inference request
+    original = dataplane.authorize  # called for every admitted inference request
 
     def spy(version: Any) -> None:
         seen.append(current_principal())
         original(version)
 
-    servicer._authorize = spy
+    dataplane.authorize = spy
     try:
         with grpc.insecure_channel(secured.address) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             call(stub, "ModelInfer", bearer(INFER_TOKEN))
             call(stub, "ModelStreamInfer", bearer(BOTH_TOKEN))
     finally:
-        del servicer._authorize
+        del dataplane.authorize
     assert [(p.name, sorted(p.roles)) for p in seen] == [
         ("inferrer", ["infer"]),
         ("root", ["admin", "infer"]),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import struct
 import tracemalloc
 
-import grpc
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -21,7 +20,7 @@ from hypothesis import strategies as st
 from inferd.protos import grpc_service_pb2 as pb
 from inferd.protos.datatypes import CONTENTS_FIELD, NUMPY_DTYPES
 from inferd.server.codec import RequestLimits, decode_request
-from inferd.server.errors import InferdError
+from inferd.server.errors import InferdError, Status
 from inferd.server.model_io import ModelIO, TensorInfo
 from inferd.server.request import InferRequest
 
@@ -65,8 +64,8 @@ SMALL = RequestLimits(
 )
 #: Statuses the decoder may answer with; anything else is a bug.
 ALLOWED = {
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Status.INVALID_ARGUMENT,
+    Status.RESOURCE_EXHAUSTED,
 }
 
 dims = st.one_of(

@@ -37,7 +37,7 @@ from metrics_scrape import scrape, value
 from inferd.clients import InferenceClient, InferenceServerError
 from inferd.clients.admin import AdminClient
 from inferd.protos.inferd.admin.v1 import admin_pb2 as apb
-from inferd.server.admin import ADMIN_METHODS
+from inferd.server.grpc.admin import ADMIN_METHODS
 
 MakeServer = Callable[..., ServerThread]
 

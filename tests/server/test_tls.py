@@ -91,19 +91,19 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(
         tls_client_ca_file=pki.client_ca,
     )
     assert server.server is not None
-    servicer = server.server.servicer
+    dataplane = server.server.dataplane
     seen: list[Principal] = []
-    original = servicer._authorize  # called for every admitted inference request
+    original = dataplane.authorize  # called for every admitted inference request
 
     def spy(version: Any) -> None:
         seen.append(current_principal())
         original(version)
 
-    servicer._authorize = spy
+    dataplane.authorize = spy
     try:
         infer(server.address, pki.trust(client=pki.client))
     finally:
-        del servicer._authorize
+        del dataplane.authorize
     # Without tokens the principal is the certificate's common name, no roles.
     assert seen == [Principal("alice")]
 

@@ -15,10 +15,10 @@ from inferd.protos.inferd.admin.v1 import admin_pb2 as apb
 from inferd.protos.inferd.admin.v1 import admin_pb2_grpc as apb_grpc
 from inferd.server.audit import AuditEntry
 from inferd.server.errors import InferdError, InvalidArgument
+from inferd.server.grpc.rpc import rpc
 from inferd.server.identity import current_principal
 from inferd.server.lifecycle.controller import LifecycleController
 from inferd.server.lifecycle.state import Guardrails, RouteMode, Stage
-from inferd.server.servicer import _rpc
 
 SERVICE = "inferd.admin.v1.ModelAdmin"
 #: Full gRPC method names that need the admin role.
@@ -149,7 +149,7 @@ class AdminServicer(apb_grpc.ModelAdminServicer):  # type: ignore[misc]
     def _response(self, model: str) -> apb.RouteResponse:
         return apb.RouteResponse(route=self._route_pb(model))
 
-    @_rpc
+    @rpc
     async def GetRoutes(self, request: apb.GetRoutesRequest, context: Any) -> apb.GetRoutesResponse:
         if request.model:
             self.lifecycle.known(request.model)
@@ -160,7 +160,7 @@ class AdminServicer(apb_grpc.ModelAdminServicer):  # type: ignore[misc]
             )
         return apb.GetRoutesResponse(routes=[self._route_pb(n) for n in names])
 
-    @_rpc
+    @rpc
     async def SetRoute(self, request: apb.SetRouteRequest, context: Any) -> apb.RouteResponse:
         model = _model(request.model)
         if request.mode not in MODES:
@@ -176,7 +176,7 @@ class AdminServicer(apb_grpc.ModelAdminServicer):  # type: ignore[misc]
         )
         return self._response(model)
 
-    @_rpc
+    @rpc
     async def SetStage(self, request: apb.SetStageRequest, context: Any) -> apb.RouteResponse:
         model = _model(request.model)
         stage = STAGES.get(request.stage)
@@ -191,7 +191,7 @@ class AdminServicer(apb_grpc.ModelAdminServicer):  # type: ignore[misc]
         )
         return self._response(model)
 
-    @_rpc
+    @rpc
     async def Promote(self, request: apb.PromoteRequest, context: Any) -> apb.RouteResponse:
         model = _model(request.model)
         await self.lifecycle.promote(
@@ -199,7 +199,7 @@ class AdminServicer(apb_grpc.ModelAdminServicer):  # type: ignore[misc]
         )
         return self._response(model)
 
-    @_rpc
+    @rpc
     async def Rollback(self, request: apb.RollbackRequest, context: Any) -> apb.RouteResponse:
         model = _model(request.model)
         await self.lifecycle.rollback(
@@ -207,7 +207,7 @@ class AdminServicer(apb_grpc.ModelAdminServicer):  # type: ignore[misc]
         )
         return self._response(model)
 
-    @_rpc
+    @rpc
     async def GetAuditLog(
         self, request: apb.GetAuditLogRequest, context: Any
     ) -> apb.GetAuditLogResponse:

@@ -1,0 +1,355 @@
+"""One inference, from a decoded request to its outputs, for every front end.
+
+A front end (the gRPC servicer today) turns its wire format into a model
+name, a version, a routing key and a decode callback, calls ``DataPlane.infer``
+and encodes what comes back. Everything between lives here, once: routing
+(canary, shadow, A/B, blue-green), drain and in-flight accounting,
+per-model authorization, deadlines, submission to the version's scheduler,
+statistics, metrics, the request log, router feedback and shadow mirroring.
+
+No transport here: errors are ``server.errors`` domain errors, which each
+front end maps to its own status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from inferd.server.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    InferdError,
+    InvalidArgument,
+    PermissionDenied,
+    Unavailable,
+)
+from inferd.server.identity import current_principal
+from inferd.server.model_io import ModelIO
+from inferd.server.model_version import ModelVersion
+from inferd.server.models import ModelManager
+from inferd.server.observer import ServerObserver, VersionObserver
+from inferd.server.request import InferRequest
+from inferd.server.routing import Decision, Router, outputs_agree
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from inferd.server.telemetry.tracing import Tracing
+
+log = logging.getLogger("inferd.dataplane")
+#: ``--log-requests``: one INFO line per inference request.
+request_log = logging.getLogger("inferd.requests")
+
+#: Deadline of a mirrored (shadow) request, seconds.
+SHADOW_TIMEOUT_S = 30.0
+
+#: Builds the numpy request for the version the router chose (the inputs a
+#: request must carry depend on that version).
+Decode = Callable[[ModelIO], InferRequest]
+
+
+def _no_key() -> str:
+    return ""
+
+
+class Answer(NamedTuple):
+    """What one inference returns to its front end."""
+
+    outputs: dict[str, np.ndarray]
+    #: The version that answered (the route's choice for unversioned requests).
+    version: ModelVersion
+    #: The decoded request (its ``outputs`` gives the caller's output order).
+    request: InferRequest
+
+
+def status_name(exc: BaseException) -> str:
+    """The status name (gRPC's, shared by metrics and logs) an exception ends
+    a request with."""
+    if isinstance(exc, InferdError):
+        return exc.code.name
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED"
+    return "INTERNAL"
+
+
+def request_deadline(request: InferRequest, deadline: float | None) -> float | None:
+    """Earliest of the front end's deadline and Triton's ``timeout`` request
+    parameter (µs from now; 0 means none)."""
+    timeout_us = request.parameters.get("timeout")
+    if timeout_us is not None:
+        if isinstance(timeout_us, bool) or not isinstance(timeout_us, int) or timeout_us < 0:
+            raise InvalidArgument("parameter 'timeout' must be a non-negative integer (µs)")
+        if timeout_us > 0:
+            limit = time.monotonic() + timeout_us / 1e6
+            deadline = limit if deadline is None else min(deadline, limit)
+    return deadline
+
+
+def request_priority(request: InferRequest) -> int:
+    """Triton's ``priority`` request parameter; 0 means the model's default."""
+    value = request.parameters.get("priority", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument("parameter 'priority' must be a non-negative integer")
+    return value
+
+
+class DataPlane:
+    def __init__(
+        self,
+        models: ModelManager,
+        *,
+        router: Router | None = None,
+        enforce_model_roles: bool = False,
+        tracing: Tracing | None = None,
+        log_requests: bool = False,
+    ) -> None:
+        self.models = models
+        self.router = router or Router(models)
+        #: Check each model's ``allowed_roles`` against the caller's roles
+        #: (on when authentication is configured).
+        self.enforce_model_roles = enforce_model_roles
+        #: None when tracing is off: requests test this once and do no tracer work.
+        self.tracing = tracing
+        self.log_requests = log_requests
+        self.observer: ServerObserver = models.observer
+        #: Set while shutting down: readiness turns false, new work is refused.
+        self.draining = False
+        #: Inference requests admitted (past the draining check) and not yet answered.
+        self.inflight = 0
+        #: Inference requests admitted since start (each gets an answer or, past
+        #: the shutdown grace period, is cancelled).
+        self.admitted = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        #: When the last inference call (a unary one, or a stream opening)
+        #: arrived, refused ones included; front ends set it, shutdown waits
+        #: for it to stop moving (app.stop).
+        self.last_call = 0.0
+        self._shadows: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new inference and wait up to ``timeout`` s for admitted
+        requests to be answered; True when none is left."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Cancel mirrored requests still running (they answer nobody)."""
+        for task in list(self._shadows):
+            task.cancel()
+        if self._shadows:
+            await asyncio.gather(*self._shadows, return_exceptions=True)
+
+    # -- authorization ---------------------------------------------------------------------
+
+    def authorize(self, version: ModelVersion) -> None:
+        """Per-model roles (config parameter ``allowed_roles``) for the caller
+        ``server.identity`` names; raises ``PermissionDenied``."""
+        if not self.enforce_model_roles or not version.allowed_roles:
+            return
+        principal = current_principal()
+        if not principal.roles & version.allowed_roles:
+            raise PermissionDenied(
+                f"'{principal.name}' may not use model '{version.name}' (it needs one of the "
+                f"roles {sorted(version.allowed_roles)})"
+            )
+
+    def allowed(self, version: ModelVersion) -> bool:
+        try:
+            self.authorize(version)
+        except PermissionDenied:
+            return False
+        return True
+
+    def version(self, name: str, version: str = "") -> ModelVersion:
+        """An explicit version, or the one serving unversioned requests (for
+        metadata; inference routes per request)."""
+        return self.models.resolve(name, version) if version else self.router.serving(name)
+
+    # -- inference -------------------------------------------------------------------------
+
+    async def infer(
+        self,
+        model: str,
+        version: str,
+        decode: Decode,
+        *,
+        routing_key: Callable[[], str] = _no_key,
+        request_id: str = "",
+        deadline: float | None = None,
+        span: Span | None = None,
+    ) -> Answer:
+        """Answer one request for ``model`` (``version`` "" lets the route
+        choose; an explicit one bypasses routes). ``routing_key`` is called
+        only for A/B routes; ``deadline`` is a ``time.monotonic()`` time or
+        None; ``span`` is the request's trace span (tracing on). Raises
+        ``InferdError`` subclasses, or ``CancelledError``."""
+        start = time.monotonic_ns()
+        answering: ModelVersion | None = None
+        decision: Decision | None = None
+        status = "OK"
+        failure: BaseException | None = None
+        outputs: dict[str, np.ndarray] | None = None
+        rows = 0
+        admitted = False
+        try:
+            if version:
+                answering = self.models.resolve(model, version)
+            else:
+                decision = self.router.route(model, routing_key)
+                answering = decision.version
+            if self.draining:
+                decision = None  # shutting down says nothing about the variant
+                answering.observer.on_refused("draining")
+                raise Unavailable("server is shutting down; retry on another replica")
+            # Admitted: a drain waits for its answer.
+            admitted = True
+            self.inflight += 1
+            self.admitted += 1
+            self._idle.clear()
+            self.authorize(answering)
+            # Phase spans only for sampled requests: an unsampled one keeps its
+            # (non-recording) span for context and log correlation, nothing more.
+            tracing = self.tracing if span is not None and span.is_recording() else None
+            if tracing is not None and span is not None:
+                span.set_attributes(
+                    {
+                        "inferd.model.name": answering.name,
+                        "inferd.model.version": answering.version_str,
+                    }
+                )
+            with tracing.phase("decode", span) if tracing and span else contextlib.nullcontext():
+                request = decode(answering.io)
+                request.deadline = request_deadline(request, deadline)
+                request.priority = request_priority(request)
+            now = time.monotonic()
+            if span is not None:
+                request.trace = span  # batch links reach unsampled requests too
+            if tracing is not None and span is not None:
+                span.set_attribute("inferd.request.rows", request.rows)
+                if request.deadline is not None:
+                    span.set_attribute(
+                        "inferd.deadline.remaining_ms", round((request.deadline - now) * 1e3, 3)
+                    )
+            if request.deadline is not None and now >= request.deadline:
+                answering.observer.on_refused("expired_on_arrival")
+                raise DeadlineExceeded("deadline already expired on arrival")
+            outputs = await answering.scheduler.submit(request)
+            rows = request.rows
+            return Answer(outputs, answering, request)
+        except BaseException as exc:
+            status, failure = status_name(exc), exc
+            raise
+        finally:
+            elapsed = time.monotonic_ns() - start
+            self._record(model, request_id, answering, status, elapsed, rows)
+            if decision is not None:
+                self._route_outcome(decision, decode, failure, elapsed, outputs)
+            if admitted:
+                self.inflight -= 1
+                if self.inflight == 0:
+                    self._idle.set()
+
+    def _record(
+        self,
+        model: str,
+        request_id: str,
+        version: ModelVersion | None,
+        status: str,
+        elapsed_ns: int,
+        rows: int,
+    ) -> None:
+        """Statistics, metrics and the request log line for one answered request."""
+        observer: VersionObserver
+        if version is None:  # never reached a version: no ModelStatistics to keep
+            observer = self.observer.unrouted(model)
+        else:
+            if status == "OK":
+                version.stats.record_success(elapsed_ns, rows)
+            else:
+                version.stats.record_failure(elapsed_ns)
+            observer = version.observer
+        observer.on_request(status, elapsed_ns / 1e9, rows)
+        if self.log_requests:
+            request_log.info(
+                "%s %s",
+                model[:80],
+                status,
+                extra={
+                    "event": "request",
+                    "model": model[:80],
+                    "version": version.version_str if version is not None else "",
+                    "request_id": request_id[:80],
+                    "code": status,
+                    "duration_ms": round(elapsed_ns / 1e6, 3),
+                    "rows": rows,
+                },
+            )
+
+    def _route_outcome(
+        self,
+        decision: Decision,
+        decode: Decode,
+        failure: BaseException | None,
+        elapsed_ns: int,
+        outputs: dict[str, np.ndarray] | None,
+    ) -> None:
+        """What the router learns from a routed request (and the shadow it may start)."""
+        if failure is None:
+            self.router.record(decision, True, elapsed_ns / 1e9)
+            if (
+                outputs is not None
+                and decision.shadow is not None
+                and self.router.begin_shadow(decision)
+            ):
+                task = asyncio.create_task(self._shadow(decode, decision, outputs))
+                self._shadows.add(task)
+                task.add_done_callback(self._shadows.discard)
+        elif isinstance(failure, InferdError) and not isinstance(failure, Cancelled):
+            self.router.record(decision, False, elapsed_ns / 1e9)
+
+    async def _shadow(
+        self, decode: Decode, decision: Decision, expected: dict[str, np.ndarray]
+    ) -> None:
+        """Mirror a request the champion answered to the challenger and compare.
+        Runs after the caller's answer and never reaches the caller."""
+        shadow = decision.shadow
+        assert shadow is not None
+        start = time.monotonic()
+        ok, agree, dropped = False, None, False
+        try:
+            request = decode(shadow.io)
+            request.deadline = start + SHADOW_TIMEOUT_S
+            outputs = await shadow.scheduler.submit(request)
+            ok = True
+            agree = outputs_agree(expected, outputs)
+        except Unavailable:
+            dropped = True  # unloading or queue full: not the challenger's answer
+        except InferdError:
+            pass
+        except asyncio.CancelledError:
+            dropped = True
+            raise
+        except Exception:
+            log.exception("shadow request failed")
+        finally:
+            self.router.end_shadow(
+                decision,
+                ok=ok,
+                latency_s=time.monotonic() - start,
+                agree=agree,
+                dropped=dropped,
+            )

@@ -1,0 +1,189 @@
+"""``inference.GRPCInferenceService``: protobuf <-> the data plane.
+
+Inference handlers decode nothing themselves: they hand the data plane a
+decode callback (the inputs depend on the version it routes to), the
+routing key and the RPC's deadline, and encode what it answers. Metadata
+and repository RPCs live in ``metadata``, the RPCs not offered in
+``unoffered``; ``rpc.rpc`` maps errors to statuses for all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.server.codec import DEFAULT_LIMITS, RequestLimits, decode_request, encode_response
+from inferd.server.dataplane import DataPlane
+from inferd.server.errors import InferdError, InvalidArgument
+from inferd.server.grpc.metadata import MetadataRpcs
+from inferd.server.grpc.rpc import code_of, grpc_status, rpc
+from inferd.server.grpc.unoffered import UnofferedRpcs
+from inferd.server.telemetry.tracing import Tracing
+
+if TYPE_CHECKING:
+    from inferd.server.lifecycle.controller import LifecycleController
+
+log = logging.getLogger("inferd.servicer")
+
+#: Request parameter and gRPC metadata key carrying the A/B routing key.
+ROUTING_KEY_PARAMETER = "routing_key"
+ROUTING_KEY_METADATA = "x-routing-key"
+#: Longest routing key used; the rest is ignored.
+MAX_ROUTING_KEY = 256
+
+
+def routing_key(msg: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The A/B routing key: the ``routing_key`` request parameter, else the
+    ``x-routing-key`` metadata entry; "" when neither is sent."""
+    if ROUTING_KEY_PARAMETER in msg.parameters:
+        param = msg.parameters[ROUTING_KEY_PARAMETER]
+        kind = param.WhichOneof("parameter_choice")
+        if kind == "string_param":
+            return param.string_param[:MAX_ROUTING_KEY]
+        if kind in ("int64_param", "uint64_param"):
+            return str(getattr(param, kind))
+        raise InvalidArgument("parameter 'routing_key' must be a string or an integer")
+    for key, value in context.invocation_metadata() or ():
+        if key == ROUTING_KEY_METADATA:
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            return text[:MAX_ROUTING_KEY]
+    return ""
+
+
+class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        lifecycle: LifecycleController | None = None,
+        limits: RequestLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self.dataplane = dataplane
+        self.lifecycle = lifecycle
+        #: What the decoder accepts from one request.
+        self.limits = limits
+        #: None when tracing is off: handlers test this once and do no tracer work.
+        self.tracing = dataplane.tracing
+
+    async def _infer(
+        self,
+        msg: pb.ModelInferRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        span: Span | None = None,
+    ) -> pb.ModelInferResponse:
+        """One inference request; ``span`` is its trace span (tracing on)."""
+        limits = self.limits
+        remaining = context.time_remaining()
+        answer = await self.dataplane.infer(
+            msg.model_name,
+            msg.model_version,
+            lambda io: decode_request(msg, io, limits=limits),
+            routing_key=lambda: routing_key(msg, context),
+            request_id=msg.id,
+            deadline=None if remaining is None else time.monotonic() + remaining,
+            span=span,
+        )
+        version = answer.version
+        tracing = self.tracing if span is not None and span.is_recording() else None
+        with tracing.phase("encode", span) if tracing and span else contextlib.nullcontext():
+            return encode_response(
+                version.name,
+                version.version_str,
+                msg.id,
+                answer.outputs,
+                version.io,
+                answer.request.outputs,
+            )
+
+    @rpc
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ModelInferResponse:
+        self.dataplane.last_call = time.monotonic()
+        span = trace.get_current_span() if self.tracing is not None else None
+        return await self._infer(request, context, span)
+
+    async def ModelStreamInfer(
+        self,
+        request_iterator: AsyncIterator[pb.ModelInferRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Triton's streaming semantics: requests run concurrently (and batch
+        with everything else), responses carry the request id and come back as
+        they finish, a failed request answers ``error_message`` and the stream
+        goes on."""
+        self.dataplane.last_call = time.monotonic()
+        results: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+        tracing = self.tracing
+        stream_span = tracing.start_rpc("ModelStreamInfer", context) if tracing else None
+
+        async def one(msg: pb.ModelInferRequest) -> None:
+            span = None
+            if tracing is not None and stream_span is not None:
+                span = tracing.start_child("inferd.stream_request", stream_span)
+            try:
+                if span is None:
+                    response = await self._infer(msg, context)
+                else:
+                    with trace.use_span(
+                        span, record_exception=False, set_status_on_exception=False
+                    ):
+                        response = await self._infer(msg, context, span)
+                    Tracing.end_rpc(span, grpc.StatusCode.OK)
+                results.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
+            except asyncio.CancelledError:
+                if span is not None:
+                    Tracing.end_rpc(span, grpc.StatusCode.CANCELLED)
+                raise
+            except Exception as exc:
+                if not isinstance(exc, InferdError):
+                    log.exception("unexpected error in ModelStreamInfer", extra={"event": "error"})
+                code, message = grpc_status(exc)
+                if span is not None:
+                    Tracing.end_rpc(span, code, message)
+                results.put_nowait(
+                    pb.ModelStreamInferResponse(
+                        error_message=message,
+                        infer_response=pb.ModelInferResponse(
+                            model_name=msg.model_name, model_version=msg.model_version, id=msg.id
+                        ),
+                    )
+                )
+
+        async def reader() -> None:
+            try:
+                async for msg in request_iterator:
+                    task = asyncio.create_task(one(msg))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                while tasks:
+                    await asyncio.gather(*list(tasks))
+            finally:
+                results.put_nowait(None)
+
+        read_task = asyncio.create_task(reader())
+        code = grpc.StatusCode.OK
+        try:
+            while (item := await results.get()) is not None:
+                yield item
+            await read_task
+        except BaseException as exc:
+            code = code_of(exc)
+            raise
+        finally:
+            read_task.cancel()
+            for task in list(tasks):
+                task.cancel()
+            if stream_span is not None:
+                Tracing.end_rpc(stream_span, code)
