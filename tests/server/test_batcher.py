@@ -19,11 +19,13 @@ import pytest
 from engine_doubles import DoublingEngine
 
 from inferd.engines import EngineError
-from inferd.server.batcher import BatchingScheduler, _BurstRate
-from inferd.server.batching import AdaptivePlanner, BatchingOptions, Plan, QueueState, StaticPlanner
 from inferd.server.errors import DeadlineExceeded, EngineFailure, Unavailable
-from inferd.server.latency import LatencyModel
 from inferd.server.request import InferRequest
+from inferd.server.scheduler.admission import BurstRate
+from inferd.server.scheduler.dispatch import BatchingScheduler
+from inferd.server.scheduler.latency import LatencyModel
+from inferd.server.scheduler.options import BatchingOptions
+from inferd.server.scheduler.planners import AdaptivePlanner, Plan, QueueState, StaticPlanner
 from inferd.server.stats import ModelStats
 
 
@@ -289,7 +291,7 @@ async def test_admission_keeps_the_planners_reserve_behind_queued_work_only() ->
     engine = GatedEngine()
     latency = affine_latency(0.05, 0.0, range(1, 9))
     sched = scheduler(engine, latency)
-    sched._planner.reserve = 0.05
+    sched.planner.reserve = 0.05
     first = await hold_first_batch(sched, engine)
     # Predicted <= 100 ms (the running batch, then its own): fits 110 ms
     # without the reserve, and nothing is queued ahead of it.
@@ -310,8 +312,8 @@ async def test_admission_pads_with_the_larger_of_margin_and_reserve_not_both() -
     engine = GatedEngine()
     latency = affine_latency(0.05, 0.0, range(1, 9))
     sched = scheduler(engine, latency)
-    sched._planner.reserve = 0.03
-    sched._margin.b = 0.2  # 20 % of a ~100 ms prediction: 20 ms
+    sched.planner.reserve = 0.03
+    sched.admission.margin.b = 0.2  # 20 % of a ~100 ms prediction: 20 ms
     first = await hold_first_batch(sched, engine)
     # Nothing ahead: <= 100 ms predicted + the 20 ms margin fits 130 ms.
     head = asyncio.create_task(sched.submit(request(0.5, deadline=time.monotonic() + 0.13)))
@@ -320,7 +322,7 @@ async def test_admission_pads_with_the_larger_of_margin_and_reserve_not_both() -
     admitted = asyncio.create_task(sched.submit(request(1.0, deadline=time.monotonic() + 0.14)))
     await asyncio.sleep(0)
     assert sched.queued == 2 and not admitted.done()
-    sched._margin.b = 0.5  # 50 ms: now the margin is the larger, and too large
+    sched.admission.margin.b = 0.5  # 50 ms: now the margin is the larger, and too large
     with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
         await sched.submit(request(2.0, deadline=time.monotonic() + 0.14))
     engine.gate.set()
@@ -335,14 +337,15 @@ def test_load_is_measured_against_what_the_engine_serves_within_the_budget() -> 
     for size in range(1, 17):
         latency.observe(size, 0.006 + 0.0005 * size)
     budgeted = scheduler(GatedEngine(), latency, max_batch_size=16, budget_s=0.0251)
-    budgeted._planner.reserve = 0.003
+    budgeted.planner.reserve = 0.003
     # (25.1 - 3) / 2 = 11.05 ms holds 10 rows (11 ms), not 11 (11.5 ms).
-    assert budgeted._budget_capacity() == pytest.approx(10 / 0.011)
+    assert budgeted.admission.budget_capacity() == pytest.approx(10 / 0.011)
     unbounded = scheduler(GatedEngine(), latency, max_batch_size=16)
-    assert unbounded._budget_capacity() == pytest.approx(16 / 0.014)
-    budgeted._offered.add(500, time.monotonic())
-    load = budgeted._offered_load(time.monotonic())
-    assert load == pytest.approx(budgeted._offered.rate(time.monotonic()) * 0.011 / 10, rel=1e-3)
+    assert unbounded.admission.budget_capacity() == pytest.approx(16 / 0.014)
+    budgeted.admission.offered.add(500, time.monotonic())
+    load = budgeted.admission.offered_load(time.monotonic())
+    offered = budgeted.admission.offered.rate(time.monotonic())
+    assert load == pytest.approx(offered * 0.011 / 10, rel=1e-3)
 
 
 async def test_full_queue_answers_unavailable_with_a_retry_hint() -> None:
@@ -573,7 +576,7 @@ async def test_fast_batches_can_run_inline_on_the_event_loop_thread() -> None:
 
 def test_inline_option_is_read_from_config_parameters() -> None:
     from inferd.protos import model_config_pb2
-    from inferd.server.batching import options_from_config
+    from inferd.server.scheduler.options import options_from_config
 
     config = model_config_pb2.ModelConfig(max_batch_size=8)
     config.dynamic_batching.SetInParent()
@@ -586,7 +589,7 @@ def test_inline_option_is_read_from_config_parameters() -> None:
 
 def test_reply_allowance_is_read_from_config_parameters() -> None:
     from inferd.protos import model_config_pb2
-    from inferd.server.batching import options_from_config
+    from inferd.server.scheduler.options import options_from_config
 
     config = model_config_pb2.ModelConfig(max_batch_size=8)
     config.dynamic_batching.SetInParent()
@@ -706,7 +709,7 @@ def test_adaptive_plan_keeps_a_reserve_before_the_deadline() -> None:
 def test_offered_rate_follows_a_burst_at_once_and_falls_back_after_it() -> None:
     # 10 rows/s for 2 s, then 20 rows within 20 ms (1000 rows/s): an average
     # over 250 ms alone reads ~90 rows/s at the burst's end.
-    rate = _BurstRate()
+    rate = BurstRate()
     t = time.monotonic()
     for _ in range(20):
         t += 0.1
@@ -736,7 +739,8 @@ async def test_batches_are_sized_for_offered_demand_including_refused_requests()
             refused += 1
     assert refused == 30
     # 32 rows offered within milliseconds: a rate far above what was admitted (2 rows).
-    assert sched._offered.rate(time.monotonic()) > 30 / sched._offered.SLOW_TAU * 0.9
+    offered = sched.admission.offered
+    assert offered.rate(time.monotonic()) > 30 / offered.SLOW_TAU * 0.9
     engine.gate.set()
     await asyncio.gather(first, queued)
     await sched.close()
@@ -756,10 +760,10 @@ async def test_a_freed_slot_is_refilled_without_waiting_for_the_dispatcher_task(
     engine = GatedEngine()
     sched = scheduler(engine)
     first, queued = await queue_behind_first_batch(sched, engine, 2.0)
-    assert sched._task is not None
-    sched._task.cancel()  # no dispatcher task from here on
+    assert sched.dispatcher is not None
+    sched.dispatcher.cancel()  # no dispatcher task from here on
     with contextlib.suppress(asyncio.CancelledError):
-        await sched._task
+        await sched.dispatcher
     engine.gate.set()
     out = await asyncio.wait_for(queued, 5)
     await first
@@ -791,7 +795,7 @@ async def test_the_dispatcher_task_takes_over_when_the_direct_refill_fails() -> 
     sched = scheduler(engine)
     first, queued = await queue_behind_first_batch(sched, engine, 2.0)
     await asyncio.sleep(0.01)  # the dispatcher task has seen it (no slot free)
-    pump = sched._pump
+    pump = sched.pump
     failures: list[int] = []
 
     def failing_once() -> None:
@@ -800,7 +804,7 @@ async def test_the_dispatcher_task_takes_over_when_the_direct_refill_fails() -> 
             raise RuntimeError("refill failed")
         pump()
 
-    sched._pump = failing_once  # type: ignore[method-assign]
+    sched.pump = failing_once  # type: ignore[method-assign]
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, _context: None)  # the failure is expected
     try:

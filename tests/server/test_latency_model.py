@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from inferd.server.batching import BatchingOptions, new_latency_model
-from inferd.server.latency import STALL_CLIP, STRICT_STALL_CLIP, LatencyModel
+from inferd.server.scheduler.latency import STALL_CLIP, STRICT_STALL_CLIP, LatencyModel
+from inferd.server.scheduler.options import BatchingOptions
+from inferd.server.scheduler.planners import new_latency_model
 
 
 def seeded(sizes: range, base: float = 0.006, per_row: float = 0.0005) -> LatencyModel:
