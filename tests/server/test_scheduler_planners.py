@@ -3,11 +3,19 @@ wait, cut, pad, reserve) and the static (Triton) plan."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
 from scheduler_doubles import affine_latency, plan_queue
 
 from inferd.server.scheduler.latency import LatencyModel
 from inferd.server.scheduler.options import BatchingOptions
-from inferd.server.scheduler.planners import AdaptivePlanner, QueueState, StaticPlanner
+from inferd.server.scheduler.planners import (
+    AdaptivePlanner,
+    QueueState,
+    StaticPlanner,
+    make_planner,
+)
 
 
 def test_adaptive_plan_dispatches_at_once_under_light_load() -> None:
@@ -114,3 +122,66 @@ def test_adaptive_plan_dispatches_a_cut_batch_at_once_even_when_load_says_wait()
     # there to save the head, so it goes now.
     plan = plan_queue([(1, 0.010)] + [(1, 0.100)] * 19, arrival_rate=1e6)
     assert 1 <= plan.take <= 9 and plan.reason == "deadline"
+
+
+# -- what differs between policies, behind the Planner interface -----------------------------
+
+
+def test_make_planner_picks_the_policys_planner() -> None:
+    latency = LatencyModel()
+    static = make_planner(BatchingOptions(policy="static", max_batch_size=8), latency)
+    adaptive = make_planner(BatchingOptions(policy="adaptive", max_batch_size=8), latency)
+    alone = make_planner(BatchingOptions(policy="none", max_batch_size=8), latency)
+    assert type(static) is StaticPlanner
+    assert type(adaptive) is AdaptivePlanner and type(alone) is AdaptivePlanner
+    assert adaptive.by_deadline and adaptive.predicts_finish
+    assert not static.by_deadline and not static.predicts_finish
+
+
+def test_adaptive_deadline_is_the_earlier_of_callers_and_budget_less_the_reply_allowance() -> None:
+    opts = BatchingOptions(max_batch_size=8, budget_s=0.025, reply_allowance_s=0.001)
+    planner = AdaptivePlanner(opts, LatencyModel())
+    assert planner.deadline(None, 10.0) == pytest.approx(10.024)
+    assert planner.deadline(10.010, 10.0) == pytest.approx(10.009)
+    assert planner.deadline(10.100, 10.0) == pytest.approx(10.024)
+    unbounded = AdaptivePlanner(BatchingOptions(max_batch_size=8), LatencyModel())
+    assert unbounded.deadline(None, 10.0) == math.inf
+
+
+def test_static_deadline_is_tritons_queue_timeout_without_allowance() -> None:
+    opts = BatchingOptions(policy="static", max_batch_size=8, budget_s=0.025, queue_timeout_s=0.5)
+    planner = StaticPlanner(opts, LatencyModel())
+    assert planner.deadline(None, 10.0) == pytest.approx(10.5)  # not the budget
+    assert planner.deadline(10.010, 10.0) == 10.010  # no reply allowance
+    no_timeout = StaticPlanner(BatchingOptions(policy="static", budget_s=0.025), LatencyModel())
+    assert no_timeout.deadline(None, 10.0) == math.inf
+
+
+def test_adaptive_calls_work_hopeless_that_cannot_finish_alone_only_while_busy() -> None:
+    planner = AdaptivePlanner(
+        BatchingOptions(max_batch_size=8), affine_latency(0.010, 0.0, range(1, 9))
+    )
+    assert planner.hopeless(1.0, 1, 1.0, busy=False)  # late already
+    assert planner.hopeless(1.005, 1, 1.0, busy=True)  # 10 ms of work, 5 ms left
+    assert not planner.hopeless(1.005, 1, 1.0, busy=False)  # idle: run it anyway
+    assert not planner.hopeless(1.02, 1, 1.0, busy=True)
+
+
+def test_static_drops_only_what_timed_out() -> None:
+    planner = StaticPlanner(
+        BatchingOptions(policy="static", max_batch_size=8),
+        affine_latency(0.010, 0.0, range(1, 9)),
+    )
+    assert planner.hopeless(1.0, 1, 1.0, busy=True)
+    assert not planner.hopeless(1.005, 1, 1.0, busy=True)
+
+
+def test_batch_size_pads_to_an_engine_size_only_when_batching() -> None:
+    latency = LatencyModel()
+    padded = AdaptivePlanner(BatchingOptions(max_batch_size=16, engine_sizes=(1, 4, 16)), latency)
+    assert [padded.batch_size(r) for r in (1, 3, 4, 5, 16)] == [1, 4, 4, 16, 16]
+    assert padded.fit(5) == 4 and padded.fit(0) == 1
+    alone = AdaptivePlanner(
+        BatchingOptions(policy="none", max_batch_size=16, engine_sizes=(1, 4, 16)), latency
+    )
+    assert alone.batch_size(3) == 3
