@@ -24,8 +24,8 @@ Each entry: unit, bounds, default, then how to tune it.
   More rounds give a steadier latency model and a slower start.
 - ``inline_max_us`` (param, µs, 0..10000): default 0 (off). A batch predicted
   to take less than this runs on the event loop thread instead of an executor
-  thread, saving two thread hops (about 6% CPU per request on a 64-256-256-10
-  MLP). Only for single-slot models you trust: while it runs, the server
+  thread, saving two thread hops (docs/experiments/inline-dispatch.md). Only
+  for single-slot models you trust: while it runs, the server
   answers nothing else, and an engine timeout cannot interrupt it.
 - ``engine_timeout_ms`` (param, ms, 1..3.6e6): how long one engine call may
   run before its requests are answered UNAVAILABLE and the model is marked

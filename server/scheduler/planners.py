@@ -257,7 +257,7 @@ def new_latency_model(options: BatchingOptions) -> LatencyModel:
 
 
 def make_planner(options: BatchingOptions, latency: LatencyModel) -> Planner:
-    """The planner for ``options.policy`` (``none`` plans adaptively over one-row sizes)."""
+    """The planner for ``options.policy`` (``none``: adaptive, one request per batch)."""
     if options.policy == "static":
         return StaticPlanner(options, latency)
     return AdaptivePlanner(options, latency)
