@@ -7,8 +7,8 @@
 - ``planners``: when to dispatch and how big (adaptive and Triton-static);
   every policy difference sits behind the ``Planner`` interface.
 - ``queue``: the queued requests (EDF or FIFO by priority), cancel, expiry.
-- ``admission``: the finish prediction, its learnt margin, the offered rate,
-  refusals at arrival.
+- ``admission``: the finish prediction, the offered rate, refusals at
+  arrival; ``margin``: what admission adds to the prediction, learnt.
 - ``execution``: engine threads and slots, running a batch (merge, split),
   engine timeouts.
 - ``health``: the unhealthy state, probes, recovery.

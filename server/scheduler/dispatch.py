@@ -49,6 +49,10 @@ log = logging.getLogger("inferd.batcher")
 
 
 class BatchingScheduler(Scheduler):
+    """The scheduler of one model version: admits, queues, batches and runs
+    its requests; ``planner``, ``queue``, ``admission``, ``execution`` and
+    ``health`` are its parts."""
+
     def __init__(
         self,
         engine: Engine,
@@ -71,6 +75,7 @@ class BatchingScheduler(Scheduler):
         self.latency = latency or new_latency_model(options)
         self.counters = Counters()
         self.name = name
+        self._closing = False
         #: Every policy decision (``planner`` overrides ``options.policy``'s).
         self.planner = planner or make_planner(options, self.latency)
         self.queue = RequestQueue(by_deadline=self.planner.by_deadline)
@@ -111,7 +116,6 @@ class BatchingScheduler(Scheduler):
         #: The most recent batches (size, reason, slack, predicted vs actual).
         self.batches = self.execution.batches
         self._pending = 0
-        self._closing = False
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
