@@ -218,7 +218,7 @@ STATUS_NAMES = {c.value[0]: c.name for c in grpc.StatusCode} | {UNFINISHED: "UNF
 _REFUSALS = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
 _DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 #: How inferd's admission refusals (DEADLINE_EXCEEDED at arrival) begin: the
-#: same text as ``server.batcher.ADMISSION_REFUSAL`` (a test ties the two;
+#: same text as ``server.scheduler.admission.ADMISSION_REFUSAL`` (a test ties the two;
 #: load workers do not import the server). It tells a request refused at
 #: arrival from one that was admitted and then expired in the queue.
 ADMISSION_REFUSAL = "cannot finish within the deadline"

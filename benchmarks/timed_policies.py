@@ -4,7 +4,7 @@ once the host's stalls are taken out of the engine.
 ``batcher-bursty`` and ``batcher-poisson`` measure the whole server on a real
 model, where a shared host's stalls (a batch taking 2-3x its usual time) cause
 most late answers under either policy. This runs the same scheduler
-(``server.batcher.BatchingScheduler``, warmup, admission and planners
+(``server.scheduler.dispatch.BatchingScheduler``, warmup, admission and planners
 unchanged) in one process against ``TimedEngine``, whose batch of ``b`` rows
 sleeps ``fixed + b x row`` seconds (optionally with stalls drawn at a chosen
 rate), on the scenarios' arrival schedules, two rows and a 25 ms deadline per
@@ -50,13 +50,14 @@ from benchmarks.runner import apply_policy
 from benchmarks.scenarios import BATCHER_ROWS, BUDGET_MS, SCENARIOS, GoodputGoal, Policy
 from inferd.engines import Engine, Signature, TensorSpec
 from inferd.protos import model_config_pb2
-from inferd.server.batcher import BatchingScheduler
-from inferd.server.batching import new_latency_model, options_from_config
 from inferd.server.errors import DeadlineExceeded, Unavailable
 from inferd.server.model_io import ModelIO
 from inferd.server.request import InferRequest
+from inferd.server.scheduler.dispatch import BatchingScheduler
+from inferd.server.scheduler.options import options_from_config
+from inferd.server.scheduler.planners import new_latency_model
+from inferd.server.scheduler.warmup import synthetic_inputs, warm_up
 from inferd.server.stats import ModelStats
-from inferd.server.warmup import synthetic_inputs, warm_up
 
 MAX_BATCH = models.MAX_BATCH
 #: batching_reference's shape on a quiet host (raw engine, batch 1 / 16:

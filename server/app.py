@@ -161,7 +161,7 @@ class ServerConfig:
     default_max_batch_size: int = 64
     #: Longest one engine call may run, seconds, unless a model's config sets
     #: ``engine_timeout_ms``. Past it the call's requests get UNAVAILABLE and
-    #: the model is marked unhealthy (see server.batcher). Default 30 s: far
+    #: the model is marked unhealthy (see server.scheduler.execution). Default 30 s: far
     #: above any sane batch on CPU, short enough that a hang is noticed.
     engine_timeout_s: float | None = 30.0
     #: Failed batches in a row after which a model is probed (and marked

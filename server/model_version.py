@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from inferd.engines import Engine
 from inferd.protos import model_config_pb2
-from inferd.server.batcher import BatchingScheduler
 from inferd.server.model_io import ModelIO
 from inferd.server.observer import VersionObserver
+from inferd.server.scheduler.dispatch import BatchingScheduler
 from inferd.server.stats import ModelStats
 
 #: config.pbtxt parameter: comma-separated roles allowed to use the model

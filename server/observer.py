@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from inferd.server.batcher import BatchRecord
     from inferd.server.request import InferRequest
+    from inferd.server.scheduler.records import BatchRecord
 
 
 class Queued(Protocol):

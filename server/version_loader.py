@@ -14,14 +14,15 @@ from pathlib import Path
 
 from inferd.engines import load_engine
 from inferd.protos import model_config_pb2
-from inferd.server.batcher import BatchingScheduler
-from inferd.server.batching import new_latency_model, options_from_config
 from inferd.server.model_io import ModelIO
 from inferd.server.model_version import ModelVersion, allowed_roles
 from inferd.server.observer import ServerObserver
 from inferd.server.repository import ModelSource, complete_config, engine_options, tree_fingerprint
+from inferd.server.scheduler.dispatch import BatchingScheduler
+from inferd.server.scheduler.options import options_from_config
+from inferd.server.scheduler.planners import new_latency_model
+from inferd.server.scheduler.warmup import synthetic_inputs, warm_up
 from inferd.server.stats import ModelStats
-from inferd.server.warmup import synthetic_inputs, warm_up
 
 log = logging.getLogger("inferd.models")
 

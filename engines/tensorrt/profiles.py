@@ -21,7 +21,7 @@ batcher pads every other size up to the next one.
 At load, the engine reports ``signature.batch_sizes`` = the union of the
 profiles' ``[min, max]`` ranges (``allowed_batch_sizes``): exactly the sizes
 the plan can run. The batcher dispatches only those and pads a batch up to
-the next one (``server.batching.Planner.cover``), so it never sends a size
+the next one (``server.scheduler.planners.Planner.cover``), so it never sends a size
 the plan cannot run; with range profiles there is nothing to pad, with
 point profiles it pads up to the next point.
 

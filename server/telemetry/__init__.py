@@ -15,7 +15,7 @@ from inferd.server.telemetry.metrics import UNKNOWN_MODEL, Metrics, VersionMetri
 from inferd.server.telemetry.tracing import Tracing, VersionTracing
 
 if TYPE_CHECKING:
-    from inferd.server.batcher import BatchRecord
+    from inferd.server.scheduler.records import BatchRecord
 
 __all__ = ["Metrics", "Telemetry", "Tracing", "VersionTelemetry"]
 

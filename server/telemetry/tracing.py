@@ -53,7 +53,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from inferd.server.observer import Queued
 
 if TYPE_CHECKING:
-    from inferd.server.batcher import BatchRecord
+    from inferd.server.scheduler.records import BatchRecord
 
 SERVICE = "inference.GRPCInferenceService"
 DEFAULT_SERVICE_NAME = "inferd"

@@ -192,7 +192,7 @@ def test_admitted_on_time_counts_queue_expiries_as_admitted_misses() -> None:
 
 
 def test_admission_refusals_are_told_from_queue_expiries_by_the_servers_words() -> None:
-    from inferd.server.batcher import ADMISSION_REFUSAL as SERVER_TEXT
+    from inferd.server.scheduler.admission import ADMISSION_REFUSAL as SERVER_TEXT
 
     assert ADMISSION_REFUSAL == SERVER_TEXT
     deadline = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
@@ -332,8 +332,8 @@ def test_raw_engine_ceiling(demo_repository: Path) -> None:
 def test_policy_edits_reach_the_served_config(demo_repository: Path, tmp_path: Path) -> None:
     from benchmarks.runner import prepare_repository
     from benchmarks.scenarios import Policy
-    from inferd.server.batching import options_from_config
     from inferd.server.repository import ModelRepository
+    from inferd.server.scheduler.options import options_from_config
 
     policy = Policy("static", params=(("batching_policy", "static"),),
                     preferred_batch_size=(16,), max_queue_delay_us=2000)  # fmt: skip

@@ -310,7 +310,7 @@ def test_an_empty_tensor_with_a_huge_dimension_is_refused(datatype: str, raw: bo
         tensor.contents.SetInParent()
     with pytest.raises(InferdError) as info:
         decode_request(msg, io, limits=SMALL)
-    assert info.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert info.value.code is Status.RESOURCE_EXHAUSTED
     assert "dimension 1099511627776 of shape [0, 1099511627776] exceeds the limit" in (
         info.value.message
     )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from inferd.server.batching import BatchingOptions, new_latency_model
-from inferd.server.latency import STALL_CLIP, STRICT_STALL_CLIP, LatencyModel
+from inferd.server.scheduler.latency import STALL_CLIP, STRICT_STALL_CLIP, LatencyModel
+from inferd.server.scheduler.options import BatchingOptions
+from inferd.server.scheduler.planners import new_latency_model
 
 
 def seeded(sizes: range, base: float = 0.006, per_row: float = 0.0005) -> LatencyModel:
@@ -97,3 +98,23 @@ def test_sizes_that_do_not_run_follow_the_drift_of_those_that_do() -> None:
         for size in (2, 4, 6, 8):
             model.observe(size, 0.006 + 0.0005 * size)
     assert model.mean(3) == pytest.approx(seed3, rel=0.03)
+
+
+def test_latency_model_interpolates_and_keeps_a_high_quantile() -> None:
+    model = LatencyModel()
+    model.observe(1, 0.001)
+    model.observe(9, 0.009)
+    assert model.mean(5) == pytest.approx(0.005)
+    for _ in range(20):
+        model.observe(2, 0.002)
+    model.observe(2, 0.020)  # two outliers in 22: above the 95th percentile
+    model.observe(2, 0.020)
+    assert model.high(2) > model.mean(2)
+    assert model.mean(100) > model.mean(9)  # extrapolates upward
+
+
+def test_warmup_seed_takes_the_median_not_the_first_sample() -> None:
+    model = LatencyModel()
+    model.seed(4, [0.030, 0.001, 0.001, 0.002, 0.001])
+    assert model.mean(4) == pytest.approx(0.001)
+    assert model.high(4) >= model.mean(4)

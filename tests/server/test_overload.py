@@ -20,11 +20,12 @@ import pytest
 from engine_doubles import DoublingEngine
 
 from benchmarks import overload
-from inferd.server.batcher import BatchingScheduler, _Margin
-from inferd.server.batching import ADMISSION_MODES, BatchingOptions
 from inferd.server.errors import DeadlineExceeded
-from inferd.server.latency import LatencyModel
 from inferd.server.request import InferRequest
+from inferd.server.scheduler.dispatch import BatchingScheduler
+from inferd.server.scheduler.latency import LatencyModel
+from inferd.server.scheduler.margin import Margin
+from inferd.server.scheduler.options import ADMISSION_MODES, BatchingOptions
 from inferd.server.stats import ModelStats
 
 
@@ -43,7 +44,7 @@ def test_twice_capacity_is_shed_fast_with_flat_memory(demo_repository: Path) -> 
 
 
 def test_margin_is_a_low_quantile_below_capacity_and_never_negative() -> None:
-    margin = _Margin(window=100, every=10, horizon_s=2.0)
+    margin = Margin(window=100, every=10, horizon_s=2.0)
     for i in range(100):
         margin.add(i / 1000, now=10.0, predicted=0.010)  # 0..99 ms late on 10 ms
     margin.set_load(0.5)
@@ -59,7 +60,7 @@ def test_margin_is_a_line_over_the_prediction_that_keeps_its_fixed_part() -> Non
     # engine, and a CPU that stretches the work ahead. A ratio of the
     # prediction would scale the 2 ms with it; one number of seconds would not
     # grow with the work.
-    margin = _Margin(window=100, every=10, horizon_s=2.0)
+    margin = Margin(window=100, every=10, horizon_s=2.0)
     for i in range(100):
         predicted = 0.005 + i * 0.0002  # 5..25 ms
         margin.add(0.002 + 0.2 * predicted, now=10.0, predicted=predicted)
@@ -76,14 +77,14 @@ def test_margin_slope_under_overload_is_not_set_by_a_few_outliers() -> None:
     # stall). Between the halves' p99s the slope would be ~0.9: a request
     # predicted at twice the longest seen would get a 40 ms margin. The slope
     # comes from the bulk; the p99 sets the level.
-    margin = _Margin(window=100, every=10, horizon_s=2.0)
+    margin = Margin(window=100, every=10, horizon_s=2.0)
     for i in range(100):
         predicted = 0.005 + i * 0.0002
         stall = 0.010 if i in (90, 94, 98) else 0.0
         margin.add(0.002 + 0.2 * predicted + stall, now=10.0, predicted=predicted)
     margin.set_load(2.0)
     assert margin.b == pytest.approx(0.2)
-    reserve = _Margin.OVERLOAD_RESERVE
+    reserve = Margin.OVERLOAD_RESERVE
     assert margin.seconds(0.050) == pytest.approx(0.012 + 0.2 * 0.050 + reserve)
 
 
@@ -93,7 +94,7 @@ def test_margin_line_rises_gently_past_the_predictions_it_was_fitted_on() -> Non
     # an arrival predicted 16 ms (an empty queue behind one batch) a 13 ms
     # margin: refused with 24 ms left. Past the longer half it rises at most
     # MAX_SLOPE.
-    margin = _Margin(window=100, every=10, horizon_s=2.0)
+    margin = Margin(window=100, every=10, horizon_s=2.0)
     for i in range(100):
         long = i % 2 == 1
         margin.add(0.004 if long else 0.001, now=10.0, predicted=0.010 if long else 0.008)
@@ -101,12 +102,12 @@ def test_margin_line_rises_gently_past_the_predictions_it_was_fitted_on() -> Non
     assert margin.b == pytest.approx(1.5)
     assert margin.seconds(0.008) == pytest.approx(0.001)
     assert margin.seconds(0.010) == pytest.approx(0.004)  # within the data: the line
-    assert _Margin.MAX_SLOPE == 0.5
+    assert Margin.MAX_SLOPE == 0.5
     assert margin.seconds(0.016) == pytest.approx(0.004 + 0.5 * 0.006)
 
 
 def test_margin_slope_is_never_negative() -> None:
-    margin = _Margin(window=100, every=10, horizon_s=2.0)
+    margin = Margin(window=100, every=10, horizon_s=2.0)
     for i in range(100):
         predicted = 0.005 + i * 0.0002
         margin.add(0.010 - predicted / 4, now=10.0, predicted=predicted)  # shrinking error
@@ -116,14 +117,14 @@ def test_margin_slope_is_never_negative() -> None:
 
 
 def test_margin_covers_the_error_tail_as_the_offered_load_reaches_capacity() -> None:
-    margin = _Margin(window=100, every=10, horizon_s=2.0)
+    margin = Margin(window=100, every=10, horizon_s=2.0)
     for i in range(100):
         margin.add(i / 1000, now=10.0, predicted=0.010)
     values = []
     for load in (0.5, 0.9, 1.05, 1.2, 2.0):
         margin.set_load(load)
         values.append(margin.seconds(0.010))
-    reserve = _Margin.OVERLOAD_RESERVE
+    reserve = Margin.OVERLOAD_RESERVE
     assert values == sorted(values)
     assert values[0] == pytest.approx(0.075) and values[1] == pytest.approx(0.075)
     assert 0.075 < values[2] < 0.099 + reserve / 2
@@ -138,11 +139,11 @@ def test_strict_admission_covers_the_error_tail_from_a_lower_load() -> None:
     # Callers who would rather be refused than answered late: the p99 and the
     # reserve already at 0.8 of the budget capacity, where balanced admission
     # still corrects only the bias.
-    reserve = _Margin.OVERLOAD_RESERVE
+    reserve = Margin.OVERLOAD_RESERVE
     values = {}
     for strict in (False, True):
         mode = ADMISSION_MODES["strict" if strict else "balanced"]
-        margin = _Margin(window=100, every=10, horizon_s=2.0, ramp=mode.ramp)
+        margin = Margin(window=100, every=10, horizon_s=2.0, ramp=mode.ramp)
         for i in range(100):
             margin.add(i / 1000, now=10.0, predicted=0.010)
         values[strict] = []
@@ -157,7 +158,7 @@ def test_strict_admission_covers_the_error_tail_from_a_lower_load() -> None:
 
 async def test_admission_option_is_read_from_config_and_reaches_the_margin() -> None:
     from inferd.protos import model_config_pb2
-    from inferd.server.batching import options_from_config
+    from inferd.server.scheduler.options import options_from_config
 
     config = model_config_pb2.ModelConfig(max_batch_size=8)
     config.dynamic_batching.SetInParent()
@@ -175,15 +176,15 @@ async def test_admission_option_is_read_from_config_and_reaches_the_margin() -> 
             _SlowEngine(), ModelStats(), BatchingOptions(max_batch_size=8, admission=admission)
         )
         for i in range(160):  # a multiple of the margin's refresh interval
-            sched._margin.add((i % 80) / 1000, now=10.0, predicted=0.010)
-        sched._margin.set_load(0.8)
-        margins.append(sched._margin.seconds(0.010))
+            sched.admission.margin.add((i % 80) / 1000, now=10.0, predicted=0.010)
+        sched.admission.margin.set_load(0.8)
+        margins.append(sched.admission.margin.seconds(0.010))
         await sched.close()
-    assert margins == pytest.approx([0.060, 0.079 + _Margin.OVERLOAD_RESERVE])
+    assert margins == pytest.approx([0.060, 0.079 + Margin.OVERLOAD_RESERVE])
 
 
 def test_margin_forgets_a_stall() -> None:
-    margin = _Margin(window=256, every=4, horizon_s=2.0)
+    margin = Margin(window=256, every=4, horizon_s=2.0)
     for _ in range(64):
         margin.add(2.0, now=10.0, predicted=0.010)  # a two-second stall
     assert margin.seconds(0.010) == pytest.approx(2.0)
@@ -247,7 +248,7 @@ async def test_deliberate_holds_are_not_learnt_as_prediction_error() -> None:
     """The planner's own waiting for a fuller batch is bounded by the
     requests' slack; counting it as error would inflate the admission margin
     and refuse requests at light load."""
-    from inferd.server.batching import AdaptivePlanner, Plan, QueueState
+    from inferd.server.scheduler.planners import AdaptivePlanner, Plan, QueueState
 
     hold_s = 0.03
 
@@ -265,8 +266,13 @@ async def test_deliberate_holds_are_not_learnt_as_prediction_error() -> None:
     for size in range(1, 5):
         engine_latency.observe(size, 0.015)
     options = BatchingOptions(max_batch_size=4, budget_s=1.0)
-    sched = BatchingScheduler(engine, ModelStats(), options, engine_latency)
-    sched._planner = HoldingPlanner(options, engine_latency)
+    sched = BatchingScheduler(
+        engine,
+        ModelStats(),
+        options,
+        engine_latency,
+        planner=HoldingPlanner(options, engine_latency),
+    )
 
     def request() -> InferRequest:
         return InferRequest({"x": np.ones((1, 2), np.float32)}, (), 1)
@@ -275,7 +281,7 @@ async def test_deliberate_holds_are_not_learnt_as_prediction_error() -> None:
         await asyncio.gather(*(sched.submit(request()) for _ in range(4)))
     await sched.close()
     assert sched.counters.answered == 48
-    margin = sched._margin.seconds(0.015)  # what it adds to one engine call
+    margin = sched.admission.margin.seconds(0.015)  # what it adds to one engine call
     assert margin < hold_s / 2, margin
 
 
@@ -289,14 +295,14 @@ async def test_margin_learns_the_wait_until_the_caller_resumes() -> None:
     sched = BatchingScheduler(
         engine, ModelStats(), BatchingOptions(max_batch_size=1, budget_s=1.0), latency
     )
-    complete = sched._complete
+    complete = sched.execution.complete
 
     def complete_then_busy(batch: Any, result: Any) -> None:
         complete(batch, result)
         time.sleep(0.05)  # the loop runs other work before the caller resumes
 
-    sched._complete = complete_then_busy  # type: ignore[method-assign]
+    sched.execution.complete = complete_then_busy  # type: ignore[method-assign]
     await sched.submit(InferRequest({"x": np.ones((1, 2), np.float32)}, (), 1))
     await sched.close()
-    (_, _, error), *_ = sched._margin._errors
+    (_, _, error), *_ = sched.admission.margin.errors
     assert error > 0.04, error  # ~55 ms late on a 10 ms prediction (5 ms without the wait)

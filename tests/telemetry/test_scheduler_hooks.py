@@ -15,12 +15,13 @@ from opentelemetry.trace import StatusCode
 from telemetry_helpers import MakeTracing
 
 from inferd.engines import Engine, EngineError, Signature, TensorSpec
-from inferd.server.batcher import BatchingScheduler, BatchRecord
-from inferd.server.batching import BatchingOptions
 from inferd.server.errors import DeadlineExceeded, EngineFailure, Unavailable
-from inferd.server.latency import LatencyModel
 from inferd.server.observer import Queued, VersionObserver
 from inferd.server.request import InferRequest
+from inferd.server.scheduler.dispatch import BatchingScheduler
+from inferd.server.scheduler.latency import LatencyModel
+from inferd.server.scheduler.options import BatchingOptions
+from inferd.server.scheduler.records import BatchRecord
 from inferd.server.stats import ModelStats
 from inferd.server.telemetry import VersionTelemetry
 

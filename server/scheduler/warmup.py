@@ -9,9 +9,9 @@ import numpy as np
 
 from inferd.engines import Engine
 from inferd.protos.datatypes import NUMPY_DTYPES
-from inferd.server.batching import BatchingOptions
-from inferd.server.latency import LatencyModel
 from inferd.server.model_io import ModelIO
+from inferd.server.scheduler.latency import LatencyModel
+from inferd.server.scheduler.options import BatchingOptions
 
 
 def synthetic_inputs(io: ModelIO, rows: int) -> dict[str, np.ndarray]:

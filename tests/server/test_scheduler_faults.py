@@ -19,10 +19,10 @@ import pytest
 from engine_doubles import DoublingEngine
 
 from inferd.engines import EngineError
-from inferd.server.batcher import BatchingScheduler
-from inferd.server.batching import BatchingOptions
 from inferd.server.errors import EngineFailure, ResourceExhausted, Unavailable
 from inferd.server.request import InferRequest
+from inferd.server.scheduler.dispatch import BatchingScheduler
+from inferd.server.scheduler.options import BatchingOptions
 from inferd.server.stats import ModelStats
 
 
@@ -92,14 +92,14 @@ async def test_hung_engine_call_is_answered_at_the_timeout_and_keeps_its_slot() 
         await queued  # answered at once, not left waiting behind the hang
     assert not sched.healthy and changes == [False]
     assert sched.hung == 1
-    assert sched._free_slots == 0  # the hung call still holds its slot
+    assert sched.slots.free == 0  # the hung call still holds its slot
     with pytest.raises(Unavailable, match=r"unhealthy .*timeout"):
         await sched.submit(req())
     # The call returns; the next probe passes; the model serves again.
     engine.mode = ""
     engine.release.set()
     await wait_for(lambda: sched.healthy)
-    assert changes == [False, True] and sched.hung == 0 and sched._free_slots == 1
+    assert changes == [False, True] and sched.hung == 0 and sched.slots.free == 1
     assert (await sched.submit(req(3.0)))["y"][0, 0] == 6.0
     await sched.close()
 

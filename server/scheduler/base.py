@@ -2,7 +2,8 @@
 
 A scheduler admits requests for one model version, decides when and with
 whom each runs, and runs the engine in its own executor threads so the event
-loop never blocks. ``server.batcher.BatchingScheduler`` implements it.
+loop never blocks. ``inferd.server.scheduler.dispatch.BatchingScheduler``
+implements it.
 """
 
 from __future__ import annotations

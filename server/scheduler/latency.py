@@ -1,4 +1,4 @@
-"""Per-batch-size engine latency: what the batcher plans with.
+"""Per-batch-size engine latency: what the scheduler plans with.
 
 Warmup seeds it by running the engine at every batch size the scheduler may
 pick; every real batch then updates it, so the model follows drift (thermal,
@@ -8,23 +8,19 @@ is close to affine in the batch size), and extrapolated from the two largest.
 
 The pessimistic estimate (``high``) is the mean scaled by a high quantile of
 how far recent batches of *every* size ran over their size's mean, not a
-quantile per size: a per-size window of 64 samples kept one host stall in the
-p95 of a size that runs rarely for as long as that size kept running rarely
-(traces of bursty load showed a 6-row batch predicted at 18 ms, against 8 ms
-measured, refusing every request that would have formed one). Pooled, the
-window fills in a second or two under load and a stall leaves it as fast.
-For the same reason a sample moves a mean by at most ``STALL_CLIP`` times
-that mean: a 70 ms stall of a 7 ms batch would otherwise add 6 ms to it, and
-frequent short stalls would keep the mean above the typical batch.
+quantile per size: a per-size window keeps one host stall in the quantile of
+a size that runs rarely for as long as that size keeps running rarely, while
+a pooled window fills in a second or two under load and a stall leaves it as
+fast (docs/experiments/latency-pooled-overrun.md). For the same reason a
+sample moves a mean by at most ``STALL_CLIP`` times that mean, so frequent
+short stalls do not keep the mean above the typical batch.
 
 A size's mean moves only while that size runs, but the host's speed moves
-every size together: under serving load the sizes that ran read about 1.2x
-their warmup figures while sizes that never ran (odd ones, with 2-row
-requests) kept their idle ones, and the table stopped rising with the size
-(size 3 at 5.8 ms, size 2 at 6.2 ms). So the model also keeps a pooled drift
-(every batch's time over its size's first figure, as an EWMA) and carries
-each size's mean forward by how far that drift moved since the size last
-ran: sizes that run keep their own mean, the others follow the host.
+every size together, so sizes that never ran would keep their idle figures
+(docs/experiments/latency-drift.md). The model therefore also keeps a pooled
+drift (every batch's time over its size's first figure, as an EWMA) and
+carries each size's mean forward by how far that drift moved since the size
+last ran: sizes that run keep their own mean, the others follow the host.
 """
 
 from __future__ import annotations
@@ -36,23 +32,11 @@ import math
 #: A sample counts at most this many times the size's current mean. Real
 #: drift is still followed (each batch moves the mean by ``alpha`` of the
 #: clipped gap: a host 3x slower is tracked within ~45 batches); a stall is
-#: not taken for drift. It was 2.0: on this project's shared hosts batches
-#: stall (2-3x) often enough that the mean then sat ~5% above the typical
-#: batch (in traces the median batch ran at 0.84-0.88 of its prediction),
-#: and that bias reached admission twice, in longer predictions and in a
-#: lower budget capacity (a higher load signal, so the margin ramped early).
-#: Side by side (`benchmarks.revisions`, 3 rounds): Poisson 0.5 / 0.7 / 0.9x
-#: attainment 0.955 / 0.854 / 0.711 vs 0.935 / 0.718 / 0.635 (better in 8
-#: of 9 rounds), admitted on time 0.992 / 0.989 / 0.986 vs 0.993 / 0.981 /
-#: 0.987; bursty 0.1 / 0.15 / 0.2x 0.984 / 0.850 / 0.806 vs 0.920 / 0.858 /
-#: 0.803, admitted on time 0.992 / 0.950 / 0.971 vs 0.972 / 0.974 / 0.980.
+#: not taken for drift, so the mean stays at the typical batch
+#: (docs/experiments/stall-clip.md).
 STALL_CLIP = 1.25
-#: The clip for ``admission: strict``: its p99-plus-reserve margin was learnt
-#: against, and measured better with, the stall-inclusive mean. Side by side
-#: at 0.7 / 0.9x (two 3-round runs), 1.25 against 2.0: attainment 0.706 /
-#: 0.431 vs 0.760 / 0.486 and 0.574 / 0.649 vs 0.654 / 0.663, admitted on
-#: time 0.9997 / 0.9942 vs 0.9970 / 0.9982 and 0.9952 / 0.9974 vs 0.9989 /
-#: 0.9988.
+#: The clip for ``admission: strict``: its p99-plus-reserve margin was tuned
+#: against the stall-inclusive mean, and does better with it.
 STRICT_STALL_CLIP = 2.0
 
 

@@ -1,0 +1,284 @@
+"""Admission: refuse at arrival what cannot finish in time.
+
+A request whose deadline cannot be met given the queue is refused at
+arrival (DEADLINE_EXCEEDED, with the prediction in the message); a full
+queue refuses with UNAVAILABLE and a retry hint. The prediction (typical
+engine times of the batches ahead) is padded with a learnt margin
+(``margin.Margin``), so time the latency model cannot see (event loop, a CPU
+shared with other work) becomes refusals, not late answers; or with the
+planner's reserve where that is larger (what admission promises is what the
+planner plans for). A request that would join a queued, not yet full batch
+must leave that batch on time for the requests already in it: admitting it
+makes their batch bigger and slower.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from typing import NoReturn
+
+from inferd.server.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from inferd.server.observer import VersionObserver
+from inferd.server.request import InferRequest
+from inferd.server.scheduler.execution import Slots
+from inferd.server.scheduler.latency import LatencyModel
+from inferd.server.scheduler.margin import Margin
+from inferd.server.scheduler.options import BatchingOptions
+from inferd.server.scheduler.planners import Planner
+from inferd.server.scheduler.queue import Entry, RequestQueue
+from inferd.server.scheduler.records import Counters
+
+#: How every admission refusal's message begins (load generators key on it).
+ADMISSION_REFUSAL = "cannot finish within the deadline"
+
+#: Seconds between recomputations of the engine's capacity under the budget
+#: (``Admission.budget_capacity``): it follows the latency model, which
+#: moves a little with every batch.
+CAPACITY_REFRESH_S = 0.1
+
+
+class Rate:
+    """Arrival rate in rows/s: an exponentially decaying count (time constant tau)."""
+
+    def __init__(self, tau: float = 0.25) -> None:
+        self.tau = tau
+        self._value = 0.0
+        self._last = time.monotonic()
+
+    def add(self, rows: int, now: float) -> None:
+        self._value = self._value * math.exp(-(now - self._last) / self.tau) + rows
+        self._last = now
+
+    def rate(self, now: float) -> float:
+        return self._value * math.exp(-(now - self._last) / self.tau) / self.tau
+
+
+class BurstRate:
+    """Offered rows/s as the larger of a slow and a fast average.
+
+    The slow one alone lags short bursts, so the planner would size batches
+    for the lull while the burst queues behind one small batch after
+    another; the fast one follows a burst within it. Being the larger of the
+    two, the rate rises at once and falls back as the burst ends
+    (docs/experiments/burst-rate.md)."""
+
+    SLOW_TAU = 0.25
+    FAST_TAU = 0.05
+
+    def __init__(self) -> None:
+        self.slow = Rate(self.SLOW_TAU)
+        self.fast = Rate(self.FAST_TAU)
+
+    def add(self, rows: int, now: float) -> None:
+        self.slow.add(rows, now)
+        self.fast.add(rows, now)
+
+    def rate(self, now: float) -> float:
+        return max(self.slow.rate(now), self.fast.rate(now))
+
+
+class Admission:
+    """Admits or refuses each arriving request, and learns from the answers."""
+
+    def __init__(
+        self,
+        options: BatchingOptions,
+        latency: LatencyModel,
+        planner: Planner,
+        queue: RequestQueue,
+        slots: Slots,
+        counters: Counters,
+        observer: VersionObserver,
+    ) -> None:
+        self.options = options
+        self.latency = latency
+        self.planner = planner
+        self.queue = queue
+        self.slots = slots
+        self.counters = counters
+        self.observer = observer
+        #: Rows offered, refused ones included: the demand the planner sizes
+        #: batches for and the load the margin reacts to (sizing batches for
+        #: the admitted rate alone fed back: refusals made batches smaller,
+        #: which cut throughput and caused more refusals).
+        self.offered = BurstRate()
+        self.margin = Margin(ramp=options.mode.ramp)
+        self._capacity = 0.0  # rows/s, see budget_capacity
+        self._capacity_at = -math.inf
+        #: The latest admitted requests, newest last: the batch a new request
+        #: would join is made of the last queued ones (see ``batch_deadline``).
+        self._admitted: collections.deque[Entry] = collections.deque(maxlen=options.largest)
+
+    def admit(self, request: InferRequest, priority: int, deadline: float, now: float) -> float:
+        """Refuse (raise) or admit a request queued at ``priority`` (the
+        request's or the model's default); returns the predicted seconds to
+        finish, before the margin (NaN when no prediction was needed)."""
+        self.offered.add(request.rows, now)
+        levels = self.options.priority_levels
+        if request.priority and levels and not 1 <= request.priority <= levels:
+            raise InvalidArgument(f"parameter 'priority' must be between 1 and {levels}")
+        queued = self.queue.count
+        if queued >= self.options.max_queue:
+            self.counters.refused["queue_full"] += 1
+            self.observer.on_refused("queue_full")
+            drain = self.backlog_seconds(now, 0)
+            raise Unavailable(
+                f"queue is full ({queued} requests); retry after about "
+                f"{max(1.0, drain * 1e3):.0f} ms"
+            )
+        if not self.planner.predicts_finish or deadline == math.inf:
+            return math.nan
+        ahead = self.queue.rows_ahead(priority, deadline)
+        predicted = self.backlog_seconds(now, request.rows, ahead)
+        if deadline <= now:
+            # Less time left than the answer needs to reach the caller: late
+            # however idle the model is (the queue would expire it unrun).
+            allowance = self.options.reply_allowance_s
+            self.refuse_late(
+                predicted,
+                f"{max(0.0, deadline + allowance - now) * 1e3:.1f} ms left, within the "
+                f"{allowance * 1e3:g} ms the answer needs to reach the caller",
+            )
+        self.margin.set_load(self.offered_load(now))
+        if self.queue.count == 0 and self.slots.idle:
+            # An idle model always tries: only running corrects a latency model
+            # that learned pessimistic figures (e.g. warmup on a busy host),
+            # or a margin learnt during a stall.
+            return predicted
+        finish = self.padded_finish(now, predicted, queued_behind=ahead > 0)
+        if finish > deadline:
+            self.refuse_late(finish - now, f"{max(0.0, deadline - now) * 1e3:.1f} ms left")
+        batch_deadline = self.batch_deadline(request.rows)
+        if finish > batch_deadline and (
+            self.options.mode.whole_batch_rule or self.finish_without(now) <= batch_deadline
+        ):
+            self.refuse_late(
+                finish - now,
+                "and the queued batch it would join must finish within "
+                f"{max(0.0, batch_deadline - now) * 1e3:.1f} ms for the requests already in it",
+                "batch_deadline",
+            )
+        return predicted
+
+    def admitted(self, entry: Entry) -> None:
+        """``entry`` was admitted and is about to be queued."""
+        self._admitted.append(entry)
+
+    def learn(self, entry: Entry, finished: float, now: float) -> None:
+        """Teach the margin how late a predicted ``entry`` finished
+        (``finished``; ``now``: when it is learnt)."""
+        if not math.isnan(entry.predicted):
+            error = finished - entry.arrival - entry.predicted - entry.held
+            self.margin.add(error, now, entry.predicted)
+
+    def padded_finish(self, now: float, predicted: float, *, queued_behind: bool = True) -> float:
+        """When work predicted to take ``predicted`` s would finish, as
+        admission counts it. The margin covers what the engine-time
+        prediction misses. Behind queued work, the planner's reserve pads
+        too: the planner keeps it free before every deadline, cutting batches
+        short for it, so the work ahead runs in smaller batches than
+        predicted. Both stand for the same time outside the engine, so the
+        larger one counts, not their sum. A request with nothing queued ahead
+        of it runs in the next batch once its slack is short, so only the
+        margin pads it (docs/experiments/admission-padding.md)."""
+        pad = self.margin.seconds(predicted)
+        if queued_behind:
+            pad = max(pad, self.planner.reserve)
+        return now + predicted + pad
+
+    def finish_without(self, now: float) -> float:
+        """When the queued requests are predicted to finish, padded as
+        admission pads: the queued batch's end without a newcomer.
+
+        Balanced admission refuses a newcomer for the batch it would join only
+        when joining is what makes that batch late: when the batch is
+        predicted late already, refusing saves none of its requests. Strict
+        admission keeps the whole rule: it would rather refuse than answer
+        late (docs/experiments/admission-batch-rule.md)."""
+        return self.padded_finish(now, self.backlog_seconds(now, 0))
+
+    def refuse_late(self, predicted: float, why: str, reason: str = "deadline") -> NoReturn:
+        self.counters.refused[reason] += 1
+        self.observer.on_refused(reason)
+        raise DeadlineExceeded(f"{ADMISSION_REFUSAL}: predicted {predicted * 1e3:.1f} ms, {why}")
+
+    def batch_deadline(self, rows: int) -> float:
+        """Earliest deadline among the queued requests whose batch a new
+        request of ``rows`` rows would join (inf when it would start one).
+
+        Joining makes that batch bigger and slower, so it must still finish
+        before the deadlines of the requests in it, which were admitted on
+        the promise of a smaller batch (docs/experiments/admission-batch-rule.md).
+        Queued batches are cut every ``largest`` rows in queue order, and
+        under one latency budget queue order is admission order, so the batch
+        being filled holds the last ``queued rows % largest`` rows admitted
+        (an approximation when deadlines, priorities or shapes differ: it then
+        protects requests that may not share the batch, which only refuses
+        more)."""
+        largest = self.options.largest
+        partial = self.queue.rows % largest
+        if partial == 0 or partial + rows > largest:
+            return math.inf
+        earliest, seen = math.inf, 0
+        for entry in reversed(self._admitted):
+            if entry.done:
+                continue
+            earliest = min(earliest, entry.deadline)
+            seen += entry.rows
+            if seen >= partial:
+                break
+        return earliest
+
+    def offered_load(self, now: float) -> float:
+        """Rows offered per second as a fraction of the most the engine can
+        serve within the model's latency budget (0 while unmeasured)."""
+        if now - self._capacity_at > CAPACITY_REFRESH_S:
+            self._capacity_at = now
+            self._capacity = self.budget_capacity()
+        if self._capacity <= 0:
+            return 0.0
+        return self.offered.rate(now) / self._capacity
+
+    def budget_capacity(self) -> float:
+        """Rows/s of the engine, on every slot, at the batch size with the most
+        rows/s among those whose mean time fits in half of the latency budget
+        (less the planner's reserve); the largest size without a budget.
+
+        Under load a request waits for the batch running when it arrives and
+        then runs in the next, so two batch times must fit in its budget: a
+        fixed-cost model cannot use its largest batches there, and measured
+        against the largest batch the load signal stayed low near capacity
+        (docs/experiments/admission-ramp.md)."""
+        lat = self.latency
+        budget = self.options.budget_s
+        limit = math.inf if budget is None else (budget - self.planner.reserve) / 2
+        best = 0.0
+        for size in lat.sizes:
+            seconds = lat.mean(size)
+            if seconds <= 0:
+                return 0.0
+            if best > 0 and seconds > limit:
+                break  # engine time grows with the batch size
+            best = max(best, size / seconds)
+        return best * self.slots.total
+
+    def backlog_seconds(self, now: float, rows: int, ahead: int | None = None) -> float:
+        """Predicted time until a request of ``rows`` rows would finish,
+        queued behind ``ahead`` rows (default: everything queued now)."""
+        lat = self.latency
+        largest = self.options.largest
+        total = (self.queue.rows if ahead is None else ahead) + rows
+        if total <= 0:
+            return 0.0
+        full, rest = divmod(total, largest)
+        # Typical times, which the learnt margin corrects: a sum of pessimistic
+        # ones lies far past the pessimistic sum and refused at light load.
+        work = full * lat.mean(largest) + (lat.mean(rest) if rest else 0.0)
+        # Until a slot frees: the soonest end among running batches.
+        wait = 0.0
+        slots = self.slots
+        if slots.free == 0 and slots.running:
+            wait = max(0.0, min(slots.running.values()) - now)
+        return wait + work / slots.total

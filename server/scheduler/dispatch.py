@@ -1,0 +1,321 @@
+"""``BatchingScheduler``: one model version's queue, admission, dispatch
+and execution, wired together.
+
+One dispatcher task per model version plans batches with a ``Planner``
+(adaptive or Triton-static) whenever a request arrives, an execution slot
+frees, or a planned wake-up comes due; a freed slot is refilled at once from
+the callback that frees it, and a planned batch is handed to its engine
+thread without waiting for another turn of the event loop.
+
+Guarantees (the parts say how):
+- A request that cannot finish in time is refused at arrival
+  (``admission``).
+- Cancelled requests leave the queue before any compute; a request already
+  late (or that the planner calls hopeless) is answered DEADLINE_EXCEEDED
+  and never run (``queue``, ``Planner.hopeless``).
+- Admitted work is never dropped on close: ``close`` refuses new requests
+  and waits for the queue to drain.
+- One engine's faults stay with that model version (``execution``,
+  ``health``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from inferd.engines import Engine, EngineInputError
+from inferd.server.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from inferd.server.observer import NULL_VERSION_OBSERVER, VersionObserver
+from inferd.server.request import InferRequest
+from inferd.server.scheduler.admission import Admission
+from inferd.server.scheduler.base import Scheduler
+from inferd.server.scheduler.execution import Executor, Slots
+from inferd.server.scheduler.health import Health
+from inferd.server.scheduler.latency import LatencyModel
+from inferd.server.scheduler.options import BatchingOptions
+from inferd.server.scheduler.planners import Planner, QueueState, make_planner, new_latency_model
+from inferd.server.scheduler.queue import Entry, RequestQueue
+from inferd.server.scheduler.records import Counters
+from inferd.server.stats import ModelStats
+
+log = logging.getLogger("inferd.batcher")
+
+
+class BatchingScheduler(Scheduler):
+    """The scheduler of one model version: admits, queues, batches and runs
+    its requests; ``planner``, ``queue``, ``admission``, ``execution`` and
+    ``health`` are its parts."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        stats: ModelStats,
+        options: BatchingOptions,
+        latency: LatencyModel | None = None,
+        *,
+        name: str = "model",
+        history: int = 256,
+        observer: VersionObserver | None = None,
+        probe: Callable[[], object] | None = None,
+        on_health_change: Callable[[], None] | None = None,
+        planner: Planner | None = None,
+    ) -> None:
+        self.engine = engine
+        #: Telemetry hooks (``server.observer``); the default does nothing.
+        self.observer = observer or NULL_VERSION_OBSERVER
+        self.stats = stats
+        self.options = options
+        self.latency = latency or new_latency_model(options)
+        self.counters = Counters()
+        self.name = name
+        self._closing = False
+        #: Every policy decision (``planner`` overrides ``options.policy``'s).
+        self.planner = planner or make_planner(options, self.latency)
+        self.queue = RequestQueue(by_deadline=self.planner.by_deadline)
+        self.slots = Slots(max(1, engine.max_concurrency), name, self._slot_freed)
+        #: Called (on the event loop) whenever ``healthy`` changes.
+        self.on_health_change = on_health_change
+        self.health = Health(
+            name,
+            options,
+            self.slots,
+            probe,
+            on_change=self._health_changed,
+            on_unhealthy=self._fail_queued,
+            on_recovered=self._wake_dispatcher,
+            closing=lambda: self._closing,
+        )
+        self.execution = Executor(
+            engine,
+            options,
+            self.slots,
+            self.latency,
+            stats,
+            self.counters,
+            self.observer,
+            self.health,
+            name=name,
+            history=history,
+        )
+        self.admission = Admission(
+            options,
+            self.latency,
+            self.planner,
+            self.queue,
+            self.slots,
+            self.counters,
+            self.observer,
+        )
+        #: The most recent batches (size, reason, slack, predicted vs actual).
+        self.batches = self.execution.batches
+        self._pending = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._timer: asyncio.TimerHandle | None = None
+        #: When the planner started holding the queue with a slot free; None: not holding.
+        self._hold_since: float | None = None
+        #: The dispatcher task, started by the first request.
+        self.dispatcher: asyncio.Task[None] | None = None
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @property
+    def queued(self) -> int:
+        return self.queue.count
+
+    @property
+    def hung(self) -> int:
+        """Engine calls past their timeout that have not returned yet."""
+        return len(self.slots.hung)
+
+    @property
+    def healthy(self) -> bool:
+        return self.health.healthy
+
+    @property
+    def unhealthy_reason(self) -> str:
+        return self.health.reason
+
+    def unhealthy_error(self) -> Unavailable:
+        return self.health.error()
+
+    async def submit(self, request: InferRequest) -> dict[str, np.ndarray]:
+        if self._closing:
+            self.counters.refused["unloading"] += 1
+            self.observer.on_refused("unloading")
+            raise Unavailable("model is unloading; retry on another version or replica")
+        if not self.health.healthy:
+            raise self.health.error()
+        if self.dispatcher is None:
+            self.dispatcher = asyncio.create_task(self._dispatch_loop())
+        try:
+            self.engine.check_request(request.inputs)
+        except EngineInputError as exc:
+            raise InvalidArgument(str(exc)) from None
+        now = time.monotonic()
+        deadline = self.planner.deadline(request.deadline, now)
+        priority = request.priority or self.options.default_priority
+        predicted = self.admission.admit(request, priority, deadline, now)
+        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        entry = Entry(request, deadline, now, future)
+        entry.predicted = predicted
+        self.admission.admitted(entry)
+        self.queue.push(entry, priority)
+        self._pending += 1
+        self.observer.on_pending(1)
+        self._idle.clear()
+        self._wake.set()
+        try:
+            outputs = await future
+        except asyncio.CancelledError:
+            if not entry.done:  # still queued: withdraw it before any compute
+                self._withdraw(entry)
+                self.counters.cancelled += 1
+                self.observer.on_cancelled(entry, time.monotonic())
+            raise
+        finally:
+            self._pending -= 1
+            self.observer.on_pending(-1)
+            if self._pending == 0:
+                self._idle.set()
+        # Learnt here, not when the batch completes: the caller waits for
+        # this coroutine to resume too, behind everything else the event
+        # loop has to do.
+        done = time.monotonic()
+        self.admission.learn(entry, done, done)
+        return outputs
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._idle.wait()
+        for task in (self.dispatcher, self.health.task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.slots.shutdown()
+        c = self.counters
+        log.info(
+            "model '%s' scheduler closed: %d answered (%d after their deadline), refused %s, "
+            "%d expired in the queue, %d cancelled",
+            self.name,
+            c.answered,
+            c.late,
+            dict(c.refused) or "none",
+            c.expired,
+            c.cancelled,
+        )
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self.pump()
+
+    def pump(self) -> None:
+        """Dispatch on every free slot what the planner says to, or arm a
+        wake-up for when it wants to plan again. Runs in the dispatcher task
+        and also directly from the callback that frees a slot: through the
+        task, a freed slot waits for the task's turn on the event loop behind
+        the answers being sent, and the engine idles meanwhile
+        (docs/experiments/dispatch-refill.md)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self.slots.free > 0 and self.health.healthy:
+            now = time.monotonic()
+            head = self.queue.head(now, self._hopeless, self._expire)
+            if head is None:
+                self._hold_since = None  # nothing left to hold
+                break
+            state = QueueState(
+                self.queue.rows,
+                head.deadline,
+                head.arrival,
+                self.admission.offered.rate(now),
+                functools.partial(self.queue.view, head, 2 * self.options.largest),
+            )
+            plan = self.planner.plan(now, state)
+            if plan.take == 0:
+                if self._hold_since is None:
+                    self._hold_since = now
+                if plan.wake_at is not None:
+                    loop = asyncio.get_running_loop()
+                    self._timer = loop.call_at(
+                        loop.time() + max(0.0, plan.wake_at - now), self._wake.set
+                    )
+                break
+            if self._hold_since is not None:
+                self._end_hold(now)
+            entries = self.queue.take(plan.take, head, time.monotonic(), self._expire)
+            if entries:
+                rows = sum(e.rows for e in entries)
+                # The smallest engine size that holds the rows actually taken
+                # (fewer than planned when some were withdrawn or shaped differently).
+                self.execution.launch(entries, plan, self.planner.batch_size(rows), now)
+
+    def _end_hold(self, now: float) -> None:
+        """The planner stops holding: every queued request was delayed by the
+        hold (or by its part since it arrived). The hold is the planner's
+        choice, bounded by each request's slack, not a prediction error, so
+        the admission margin does not learn from it."""
+        since = self._hold_since
+        assert since is not None
+        self._hold_since = None
+        self.queue.add_hold(since, now)
+
+    def _hopeless(self, entry: Entry, now: float) -> bool:
+        return self.planner.hopeless(entry.deadline, entry.rows, now, busy=bool(self.slots.running))
+
+    def _expire(self, entry: Entry, reason: str, now: float) -> None:
+        # Admitted and then failed its deadline: the least error it had.
+        self.admission.learn(entry, max(now, entry.deadline), now)
+        self._withdraw(entry)
+        self.counters.expired += 1
+        self.observer.on_expired(entry, reason, now)
+        if not entry.future.done():
+            entry.future.set_exception(
+                DeadlineExceeded("deadline expired while the request was queued")
+            )
+
+    def _withdraw(self, entry: Entry) -> None:
+        self.queue.remove(entry)
+        self._wake.set()
+
+    def _wake_dispatcher(self) -> None:
+        self._wake.set()
+
+    def _slot_freed(self) -> None:
+        try:
+            self.pump()
+        except BaseException:
+            self._wake.set()  # the dispatcher task takes over
+            raise
+
+    # -- health ----------------------------------------------------------------------------
+
+    def _fail_queued(self, error: Unavailable) -> None:
+        entries = self.queue.drain()
+        if entries:
+            self._wake.set()
+        for entry in entries:
+            if not entry.future.done():
+                entry.future.set_exception(error)
+
+    def _health_changed(self) -> None:
+        if self.on_health_change is not None:
+            self.on_health_change()

@@ -1,0 +1,263 @@
+"""The dispatch plans: when a slot is free, whether to dispatch and how big.
+
+Every difference between the policies sits here, behind ``Planner``: how
+the queue is ordered, which deadline a request gets, whether admission
+predicts its finish, which queued work is hopeless, and each batch's size.
+``AdaptivePlanner`` plans against deadlines and the arrival rate;
+``StaticPlanner`` reproduces Triton's dynamic batcher.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from inferd.server.scheduler.latency import LatencyModel
+from inferd.server.scheduler.options import BatchingOptions
+
+#: Share of a request's budget the adaptive planner may spend waiting for a
+#: fuller batch: the engine idles meanwhile (docs/experiments/adaptive-wait-share.md).
+MAX_WAIT_SHARE = 0.1
+
+#: Least time the adaptive planner keeps before a deadline for work outside the
+#: engine (gRPC, the event loop, merging), as measured on 2 busy cores. It does
+#: not grow with the admission margin: keeping the margin free before every
+#: deadline shrank batches under load, losing the throughput the load needed.
+MIN_RESERVE_S = 0.003
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do now: dispatch ``size`` rows (``take`` real ones), or wait."""
+
+    size: int = 0
+    take: int = 0
+    reason: str = ""
+    #: Seconds of slack the earliest request had at dispatch (inf: no deadline).
+    slack: float = math.inf
+    #: When waiting: the monotonic time to plan again at the latest.
+    wake_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """What a planner sees when an execution slot is free."""
+
+    #: Rows queued (all shapes).
+    rows: int
+    head_deadline: float
+    head_arrival: float
+    #: Rows/s offered to the model (refused ones included).
+    arrival_rate: float
+    #: Returns the first queued requests in dispatch order, as (rows,
+    #: deadline), enough for two batches; called only when a batch may need
+    #: cutting (building the view costs more than the rest of a plan).
+    queue: Callable[[], Sequence[tuple[int, float]]] = tuple
+
+
+class Planner:
+    """Decides, when a slot is free, whether to dispatch and how big; and
+    everything else that differs between policies."""
+
+    #: Seconds kept free before each deadline for what happens outside the
+    #: engine. The static policy ignores it, as Triton's does.
+    reserve: float = MIN_RESERVE_S
+    #: Queue order after priority: True, by deadline (EDF); False, by arrival.
+    by_deadline: bool = True
+    #: Whether admission refuses requests predicted to finish late (else it
+    #: admits everything the queue holds).
+    predicts_finish: bool = True
+
+    def __init__(self, options: BatchingOptions, latency: LatencyModel) -> None:
+        self.options = options
+        self.latency = latency
+
+    def plan(self, now: float, state: QueueState) -> Plan:
+        raise NotImplementedError
+
+    def deadline(self, requested: float | None, now: float) -> float:
+        """When the answer to a request arriving at ``now`` must be ready,
+        given the caller's deadline (None: none); inf when never."""
+        raise NotImplementedError
+
+    def hopeless(self, deadline: float, rows: int, now: float, *, busy: bool) -> bool:
+        """Whether queued work due at ``deadline`` must be expired unrun
+        (``busy``: some batch is running)."""
+        return deadline <= now
+
+    def batch_size(self, rows: int) -> int:
+        """The engine batch size that runs ``rows`` real rows."""
+        return self.cover(rows) if self.options.batched else rows
+
+    def fit(self, rows: int) -> int:
+        """Largest dispatchable size <= rows (at least the smallest size)."""
+        sizes = self.options.sizes
+        best = sizes[0]
+        for s in sizes:
+            if s <= rows:
+                best = s
+        return best
+
+    def cover(self, rows: int) -> int:
+        """Smallest dispatchable size >= rows (padding), else the largest."""
+        for s in self.options.sizes:
+            if s >= rows:
+                return s
+        return self.options.sizes[-1]
+
+
+class AdaptivePlanner(Planner):
+    """Plan each batch against the earliest deadline and the arrival rate.
+
+    With a free slot and ``rows`` queued it dispatches at once, unless the
+    arrival rate says the engine could not keep up at this batch size (its
+    utilization would pass ``options.utilization``); then it waits for the
+    smallest batch that keeps up, but never past the moment the earliest
+    deadline would be missed (its slack). Batches are cut where the most
+    queued requests finish on time (``cut``); padding up to an engine size is
+    used only when the padded batch still fits.
+    """
+
+    def deadline(self, requested: float | None, now: float) -> float:
+        """The caller's deadline or the model's budget, whichever is earlier,
+        less the time the answer needs to reach the caller."""
+        deadline = requested if requested is not None else math.inf
+        budget = self.options.budget_s
+        if budget is not None:
+            deadline = min(deadline, now + budget)
+        return deadline - self.options.reply_allowance_s
+
+    def hopeless(self, deadline: float, rows: int, now: float, *, busy: bool) -> bool:
+        """Late already, or (while busy) predicted to finish late even alone.
+        An idle scheduler runs its head, so that a stale latency model can
+        never lock a model shut."""
+        if deadline <= now:
+            return True
+        return busy and deadline <= now + self.latency.mean(rows)
+
+    def plan(self, now: float, state: QueueState) -> Plan:
+        opts, lat = self.options, self.latency
+        rows, head_arrival, arrival_rate = state.rows, state.head_arrival, state.arrival_rate
+        head_deadline = state.head_deadline - self.reserve
+        largest = opts.largest
+        take = min(rows, largest)
+        if now + lat.mean(self.cover(take)) > head_deadline:
+            # The head would be late in the whole batch: weigh cutting it.
+            # (Otherwise a cut only delays the rest. A batch cut short needs
+            # no rule against waiting: a fuller batch would make the head late
+            # too, so the slack check below dispatches it.)
+            take = self.cut(now, state.queue(), take)
+        size = self.cover(take)
+        if size != take and now + lat.high(size) > head_deadline:
+            size = take = self.fit(take)  # padding would make the head late
+        slack = head_deadline - now - lat.high(size)
+        if take >= largest:
+            return Plan(size, take, "full", slack)
+        if slack <= 0:
+            return Plan(size, take, "deadline", slack)
+        target = self.keep_up_size(arrival_rate)
+        if take >= target:
+            return Plan(size, take, "ready", slack)
+        # Waiting gathers about rate * t rows; stop waiting before slack runs out.
+        target_slack = head_deadline - now - lat.high(self.cover(target))
+        if target_slack <= 0:
+            return Plan(size, take, "deadline", slack)
+        # Waiting is a bet on arrivals; cap it at a share of the head's budget so
+        # a lull never spends the slack that admission promised to callers.
+        wait_until = head_arrival + MAX_WAIT_SHARE * (head_deadline - head_arrival)
+        if now >= wait_until:
+            return Plan(size, take, "waited", slack)
+        needed = (target - take) / arrival_rate if arrival_rate > 0 else math.inf
+        return Plan(wake_at=min(now + min(target_slack, needed), wait_until))
+
+    def cut(self, now: float, queue: Sequence[tuple[int, float]], take: int) -> int:
+        """How many of ``take`` rows to run now: the cut (at a request
+        boundary, in queue order) under which the most requests finish on
+        time, counting this batch and the one after it, by mean engine times
+        (the likeliest outcome); ties go to the larger batch. A smaller batch
+        can save a tight head, but it also pushes the rest a whole batch
+        later, which under load costs more requests than it saves."""
+        lat, reserve, largest = self.latency, self.reserve, self.options.largest
+        rows_before: list[int] = []
+        total = 0
+        for rows, _ in queue:
+            rows_before.append(total)
+            total += rows
+        best_rows, best_score = 0, -1
+        for k in range(1, len(queue) + 1):
+            first = rows_before[k] if k < len(queue) else total
+            if first > take:
+                break
+            end1 = now + lat.mean(self.cover(first)) + reserve
+            score = sum(1 for _, deadline in queue[:k] if deadline >= end1)
+            rows2, later = 0, []
+            for rows, deadline in queue[k:]:
+                if rows2 + rows > largest:
+                    break
+                rows2 += rows
+                later.append(deadline)
+            second = 0
+            if later:
+                end2 = end1 + lat.mean(self.cover(rows2))
+                second = sum(1 for deadline in later if deadline >= end2)
+            if score + second >= best_score:
+                best_rows, best_score = first, score + second
+        return best_rows or take
+
+    def keep_up_size(self, arrival_rate: float) -> int:
+        """Smallest size whose throughput serves ``arrival_rate`` rows/s at the
+        utilization target; 1 when the rate is unknown or low."""
+        if arrival_rate <= 0:
+            return 1
+        for s in self.options.sizes:
+            per_batch = self.latency.mean(s)
+            if per_batch <= 0 or arrival_rate * per_batch / s <= self.options.utilization:
+                return s
+        return self.options.sizes[-1]
+
+
+class StaticPlanner(Planner):
+    """Triton's dynamic batcher: wait until the largest preferred size is
+    queued or the oldest request has waited ``max_queue_delay``, then take the
+    largest preferred size available (or everything up to max). Requests are
+    served in arrival order within a priority, everything the queue holds is
+    admitted, and only timed-out requests are dropped."""
+
+    by_deadline = False
+    predicts_finish = False
+
+    def deadline(self, requested: float | None, now: float) -> float:
+        """The caller's deadline or Triton's queue-policy timeout (no reply
+        allowance: Triton's semantics)."""
+        deadline = requested if requested is not None else math.inf
+        timeout = self.options.queue_timeout_s
+        if timeout is not None:
+            deadline = min(deadline, now + timeout)
+        return deadline
+
+    def plan(self, now: float, state: QueueState) -> Plan:
+        opts, rows, head_arrival = self.options, state.rows, state.head_arrival
+        largest = opts.largest
+        preferred = [p for p in opts.preferred_sizes if p <= largest]
+        goal = preferred[-1] if preferred else largest
+        if rows >= goal:
+            return Plan(goal, goal, "full")
+        due = head_arrival + opts.max_queue_delay_s
+        if now >= due:
+            fitting = [p for p in preferred if p <= rows]
+            take = fitting[-1] if fitting else min(rows, largest)
+            return Plan(take, take, "window")
+        return Plan(wake_at=due)
+
+
+def new_latency_model(options: BatchingOptions) -> LatencyModel:
+    """The latency model a version plans with (its stall clip follows ``admission``)."""
+    return LatencyModel(stall_clip=options.mode.stall_clip)
+
+
+def make_planner(options: BatchingOptions, latency: LatencyModel) -> Planner:
+    """The planner for ``options.policy`` (``none``: adaptive, one request per batch)."""
+    if options.policy == "static":
+        return StaticPlanner(options, latency)
+    return AdaptivePlanner(options, latency)

@@ -1,0 +1,293 @@
+"""Admission through the scheduler: refusals at arrival, padding, the
+batch-deadline rule, the load signal and the offered rate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from scheduler_doubles import GatedEngine, affine_latency, hold_first_batch, request, scheduler
+
+from inferd.server.errors import DeadlineExceeded, Unavailable
+from inferd.server.scheduler.admission import BurstRate
+from inferd.server.scheduler.latency import LatencyModel
+
+
+async def test_admission_refuses_what_cannot_finish_in_time() -> None:
+    engine = GatedEngine()
+    latency = affine_latency(0.05, 0.0, range(1, 9))  # 50 ms per batch, any size
+    sched = scheduler(engine, latency)
+    first = await hold_first_batch(sched, engine)
+    with pytest.raises(DeadlineExceeded, match=r"predicted \d+\.\d ms"):
+        await sched.submit(request(9.0, deadline=time.monotonic() + 0.01))
+    assert sched.counters.refused["deadline"] == 1
+    assert sched.queued == 0  # refused at arrival, never queued
+    engine.gate.set()
+    await first
+    ok = await sched.submit(request(4.0, deadline=time.monotonic() + 1.0))
+    assert ok["y"][0, 0] == 8.0
+    await sched.close()
+
+
+async def test_admission_refuses_a_request_that_would_make_its_batch_late() -> None:
+    # Joining a queued batch makes it bigger and slower: the requests already
+    # in it were admitted on the promise of the smaller batch.
+    engine = GatedEngine()
+    latency = affine_latency(0.0, 0.1, range(1, 9))  # 100 ms per row
+    sched = scheduler(engine, latency)
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    # Alone behind the running batch: <= 100 + 100 ms + reserve, within 250 ms.
+    tight = asyncio.create_task(sched.submit(request(1.0, deadline=now + 0.25)))
+    await asyncio.sleep(0)
+    assert sched.queued == 1
+    # Fits its own 10 s, but in tight's batch it would end ~300 ms in.
+    with pytest.raises(DeadlineExceeded, match="batch it would join must finish within"):
+        await sched.submit(request(2.0, deadline=now + 10))
+    # Eight rows cannot share tight's batch, so they do not threaten it.
+    own_batch = asyncio.create_task(sched.submit(request(3.0, rows=8, deadline=now + 10)))
+    await asyncio.sleep(0)
+    assert sched.queued == 2
+    engine.gate.set()
+    await asyncio.gather(first, tight, own_batch)
+    assert engine.batches[1] == [1.0] and engine.batches[2] == [3.0] * 8
+    # Counted apart from refusals for the request's own deadline: operators
+    # see which rule refuses.
+    assert sched.counters.refused == {"batch_deadline": 1}
+    await sched.close()
+
+
+async def test_admission_counts_only_the_work_ahead_in_deadline_order() -> None:
+    # Eight rows due in 950 ms queued behind a running batch (100 ms per row:
+    # they need 100 + 800 ms). A request due in 400 ms goes ahead of them
+    # (earliest deadline first): it needs the running batch and its own, so
+    # it is admitted, where counted behind every queued row (1 s) it was not.
+    engine = GatedEngine()
+    latency = affine_latency(0.0, 0.1, range(1, 9))  # 100 ms per row
+    sched = scheduler(engine, latency)
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    loose = [asyncio.create_task(sched.submit(request(2.0, deadline=now + 0.95))) for _ in range(8)]
+    await asyncio.sleep(0)
+    assert sched.queued == 8
+    tight = asyncio.create_task(sched.submit(request(1.0, deadline=now + 0.4)))
+    await asyncio.sleep(0)
+    assert sched.queued == 9 and not sched.counters.refused
+    # Due after every queued request, a newcomer still waits for all of them.
+    with pytest.raises(DeadlineExceeded, match=r"predicted 1\d{3}\.\d ms"):
+        await sched.submit(request(3.0, deadline=now + 1.0))
+    engine.gate.set()
+    await asyncio.gather(first, tight, *loose)
+    assert engine.batches[1][0] == 1.0  # the tight request runs first
+    assert sched.counters.late == 0
+    await sched.close()
+
+
+@pytest.mark.parametrize("admission", ["balanced", "strict"])
+async def test_a_batch_predicted_late_already_refuses_newcomers_only_under_strict_admission(
+    admission: str,
+) -> None:
+    # Refusing a newcomer saves none of a batch that is late without it:
+    # balanced admission admits it (its own deadline allows), strict refuses.
+    engine = GatedEngine()
+    latency = affine_latency(0.0, 0.1, range(1, 9))  # 100 ms per row
+    sched = scheduler(engine, latency, admission=admission)
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    # Behind the running batch: ~100 + 100 ms + reserve, within 250 ms.
+    tight = asyncio.create_task(sched.submit(request(1.0, deadline=now + 0.25)))
+    await asyncio.sleep(0)
+    assert sched.queued == 1
+    # The running batch overruns its 100 ms: tight's batch is now predicted
+    # to end past 250 ms with or without a newcomer.
+    await asyncio.sleep(0.2)
+    newcomer = sched.submit(request(2.0, deadline=time.monotonic() + 10))
+    if admission == "strict":
+        with pytest.raises(DeadlineExceeded, match="batch it would join must finish within"):
+            await newcomer
+        assert sched.counters.refused == {"batch_deadline": 1}
+    else:
+        joined = asyncio.create_task(newcomer)
+        await asyncio.sleep(0)
+        assert sched.queued == 2 and not sched.counters.refused
+    engine.gate.set()
+    await first
+    assert (await tight)["y"][0, 0] == 2.0  # the double runs at once when let go
+    if admission == "balanced":
+        assert (await joined)["y"][0, 0] == 4.0
+        assert engine.batches[1] == [1.0, 2.0]
+    await sched.close()
+
+
+async def test_admission_keeps_the_planners_reserve_behind_queued_work_only() -> None:
+    # Behind queued work, admitting into the reserve would promise what
+    # dispatch then cuts short (it keeps the reserve free before the head's
+    # deadline). A request with nothing ahead runs once the slot frees.
+    engine = GatedEngine()
+    latency = affine_latency(0.05, 0.0, range(1, 9))
+    sched = scheduler(engine, latency)
+    sched.planner.reserve = 0.05
+    first = await hold_first_batch(sched, engine)
+    # Predicted <= 100 ms (the running batch, then its own): fits 110 ms
+    # without the reserve, and nothing is queued ahead of it.
+    head = asyncio.create_task(sched.submit(request(1.0, deadline=time.monotonic() + 0.11)))
+    await asyncio.sleep(0)
+    assert sched.queued == 1 and not sched.counters.refused
+    # Behind it, in the same batch: <= 100 ms fits 120 ms, + 50 ms does not.
+    with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
+        await sched.submit(request(2.0, deadline=time.monotonic() + 0.12))
+    assert sched.counters.refused["deadline"] == 1 and sched.queued == 1
+    engine.gate.set()
+    await asyncio.gather(first, head)
+    await sched.close()
+
+
+async def test_admission_pads_with_the_larger_of_margin_and_reserve_not_both() -> None:
+    # Reserve and margin both stand for time outside the engine.
+    engine = GatedEngine()
+    latency = affine_latency(0.05, 0.0, range(1, 9))
+    sched = scheduler(engine, latency)
+    sched.planner.reserve = 0.03
+    sched.admission.margin.b = 0.2  # 20 % of a ~100 ms prediction: 20 ms
+    first = await hold_first_batch(sched, engine)
+    # Nothing ahead: <= 100 ms predicted + the 20 ms margin fits 130 ms.
+    head = asyncio.create_task(sched.submit(request(0.5, deadline=time.monotonic() + 0.13)))
+    await asyncio.sleep(0)
+    # Behind it: <= 100 ms + 30 ms (the larger) fits 140 ms; + 50 ms (both) would not.
+    admitted = asyncio.create_task(sched.submit(request(1.0, deadline=time.monotonic() + 0.14)))
+    await asyncio.sleep(0)
+    assert sched.queued == 2 and not admitted.done()
+    sched.admission.margin.b = 0.5  # 50 ms: now the margin is the larger, and too large
+    with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
+        await sched.submit(request(2.0, deadline=time.monotonic() + 0.14))
+    engine.gate.set()
+    await asyncio.gather(first, head, admitted)
+    await sched.close()
+
+
+def test_load_is_measured_against_what_the_engine_serves_within_the_budget() -> None:
+    # A fixed-cost engine: 6 ms + 0.5 ms per row. A request waits for the
+    # running batch, then runs in the next: two batch times must fit the budget.
+    latency = LatencyModel()
+    for size in range(1, 17):
+        latency.observe(size, 0.006 + 0.0005 * size)
+    budgeted = scheduler(GatedEngine(), latency, max_batch_size=16, budget_s=0.0251)
+    budgeted.planner.reserve = 0.003
+    # (25.1 - 3) / 2 = 11.05 ms holds 10 rows (11 ms), not 11 (11.5 ms).
+    assert budgeted.admission.budget_capacity() == pytest.approx(10 / 0.011)
+    unbounded = scheduler(GatedEngine(), latency, max_batch_size=16)
+    assert unbounded.admission.budget_capacity() == pytest.approx(16 / 0.014)
+    budgeted.admission.offered.add(500, time.monotonic())
+    load = budgeted.admission.offered_load(time.monotonic())
+    offered = budgeted.admission.offered.rate(time.monotonic())
+    assert load == pytest.approx(offered * 0.011 / 10, rel=1e-3)
+
+
+async def test_full_queue_answers_unavailable_with_a_retry_hint() -> None:
+    engine = GatedEngine()
+    sched = scheduler(engine, max_queue=2, max_batch_size=1)
+    first = await hold_first_batch(sched, engine)
+    queued = [asyncio.create_task(sched.submit(request(float(i)))) for i in range(2)]
+    await asyncio.sleep(0.01)
+    with pytest.raises(Unavailable, match="retry after"):
+        await sched.submit(request(9.0))
+    engine.gate.set()
+    await asyncio.gather(first, *queued)
+    await sched.close()
+
+
+async def test_admission_keeps_the_reply_allowance_before_the_deadline() -> None:
+    # The answer must still reach the caller: a request that fits its
+    # deadline only if the answer needed no time to travel is refused.
+    latency = affine_latency(0.01, 0.0, range(1, 9))  # 10 ms per batch
+    for allowance, admitted in ((0.05, False), (0.0, True)):
+        engine = GatedEngine()
+        sched = scheduler(engine, latency, reply_allowance_s=allowance)
+        first = await hold_first_batch(sched, engine)
+        # <= 10 ms for the running batch + 10 ms + 3 ms reserve: fits 60 ms, not 10.
+        task = asyncio.create_task(sched.submit(request(2.0, deadline=time.monotonic() + 0.06)))
+        await asyncio.sleep(0)
+        engine.gate.set()
+        await first
+        if admitted:
+            assert (await task)["y"][0, 0] == 4.0
+        else:
+            with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
+                await task
+        await sched.close()
+
+
+async def test_a_request_inside_the_reply_allowance_is_refused_even_by_an_idle_model() -> None:
+    # An idle model always tries, but an answer ready now would still reach
+    # the caller late: refused at once, saying why, never queued or run.
+    engine = GatedEngine()
+    sched = scheduler(engine, reply_allowance_s=0.05)
+    with pytest.raises(DeadlineExceeded, match="the answer needs to reach the caller"):
+        await sched.submit(request(3.0, deadline=time.monotonic() + 0.02))
+    assert engine.batches == [] and sched.counters.expired == 0
+    assert sched.counters.refused["deadline"] == 1
+    await sched.close()
+
+
+async def test_static_policy_ignores_the_reply_allowance() -> None:
+    # Triton's semantics: the static policy runs what has not timed out.
+    engine = GatedEngine()
+    sched = scheduler(engine, policy="static", reply_allowance_s=0.05)
+    out = await sched.submit(request(3.0, deadline=time.monotonic() + 0.02))
+    assert out["y"][0, 0] == 6.0
+    await sched.close()
+
+
+async def test_an_idle_model_runs_despite_a_pessimistic_latency_model() -> None:
+    # Warmup on a busy host can learn absurd figures; refusing everything would
+    # then lock the model shut, since only running corrects the model.
+    engine = GatedEngine()
+    latency = LatencyModel()
+    for size in range(1, 9):
+        latency.observe(size, 0.5)
+    sched = scheduler(engine, latency)
+    out = await sched.submit(request(2.0, deadline=time.monotonic() + 0.05))
+    assert out["y"][0, 0] == 4.0
+    assert latency.mean(1) < 0.5  # the real run pulled the estimate down
+    await sched.close()
+
+
+def test_offered_rate_follows_a_burst_at_once_and_falls_back_after_it() -> None:
+    # 10 rows/s for 2 s, then 20 rows within 20 ms (1000 rows/s): an average
+    # over 250 ms alone reads ~90 rows/s at the burst's end.
+    rate = BurstRate()
+    t = time.monotonic()
+    for _ in range(20):
+        t += 0.1
+        rate.add(1, t)
+    for _ in range(10):
+        t += 0.002
+        rate.add(2, t)
+    assert rate.slow.rate(t) < 100
+    assert rate.rate(t) > 300
+    # 300 ms later the fast average has decayed: the slow one speaks again.
+    assert rate.rate(t + 0.3) == pytest.approx(rate.slow.rate(t + 0.3))
+
+
+async def test_batches_are_sized_for_offered_demand_including_refused_requests() -> None:
+    """Sizing batches for the admitted rate alone fed back under load:
+    refusals made batches smaller, which cut throughput and refused more."""
+    engine = GatedEngine()
+    sched = scheduler(engine, max_queue=1)
+    first = await hold_first_batch(sched, engine)
+    queued = asyncio.create_task(sched.submit(request(1.0)))
+    await asyncio.sleep(0)
+    refused = 0
+    for i in range(30):
+        try:
+            await sched.submit(request(2.0 + i))
+        except Unavailable:
+            refused += 1
+    assert refused == 30
+    # 32 rows offered within milliseconds: a rate far above what was admitted (2 rows).
+    offered = sched.admission.offered
+    assert offered.rate(time.monotonic()) > 30 / offered.SLOW_TAU * 0.9
+    engine.gate.set()
+    await asyncio.gather(first, queued)
+    await sched.close()

@@ -1,0 +1,187 @@
+"""The planners' decisions, deterministic: the adaptive plan (dispatch,
+wait, cut, pad, reserve) and the static (Triton) plan."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scheduler_doubles import affine_latency, plan_queue
+
+from inferd.server.scheduler.latency import LatencyModel
+from inferd.server.scheduler.options import BatchingOptions
+from inferd.server.scheduler.planners import (
+    AdaptivePlanner,
+    QueueState,
+    StaticPlanner,
+    make_planner,
+)
+
+
+def test_adaptive_plan_dispatches_at_once_under_light_load() -> None:
+    opts = BatchingOptions(max_batch_size=32)
+    planner = AdaptivePlanner(opts, affine_latency(0.002, 0.0001, range(1, 33)))
+    plan = planner.plan(
+        0.0, QueueState(rows=1, head_deadline=0.025, head_arrival=0.0, arrival_rate=10.0)
+    )
+    assert plan.take == 1 and plan.reason == "ready"
+
+
+def test_adaptive_plan_waits_for_a_fuller_batch_under_heavy_load_until_slack_runs_out() -> None:
+    opts = BatchingOptions(max_batch_size=32)
+    latency = affine_latency(0.002, 0.0001, range(1, 33))
+    planner = AdaptivePlanner(opts, latency)
+    # 2,000 rows/s: batches of 1 (2.1 ms each) cannot keep up, so it waits...
+    plan = planner.plan(
+        0.0, QueueState(rows=1, head_deadline=0.025, head_arrival=0.0, arrival_rate=2000)
+    )
+    assert plan.take == 0 and plan.wake_at is not None and 0 < plan.wake_at < 0.025
+    # ...but not past the moment the earliest deadline would be missed.
+    late = planner.plan(
+        0.0224, QueueState(rows=3, head_deadline=0.025, head_arrival=0.0, arrival_rate=2000)
+    )
+    assert late.take == 3 and late.reason == "deadline"
+
+
+def test_adaptive_plan_cuts_a_batch_short_to_save_a_tight_head() -> None:
+    # One request due in 10 ms, nineteen with time to spare: 1 ms + 1 ms/row.
+    plan = plan_queue([(1, 0.010)] + [(1, 0.100)] * 19)
+    assert 1 <= plan.take <= 9  # the head finishes in time, the rest still do after it
+    assert plan.slack >= 0
+
+
+def test_adaptive_plan_keeps_the_batch_whole_when_cutting_would_make_the_rest_late() -> None:
+    # The head is already tight; cutting to save it would push the other
+    # eleven (due a little later) a whole batch back, all of them late.
+    plan = plan_queue([(1, 0.0125)] + [(1, 0.0135)] * 11)
+    assert plan.take == 12
+
+
+def test_adaptive_plan_fires_a_full_batch_at_once() -> None:
+    opts = BatchingOptions(max_batch_size=8)
+    planner = AdaptivePlanner(opts, affine_latency(0.001, 0.0001, range(1, 9)))
+    plan = planner.plan(
+        0.0, QueueState(rows=50, head_deadline=1.0, head_arrival=0.0, arrival_rate=1e6)
+    )
+    assert (plan.take, plan.reason) == (8, "full")
+
+
+def test_adaptive_plan_pads_only_when_the_padded_batch_fits() -> None:
+    opts = BatchingOptions(max_batch_size=16, engine_sizes=(1, 8, 16))
+    latency = LatencyModel()
+    latency.observe(1, 0.001)
+    latency.observe(8, 0.004)
+    latency.observe(16, 0.050)
+    planner = AdaptivePlanner(opts, latency)
+    fits = planner.plan(
+        0.0, QueueState(rows=5, head_deadline=1.0, head_arrival=0.0, arrival_rate=0)
+    )
+    assert (fits.size, fits.take) == (8, 5)
+    tight = planner.plan(
+        0.0, QueueState(rows=10, head_deadline=0.02, head_arrival=0.0, arrival_rate=0)
+    )
+    assert tight.size == 8 and tight.take == 8  # padding 10 -> 16 would miss the deadline
+
+
+def test_static_plan_takes_the_largest_preferred_size_when_the_window_closes() -> None:
+    opts = BatchingOptions(max_batch_size=32, preferred_sizes=(4, 8), max_queue_delay_s=0.01)
+    planner = StaticPlanner(opts, LatencyModel())
+    assert planner.plan(0.005, QueueState(6, 1.0, 0.0, 0)).take == 0
+    assert planner.plan(0.011, QueueState(6, 1.0, 0.0, 0)).take == 4
+    assert planner.plan(0.0, QueueState(9, 1.0, 0.0, 0)).take == 8
+
+
+def test_adaptive_plan_spends_at_most_a_tenth_of_the_budget_waiting() -> None:
+    opts = BatchingOptions(max_batch_size=32)
+    planner = AdaptivePlanner(opts, affine_latency(0.002, 0.0001, range(1, 33)))
+    # Heavy load says "wait for more", but the head already waited 3 ms of
+    # 25 (less the 3 ms reserve: a tenth is 2.2 ms).
+    plan = planner.plan(
+        0.003, QueueState(rows=1, head_deadline=0.025, head_arrival=0.0, arrival_rate=2000)
+    )
+    assert plan.take == 1 and plan.reason == "waited"
+    early = planner.plan(
+        0.001, QueueState(rows=1, head_deadline=0.025, head_arrival=0.0, arrival_rate=2000)
+    )
+    assert early.take == 0 and early.wake_at is not None and early.wake_at <= 0.00221
+
+
+def test_adaptive_plan_keeps_a_reserve_before_the_deadline() -> None:
+    opts = BatchingOptions(max_batch_size=8)
+    planner = AdaptivePlanner(opts, affine_latency(0.010, 0.0, range(1, 9)))
+    planner.reserve = 0.005
+    # 10 ms of engine + 5 ms reserve no longer fit 14 ms: dispatch now.
+    plan = planner.plan(
+        0.0, QueueState(rows=1, head_deadline=0.014, head_arrival=0.0, arrival_rate=5000)
+    )
+    assert plan.take == 1 and plan.reason == "deadline"
+
+
+def test_adaptive_plan_dispatches_a_cut_batch_at_once_even_when_load_says_wait() -> None:
+    # A heavy arrival rate alone would hold for a fuller batch; the cut is
+    # there to save the head, so it goes now.
+    plan = plan_queue([(1, 0.010)] + [(1, 0.100)] * 19, arrival_rate=1e6)
+    assert 1 <= plan.take <= 9 and plan.reason == "deadline"
+
+
+# -- what differs between policies, behind the Planner interface -----------------------------
+
+
+def test_make_planner_picks_the_policys_planner() -> None:
+    latency = LatencyModel()
+    static = make_planner(BatchingOptions(policy="static", max_batch_size=8), latency)
+    adaptive = make_planner(BatchingOptions(policy="adaptive", max_batch_size=8), latency)
+    alone = make_planner(BatchingOptions(policy="none", max_batch_size=8), latency)
+    assert type(static) is StaticPlanner
+    assert type(adaptive) is AdaptivePlanner and type(alone) is AdaptivePlanner
+    assert adaptive.by_deadline and adaptive.predicts_finish
+    assert not static.by_deadline and not static.predicts_finish
+
+
+def test_adaptive_deadline_is_the_earlier_of_callers_and_budget_less_the_reply_allowance() -> None:
+    opts = BatchingOptions(max_batch_size=8, budget_s=0.025, reply_allowance_s=0.001)
+    planner = AdaptivePlanner(opts, LatencyModel())
+    assert planner.deadline(None, 10.0) == pytest.approx(10.024)
+    assert planner.deadline(10.010, 10.0) == pytest.approx(10.009)
+    assert planner.deadline(10.100, 10.0) == pytest.approx(10.024)
+    unbounded = AdaptivePlanner(BatchingOptions(max_batch_size=8), LatencyModel())
+    assert unbounded.deadline(None, 10.0) == math.inf
+
+
+def test_static_deadline_is_tritons_queue_timeout_without_allowance() -> None:
+    opts = BatchingOptions(policy="static", max_batch_size=8, budget_s=0.025, queue_timeout_s=0.5)
+    planner = StaticPlanner(opts, LatencyModel())
+    assert planner.deadline(None, 10.0) == pytest.approx(10.5)  # not the budget
+    assert planner.deadline(10.010, 10.0) == 10.010  # no reply allowance
+    no_timeout = StaticPlanner(BatchingOptions(policy="static", budget_s=0.025), LatencyModel())
+    assert no_timeout.deadline(None, 10.0) == math.inf
+
+
+def test_adaptive_calls_work_hopeless_that_cannot_finish_alone_only_while_busy() -> None:
+    planner = AdaptivePlanner(
+        BatchingOptions(max_batch_size=8), affine_latency(0.010, 0.0, range(1, 9))
+    )
+    assert planner.hopeless(1.0, 1, 1.0, busy=False)  # late already
+    assert planner.hopeless(1.005, 1, 1.0, busy=True)  # 10 ms of work, 5 ms left
+    assert not planner.hopeless(1.005, 1, 1.0, busy=False)  # idle: run it anyway
+    assert not planner.hopeless(1.02, 1, 1.0, busy=True)
+
+
+def test_static_drops_only_what_timed_out() -> None:
+    planner = StaticPlanner(
+        BatchingOptions(policy="static", max_batch_size=8),
+        affine_latency(0.010, 0.0, range(1, 9)),
+    )
+    assert planner.hopeless(1.0, 1, 1.0, busy=True)
+    assert not planner.hopeless(1.005, 1, 1.0, busy=True)
+
+
+def test_batch_size_pads_to_an_engine_size_only_when_batching() -> None:
+    latency = LatencyModel()
+    padded = AdaptivePlanner(BatchingOptions(max_batch_size=16, engine_sizes=(1, 4, 16)), latency)
+    assert [padded.batch_size(r) for r in (1, 3, 4, 5, 16)] == [1, 4, 4, 16, 16]
+    assert padded.fit(5) == 4 and padded.fit(0) == 1
+    alone = AdaptivePlanner(
+        BatchingOptions(policy="none", max_batch_size=16, engine_sizes=(1, 4, 16)), latency
+    )
+    assert alone.batch_size(3) == 3
