@@ -15,8 +15,8 @@ import pytest
 
 from inferd.clients import InferenceClient, InferenceServerError
 from inferd.server.app import InferdServer, ServerConfig, StartupError
-from inferd.server.settings import connection_age_options
 from inferd.server.cli import main as cli_main
+from inferd.server.settings import connection_age_options
 
 
 @pytest.mark.parametrize(

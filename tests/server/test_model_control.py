@@ -234,7 +234,7 @@ def test_unknown_model_control_mode_is_a_startup_error(tmp_path: Path) -> None:
 
     with pytest.raises(StartupError, match="model_control_mode 'sometimes'"):
         InferdServer(ServerConfig(model_repository=tmp_path, model_control_mode="sometimes"))
-    with pytest.raises(StartupError, match="repository_poll_s 0 must be a positive number of seconds"):
+    with pytest.raises(StartupError, match="repository_poll_s 0 must be a positive number"):
         InferdServer(ServerConfig(model_repository=tmp_path, repository_poll_s=0))
 
 
