@@ -6,8 +6,10 @@ when every model has a ready version, grpc.health.v1 SERVING when the load
 (with warmup) is done. ``stop`` drains: health goes NOT_SERVING, new work is
 refused with UNAVAILABLE, admitted work finishes within the grace period.
 
-Security (all off by default): TLS / mutual TLS (server.tls), bearer tokens
-and JWTs with per-method roles (server.auth), one interceptor for all of it.
+Configuration: ``ServerConfig`` (server.settings), checked when the server
+is built. Security (all off by default): TLS / mutual TLS (server.tls),
+bearer tokens and JWTs with per-method roles (server.auth), files read by
+server.credentials, one interceptor for all of it.
 
 Telemetry (``server.telemetry``): metrics when ``metrics_port`` is set,
 traces when the OTEL_* variables ask for them (or a ``Tracing`` is passed).

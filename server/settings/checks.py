@@ -13,9 +13,10 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from inferd.server.settings.options import Setting, settings
+
 if TYPE_CHECKING:
     from inferd.server.settings.config import ServerConfig
-    from inferd.server.settings.options import Setting
 
 #: gRPC channel arguments are C ints.
 _INT32_MAX = 2**31 - 1
@@ -30,9 +31,7 @@ class SettingsError(ValueError):
 
 def check(config: ServerConfig, name: Callable[[str], str] = str) -> None:
     """Raise SettingsError for the first value or combination refused."""
-    from inferd.server.settings.command_line import SETTINGS
-
-    for setting in SETTINGS:
+    for setting in settings(type(config)):
         problem = _value_problem(setting, getattr(config, setting.name), name(setting.name))
         if problem:
             raise SettingsError(problem)

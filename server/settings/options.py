@@ -144,8 +144,17 @@ class Setting:
         return str(value)
 
 
+_SETTINGS: dict[type, tuple[Setting, ...]] = {}
+
+
 def settings(config_type: type) -> tuple[Setting, ...]:
     """Every public setting of ``config_type``'s fields, in declaration order."""
+    if config_type not in _SETTINGS:
+        _SETTINGS[config_type] = _read_settings(config_type)
+    return _SETTINGS[config_type]
+
+
+def _read_settings(config_type: type) -> tuple[Setting, ...]:
     hints = typing.get_type_hints(config_type)
     found = []
     for f in dataclasses.fields(config_type):
