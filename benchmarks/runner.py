@@ -112,7 +112,7 @@ def inferd_command(repository: Path, port: int) -> list[str]:
     return [
         sys.executable, "-m", "inferd", "serve", "--model-repository", str(repository),
         "--grpc-port", str(port), "--host", "127.0.0.1", "--log-level", "WARNING",
-        "--grace", "2",
+        "--grace-s", "2",
     ]  # fmt: skip
 
 

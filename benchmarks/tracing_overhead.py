@@ -87,7 +87,7 @@ def _start_server(
             str(port),
             "--log-level",
             "WARNING",
-            "--grace",
+            "--grace-s",
             "5",
         ],
         cwd=ROOT,

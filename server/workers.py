@@ -31,7 +31,8 @@ import tempfile
 from collections.abc import Callable
 from types import FrameType
 
-from inferd.server.app import ServerConfig, StartupError, _port_free
+from inferd.server.app import ServerConfig, StartupError
+from inferd.server.ports import port_free
 from inferd.server.telemetry.metrics import (
     MULTIPROC_ENV,
     GpuCollector,
@@ -76,7 +77,7 @@ def run_workers(config: ServerConfig, workers: int, setup: Callable[[], None]) -
     """Serve with ``workers`` processes; returns the exit status."""
     if config.grpc_port == 0:
         raise StartupError("--workers needs a fixed --grpc-port (workers share it)")
-    if not _port_free(config.host, config.grpc_port):
+    if not port_free(config.host, config.grpc_port):
         raise StartupError(
             f"cannot listen on {config.host}:{config.grpc_port}: address already in use"
         )

@@ -74,7 +74,7 @@ def replicas(
                     [
                         *(sys.executable, "-m", "inferd", "serve"),
                         *("--model-repository", str(demo_repository)),
-                        *("--grpc-port", str(port), "--host", "127.0.0.1", "--grace", "5"),
+                        *("--grpc-port", str(port), "--host", "127.0.0.1", "--grace-s", "5"),
                     ],
                     cwd=ROOT,
                     env=env,
@@ -198,7 +198,7 @@ def test_shutdown_waits_for_quiet_at_most_drain_settle_s(
 ) -> None:
     """A client that never stops sending (it does not watch health) holds the
     shutdown at most ``drain_settle_s``, not the whole grace."""
-    server = make_server(demo_repository, drain_settle_s=0.3, grace_seconds=20)
+    server = make_server(demo_repository, drain_settle_s=0.3, grace_s=20)
     stop = threading.Event()
 
     def hammer() -> None:

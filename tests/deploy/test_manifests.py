@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import shlex
@@ -25,7 +24,7 @@ import subprocess
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import kubernetes_validate
@@ -33,6 +32,9 @@ import pytest
 import referencing
 import yaml
 from kubernetes_validate.utils import schema_contents
+
+if TYPE_CHECKING:
+    from inferd.server.settings import ServerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -124,17 +126,23 @@ def by_kind(objects: Iterator[dict[str, Any]] | tuple[dict[str, Any], ...]) -> d
     return found
 
 
-def serve_args(container: dict[str, Any]) -> argparse.Namespace:
-    """Parse a container's command line with the real ``inferd serve`` parser."""
-    from inferd.server.cli import _serve_parser
+def serve_args(container: dict[str, Any]) -> ServerConfig:
+    """A container's ``inferd serve`` command line as the server's checked
+    settings (no environment), with no deprecated flag spelling."""
+    from inferd.server.settings import SettingsError, parse_serve_settings
 
     assert container["command"] == ["inferd"]
-    parser = argparse.ArgumentParser(prog="inferd", exit_on_error=False)
-    _serve_parser(parser.add_subparsers(dest="command"))
+    assert container["args"][0] == "serve"
+    line = " ".join(container["args"])
     try:
-        return parser.parse_args(container["args"])
+        settings = parse_serve_settings(container["args"][1:])
+        config = settings.to_config()
     except SystemExit:  # argparse reports unknown flags by exiting
-        pytest.fail(f"`inferd {' '.join(container['args'])}` does not parse (unknown flag?)")
+        pytest.fail(f"`inferd {line}` does not parse (unknown flag?)")
+    except SettingsError as exc:
+        pytest.fail(f"`inferd {line}`: {exc}")
+    assert not settings.deprecations(), settings.deprecations()
+    return config
 
 
 # --- schemas ------------------------------------------------------------------------------
@@ -222,7 +230,7 @@ def test_deployment_runs_hardened_with_grpc_probes_and_a_long_enough_grace() -> 
     pod = deployment["spec"]["template"]["spec"]
     container = _container(deployment)
     opts = serve_args(container)
-    assert opts.command == "serve" and opts.host == "0.0.0.0"
+    assert opts.host == "0.0.0.0"
 
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
@@ -237,12 +245,12 @@ def test_deployment_runs_hardened_with_grpc_probes_and_a_long_enough_grace() -> 
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"] == {"port": opts.grpc_port, "service": ""}, probe
     liveness = container["livenessProbe"]
-    assert liveness["periodSeconds"] * liveness["failureThreshold"] > opts.grace
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] > opts.grace_s
 
     # The kubelet's grace covers the preStop pause, then the whole drain.
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    assert pod["terminationGracePeriodSeconds"] > float(pre_stop[1]) + opts.grace
+    assert pod["terminationGracePeriodSeconds"] > float(pre_stop[1]) + opts.grace_s
 
     # Load spreading: connections age out; graced calls fit in the drain budget.
     assert opts.max_connection_age_s and opts.max_connection_age_grace_s is not None

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from inferd.clients import InferenceClient, InferenceServerError
-from inferd.server.app import InferdServer, ServerConfig, StartupError, connection_age_options
+from inferd.server.app import InferdServer, ServerConfig, StartupError
 from inferd.server.cli import main as cli_main
+from inferd.server.settings import connection_age_options
 
 
 @pytest.mark.parametrize(

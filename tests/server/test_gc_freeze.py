@@ -6,25 +6,18 @@ the engine thread for 22-30 ms, making a batch's requests late."""
 
 from __future__ import annotations
 
-import argparse
 import gc
 from pathlib import Path
 
 from conftest import ServerThread
 
 from inferd.server.app import ServerConfig
-from inferd.server.cli import _serve_parser
-
-
-def _serve_args(*args: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="inferd")
-    _serve_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["serve", *args])
+from inferd.server.settings import parse_serve_settings
 
 
 def test_cli_freezes_by_default_and_can_be_told_not_to() -> None:
-    assert _serve_args().gc_freeze is True
-    assert _serve_args("--no-gc-freeze").gc_freeze is False
+    assert parse_serve_settings([]).values["gc_freeze"] is True
+    assert parse_serve_settings(["--no-gc-freeze"]).values["gc_freeze"] is False
 
 
 def test_server_freezes_what_is_alive_once_models_are_loaded(demo_repository: Path) -> None:

@@ -6,7 +6,6 @@ engine idle meanwhile."""
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -15,33 +14,32 @@ import pytest
 from conftest import ServerThread
 
 from inferd.server.app import ServerConfig
-from inferd.server.cli import DEFAULT_GIL_SWITCH_INTERVAL_US, _serve_parser
+from inferd.server.settings import parse_serve_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _serve_args(*args: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="inferd")
-    _serve_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["serve", *args])
+def _interval(*args: str) -> float | None:
+    return parse_serve_settings(args).values["gil_switch_interval_s"]  # type: ignore[no-any-return]
 
 
 def test_cli_default_and_override() -> None:
-    assert _serve_args().gil_switch_interval_us == DEFAULT_GIL_SWITCH_INTERVAL_US == 500
-    assert _serve_args("--gil-switch-interval-us", "200").gil_switch_interval_us == 200
+    assert _interval() == 0.0005
+    assert _interval("--gil-switch-interval-s", "0.0002") == 0.0002
+    assert _interval("--gil-switch-interval-s", "0") is None  # leaves Python's setting
 
 
-@pytest.mark.parametrize("value", ["-1", "2000000", "nan"])
+@pytest.mark.parametrize("value", ["-1", "2", "nan"])
 def test_cli_refuses_an_interval_out_of_bounds(value: str, tmp_path: Path) -> None:
     # A subprocess: the CLI sets up the process's logging before it checks.
     done = subprocess.run(
         [sys.executable, "-m", "inferd", "serve", "--model-repository", str(tmp_path),
-         "--gil-switch-interval-us", value],
+         "--gil-switch-interval-s", value],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
-        f"error: --gil-switch-interval-us {float(value):g} must be between 0 and 1000000"
+        f"error: --gil-switch-interval-s {float(value):g} must be between 0 and 1 (seconds)"
     )
 
 

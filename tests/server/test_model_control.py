@@ -200,7 +200,7 @@ def test_model_that_never_loaded_is_reported(tmp_path: Path, make_server: MakeSe
 def test_poll_mode_follows_the_repository(tmp_path: Path, make_server: MakeServer) -> None:
     plus(tmp_path / "plus" / "1" / "model.onnx", 1)
     write_config(tmp_path, "plus", LATEST_1)
-    server = make_server(tmp_path, model_control_mode="poll", repository_poll_seconds=0.1)
+    server = make_server(tmp_path, model_control_mode="poll", repository_poll_s=0.1)
     with InferenceClient(server.address) as client:
         assert served(client) == 1
         with pytest.raises(InferenceServerError) as info:
@@ -232,10 +232,10 @@ def test_poll_mode_follows_the_repository(tmp_path: Path, make_server: MakeServe
 def test_unknown_model_control_mode_is_a_startup_error(tmp_path: Path) -> None:
     from inferd.server.app import InferdServer, ServerConfig, StartupError
 
-    with pytest.raises(StartupError, match="model control mode 'sometimes'"):
+    with pytest.raises(StartupError, match="model_control_mode 'sometimes'"):
         InferdServer(ServerConfig(model_repository=tmp_path, model_control_mode="sometimes"))
-    with pytest.raises(StartupError, match="poll intervals"):
-        InferdServer(ServerConfig(model_repository=tmp_path, repository_poll_seconds=0))
+    with pytest.raises(StartupError, match="repository_poll_s 0 must be a positive number"):
+        InferdServer(ServerConfig(model_repository=tmp_path, repository_poll_s=0))
 
 
 def test_models_about_to_load_keep_the_server_unready(tmp_path: Path) -> None:

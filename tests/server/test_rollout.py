@@ -48,7 +48,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def start(make_server: MakeServer, repo: Path, **options: Any) -> ServerThread:
-    options.setdefault("state_poll_seconds", 0.1)
+    options.setdefault("state_poll_s", 0.1)
     options.setdefault("metrics_port", 0)
     return make_server(repo, interceptors=[HeaderIdentity()], **options)
 

@@ -106,7 +106,7 @@ async def load(
 
 
 def test_sigterm_under_load_loses_nothing_admitted(demo_repository: Path) -> None:
-    server = ServerProcess(demo_repository, "--grace", "20").start()
+    server = ServerProcess(demo_repository, "--grace-s", "20").start()
     health_log: list[int] = []
     try:
 

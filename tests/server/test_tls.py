@@ -196,7 +196,7 @@ def test_bad_tls_files_stop_start_up(
 
 def test_sighup_reloads_certificates_in_the_cli_server(demo_repository: Path, pki: Pki) -> None:
     with ServerProcess(
-        demo_repository, "--tls-cert", str(pki.cert), "--tls-key", str(pki.key)
+        demo_repository, "--tls-cert-file", str(pki.cert), "--tls-key-file", str(pki.key)
     ) as server:
         infer(server.address, pki.trust())
         server.signal(signal.SIGHUP)
@@ -212,7 +212,7 @@ def test_sighup_reaches_every_worker(demo_repository: Path, pki: Pki) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
+    args = ["--tls-cert-file", str(pki.cert), "--tls-key-file", str(pki.key)]
     with ServerProcess(
         demo_repository, *args, "--grpc-port", str(port), "--workers", "2"
     ) as server:

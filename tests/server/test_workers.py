@@ -46,7 +46,7 @@ def _start(repo: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
             str(port),
             "--workers",
             str(workers),
-            "--grace",
+            "--grace-s",
             "5",
         ],
         cwd=ROOT,

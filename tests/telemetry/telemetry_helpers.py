@@ -125,7 +125,7 @@ class Inferd:
                 str(repository),
                 "--grpc-port",
                 str(self.grpc_port),
-                "--grace",
+                "--grace-s",
                 "5",
                 *args,
             ],

@@ -1,0 +1,65 @@
+"""TLS certificates and caller authentication, loaded from a ``ServerConfig``.
+
+Which combinations are allowed is checked with the other settings
+(server.settings.checks); here the files are read, so a bad one fails at
+start instead of at the first handshake or call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from inferd.server.auth import (
+    Authenticator,
+    AuthInterceptor,
+    JwtVerifier,
+    MethodPolicy,
+    TokenStore,
+)
+from inferd.server.settings import ServerConfig
+from inferd.server.tls import CertificateFiles
+
+
+def load_certificates(config: ServerConfig) -> CertificateFiles | None:
+    """The server's certificates, or None for plaintext; raises TlsConfigError."""
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    files = CertificateFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+    files.load()
+    return files
+
+
+def load_authenticator(config: ServerConfig) -> Authenticator | None:
+    """Tokens and JWT keys, or None when neither is configured; raises AuthConfigError."""
+    if not config.auth_enabled:
+        return None
+    tokens = TokenStore(config.auth_tokens_file) if config.auth_tokens_file else None
+    jwts = None
+    if config.jwt_keys_file is not None:
+        jwts = JwtVerifier(
+            config.jwt_keys_file,
+            issuer=config.jwt_issuer or "",
+            audience=config.jwt_audience or "",
+            leeway_s=config.jwt_leeway_s,
+        )
+    return Authenticator(tokens, jwts)
+
+
+def auth_interceptors(
+    authenticator: Authenticator | None,
+    certificates: CertificateFiles | None,
+    policy: MethodPolicy,
+) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+    """The interceptor that refuses callers who may not call, if any is needed."""
+    mutual = certificates is not None and certificates.mutual
+    if authenticator is None and not mutual:
+        return []
+    return [AuthInterceptor(authenticator, policy, peer_certificates=mutual)]
+
+
+def transport_name(certificates: CertificateFiles | None) -> str:
+    if certificates is None:
+        return "plaintext"
+    return "mutual TLS" if certificates.mutual else "TLS"

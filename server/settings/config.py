@@ -1,0 +1,346 @@
+"""``ServerConfig``: every server option with its default, unit and help.
+
+The command line (``inferd serve --grace-s 25``) and the environment
+(``INFERD_GRACE_S=25``) are generated from these fields
+(server.settings.command_line); README "Limits" gives the reasons behind
+the limits' defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inferd.server.codec import (
+    DEFAULT_MAX_ELEMENTS,
+    DEFAULT_MAX_INPUTS,
+    DEFAULT_MAX_OUTPUTS,
+    DEFAULT_MAX_PARAMETERS,
+    DEFAULT_MAX_TENSOR_BYTES,
+    RequestLimits,
+)
+from inferd.server.settings.checks import connection_age_options
+from inferd.server.settings.options import KiB, MiB, OldFlag, described, option
+
+MODEL_CONTROL_MODES = ("none", "poll", "explicit")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("auto", "json", "text")
+
+_LIMITS = "limits (README: Limits)"
+_CONNECTIONS = "connections"
+_MODELS = "models and faults"
+_SECURITY = "security (README: Security)"
+_SPREAD = "load spreading across replicas (README: Running on Kubernetes)"
+_PROCESS = "process (inferd serve only)"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything ``InferdServer`` needs. Every limit has a safe default."""
+
+    model_repository: Path = field(
+        metadata=described(
+            help="Triton-layout model repository (default: the bundled demo models, built on "
+            "first use under $INFERD_DEMO_REPOSITORY or ~/.cache/inferd/demo-models)",
+            serve_default=None,
+            metavar="DIR",
+        )
+    )
+    #: Loopback by default so a developer's server is not exposed by accident.
+    host: str = option("127.0.0.1", help="address to bind; containers pass 0.0.0.0")
+    #: Triton's gRPC port, so stock clients find us with their defaults.
+    grpc_port: int = option(8001, help="gRPC port; 0 picks a free one")
+
+    # -- limits -------------------------------------------------------------------------------
+    max_message_bytes: int = option(
+        64 * MiB,
+        group=_LIMITS,
+        help="largest request message, checked before decoding (and after decompressing: a "
+        "gzip bomb is refused); over it RESOURCE_EXHAUSTED",
+        old_flags=(OldFlag("--max-message-mb", MiB, int),),
+    )
+    max_send_message_bytes: int | None = option(
+        None, group=_LIMITS, help="largest response message (default: --max-message-bytes)"
+    )
+    #: Checked before any allocation: a hard stop for shapes whose product overflows.
+    max_elements: int = option(
+        DEFAULT_MAX_ELEMENTS, group=_LIMITS, help="largest tensor, in elements", minimum=1
+    )
+    #: Typed ``contents`` can expand up to 8x (an INT64 sent as 1-byte
+    #: varints), so the message limit alone does not bound memory.
+    max_tensor_bytes: int = option(
+        DEFAULT_MAX_TENSOR_BYTES,
+        group=_LIMITS,
+        help="largest decoded tensor (BYTES elements count 48 bytes each plus their data)",
+    )
+    max_inputs: int = option(
+        DEFAULT_MAX_INPUTS, group=_LIMITS, help="most inputs per request", minimum=1
+    )
+    max_outputs: int = option(
+        DEFAULT_MAX_OUTPUTS, group=_LIMITS, help="most requested outputs per request", minimum=1
+    )
+    max_parameters: int = option(
+        DEFAULT_MAX_PARAMETERS, group=_LIMITS, help="most parameters per request", minimum=1
+    )
+    max_metadata_bytes: int = option(
+        16 * KiB,
+        group=_LIMITS,
+        help="largest request metadata (headers); over it RESOURCE_EXHAUSTED",
+        old_flags=(OldFlag("--max-metadata-kb", KiB, int),),
+    )
+    #: One client cannot hold every slot; further calls wait in the client.
+    max_concurrent_streams: int = option(
+        256, group=_LIMITS, help="concurrent calls per HTTP/2 connection", minimum=1
+    )
+    #: Twice the default model queue; over it health checks are refused too.
+    max_concurrent_rpcs: int | None = option(
+        4096,
+        group=_LIMITS,
+        help="concurrent RPCs on the server before RESOURCE_EXHAUSTED; 0: no limit",
+        zero_is_none=True,
+        minimum=1,
+    )
+
+    # -- connections --------------------------------------------------------------------------
+    #: Dead peers free their resources.
+    keepalive_time_s: float = option(
+        60.0, group=_CONNECTIONS, help="ping a connection idle this long"
+    )
+    keepalive_timeout_s: float = option(
+        20.0, group=_CONNECTIONS, help="close a pinged connection that does not answer in this"
+    )
+    min_client_ping_interval_s: float = option(
+        10.0, group=_CONNECTIONS, help="clients may ping at most this often", minimum=0
+    )
+    max_ping_strikes: int = option(
+        2,
+        group=_CONNECTIONS,
+        help="faster pings tolerated before GOAWAY too_many_pings; 0: any number",
+        minimum=0,
+    )
+    #: Off by default so a port in use is an error, not a silent second listener.
+    reuse_port: bool = option(
+        False, group=_CONNECTIONS, help="let several processes share the port (SO_REUSEPORT)"
+    )
+
+    # -- models, lifecycle and faults ---------------------------------------------------------
+    grace_s: float = option(
+        30.0,
+        group=_MODELS,
+        help="on SIGTERM, time admitted requests get to finish",
+        old_flags=(OldFlag("--grace"),),
+        minimum=0,
+    )
+    #: Requests over a model's max_batch_size are refused with INVALID_ARGUMENT.
+    default_max_batch_size: int = option(
+        64,
+        group=_MODELS,
+        help="max_batch_size of a model without config whose inputs all have a dynamic "
+        "first dimension",
+        minimum=0,
+    )
+    #: Far above any sane batch on CPU, short enough that a hang is noticed.
+    engine_timeout_s: float | None = option(
+        30.0,
+        group=_MODELS,
+        help="longest engine call, unless a model's config sets engine_timeout_ms; past it "
+        "the call's requests get UNAVAILABLE and the model is marked unhealthy",
+        old_flags=(OldFlag("--engine-timeout-ms", 1e-3),),
+    )
+    engine_failure_threshold: int = option(
+        3, group=_MODELS, help="failed batches in a row before a model is probed", minimum=1
+    )
+    health_probe_interval_s: float = option(
+        5.0, group=_MODELS, help="time between probes of an unhealthy model"
+    )
+    model_control_mode: str = option(
+        "none",
+        group=_MODELS,
+        choices=MODEL_CONTROL_MODES,
+        help="none: load the repository at start; poll: also follow its changes; explicit: "
+        "load --load-model models at start, then on request (inferd models load/unload)",
+    )
+    load_models: tuple[str, ...] = option(
+        (),
+        group=_MODELS,
+        flag="--load-model",
+        metavar="NAME",
+        help="explicit mode: a model to load at start ('*' loads all); the flag repeats, "
+        "the variable is comma-separated",
+    )
+    repository_poll_s: float = option(
+        15.0,
+        group=_MODELS,
+        help="time between repository scans in poll mode",
+        old_flags=(OldFlag("--repository-poll-secs"),),
+    )
+    state_dir: Path | None = option(
+        None,
+        group=_MODELS,
+        metavar="DIR",
+        help="shared route/stage state (routes.json) and audit log (audit.sqlite); "
+        "default <model-repository>/.inferd",
+    )
+    state_poll_s: float = option(
+        1.0, group=_MODELS, help="time between checks of the state file for other replicas"
+    )
+    audit_dir: Path | None = option(
+        None,
+        group=_MODELS,
+        metavar="DIR",
+        help="where the audit log (audit.sqlite) lives, if not in the state directory",
+    )
+
+    # -- telemetry and process ----------------------------------------------------------------
+    metrics_port: int | None = option(
+        None,
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (default: no metrics); "
+        "with --workers the supervisor serves the sum of all workers",
+    )
+    #: Workers record (multiprocess mode) and leave serving to their supervisor.
+    serve_metrics: bool = option(True, help="serve /metrics from this process", public=False)
+    log_requests: bool = option(False, help="log one line per inference request")
+    #: Freezing the loaded server (``gc.freeze``) spares later full
+    #: collections from scanning it (docs/experiments/gc-freeze-and-gil-switch.md).
+    #: Process wide: embedding code and tests, whose objects would be frozen
+    #: too, leave it off.
+    gc_freeze: bool = option(
+        False,
+        group=_PROCESS,
+        serve_default=True,
+        help="once the models are loaded, freeze their objects out of Python's garbage "
+        "collector (a full collection of them stalls serving for tens of ms)",
+    )
+    #: ``sys.setswitchinterval``: an engine thread needs the interpreter lock
+    #: to start a batch and to hand its answers back. Process wide, so only
+    #: ``inferd serve`` sets it (docs/experiments/gc-freeze-and-gil-switch.md).
+    gil_switch_interval_s: float | None = option(
+        None,
+        group=_PROCESS,
+        serve_default=0.0005,
+        zero_is_none=True,
+        help="how long the event loop may keep Python's interpreter lock from an engine "
+        "thread (Python's own default is 0.005; 0 leaves Python's setting)",
+        old_flags=(OldFlag("--gil-switch-interval-us", 1e-6),),
+    )
+    workers: int = option(
+        1,
+        group=_PROCESS,
+        help="server processes sharing the port (SO_REUSEPORT); about one per core",
+        minimum=1,
+    )
+    log_level: str = option("INFO", group=_PROCESS, choices=LOG_LEVELS, help="log level")
+    log_format: str = option(
+        "auto",
+        group=_PROCESS,
+        choices=LOG_FORMATS,
+        help="json: one JSON object per line with trace ids; text: one readable line; "
+        "auto: json unless stderr is a terminal",
+    )
+
+    # -- load spreading across replicas ------------------------------------------------------
+    #: gRPC core spreads the age by +-10% per connection; the GOAWAY makes the
+    #: client reconnect, so long-lived connections rebalance after a scale-out.
+    max_connection_age_s: float | None = option(
+        None,
+        group=_SPREAD,
+        help="send clients a GOAWAY after about this long (+-10% jitter) so they reconnect "
+        "and rebalance over replicas (default: never)",
+    )
+    max_connection_age_grace_s: float | None = option(
+        None,
+        group=_SPREAD,
+        help="then give calls still running on the old connection this long before it is "
+        "closed (default: no limit; needs --max-connection-age-s)",
+    )
+    #: Clients that watch health stop sending within milliseconds; closing
+    #: earlier would cancel calls gRPC accepted but had not yet handed over
+    #: (CANCELLED, which nobody retries).
+    drain_settle_s: float = option(
+        0.5,
+        group=_SPREAD,
+        help="on shutdown, wait up to this long (within the grace) until no call arrives "
+        "before closing the transport",
+        minimum=0,
+    )
+
+    # -- security -----------------------------------------------------------------------------
+    tls_cert_file: Path | None = option(
+        None,
+        group=_SECURITY,
+        metavar="PEM",
+        help="certificate chain: serve TLS (reloaded on change and on SIGHUP)",
+        old_flags=(OldFlag("--tls-cert", kind=Path),),
+    )
+    tls_key_file: Path | None = option(
+        None,
+        group=_SECURITY,
+        metavar="PEM",
+        help="private key for --tls-cert-file",
+        old_flags=(OldFlag("--tls-key", kind=Path),),
+    )
+    tls_client_ca_file: Path | None = option(
+        None,
+        group=_SECURITY,
+        metavar="PEM",
+        help="CA bundle: require client certificates signed by it (mutual TLS)",
+        old_flags=(OldFlag("--tls-client-ca", kind=Path),),
+    )
+    auth_tokens_file: Path | None = option(
+        None,
+        group=_SECURITY,
+        metavar="JSON",
+        help="bearer tokens with names and roles",
+        old_flags=(OldFlag("--auth-tokens", kind=Path),),
+    )
+    jwt_keys_file: Path | None = option(
+        None,
+        group=_SECURITY,
+        metavar="FILE",
+        help="PEM public keys or JWKS for JWTs",
+        old_flags=(OldFlag("--jwt-keys", kind=Path),),
+    )
+    jwt_issuer: str | None = option(None, group=_SECURITY, help="required JWT 'iss'")
+    jwt_audience: str | None = option(None, group=_SECURITY, help="required JWT 'aud'")
+    jwt_leeway_s: float = option(
+        30.0, group=_SECURITY, help="clock skew tolerated on JWT exp/nbf", minimum=0
+    )
+    reflection: bool = option(False, group=_SECURITY, help="serve gRPC server reflection (grpcurl)")
+
+    @property
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(
+            max_elements=self.max_elements,
+            max_tensor_bytes=self.max_tensor_bytes,
+            max_inputs=self.max_inputs,
+            max_outputs=self.max_outputs,
+            max_parameters=self.max_parameters,
+        )
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_tokens_file is not None or self.jwt_keys_file is not None
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        send = self.max_send_message_bytes or self.max_message_bytes
+        return [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", send),
+            ("grpc.max_metadata_size", self.max_metadata_bytes),
+            ("grpc.absolute_max_metadata_size", self.max_metadata_bytes),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            ("grpc.keepalive_time_ms", int(self.keepalive_time_s * 1000)),
+            ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout_s * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            (
+                "grpc.http2.min_ping_interval_without_data_ms",
+                int(self.min_client_ping_interval_s * 1000),
+            ),
+            ("grpc.http2.max_ping_strikes", self.max_ping_strikes),
+            ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+            *self.connection_age_options(),
+        ]
+
+    def connection_age_options(self) -> list[tuple[str, int]]:
+        """``max_connection_age_s`` and its grace as gRPC server options."""
+        return connection_age_options(self.max_connection_age_s, self.max_connection_age_grace_s)
