@@ -167,6 +167,10 @@ class ServerConfig:
     engine_failure_threshold: int = 3
     #: Seconds between probes of an unhealthy model.
     health_probe_interval_s: float = 5.0
+    #: Triton's --strict-readiness: ServerReady only once every model is
+    #: ready (True), or once the start-up load is done even if some models
+    #: failed (False; the failed ones show in RepositoryIndex and ModelReady).
+    strict_readiness: bool = True
     #: Let several processes share the port (SO_REUSEPORT). Off by default so
     #: a port already in use is an error instead of a silent second listener.
     reuse_port: bool = False
@@ -386,6 +390,7 @@ class InferdServer:
             engine_timeout_s=config.engine_timeout_s,
             failure_threshold=config.engine_failure_threshold,
             probe_interval_s=config.health_probe_interval_s,
+            strict_readiness=config.strict_readiness,
         )
         self.router = Router(self.models, observer=self.telemetry)
         self.lifecycle = LifecycleController(
@@ -492,6 +497,7 @@ class InferdServer:
         if self.authenticator is not None and self.certificates is None:
             log.warning("bearer credentials are accepted over plaintext; enable TLS off localhost")
         await self.lifecycle.start(load=load, load_models=self.config.load_models)
+        self.models.mark_started()
         if config.gc_freeze:
             gc.collect()
             gc.freeze()

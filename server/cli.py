@@ -32,6 +32,16 @@ def default_demo_repository() -> Path:
     return Path(cache) / "inferd" / "demo-models"
 
 
+def _bool_flag(text: str) -> bool:
+    """Triton spells its boolean flags' values true/false (1/0 and on/off too)."""
+    value = text.strip().lower()
+    if value in ("true", "1", "on", "yes"):
+        return True
+    if value in ("false", "0", "off", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the gRPC inference server")
     p.add_argument(
@@ -121,6 +131,14 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "thread that has work to start or answers to hand back, in microseconds "
         f"(default {DEFAULT_GIL_SWITCH_INTERVAL_US:g}; Python's own default is 5000; "
         "0 leaves Python's setting)",
+    )
+    p.add_argument(
+        "--strict-readiness",
+        type=_bool_flag,
+        default=True,
+        metavar="true|false",
+        help="true (default): ServerReady only when every model is ready; false: once the "
+        "start-up load is done, even if some models failed to load",
     )
     limits = p.add_argument_group("limits (README: Limits)")
     limits.add_argument(
@@ -222,6 +240,7 @@ def _serve(opts: argparse.Namespace) -> int:
         jwt_issuer=opts.jwt_issuer,
         jwt_audience=opts.jwt_audience,
         reflection=opts.reflection,
+        strict_readiness=opts.strict_readiness,
         max_connection_age_s=opts.max_connection_age_s,
         max_connection_age_grace_s=opts.max_connection_age_grace_s,
     )

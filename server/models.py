@@ -139,8 +139,14 @@ class ModelManager:
         engine_timeout_s: float | None = None,
         failure_threshold: int = 3,
         probe_interval_s: float = 5.0,
+        strict_readiness: bool = True,
     ) -> None:
         self.repository = repository
+        #: Triton's --strict-readiness: ServerReady wants every model ready
+        #: (True) or only the start-up load finished (False).
+        self.strict_readiness = strict_readiness
+        #: The start-up load has finished (``mark_started``).
+        self.started = False
         self.observer = observer or ServerObserver()
         self._default_max_batch_size = default_max_batch_size
         #: Versions to keep loaded besides the policy's (set by the lifecycle layer).
@@ -237,6 +243,7 @@ class ModelManager:
                         source.platform,
                         source.config,
                         source.card,
+                        source.labels,
                     )
                     loaded[version].source_key = key
                     fresh.append(version)
@@ -309,6 +316,7 @@ class ModelManager:
         platform: str,
         config: model_config_pb2.ModelConfig,
         card: dict[str, str],
+        labels: dict[str, tuple[str, ...]],
     ) -> ModelVersion:
         settings = engine_options(config, default_max_batch_size=self._default_max_batch_size)
         engine = load_engine(platform, path, settings)
@@ -316,7 +324,7 @@ class ModelManager:
             completed = complete_config(
                 config, engine.signature, default_max_batch_size=self._default_max_batch_size
             )
-            io = ModelIO.from_config(completed)
+            io = ModelIO.from_config(completed, labels)
             options = dataclasses.replace(
                 options_from_config(
                     completed,
@@ -488,6 +496,16 @@ class ModelManager:
             any(v.healthy for v in e.ready.values()) for e in self._models.values() if e.wanted
         )
 
+    def mark_started(self) -> None:
+        """The start-up load has finished (failed models included)."""
+        self.started = True
+
+    @property
+    def server_ready(self) -> bool:
+        """V2 ServerReady as Triton's --strict-readiness has it: every wanted
+        model ready, or (not strict) the start-up load done, whatever failed."""
+        return self.all_ready if self.strict_readiness else self.started
+
     @property
     def any_ready(self) -> bool:
         return any(v.healthy for e in self._models.values() for v in e.ready.values())
@@ -529,5 +547,6 @@ def _source_key(source: ModelSource, path: Path) -> str:
     digest.update(tree_fingerprint(path.parent).encode())
     digest.update(source.config.SerializeToString(deterministic=True))
     digest.update(repr(sorted(source.card.items())).encode())
+    digest.update(repr(sorted(source.labels.items())).encode())
     digest.update(source.platform.encode())
     return digest.hexdigest()

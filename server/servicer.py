@@ -55,7 +55,13 @@ SERVER_NAME = "inferd"
 SERVER_VERSION = "0.1.0"
 #: Protocol extensions this server implements (Triton's names); kept truthful
 #: by tests that exercise each one.
-EXTENSIONS = ("model_configuration", "statistics", "parameters", "model_repository")
+EXTENSIONS = (
+    "classification",
+    "model_configuration",
+    "statistics",
+    "parameters",
+    "model_repository",
+)
 
 #: Request parameter and gRPC metadata key carrying the A/B routing key.
 ROUTING_KEY_PARAMETER = "routing_key"
@@ -145,6 +151,13 @@ def _priority(request: InferRequest) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidArgument("parameter 'priority' must be a non-negative integer")
     return value
+
+
+def _final(response: pb.ModelInferResponse) -> None:
+    """Mark a stream response as its request's last, as Triton does for every
+    response of a non-decoupled model (failed ones too): decoupled-aware
+    clients wait for ``triton_final_response``."""
+    response.parameters["triton_final_response"].bool_param = True
 
 
 def _duration(d: Duration) -> pb.StatisticDuration:
@@ -286,7 +299,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: Any
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=not self.draining and self.models.all_ready)
+        return pb.ServerReadyResponse(ready=not self.draining and self.models.server_ready)
 
     @_rpc
     async def ModelReady(
@@ -475,7 +488,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             outputs = await version.scheduler.submit(request)
             with tracing.phase("encode", span) if tracing and span else contextlib.nullcontext():
                 response = encode_response(
-                    version.name, version.version_str, msg.id, outputs, version.io, request.outputs
+                    version.name,
+                    version.version_str,
+                    msg.id,
+                    outputs,
+                    version.io,
+                    request.outputs,
+                    request.classification,
                 )
             rows = request.rows
             return response
@@ -618,6 +637,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                     ):
                         response = await self._infer(msg, context, span)
                     Tracing.end_rpc(span, grpc.StatusCode.OK)
+                _final(response)
                 results.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
             except asyncio.CancelledError:
                 if span is not None:
@@ -629,13 +649,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 code, message = status_of(exc)
                 if span is not None:
                     Tracing.end_rpc(span, code, message)
+                failed = pb.ModelInferResponse(
+                    model_name=msg.model_name, model_version=msg.model_version, id=msg.id
+                )
+                _final(failed)
                 results.put_nowait(
-                    pb.ModelStreamInferResponse(
-                        error_message=message,
-                        infer_response=pb.ModelInferResponse(
-                            model_name=msg.model_name, model_version=msg.model_version, id=msg.id
-                        ),
-                    )
+                    pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
                 )
 
         async def reader() -> None:

@@ -11,6 +11,7 @@ from inferd.protos import model_config_pb2
 from inferd.protos.datatypes import CONFIG_TO_V2, V2_TO_CONFIG, v2_datatype
 from inferd.server.repository.errors import RepositoryError
 from inferd.server.repository.source import BACKEND_PLATFORMS
+from inferd.server.reshape import reshape_problem
 
 if TYPE_CHECKING:
     from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
@@ -146,6 +147,10 @@ def _check_tensors(
                 f"{V2_TO_CONFIG[model_type]}"
             )
         # With reshape the model sees reshape.shape, not dims.
+        if tensor.HasField("reshape"):
+            problem = reshape_problem(tensor.dims, tensor.reshape.shape, batching)
+            if problem is not None:
+                raise RepositoryError(f"{where}: {problem}")
         dims = list(tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims)
         model_dims = list(spec.shape[1:] if batching else spec.shape)
         if not _dims_match(dims, model_dims):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -34,6 +34,9 @@ BACKEND_PLATFORMS = {
     "onnxruntime": ONNX_PLATFORM,
     "tensorrt": TENSORRT_PLATFORM,
 }
+
+#: Platform name -> Triton backend name (Triton fills in whichever is missing).
+PLATFORM_BACKENDS = {platform: backend for backend, platform in BACKEND_PLATFORMS.items()}
 
 CONFIG_FILENAME = "config.pbtxt"
 CARD_FILENAME = "model_card.json"
@@ -61,6 +64,8 @@ class ModelSource:
     #: The versions the version policy picks (``versions`` may hold more: the
     #: extra versions asked for). Unversioned requests go to the highest of these.
     policy_versions: tuple[int, ...] = ()
+    #: Each output's class labels, from its ``label_filename`` (one per line).
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class ModelRepository:
@@ -100,6 +105,8 @@ class ModelRepository:
         platform = _platform(name, config, directory)
         if not config.platform:
             config.platform = platform
+        if not config.backend:
+            config.backend = PLATFORM_BACKENDS[platform]
         filename = _model_filename(name, config, platform)
         policy, versions = select_versions(name, config, directory, filename, extra_versions)
         return ModelSource(
@@ -110,7 +117,36 @@ class ModelRepository:
             platform=platform,
             card=_read_card(name, directory),
             policy_versions=policy,
+            labels=_read_labels(name, config, directory),
         )
+
+
+def _read_labels(
+    name: str, config: model_config_pb2.ModelConfig, directory: Path
+) -> dict[str, tuple[str, ...]]:
+    """Each output's ``label_filename``, a file in the model directory, read
+    as Triton does: one label per line (a missing file fails the load)."""
+    labels: dict[str, tuple[str, ...]] = {}
+    for output in config.output:
+        filename = output.label_filename
+        if not filename:
+            continue
+        where = f"model '{name}', output '{output.name}'"
+        path = directory / filename
+        # The config is operator-written but still must not reach outside the model.
+        if Path(filename).is_absolute() or not path.resolve().is_relative_to(directory.resolve()):
+            raise RepositoryError(
+                f"{where}: label_filename must name a file in the model directory"
+            )
+        relative = f"{name}/{filename}"
+        text = _read_text(name, path, relative)
+        if text is None:
+            raise RepositoryError(f"{where}: label_filename {relative} does not exist")
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()  # the newline ending the last line starts no label
+        labels[output.name] = tuple(lines)
+    return labels
 
 
 def _read_text(model: str, path: Path, relative: str) -> str | None:
