@@ -210,3 +210,29 @@ def test_strict_readiness_flag() -> None:
     assert _serve_args("--strict-readiness", "True").strict_readiness is True
     with pytest.raises(SystemExit):
         _serve_args("--strict-readiness", "maybe")
+
+
+# -- the stream's final-response flag -----------------------------------------------------------
+
+
+def test_a_failed_stream_response_is_final_too(server_address: str) -> None:
+    # tritonclient turns a failed stream response into an exception and drops
+    # its parameters, so read the raw stream.
+    import grpc
+
+    from inferd.protos.grpc_service_pb2_grpc import GRPCInferenceServiceStub
+
+    good = pb.ModelInferRequest(model_name="digits_mlp", id="good")
+    good.inputs.add(name="pixels", datatype="FP32", shape=[1, 64])
+    good.raw_input_contents.append(np.zeros((1, 64), np.float32).tobytes())
+    bad = pb.ModelInferRequest(model_name="digits_mlp", id="bad")
+    bad.inputs.add(name="pixels", datatype="FP32", shape=[1, 3])
+    bad.raw_input_contents.append(np.zeros((1, 3), np.float32).tobytes())
+    with grpc.insecure_channel(server_address) as channel:
+        answers = list(
+            GRPCInferenceServiceStub(channel).ModelStreamInfer(iter([good, bad]), timeout=30)
+        )
+    by_id = {a.infer_response.id: a for a in answers}
+    assert by_id["bad"].error_message and not by_id["good"].error_message
+    for answer in answers:
+        assert answer.infer_response.parameters["triton_final_response"].bool_param is True
