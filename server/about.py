@@ -4,4 +4,10 @@ SERVER_NAME = "inferd"
 SERVER_VERSION = "0.1.0"
 #: Protocol extensions this server implements (Triton's names); kept truthful
 #: by tests that exercise each one.
-EXTENSIONS = ("model_configuration", "statistics", "parameters", "model_repository")
+EXTENSIONS = (
+    "classification",
+    "model_configuration",
+    "statistics",
+    "parameters",
+    "model_repository",
+)

@@ -111,6 +111,7 @@ class InferdServer:
             engine_timeout_s=config.engine_timeout_s,
             failure_threshold=config.engine_failure_threshold,
             probe_interval_s=config.health_probe_interval_s,
+            strict_readiness=config.strict_readiness,
         )
         self.router = Router(self.models, observer=self.telemetry)
         self.lifecycle = LifecycleController(
@@ -216,6 +217,7 @@ class InferdServer:
         if self.authenticator is not None and self.certificates is None:
             log.warning("bearer credentials are accepted over plaintext; enable TLS off localhost")
         await self.lifecycle.start(load=load, load_models=self.config.load_models)
+        self.models.mark_started()
         if config.gc_freeze:
             gc.collect()
             gc.freeze()

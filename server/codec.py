@@ -14,9 +14,11 @@ import numpy as np
 
 from inferd.protos import grpc_service_pb2 as pb
 from inferd.protos.datatypes import CONTENTS_FIELD, NUMPY_DTYPES, deserialize_bytes, serialize_bytes
+from inferd.server.classification import check_classifiable, classify
 from inferd.server.errors import InvalidArgument, ResourceExhausted
 from inferd.server.model_io import ModelIO, TensorInfo
 from inferd.server.request import InferRequest, ParamValue
+from inferd.server.reshape import to_config, to_model
 
 #: Largest element count accepted for one tensor; bounds memory per request
 #: before anything is allocated. 2**28 elements = 1 GiB of FP32.
@@ -249,7 +251,7 @@ def decode_request(
                 f"input '{tensor.name}': contents and raw_input_contents are both set"
             )
         raw = raw_contents[i] if raw_contents else None
-        inputs[tensor.name] = _decode_tensor(tensor, info, raw, limits)
+        inputs[tensor.name] = to_model(_decode_tensor(tensor, info, raw, limits), info, io.batched)
     missing = [n for n, t in io.inputs.items() if n not in inputs and not t.optional]
     if missing:
         raise InvalidArgument(f"missing input(s) {missing}")
@@ -265,18 +267,16 @@ def decode_request(
                 f"batch size {rows} exceeds the model's max_batch_size {io.max_batch_size}"
             )
     outputs = tuple(o.name for o in msg.outputs)
-    for o in msg.outputs:
-        if "classification" in o.parameters:
-            # Triton's classification extension is not offered; answering the
-            # raw tensor instead would silently change the result's meaning.
-            raise InvalidArgument(
-                f"output '{_echo(o.name)}': the classification parameter is not supported"
-            )
     for name in outputs:
         if name not in io.outputs:
             raise InvalidArgument(
                 f"unknown output '{_echo(name)}'; the model's outputs are {sorted(io.outputs)}"
             )
+    classification = {
+        o.name: _class_count(o.parameters["classification"], io.outputs[o.name])
+        for o in msg.outputs
+        if "classification" in o.parameters
+    }
     seen: set[str] = set()
     for name in outputs:
         if name in seen:
@@ -288,7 +288,25 @@ def decode_request(
         rows=rows,
         id=msg.id,
         parameters=decode_params(msg.parameters),
+        classification=classification,
     )
+
+
+def _class_count(param: pb.InferParameter, info: TensorInfo) -> int:
+    """K of an output's ``classification`` parameter (Triton's checks)."""
+    where = f"output '{info.name}'"
+    if param.WhichOneof("parameter_choice") != "int64_param":
+        raise InvalidArgument(
+            f"{where}: invalid value type for 'classification' parameter, expected int64_param"
+        )
+    if param.int64_param < 1:
+        raise InvalidArgument(
+            f"{where}: invalid value {param.int64_param} for 'classification' parameter, "
+            "expected >= 1"
+        )
+    check_classifiable(info)
+    # Triton holds K in 32 bits; more than that many classes cannot exist anyway.
+    return min(param.int64_param, 2**32 - 1)
 
 
 def encode_response(
@@ -298,16 +316,24 @@ def encode_response(
     outputs: Mapping[str, np.ndarray],
     io: ModelIO,
     order: Sequence[str] = (),
+    classification: Mapping[str, int] | None = None,
 ) -> pb.ModelInferResponse:
-    """Outputs in ``order`` (default: the model's order) as raw contents."""
+    """Outputs in ``order`` (default: the model's order) as raw contents, in
+    the config's shape (server.reshape); ``classification`` maps an output
+    to its K, answered as Triton's class results (server.classification)."""
+    classes = classification or {}
     names = order or [n for n in io.outputs if n in outputs]
     response = pb.ModelInferResponse(
         model_name=model_name, model_version=model_version, id=request_id
     )
     raw = response.raw_output_contents
     for name in names:
-        array = outputs[name]
-        datatype = io.outputs[name].datatype
+        info = io.outputs[name]
+        array = to_config(outputs[name], info, io.batched)
+        datatype = info.datatype
+        if name in classes:
+            array = classify(array, info, classes[name], io.batched)
+            datatype = "BYTES"
         response.outputs.add(name=name, datatype=datatype, shape=array.shape)
         if datatype == "BYTES":
             raw.append(serialize_bytes(array))

@@ -7,7 +7,8 @@ Services reported:
   version is ready and healthy; NOT_SERVING before that, while draining, and
   when no model can serve. A model that failed to load does not take the
   server out of rotation (the others keep serving); V2 ``ServerReady``, which
-  wants every model ready, stays the stricter check.
+  wants every model ready (unless ``--strict-readiness false``), stays the
+  stricter check.
 - each model name in the repository: SERVING while it has a ready, healthy
   version (after warmup); NOT_SERVING while loading, after a failed load,
   while unhealthy (engine hung or failing) and while draining.

@@ -69,8 +69,14 @@ class ModelManager:
         engine_timeout_s: float | None = None,
         failure_threshold: int = 3,
         probe_interval_s: float = 5.0,
+        strict_readiness: bool = True,
     ) -> None:
         self.repository = repository
+        #: Triton's --strict-readiness: ServerReady wants every model ready
+        #: (True) or only the start-up load finished (False).
+        self.strict_readiness = strict_readiness
+        #: The start-up load has finished (``mark_started``).
+        self.started = False
         self.observer = observer or ServerObserver()
         #: Versions to keep loaded besides the policy's (set by the lifecycle layer).
         self.pins: Pins = pins or _no_pins
@@ -171,6 +177,7 @@ class ModelManager:
                         source.platform,
                         source.config,
                         source.card,
+                        source.labels,
                     )
                     loaded[version].source_key = key
                     fresh.append(version)
@@ -337,6 +344,16 @@ class ModelManager:
         return all(
             any(v.healthy for v in e.ready.values()) for e in self._models.values() if e.wanted
         )
+
+    def mark_started(self) -> None:
+        """The start-up load has finished (failed models included)."""
+        self.started = True
+
+    @property
+    def server_ready(self) -> bool:
+        """V2 ServerReady as Triton's --strict-readiness has it: every wanted
+        model ready, or (not strict) the start-up load done, whatever failed."""
+        return self.all_ready if self.strict_readiness else self.started
 
     @property
     def any_ready(self) -> bool:

@@ -18,6 +18,9 @@ class InferRequest:
     rows: int
     id: str = ""
     parameters: dict[str, ParamValue] = field(default_factory=dict)
+    #: Outputs asked for as class results, with their K; the codec applies
+    #: it on the way out and the layers below ignore it.
+    classification: dict[str, int] = field(default_factory=dict)
     #: ``time.monotonic()`` seconds by which the answer is due; None: no deadline.
     deadline: float | None = None
     #: 0 is the default level; lower numbers are served first (Triton semantics).

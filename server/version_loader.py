@@ -47,6 +47,7 @@ class VersionLoader:
         platform: str,
         config: model_config_pb2.ModelConfig,
         card: dict[str, str],
+        labels: dict[str, tuple[str, ...]],
     ) -> ModelVersion:
         settings = engine_options(config, default_max_batch_size=self.default_max_batch_size)
         engine = load_engine(platform, path, settings)
@@ -54,7 +55,7 @@ class VersionLoader:
             completed = complete_config(
                 config, engine.signature, default_max_batch_size=self.default_max_batch_size
             )
-            io = ModelIO.from_config(completed)
+            io = ModelIO.from_config(completed, labels)
             options = dataclasses.replace(
                 options_from_config(
                     completed,
@@ -132,5 +133,6 @@ def source_key(source: ModelSource, path: Path) -> str:
     digest.update(tree_fingerprint(path.parent).encode())
     digest.update(source.config.SerializeToString(deterministic=True))
     digest.update(repr(sorted(source.card.items())).encode())
+    digest.update(repr(sorted(source.labels.items())).encode())
     digest.update(source.platform.encode())
     return digest.hexdigest()

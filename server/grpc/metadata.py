@@ -68,7 +68,7 @@ class MetadataRpcs:
         self, request: pb.ServerReadyRequest, context: Any
     ) -> pb.ServerReadyResponse:
         plane = self.dataplane
-        return pb.ServerReadyResponse(ready=not plane.draining and plane.models.all_ready)
+        return pb.ServerReadyResponse(ready=not plane.draining and plane.models.server_ready)
 
     @rpc
     async def ModelReady(

@@ -42,6 +42,13 @@ ROUTING_KEY_METADATA = "x-routing-key"
 MAX_ROUTING_KEY = 256
 
 
+def _final(response: pb.ModelInferResponse) -> None:
+    """Mark a stream response as its request's last, as Triton does for every
+    response of a non-decoupled model (failed ones too): decoupled-aware
+    clients wait for ``triton_final_response``."""
+    response.parameters["triton_final_response"].bool_param = True
+
+
 def routing_key(msg: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The A/B routing key: the ``routing_key`` request parameter, else the
     ``x-routing-key`` metadata entry; "" when neither is sent."""
@@ -103,6 +110,7 @@ class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServic
                 answer.outputs,
                 version.io,
                 answer.request.outputs,
+                answer.request.classification,
             )
 
     @rpc
@@ -141,6 +149,7 @@ class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServic
                     ):
                         response = await self._infer(msg, context, span)
                     Tracing.end_rpc(span, grpc.StatusCode.OK)
+                _final(response)
                 results.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
             except asyncio.CancelledError:
                 if span is not None:
@@ -152,13 +161,12 @@ class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServic
                 code, message = grpc_status(exc)
                 if span is not None:
                     Tracing.end_rpc(span, code, message)
+                failed = pb.ModelInferResponse(
+                    model_name=msg.model_name, model_version=msg.model_version, id=msg.id
+                )
+                _final(failed)
                 results.put_nowait(
-                    pb.ModelStreamInferResponse(
-                        error_message=message,
-                        infer_response=pb.ModelInferResponse(
-                            model_name=msg.model_name, model_version=msg.model_version, id=msg.id
-                        ),
-                    )
+                    pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
                 )
 
         async def reader() -> None:

@@ -10,12 +10,14 @@ import numpy as np
 from inferd.engines import Engine
 from inferd.protos.datatypes import NUMPY_DTYPES
 from inferd.server.model_io import ModelIO
+from inferd.server.reshape import to_model
 from inferd.server.scheduler.latency import LatencyModel
 from inferd.server.scheduler.options import BatchingOptions
 
 
 def synthetic_inputs(io: ModelIO, rows: int) -> dict[str, np.ndarray]:
-    """Zero inputs of ``rows`` rows (variable dims become 1)."""
+    """Zero inputs of ``rows`` rows (variable dims become 1), in the shape
+    the model sees (after the config's reshape)."""
     inputs: dict[str, np.ndarray] = {}
     for info in io.inputs.values():
         shape = tuple(1 if d < 0 else d for d in info.shape)
@@ -26,7 +28,7 @@ def synthetic_inputs(io: ModelIO, rows: int) -> dict[str, np.ndarray]:
             array.fill(b"")
         else:
             array = np.zeros(shape, dtype=NUMPY_DTYPES[info.datatype])
-        inputs[info.name] = array
+        inputs[info.name] = to_model(array, info, io.batched)
     return inputs
 
 

@@ -45,7 +45,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
             "help": _help(setting),
         }
         if setting.kind is bool:
-            target.add_argument(setting.flag, action=argparse.BooleanOptionalAction, **common)
+            # `--x`, `--x false` (Triton spells its flags' values) and `--no-x`.
+            target.add_argument(
+                setting.flag, nargs="?", const=True, type=setting.parse,
+                metavar="true|false", **common,
+            )  # fmt: skip
+            target.add_argument(
+                "--no-" + setting.flag[2:], dest=setting.name, action="store_false",
+                default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+            )  # fmt: skip
         elif setting.kind is tuple:
             target.add_argument(setting.flag, action="append", metavar=_metavar(setting), **common)
         elif setting.option.choices:

@@ -153,6 +153,13 @@ class ServerConfig:
     health_probe_interval_s: float = option(
         5.0, group=_MODELS, help="time between probes of an unhealthy model"
     )
+    strict_readiness: bool = option(
+        True,
+        group=_MODELS,
+        help="Triton's flag: ServerReady only once every model is ready (true), or once the "
+        "start-up load is done even if some models failed (false; those show in "
+        "RepositoryIndex with their reason and in ModelReady)",
+    )
     model_control_mode: str = option(
         "none",
         group=_MODELS,

@@ -43,9 +43,9 @@ def test_engine_input_error_is_an_engine_error() -> None:
         raise EngineInputError("x")
 
 
-def test_classification_output_parameter_is_refused(server_address: str) -> None:
-    # Triton's classification extension is not offered: answering the raw
-    # tensor would silently change what the caller gets.
+def test_classification_parameter_that_is_not_an_integer_is_refused(server_address: str) -> None:
+    # Triton's classification extension takes K as int64_param only; any other
+    # type is refused rather than read as some default K.
     from inferd.protos import grpc_service_pb2 as pb
     from inferd.protos.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 
@@ -53,8 +53,8 @@ def test_classification_output_parameter_is_refused(server_address: str) -> None
     request.inputs.add(name="pixels", datatype="FP32", shape=[1, 64])
     request.raw_input_contents.append(np.zeros((1, 64), np.float32).tobytes())
     out = request.outputs.add(name="probabilities")
-    out.parameters["classification"].int64_param = 3
+    out.parameters["classification"].string_param = "3"
     with grpc.insecure_channel(server_address) as channel, pytest.raises(grpc.RpcError) as info:
         GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "classification" in (info.value.details() or "")
+    assert "'classification' parameter, expected int64_param" in (info.value.details() or "")

@@ -1,0 +1,76 @@
+"""Version directories and Triton's version policy (latest, all, specific)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from pathlib import Path
+
+from inferd.protos import model_config_pb2
+from inferd.server.repository.errors import RepositoryError
+
+# Triton ignores version directories that are not numbers or that start with
+# a zero ("0", "01"); ASCII only, so non-Latin digits are not versions.
+_VERSION_DIR = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
+_INT64_MAX = 2**63 - 1
+
+
+def version_dirs(directory: Path) -> dict[int, Path]:
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return {}
+    versions: dict[int, Path] = {}
+    for entry in entries:
+        if _VERSION_DIR.fullmatch(entry.name) and entry.is_dir():
+            number = int(entry.name)
+            if number <= _INT64_MAX:
+                versions[number] = entry
+    return versions
+
+
+def select_versions(
+    name: str,
+    config: model_config_pb2.ModelConfig,
+    directory: Path,
+    filename: str,
+    extra: Collection[int] = (),
+) -> tuple[tuple[int, ...], dict[int, Path]]:
+    """Apply the version policy.
+
+    A version directory without its model file is not a candidate for
+    ``latest``/``all`` (it may still be being copied in), but a version named
+    by ``specific`` must be loadable.
+    """
+    loadable = {
+        number: path / filename
+        for number, path in version_dirs(directory).items()
+        if (path / filename).is_file()
+    }
+    policy = config.version_policy
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "all":
+        selected = sorted(loadable)
+    elif choice == "specific":
+        wanted = sorted(set(policy.specific.versions))
+        if not wanted:
+            raise RepositoryError(f"model '{name}': the specific version policy lists no versions")
+        missing = [v for v in wanted if v not in loadable]
+        if missing:
+            listed = ", ".join(str(v) for v in missing)
+            raise RepositoryError(
+                f"model '{name}': version policy names version(s) {listed}, which have no "
+                f"{filename} in the repository"
+            )
+        selected = wanted
+    else:
+        count = policy.latest.num_versions if choice == "latest" else 1
+        if count < 1:
+            raise RepositoryError(
+                f"model '{name}': the latest version policy needs num_versions >= 1"
+            )
+        selected = sorted(loadable)[-count:]
+    if not selected:
+        raise RepositoryError(f"model '{name}': no version of the model has a {filename} file")
+    chosen = sorted({*selected, *(v for v in extra if v in loadable)})
+    return tuple(selected), {v: loadable[v] for v in chosen}
