@@ -24,6 +24,7 @@ from opentelemetry.trace import Span
 
 from inferd.protos import grpc_service_pb2 as pb
 from inferd.protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.protos.model_card import with_model_card
 from inferd.server.codec import DEFAULT_LIMITS, RequestLimits, decode_request, encode_response
 from inferd.server.errors import (
     Cancelled,
@@ -314,7 +315,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         version = self._version(request.name, request.version)
         self._authorize(version)
         tensor = pb.ModelMetadataResponse.TensorMetadata
-        return pb.ModelMetadataResponse(
+        response = pb.ModelMetadataResponse(
             name=version.name,
             versions=[v.version_str for v in self.models.versions(version.name)],
             platform=version.platform,
@@ -326,8 +327,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 tensor(name=t.name, datatype=t.datatype, shape=t.shape)
                 for t in version.io.outputs.values()
             ],
-            properties=version.card,
         )
+        return with_model_card(response, version.card)
 
     @_rpc
     async def ModelConfig(
