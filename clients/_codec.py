@@ -35,6 +35,7 @@ from inferd.protos.datatypes import (
     serialize_bytes,
     v2_datatype,
 )
+from inferd.protos.model_card import model_card
 
 T = TypeVar("T")
 NDArray: TypeAlias = npt.NDArray[Any]
@@ -366,7 +367,12 @@ def server_metadata() -> Unary[dict[str, Any]]:
 
 def model_metadata(name: str, version: str) -> Unary[dict[str, Any]]:
     request = pb.ModelMetadataRequest(name=name, version=version)
-    return Unary("ModelMetadata", request, message_to_dict)
+    return Unary("ModelMetadata", request, metadata_to_dict)
+
+
+def metadata_to_dict(message: pb.ModelMetadataResponse) -> dict[str, Any]:
+    """A ModelMetadata reply as plain Python, the model card as ``properties``."""
+    return {**message_to_dict(message), "properties": model_card(message)}
 
 
 def model_config(name: str, version: str) -> Unary[dict[str, Any]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos.model_card import with_model_card
 from inferd.server.about import EXTENSIONS, SERVER_NAME, SERVER_VERSION
 from inferd.server.errors import FailedPrecondition, InvalidArgument
 from inferd.server.grpc.rpc import rpc
@@ -93,7 +94,7 @@ class MetadataRpcs:
         version = self.dataplane.version(request.name, request.version)
         self.dataplane.authorize(version)
         tensor = pb.ModelMetadataResponse.TensorMetadata
-        return pb.ModelMetadataResponse(
+        response = pb.ModelMetadataResponse(
             name=version.name,
             versions=[v.version_str for v in self.dataplane.models.versions(version.name)],
             platform=version.platform,
@@ -105,8 +106,8 @@ class MetadataRpcs:
                 tensor(name=t.name, datatype=t.datatype, shape=t.shape)
                 for t in version.io.outputs.values()
             ],
-            properties=version.card,
         )
+        return with_model_card(response, version.card)
 
     @rpc
     async def ModelConfig(

@@ -30,6 +30,7 @@ from inferd.clients.errors import from_rpc_error
 from inferd.protos import grpc_service_pb2 as pb
 from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 from inferd.protos import model_config_pb2 as mc
+from inferd.protos.model_card import with_model_card
 
 SAMPLES: dict[str, np.ndarray] = {
     "BOOL": np.array([[True, False, True]]),
@@ -331,7 +332,7 @@ def test_channel_options() -> None:
 
 
 def test_message_to_dict_keeps_ints_and_names_enums() -> None:
-    meta = pb.ModelMetadataResponse(name="m", versions=["1"], properties={"owner": "ml"})
+    meta = pb.ModelMetadataResponse(name="m", versions=["1"])
     meta.inputs.add(name="pixels", datatype="FP32", shape=[-1, 64])
     assert _codec.message_to_dict(meta) == {
         "name": "m",
@@ -339,17 +340,33 @@ def test_message_to_dict_keeps_ints_and_names_enums() -> None:
         "platform": "",
         "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}],
         "outputs": [],
-        "properties": {"owner": "ml"},
     }
-    config = mc.ModelConfig(name="m", max_batch_size=8)
+    config = mc.ModelConfig(name="m", max_batch_size=8, metric_tags={"team": "ml"})
     config.input.add(name="pixels", data_type=mc.TYPE_FP32, dims=[64])
     config.parameters["k"].string_value = "v"
     as_dict = _codec.message_to_dict(config)
+    assert as_dict["metric_tags"] == {"team": "ml"}
     assert as_dict["input"][0]["data_type"] == "TYPE_FP32"
     assert as_dict["input"][0]["dims"] == [64]
     assert as_dict["parameters"] == {"k": {"string_value": "v"}}
     assert as_dict["max_batch_size"] == 8
     assert "dynamic_batching" not in as_dict and "version_policy" not in as_dict
+
+
+
+def test_metadata_to_dict_reads_the_model_card_from_the_reply_bytes() -> None:
+    sent = with_model_card(pb.ModelMetadataResponse(name="m", versions=["1"]), {"owner": "ml"})
+    received = pb.ModelMetadataResponse.FromString(sent.SerializeToString())
+    assert _codec.metadata_to_dict(received) == {
+        "name": "m",
+        "versions": ["1"],
+        "platform": "",
+        "inputs": [],
+        "outputs": [],
+        "properties": {"owner": "ml"},
+    }
+    # A server without inferd's extension (stock Triton) sends no card.
+    assert _codec.metadata_to_dict(pb.ModelMetadataResponse(name="m"))["properties"] == {}
 
 
 # --- clients against an in-process echo servicer -------------------------------------

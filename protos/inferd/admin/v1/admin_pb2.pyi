@@ -1,5 +1,3 @@
-import datetime
-
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -60,7 +58,7 @@ class VersionStage(_message.Message):
     version: int
     stage: Stage
     ready: bool
-    def __init__(self, version: _Optional[int] = ..., stage: _Optional[_Union[Stage, str]] = ..., ready: _Optional[bool] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., stage: _Optional[_Union[Stage, str]] = ..., ready: bool = ...) -> None: ...
 
 class VariantStats(_message.Message):
     __slots__ = ("variant", "version", "requests", "errors", "traffic_share", "window_requests", "window_error_ratio", "window_p50_ms", "window_p99_ms", "shadow_requests", "shadow_errors", "shadow_disagreements", "shadow_dropped", "window_disagreement_ratio")
@@ -214,7 +212,7 @@ class AuditEntry(_message.Message):
     after_json: str
     reason: str
     replica: str
-    def __init__(self, id: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., principal: _Optional[str] = ..., action: _Optional[str] = ..., model: _Optional[str] = ..., before_json: _Optional[str] = ..., after_json: _Optional[str] = ..., reason: _Optional[str] = ..., replica: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., principal: _Optional[str] = ..., action: _Optional[str] = ..., model: _Optional[str] = ..., before_json: _Optional[str] = ..., after_json: _Optional[str] = ..., reason: _Optional[str] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class GetAuditLogResponse(_message.Message):
     __slots__ = ("entries",)

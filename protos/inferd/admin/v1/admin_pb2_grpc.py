@@ -5,7 +5,7 @@ import warnings
 
 from inferd.protos.inferd.admin.v1 import admin_pb2 as inferd_dot_admin_dot_v1_dot_admin__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in inferd/admin/v1/admin_pb2_grpc.py depends on'
+        + f' but the generated code in inferd/admin/v1/admin_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class ModelAdminStub:
+class ModelAdminStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -66,7 +66,7 @@ class ModelAdminStub:
                 _registered_method=True)
 
 
-class ModelAdminServicer:
+class ModelAdminServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def GetRoutes(self, request, context):
@@ -153,7 +153,7 @@ def add_ModelAdminServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class ModelAdmin:
+class ModelAdmin(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
