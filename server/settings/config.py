@@ -2,7 +2,7 @@
 
 The command line (``inferd serve --grace-s 25``) and the environment
 (``INFERD_GRACE_S=25``) are generated from these fields
-(server.settings.command_line); README "Limits" gives the reasons behind
+(server.settings.command_line); docs/protocol.md#limits gives the reasons behind
 the limits' defaults.
 """
 
@@ -26,11 +26,11 @@ MODEL_CONTROL_MODES = ("none", "poll", "explicit")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("auto", "json", "text")
 
-_LIMITS = "limits (README: Limits)"
+_LIMITS = "limits (docs/protocol.md#limits)"
 _CONNECTIONS = "connections"
 _MODELS = "models and faults"
-_SECURITY = "security (README: Security)"
-_SPREAD = "load spreading across replicas (README: Running on Kubernetes)"
+_SECURITY = "security (docs/security.md)"
+_SPREAD = "load spreading across replicas (docs/kubernetes.md)"
 _PROCESS = "process (inferd serve only)"
 
 
