@@ -20,7 +20,7 @@ Requests carry 16 rows by default so that the engine, not per-call Python
 overhead, is what runs out: the admission control is about the engine's
 queue. With one-row requests on a small machine the gRPC/asyncio layers
 saturate first and requests wait before any inferd code sees them (see
-README, Limits); a caller's own gRPC deadline bounds that wait.
+docs/protocol.md#limits); a caller's own gRPC deadline bounds that wait.
 
 Reported: offered and achieved send rate; answered OK (rate; p50/p99/max
 latency seen by the client, which shares the machine); the server's count of

@@ -3,7 +3,7 @@
 Credentials travel as gRPC metadata ``authorization: Bearer <token>``. A token
 is either
 
-- a static token from the tokens file (``--auth-tokens``), a JSON object that
+- a static token from the tokens file (``--auth-tokens-file``), a JSON object that
   maps each token, or ``"sha256:<hex digest>"`` of it, to its holder::
 
       {"sha256:9f86d081884c7d65...": {"name": "ci", "roles": ["infer"]},
@@ -11,7 +11,7 @@ is either
 
   Only digests are kept in memory; a presented token is hashed and looked up
   (``auth.bearer_tokens``).
-- a JWT (``--jwt-keys``, ``--jwt-issuer``, ``--jwt-audience``), signed with
+- a JWT (``--jwt-keys-file``, ``--jwt-issuer``, ``--jwt-audience``), signed with
   an asymmetric key from the keys file (PEM public keys or certificates, or a
   JWKS ``{"keys": [...]}``; a ``kid`` header picks the key; ``auth.jwt_keys``).
   ``exp``, ``iss``, ``aud`` and ``sub`` are required; ``sub`` names the

@@ -1,4 +1,4 @@
-"""Static bearer tokens: the tokens file (``--auth-tokens``) and its lookups.
+"""Static bearer tokens: the tokens file (``--auth-tokens-file``) and its lookups.
 
 Only SHA-256 digests of the tokens are kept in memory; a presented token is
 hashed and looked up.

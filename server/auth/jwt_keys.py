@@ -1,4 +1,4 @@
-"""JWT verification keys: the keys file (``--jwt-keys``), as PEM public keys
+"""JWT verification keys: the keys file (``--jwt-keys-file``), as PEM public keys
 and certificates or as a JWKS document. Public keys only; symmetric (HMAC)
 and private keys are refused."""
 

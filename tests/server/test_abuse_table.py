@@ -249,7 +249,7 @@ def test_limits_are_the_configured_ones(limited: ServerThread) -> None:
 def test_nan_and_inf_are_passed_through(
     stub: pb_grpc.GRPCInferenceServiceStub, values: list[float]
 ) -> None:
-    # Policy (README): non-finite inputs are valid FP32 values and reach the
+    # Policy (docs/protocol.md): non-finite inputs are valid FP32 values and reach the
     # model unchanged; what the model makes of them is its answer. Refusing
     # them would take a per-element scan of every request and break models
     # that use NaN as "missing".
