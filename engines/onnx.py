@@ -90,10 +90,23 @@ def _spec(arg: Any) -> TensorSpec:
     if dtype is None:
         raise EngineError(
             f"ONNX model could not be loaded: tensor '{arg.name}' has type {arg.type}, "
-            "which the inference protocol cannot carry"
+            f"which the inference protocol cannot carry{_type_hint(arg.type)}"
         )
     shape = arg.shape if isinstance(arg.shape, list) else []
     return TensorSpec(name=arg.name, dtype=dtype, shape=tuple(_dim(d) for d in shape))
+
+
+def _type_hint(onnx_type: str) -> str:
+    """How to fix a type the protocol cannot carry, where the usual cause is known."""
+    if onnx_type.startswith("seq(map("):
+        # A classifier's probabilities per class, as converters write them by
+        # default (skl2onnx's and onnxmltools' ZipMap).
+        return (
+            "; a classifier's ZipMap output: convert without it to get the probabilities "
+            "as one tensor (skl2onnx: options={id(clf): {'zipmap': False}}; "
+            "onnxmltools.convert_lightgbm: zipmap=False)"
+        )
+    return ""
 
 
 def _select_providers(requested: Sequence[str]) -> list[str]:

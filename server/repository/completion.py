@@ -158,11 +158,31 @@ def _check_tensors(
             batch_note = " (without the batch dimension)" if batching else ""
             raise RepositoryError(
                 f"{where}: config {shown} {dims} do not match the model's shape "
-                f"{model_dims}{batch_note}"
+                f"{model_dims}{batch_note}{_reshape_hint(tensor, kind, model_dims, batching)}"
             )
 
 
 def _dims_match(dims: Sequence[int], model_dims: Sequence[int]) -> bool:
     return len(dims) == len(model_dims) and all(
         a == b or a == -1 or b == -1 for a, b in zip(dims, model_dims, strict=True)
+    )
+
+
+def _reshape_hint(tensor: _Tensor, kind: str, model_dims: list[int], batching: bool) -> str:
+    """The fix when the config's shape is the model's but for a trailing 1
+    (``[4]`` against ``[4, 1]``, or ``[1]`` against a per-row scalar ``[]``):
+    ``reshape``, which Triton's configs use for exactly this; "" otherwise."""
+    dims = list(tensor.dims)
+    shown = list(tensor.reshape.shape if tensor.HasField("reshape") else dims)
+    if not (_dims_match([*shown, 1], model_dims) or _dims_match(shown, [*model_dims, 1])):
+        return ""
+    # Only a suggestion that would load: the reshape must stand for the dims.
+    if reshape_problem(dims, model_dims, batching) is not None:
+        return ""
+    shape = "[ " + ", ".join(str(d) for d in model_dims) + " ]" if model_dims else "[ ]"
+    action = "set" if tensor.HasField("reshape") else "add"
+    return (
+        f"; they differ only by a trailing 1, which reshape bridges: {action} "
+        f"reshape: {{ shape: {shape} }} on this {kind} (clients keep dims {dims}, "
+        f"the model works on {model_dims})"
     )
