@@ -1,7 +1,8 @@
 """Telemetry: Prometheus metrics, OpenTelemetry traces, structured logs.
 
 ``Telemetry`` implements the ``server.observer`` hooks by fanning each event
-out to metrics and tracing, whichever are on. With both off the model manager
+out to metrics (with ``--triton-metrics`` Triton's families too,
+``triton_metrics``) and tracing, whichever are on. With both off the model manager
 gets the no-op observer and nothing here runs on the hot path.
 """
 
