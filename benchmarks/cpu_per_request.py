@@ -1,7 +1,8 @@
 """Server CPU per request: revisions of inferd next to the bare grpc.aio handler.
 
     python -m benchmarks.cpu_per_request [--rev before=HEAD~1 --rev after=.]
-        [--model digits_mlp] [--seconds 8] [--concurrency 16] [--rounds 3]
+        [--env after:INFERD_METRICS_PORT=0] [--model digits_mlp] [--seconds 8]
+        [--concurrency 16] [--rounds 3]
 
 Every server is up at once (an idle one costs no CPU) and at each round they
 take turns under the same closed loop from one asyncio client, so that the
@@ -10,7 +11,8 @@ CPU time per answered request (user + system of the server process, /proc)
 and its ratio to the bare handler's, plus throughput and latency. ``--rev``
 checks a git revision out into a temporary worktree (``.``: this tree as it
 is); revisions from before the ``inferd`` import root run as ``server.cli``.
-127.0.0.1 only.
+``--env NAME:VAR=VALUE`` sets a variable in variant NAME's server only, so two
+variants of one tree can differ by a setting (``INFERD_*``). 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import subprocess
 import sys
@@ -42,6 +45,20 @@ class Variant:
     command: list[str]
     cwd: Path
     results: list[Result] = field(default_factory=list)
+    #: Variables set for this variant's server on top of ours.
+    env: dict[str, str] = field(default_factory=dict)
+
+    def server_env(self) -> dict[str, str]:
+        return {**os.environ, **self.env}
+
+
+def parse_env(text: str) -> tuple[str, str, str]:
+    """``NAME:VAR=VALUE`` -> (variant, variable, value)."""
+    name, sep, assignment = text.partition(":")
+    var, eq, value = assignment.partition("=")
+    if not sep or not name or not eq or not var:
+        raise argparse.ArgumentTypeError(f"expected NAME:VAR=VALUE, got {text!r}")
+    return name, var, value
 
 
 def inferd_command(root: Path, repository: Path, port: int) -> list[str]:
@@ -64,7 +81,8 @@ def run(opts: argparse.Namespace) -> list[Variant]:
         variants = [Variant(BARE, ["-m", "benchmarks.bare_server"], ROOT)]
         for name, rev in opts.rev:
             root = stack.enter_context(checkout(rev, parent))
-            variants.append(Variant(name, [], root))
+            env = {var: value for variant, var, value in opts.env if variant == name}
+            variants.append(Variant(name, [], root, env=env))
         procs: list[tuple[Variant, subprocess.Popen[bytes], str]] = []
         try:
             for variant in variants:
@@ -75,7 +93,11 @@ def run(opts: argparse.Namespace) -> list[Variant]:
                 else:
                     command = inferd_command(variant.cwd, repository, port)
                 proc = subprocess.Popen(
-                    command, cwd=variant.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                    command,
+                    cwd=variant.cwd,
+                    env=variant.server_env(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
                 procs.append((variant, proc, f"127.0.0.1:{port}"))
             for _, proc, address in procs:
@@ -111,8 +133,7 @@ def report(variants: Sequence[Variant], opts: argparse.Namespace) -> None:
         f"{opts.rounds} round(s) per variant (medians)"
     )
     print(
-        f"{'variant':>14} {'CPU us/req':>10} {'x bare':>7} {'req/s':>9} "
-        f"{'p50 ms':>7} {'p99 ms':>7}"
+        f"{'variant':>14} {'CPU us/req':>10} {'x bare':>7} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}"
     )
     for variant in variants:
         runs = variant.results
@@ -131,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rev", type=parse_rev, action="append", metavar="NAME=REV",
         help="a revision of inferd to serve (repeatable; default: now=.)",
     )  # fmt: skip
+    parser.add_argument(
+        "--env", type=parse_env, action="append", default=[], metavar="NAME:VAR=VALUE",
+        help="an environment variable for variant NAME's server only (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--model", default="digits_mlp", choices=sorted(INPUTS))
     parser.add_argument("--seconds", type=float, default=8.0, help="per variant and round (<=60)")
     parser.add_argument("--concurrency", type=int, default=16)
@@ -138,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=None)
     opts = parser.parse_args(argv)
     opts.rev = opts.rev or [("now", ".")]
+    unknown = {name for name, _, _ in opts.env} - {name for name, _ in opts.rev}
+    if unknown:
+        parser.error(f"--env names no --rev variant: {', '.join(sorted(unknown))}")
     opts.seconds = min(max(opts.seconds, 1.0), 60.0)
     if opts.rounds < 1 or opts.concurrency < 1:
         parser.error("--rounds and --concurrency must be at least 1")

@@ -58,6 +58,7 @@ from inferd.server.settings import ServerConfig, check
 from inferd.server.telemetry import Telemetry
 from inferd.server.telemetry.metrics import GpuCollector, Metrics, MetricsServer, multiprocess_dir
 from inferd.server.telemetry.tracing import Tracing, TracingConfigError, exporter_names
+from inferd.server.telemetry.triton_metrics import TritonMetrics
 from inferd.server.tls import TlsConfigError
 
 __all__ = ["QUIET_S", "InferdServer", "ServerConfig", "StartupError", "serve"]
@@ -98,12 +99,15 @@ class InferdServer:
                 raise StartupError(str(exc)) from None
         self.tracing = tracing
         self.metrics: Metrics | None = None
+        triton: TritonMetrics | None = None
         if config.metrics_port is not None:
             # Under a supervisor (multiprocess mode) it reports process and
             # GPU metrics for everyone; a lone server reports its own.
             alone = multiprocess_dir() is None
             self.metrics = Metrics(process=alone, gpu=GpuCollector() if alone else None)
-        self.telemetry = Telemetry(self.metrics, tracing)
+            if config.triton_metrics:
+                triton = TritonMetrics(self.metrics.registry)
+        self.telemetry = Telemetry(self.metrics, tracing, triton)
         self.models = ModelManager(
             repository,
             default_max_batch_size=config.default_max_batch_size,

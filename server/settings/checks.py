@@ -70,6 +70,8 @@ def _value_problem(setting: Setting, value: Any, shown: str) -> str | None:
 def _combination_problem(config: ServerConfig, name: Callable[[str], str]) -> str | None:
     if config.load_models and config.model_control_mode != "explicit":
         return f"{name('load_models')} needs {name('model_control_mode')} explicit"
+    if config.triton_metrics and config.metrics_port is None:
+        return f"{name('triton_metrics')} needs {name('metrics_port')}"
     if config.tls_cert_file is None and config.tls_key_file is None:
         if config.tls_client_ca_file is not None:
             return "a TLS client CA needs a server certificate and key as well"

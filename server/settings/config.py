@@ -204,6 +204,11 @@ class ServerConfig:
         help="serve Prometheus metrics on http://HOST:PORT/metrics (default: no metrics); "
         "with --workers the supervisor serves the sum of all workers",
     )
+    triton_metrics: bool = option(
+        False,
+        help="also export Triton's metric families (nv_inference_request_success, "
+        "nv_inference_queue_duration_us...) with Triton's names, labels and units",
+    )
     #: Workers record (multiprocess mode) and leave serving to their supervisor.
     serve_metrics: bool = option(True, help="serve /metrics from this process", public=False)
     log_requests: bool = option(False, help="log one line per inference request")

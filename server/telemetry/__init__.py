@@ -1,7 +1,8 @@
 """Telemetry: Prometheus metrics, OpenTelemetry traces, structured logs.
 
 ``Telemetry`` implements the ``server.observer`` hooks by fanning each event
-out to metrics and tracing, whichever are on. With both off the model manager
+out to metrics (with ``--triton-metrics`` Triton's families too,
+``triton_metrics``) and tracing, whichever are on. With both off the model manager
 gets the no-op observer and nothing here runs on the hot path.
 """
 
@@ -13,23 +14,32 @@ from typing import TYPE_CHECKING
 from inferd.server.observer import NULL_VERSION_OBSERVER, Queued, ServerObserver, VersionObserver
 from inferd.server.telemetry.metrics import UNKNOWN_MODEL, Metrics, VersionMetrics
 from inferd.server.telemetry.tracing import Tracing, VersionTracing
+from inferd.server.telemetry.triton_metrics import TritonMetrics, TritonVersionMetrics
 
 if TYPE_CHECKING:
     from inferd.server.scheduler.records import BatchRecord
 
-__all__ = ["Metrics", "Telemetry", "Tracing", "VersionTelemetry"]
+__all__ = ["Metrics", "Telemetry", "Tracing", "TritonMetrics", "VersionTelemetry"]
 
 
 class VersionTelemetry(VersionObserver):
-    __slots__ = ("m", "t")
+    __slots__ = ("m", "n", "t")
 
-    def __init__(self, m: VersionMetrics | None, t: VersionTracing | None) -> None:
+    def __init__(
+        self,
+        m: VersionMetrics | None,
+        t: VersionTracing | None,
+        n: TritonVersionMetrics | None = None,
+    ) -> None:
         self.m = m
         self.t = t
+        self.n = n  # Triton's families (--triton-metrics)
 
     def on_request(self, code: str, seconds: float, rows: int) -> None:
         if self.m is not None:
             self.m.request(code, seconds, rows)
+        if self.n is not None:
+            self.n.request(code, seconds, rows)
 
     def on_pending(self, delta: int) -> None:
         if self.m is not None:
@@ -59,6 +69,8 @@ class VersionTelemetry(VersionObserver):
             queue = m.queue
             for entry in entries:
                 queue.observe(now - entry.arrival)
+        if self.n is not None:
+            self.n.dispatched(entries, now)
         if self.t is not None:
             return self.t.on_dispatch(entries, reason, slack, now)
         return None
@@ -66,6 +78,8 @@ class VersionTelemetry(VersionObserver):
     def on_executed(self, token: object, entries: Sequence[Queued], record: BatchRecord) -> None:
         if self.m is not None:
             self.m.batch(record.reason, record.rows, record.actual_s, record.late)
+        if self.n is not None:
+            self.n.executed(record)
         if self.t is not None:
             self.t.on_executed(token, record)
 
@@ -79,9 +93,15 @@ class VersionTelemetry(VersionObserver):
 class Telemetry(ServerObserver):
     """What a server reports, to metrics and/or tracing."""
 
-    def __init__(self, metrics: Metrics | None = None, tracing: Tracing | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+        triton: TritonMetrics | None = None,
+    ) -> None:
         self.metrics = metrics
         self.tracing = tracing
+        self.triton = triton
         #: Names the model manager told us about (repository names: trusted).
         self._models: set[str] = set()
         self._unrouted: dict[str, VersionObserver] = {}
@@ -94,6 +114,7 @@ class Telemetry(ServerObserver):
         return VersionTelemetry(
             self.metrics.version(name, v) if self.metrics is not None else None,
             self.tracing.version(name, v) if self.tracing is not None else None,
+            self.triton.version(name, v) if self.triton is not None else None,
         )
 
     def unrouted(self, name: str) -> VersionObserver:

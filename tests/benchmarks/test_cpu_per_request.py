@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -43,3 +44,26 @@ def test_a_short_run_measures_both_servers(
     rows = {line.split()[0]: line.split() for line in out.splitlines()[-2:]}
     assert set(rows) == {"bare", "now"}
     assert float(rows["now"][1]) > 0 and float(rows["now"][3]) > 0  # CPU us/req, req/s
+
+
+def test_env_sets_a_variable_for_one_variant_only(tmp_path: Path) -> None:
+    assert cpu_per_request.parse_env("b:INFERD_TRITON_METRICS=1") == (
+        "b",
+        "INFERD_TRITON_METRICS",
+        "1",
+    )
+    assert cpu_per_request.parse_env("b:EMPTY=") == ("b", "EMPTY", "")
+    for bad in ("INFERD_X=1", "b:=1", "b:INFERD_X", ":X=1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cpu_per_request.parse_env(bad)
+    variant = cpu_per_request.Variant("b", [], tmp_path, env={"INFERD_TRITON_METRICS": "1"})
+    env = variant.server_env()
+    assert env["INFERD_TRITON_METRICS"] == "1" and env["PATH"] == os.environ["PATH"]
+    assert "INFERD_TRITON_METRICS" not in cpu_per_request.Variant("a", [], tmp_path).server_env()
+
+
+def test_env_must_name_a_variant(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cpu_per_request.main(["--rev", "a=.", "--env", "b:INFERD_X=1"])
+    assert exit_info.value.code == 2
+    assert "--env names no --rev variant: b" in capsys.readouterr().err
