@@ -14,6 +14,7 @@ from inferd.clients import _codec
 from inferd.clients._codec import InferResult, Metadata, ParameterValue, StreamItem
 from inferd.clients.balancing import RetryPolicy, balancing_options
 from inferd.clients.errors import InferenceServerError, from_rpc_error
+from inferd.clients.tracing import call_metadata
 from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
@@ -62,7 +63,7 @@ class AsyncInferenceClient:
             reply = await method(
                 op.request,
                 timeout=timeout,
-                metadata=_codec.merge_metadata(self._metadata, metadata),
+                metadata=call_metadata(self._metadata, metadata),
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
@@ -179,7 +180,7 @@ class AsyncInferenceClient:
         call = self._stub.ModelStreamInfer(
             feed.__aiter__(),
             timeout=timeout,
-            metadata=_codec.merge_metadata(self._metadata, metadata),
+            metadata=call_metadata(self._metadata, metadata),
         )
         try:
             async for reply in call:

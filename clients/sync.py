@@ -13,6 +13,7 @@ from inferd.clients import _codec
 from inferd.clients._codec import InferResult, Metadata, ParameterValue, StreamItem
 from inferd.clients.balancing import RetryPolicy, balancing_options
 from inferd.clients.errors import InferenceServerError, from_rpc_error
+from inferd.clients.tracing import call_metadata
 from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
@@ -35,6 +36,10 @@ class InferenceClient:
     idempotent calls refused with UNAVAILABLE (on the next replica under round
     robin), and ``health_check`` (default: on with round robin) skips replicas
     whose grpc.health.v1 status is NOT_SERVING.
+
+    Called inside an OpenTelemetry span, each call carries that span's trace
+    context (``traceparent``; ``clients.tracing``), so the server's spans join
+    the caller's trace; metadata passed by hand wins.
     """
 
     def __init__(
@@ -75,7 +80,7 @@ class InferenceClient:
             reply = method(
                 op.request,
                 timeout=timeout,
-                metadata=_codec.merge_metadata(self._metadata, metadata),
+                metadata=call_metadata(self._metadata, metadata),
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
@@ -218,7 +223,7 @@ class InferenceClient:
         call = self._stub.ModelStreamInfer(
             iter(feed),
             timeout=timeout,
-            metadata=_codec.merge_metadata(self._metadata, metadata),
+            metadata=call_metadata(self._metadata, metadata),
         )
         try:
             for reply in call:

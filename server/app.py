@@ -206,6 +206,8 @@ class InferdServer:
         await server.start()
         self._server = server
         self.port = port
+        if self.tracing is not None:
+            self.tracing.serve_at(config.host, port)
         log.info(
             "listening on %s:%d (%s)",
             config.host,

@@ -182,6 +182,8 @@ class Batch:
     dispatched: float
     #: What the telemetry hook returned at dispatch.
     token: object
+    #: When ``execute`` began merging inputs (``time.monotonic()``).
+    started: float = 0.0
 
 
 class Executor:
@@ -333,6 +335,7 @@ class Executor:
             input_s=input_ns / 1e9,
             output_s=output_ns / 1e9,
             dispatched=batch.dispatched,
+            started=batch.started,
             finished=finished,
             late=late,
         )
@@ -345,6 +348,7 @@ class Executor:
     def execute(self, batch: Batch) -> Result:
         """Merge, run and split one batch (on an engine thread)."""
         entries, size, rows = batch.entries, batch.size, batch.rows
+        batch.started = time.monotonic()
         t0 = time.perf_counter_ns()
         inputs = merge_inputs([e.request.inputs for e in entries], size - rows)
         wanted = union_outputs([e.request.outputs for e in entries])

@@ -22,6 +22,8 @@ class BatchRecord:
     input_s: float = 0.0
     output_s: float = 0.0
     dispatched: float = 0.0
+    #: When merging inputs began (0.0: not measured).
+    started: float = 0.0
     finished: float = 0.0
     #: Requests in the batch answered after their deadline.
     late: int = 0

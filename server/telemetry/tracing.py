@@ -17,11 +17,14 @@ Configured by the standard environment variables (read once at start-up):
 
 The span tree of one ``ModelInfer``::
 
-    inference.GRPCInferenceService/ModelInfer   SERVER, rpc.* attributes
+    inference.GRPCInferenceService/ModelInfer   SERVER, rpc.*, server.* and
+    |                                           network.peer.* attributes
     |-- decode
     |-- queue        (arrival -> dispatch; linked to the batch span; outcome,
     |                 deadline slack, the admission's prediction)
     |-- inferd.batch (only under the first sampled request of the batch)
+    |   `-- compute  (merge inputs, engine, split outputs: events
+    |                 COMPUTE_INPUT_END and COMPUTE_OUTPUT_START, as Triton's)
     `-- encode
 
 Each executed batch has one ``inferd.batch`` span linked to the span of every
@@ -29,6 +32,11 @@ request in it (the first ``OTEL_SPAN_LINK_COUNT_LIMIT``; the attribute
 ``inferd.batch.links_dropped`` counts the rest). It is a child of the first
 sampled request's span, so a parent-based sampler keeps it whenever any of
 its requests is kept, and each request's ``queue`` span links back to it.
+
+Statuses follow the RPC conventions everywhere: a span is an error only when
+its failure would end the RPC with a server-error code (INTERNAL, UNAVAILABLE,
+...), so a request span and its children agree (a caller's INVALID_ARGUMENT
+leaves both unset).
 
 When tracing is off the server never builds a ``Tracing``: the front ends, data plane and
 scheduler test one attribute for None and do no tracer work.
@@ -50,7 +58,9 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
+from inferd.server.errors import status_of
 from inferd.server.observer import Queued
+from inferd.server.telemetry.net_attributes import peer_attributes, server_attributes
 
 if TYPE_CHECKING:
     from inferd.server.scheduler.records import BatchRecord
@@ -70,6 +80,7 @@ _SERVER_ERRORS = frozenset(
         grpc.StatusCode.DATA_LOSS,
     }
 )
+_SERVER_ERROR_NAMES = frozenset(code.name for code in _SERVER_ERRORS)
 _SAMPLERS = (
     "always_on",
     "always_off",
@@ -78,6 +89,18 @@ _SAMPLERS = (
     "parentbased_always_off",
     "parentbased_traceidratio",
 )
+
+
+def is_server_error(exc: BaseException) -> bool:
+    """Whether ``exc`` ends its RPC with a status the RPC conventions count as
+    the server's error (cancellation and the caller's mistakes are not)."""
+    if not isinstance(exc, Exception):
+        return False
+    return status_of(exc)[0].name in _SERVER_ERROR_NAMES
+
+
+def _error_status(exc: BaseException) -> Status:
+    return Status(StatusCode.ERROR, status_of(exc)[1])
 
 
 class TracingConfigError(ValueError):
@@ -171,9 +194,10 @@ class Tracing:
         self.max_links = max_links
         # time.monotonic() -> epoch ns for spans built after the fact.
         self._offset_ns = time.time_ns() - time.monotonic_ns()
+        #: server.address/server.port, once ``serve_at`` knows them.
+        self._server: dict[str, str | int] = {}
         self._rpc_attributes = {
-            method: {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
-            for method in ("ModelInfer", "ModelStreamInfer")
+            method: self._method_attributes(method) for method in ("ModelInfer", "ModelStreamInfer")
         }
 
     @classmethod
@@ -207,16 +231,29 @@ class Tracing:
     # (not the RPC conventions our spans and their tests follow), and it would
     # add two dependencies for about thirty lines.
 
+    def serve_at(self, host: str, port: int) -> None:
+        """Where the server listens: ``server.*`` attributes of every server span."""
+        self._server = server_attributes(host, port)
+        for attributes in self._rpc_attributes.values():
+            attributes.update(self._server)
+
+    def _method_attributes(self, method: str) -> dict[str, str | int]:
+        return {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method, **self._server}
+
     def start_rpc(self, method: str, context: Any) -> Span:
         """The server span of one RPC, continuing the caller's W3C trace."""
         parent = propagate.extract(_metadata_carrier(context))
         attributes = self._rpc_attributes.get(method)
         if attributes is None:
-            attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
-            self._rpc_attributes[method] = attributes
-        return self.tracer.start_span(
+            attributes = self._rpc_attributes[method] = self._method_attributes(method)
+        span = self.tracer.start_span(
             f"{SERVICE}/{method}", context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
+        if span.is_recording():
+            peer = context.peer()
+            if peer:
+                span.set_attributes(peer_attributes(peer))
+        return span
 
     def start_child(self, name: str, parent: Span, **attributes: Any) -> Span:
         return self.tracer.start_span(
@@ -233,14 +270,20 @@ class Tracing:
 
     @contextmanager
     def phase(self, name: str, parent: Span) -> Iterator[Span]:
-        """A child span for one phase of a request (decode, encode)."""
-        with self.tracer.start_as_current_span(
-            name,
-            context=trace.set_span_in_context(parent),
-            record_exception=False,
-            set_status_on_exception=True,
-        ) as span:
-            yield span
+        """A child span for one phase of a request (decode, encode), current
+        while it runs; an error only as ``is_server_error`` says."""
+        span = self.tracer.start_span(name, context=trace.set_span_in_context(parent))
+        try:
+            with trace.use_span(
+                span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            ):
+                yield span
+        except BaseException as exc:
+            if is_server_error(exc):
+                span.set_status(_error_status(exc))
+            raise
+        finally:
+            span.end()
 
     def version(self, model: str, version: str) -> VersionTracing:
         return VersionTracing(self, model, version)
@@ -338,13 +381,29 @@ class VersionTracing:
                 "inferd.batch.compute_output_ms": _ms(record.output_s),
             }
         )
+        if record.started:
+            self._compute_span(token, record)
         token.end(end_time=self._tracing.epoch_ns(record.finished))
+
+    def _compute_span(self, batch: Span, record: BatchRecord) -> None:
+        """The engine call under its batch span: merging inputs, the engine,
+        splitting outputs, laid end to end from when merging began."""
+        tracing = self._tracing
+        start = tracing.epoch_ns(record.started)
+        input_end = start + int(record.input_s * 1e9)
+        output_start = input_end + int(record.actual_s * 1e9)
+        span = tracing.tracer.start_span(
+            "compute", context=trace.set_span_in_context(batch), start_time=start
+        )
+        span.add_event("COMPUTE_INPUT_END", timestamp=input_end)
+        span.add_event("COMPUTE_OUTPUT_START", timestamp=output_start)
+        span.end(end_time=output_start + int(record.output_s * 1e9))
 
     def on_failed(self, token: object, error: BaseException, now: float) -> None:
         if not isinstance(token, Span):
             return
-        message = getattr(error, "message", None) or type(error).__name__
-        token.set_status(Status(StatusCode.ERROR, str(message)))
+        if is_server_error(error):  # as each request's span will say
+            token.set_status(_error_status(error))
         token.end(end_time=self._tracing.epoch_ns(now))
 
     def on_dropped(self, entry: Queued, outcome: str, now: float) -> None:
