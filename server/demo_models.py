@@ -28,10 +28,12 @@ import argparse
 import errno
 import itertools
 import json
+import logging
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -62,6 +64,8 @@ DENSE_SEED = 0
 DENSE_DIMS = (1024, 2048, 2048, 1024, 256)
 
 _OWNER = "inferd maintainers"
+
+log = logging.getLogger("inferd.demo_models")
 
 
 # --------------------------------------------------------------------------- models
@@ -296,6 +300,13 @@ def _write_model(
     (model_dir / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 
+def _built(name: str, started: float) -> float:
+    """Log one progress line for model ``name``; returns the next start time."""
+    now = time.perf_counter()
+    log.info("demo model '%s' built in %.2f s", name, now - started, extra={"model": name})
+    return now
+
+
 def _param_count(model: onnx.ModelProto) -> int:
     return sum(int(np.prod(t.dims)) for t in model.graph.initializer)
 
@@ -304,7 +315,7 @@ def _build_into(root: Path) -> None:
     import sklearn
 
     commit = _training_commit()
-
+    started = time.perf_counter()
     training = train_digits()
     digits = digits_model(training)
     _write_model(
@@ -330,6 +341,7 @@ def _build_into(root: Path) -> None:
             },
         },
     )
+    started = _built("digits_mlp", started)
 
     text = text_stats_model()
     _write_model(
@@ -349,6 +361,7 @@ def _build_into(root: Path) -> None:
             "metrics": {"parameters": _param_count(text)},
         },
     )
+    started = _built("text_stats", started)
 
     dense = dense_reference_model()
     flops = 2 * sum(a * b for a, b in itertools.pairwise(DENSE_DIMS))
@@ -372,6 +385,7 @@ def _build_into(root: Path) -> None:
             "metrics": {"parameters": _param_count(dense), "flops_per_sample": flops},
         },
     )
+    _built("dense_reference", started)
 
     marker = {"generator_version": GENERATOR_VERSION, "models": list(MODEL_NAMES)}
     (root / MARKER).write_text(json.dumps(marker) + "\n")
@@ -441,6 +455,7 @@ def build_demo_repository(dest: Path, *, force: bool = False) -> Path:
     dest = Path(dest)
     if not force and is_complete(dest):
         return dest
+    log.info("building the demo model repository at %s", dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
@@ -460,6 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dest", type=Path, help="repository directory to create")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     path = build_demo_repository(args.dest, force=args.force)
     print(f"demo model repository ready at {path}")
     return 0
