@@ -87,6 +87,7 @@ def train_digits() -> DigitsTraining:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
     digits = load_digits()
     x = digits.data.astype(np.float32)
@@ -100,7 +101,9 @@ def train_digits() -> DigitsTraining:
         max_iter=DIGITS_MAX_ITER,
         random_state=DIGITS_SEED,
     )
-    with warnings.catch_warnings():
+    # One BLAS thread: these matrices are too small to share, and waiting BLAS
+    # threads spin, worst on a busy machine (docs/experiments/demo-build-time.md).
+    with warnings.catch_warnings(), threadpool_limits(1):
         # The iteration cap is deliberate (build time); accuracy is checked instead.
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(x_train / np.float32(16), y_train)

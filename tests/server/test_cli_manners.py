@@ -102,6 +102,25 @@ def test_the_demo_build_logs_a_line_per_model(
         assert re.fullmatch(rf"demo model '{name}' built in \d+\.\d\d s", line), line
 
 
+def test_the_digits_training_runs_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waiting BLAS threads spin: on a busy machine they made the demo build
+    several times slower (docs/experiments/demo-build-time.md)."""
+    from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_info
+
+    seen: list[int] = []
+    real_fit = MLPClassifier.fit
+
+    def fit(self: MLPClassifier, *args: object, **kwargs: object) -> MLPClassifier:
+        seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(MLPClassifier, "fit", fit)
+    monkeypatch.setattr(demo_models, "DIGITS_MAX_ITER", 1)
+    demo_models.train_digits()
+    assert seen and set(seen) == {1}
+
+
 def test_warmup_logs_sizes_and_seconds_per_model(
     demo_repository: Path,
     make_server: Callable[..., ServerThread],
