@@ -152,6 +152,10 @@ def test_the_client_cli_works_and_serve_names_the_extra(
     assert models.returncode == 0, models.stderr
     assert "digits_mlp" in models.stdout
 
+    for args in (["--help"], ["--version"], ["serve", "--help"]):
+        answer = _run(client_venv, inferd, *args, tmp_path=tmp_path)
+        assert answer.returncode == 0, answer.stderr
+
     serve = _run(client_venv, inferd, "serve", tmp_path=tmp_path)
     assert serve.returncode == 2
     assert serve.stdout == ""
