@@ -74,17 +74,18 @@ class VersionLoader:
             sizes = warm_up(engine, io, options, latency)
             seconds = time.perf_counter() - started
             # The start-up progress line: warm-up is where a slow start spends its time.
+            ranges = size_ranges(sizes)  # short: text lines repeat the fields
             log.info(
                 "model '%s' version %d warmed up: batch sizes %s in %.2f s",
                 name,
                 version,
-                size_ranges(sizes),
+                ranges,
                 seconds,
                 extra={
                     "event": "model_warmed_up",
                     "model": name,
                     "version": version,
-                    "batch_sizes": list(sizes),
+                    "batch_sizes": ranges,
                     "seconds": round(seconds, 3),
                 },
             )
