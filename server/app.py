@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -87,6 +88,12 @@ class InferdServer:
         self.config = config
         try:
             check(config)
+            if not Path(config.model_repository).is_dir():
+                # To the operator, as given (a RepositoryError names only the
+                # last part: its messages may travel to callers).
+                raise StartupError(
+                    f"model repository '{config.model_repository}' is not a directory"
+                )
             repository = ModelRepository(config.model_repository)
         except Exception as exc:
             raise StartupError(str(exc)) from None
@@ -163,6 +170,12 @@ class InferdServer:
     async def start(self, *, load: bool = True) -> int:
         """Bind, serve, load the models; returns the bound port."""
         config = self.config
+        if not config.reuse_port and not port_free(config.host, config.grpc_port):
+            # Checked first, ahead of gRPC and health, so the operator gets one
+            # clear line: no core log, no health or drain lines about a server
+            # that never served.
+            address = f"{config.host}:{config.grpc_port}"
+            raise StartupError(f"cannot listen on {address}: address already in use")
         if config.gil_switch_interval_s:
             sys.setswitchinterval(config.gil_switch_interval_s)  # before warmup measures
         interceptors = self._all_interceptors()
@@ -186,9 +199,6 @@ class InferdServer:
                 server,
             )
         address = f"{config.host}:{config.grpc_port}"
-        if not config.reuse_port and not port_free(config.host, config.grpc_port):
-            # Checked ahead of gRPC so the operator gets one clear line, not a core log.
-            raise StartupError(f"cannot listen on {address}: address already in use")
         self._start_metrics()
         try:
             if self.certificates is not None:
@@ -268,6 +278,10 @@ class InferdServer:
         finish. Then the transport closes: calls still open (idle streams,
         Watch) are given at most half a second more, and the engines are
         released."""
+        if self._server is None:
+            # Never started (or stopped already): nothing to drain or report.
+            await self._release()
+            return
         grace = self.config.grace_s if grace is None else grace
         deadline = time.monotonic() + grace
         self.dataplane.draining = True
@@ -284,9 +298,12 @@ class InferdServer:
                 self.dataplane.inflight,
                 self.dataplane.admitted,
             )
-        if self._server is not None:
-            await self._server.stop(min(0.5, max(0.0, deadline - time.monotonic())))
-            self._server = None
+        server, self._server = self._server, None
+        await server.stop(min(0.5, max(0.0, deadline - time.monotonic())))
+        await self._release()
+
+    async def _release(self) -> None:
+        """Close the data plane, lifecycle, engines, metrics and tracing."""
         await self.dataplane.close()
         await self.lifecycle.stop()
         await self.models.close()

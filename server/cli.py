@@ -1,7 +1,9 @@
 """The ``inferd`` command: ``serve``, ``infer``, ``models``, ``demo-models``,
-``build-engine``.
+``build-engine`` (``COMMANDS``), and ``--version``.
 
 Start-up errors print one ``error: ...`` line and exit 2; no traceback.
+A plain ``pip install inferd`` is the client: ``infer`` and ``models`` work
+there, ``serve`` says which extra it needs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,19 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from inferd import __version__
+
 DEMO_ENV = "INFERD_DEMO_REPOSITORY"
+SERVER_EXTRA = "pip install 'inferd[server]'"
+
+#: Every subcommand and its ``--help`` line; ``inferd --help`` lists them all.
+COMMANDS: dict[str, str] = {
+    "serve": "run the gRPC inference server",
+    "infer": "send one request (inferd infer --help)",
+    "models": "list and manage the server's models (inferd models --help)",
+    "demo-models": "build the bundled demo model repository",
+    "build-engine": "build a TensorRT plan from an ONNX model (inferd build-engine --help)",
+}
 
 log = logging.getLogger("inferd.cli")
 
@@ -33,11 +47,29 @@ def default_demo_repository() -> Path:
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from inferd.server.settings import DESCRIPTION, add_serve_arguments
 
-    p = sub.add_parser("serve", help="run the gRPC inference server", description=DESCRIPTION)
+    p = sub.add_parser("serve", help=COMMANDS["serve"], description=DESCRIPTION)
     add_serve_arguments(p)
 
 
+def missing_server_module() -> str | None:
+    """The first module ``inferd serve`` imports that is not installed (the
+    ``server`` extra is missing), or None."""
+    try:
+        import inferd.engines.onnx
+        import inferd.server.app  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] == "inferd":
+            raise  # a broken install of inferd itself: show the traceback
+        return exc.name
+    return None
+
+
 def _serve(opts: argparse.Namespace) -> int:
+    missing = missing_server_module()
+    if missing is not None:
+        return _error(
+            f"inferd serve needs the server extra ({SERVER_EXTRA}): {missing} is not installed"
+        )
     from inferd.server.app import StartupError, serve
     from inferd.server.settings import SettingsError, read_serve_settings
     from inferd.server.telemetry.logs import resolve_format
@@ -119,14 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return build_engine_main(args[1:])
     parser = argparse.ArgumentParser(prog="inferd", description="gRPC inference server")
+    parser.add_argument("--version", action="version", version=f"inferd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
-    sub.add_parser("infer", help="send one request (inferd infer --help)")
-    sub.add_parser("models", help="list the server's models (inferd models --help)")
-    sub.add_parser(
-        "build-engine", help="build a TensorRT plan from an ONNX model (inferd build-engine --help)"
-    )
-    demo = sub.add_parser("demo-models", help="build the bundled demo model repository")
+    for name in ("infer", "models", "build-engine"):  # they parse their own arguments
+        sub.add_parser(name, help=COMMANDS[name])
+    demo = sub.add_parser("demo-models", help=COMMANDS["demo-models"])
     demo.add_argument("dest", type=Path)
     demo.add_argument("--force", action="store_true")
     opts = parser.parse_args(args)
@@ -134,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(opts)
     if opts.command == "demo-models":
         try:
+            _setup_logging("INFO", "auto")  # a progress line per model, on stderr
             print(_build_demo(opts.dest, force=opts.force))
         except FileExistsError as exc:
             return _error(str(exc))

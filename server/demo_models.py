@@ -28,10 +28,12 @@ import argparse
 import errno
 import itertools
 import json
+import logging
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -63,6 +65,8 @@ DENSE_DIMS = (1024, 2048, 2048, 1024, 256)
 
 _OWNER = "inferd maintainers"
 
+log = logging.getLogger("inferd.demo_models")
+
 
 # --------------------------------------------------------------------------- models
 
@@ -83,6 +87,7 @@ def train_digits() -> DigitsTraining:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
     digits = load_digits()
     x = digits.data.astype(np.float32)
@@ -96,7 +101,9 @@ def train_digits() -> DigitsTraining:
         max_iter=DIGITS_MAX_ITER,
         random_state=DIGITS_SEED,
     )
-    with warnings.catch_warnings():
+    # One BLAS thread: these matrices are too small to share, and waiting BLAS
+    # threads spin, worst on a busy machine (docs/experiments/demo-build-time.md).
+    with warnings.catch_warnings(), threadpool_limits(1):
         # The iteration cap is deliberate (build time); accuracy is checked instead.
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(x_train / np.float32(16), y_train)
@@ -296,6 +303,13 @@ def _write_model(
     (model_dir / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 
+def _built(name: str, started: float) -> float:
+    """Log one progress line for model ``name``; returns the next start time."""
+    now = time.perf_counter()
+    log.info("demo model '%s' built in %.2f s", name, now - started, extra={"model": name})
+    return now
+
+
 def _param_count(model: onnx.ModelProto) -> int:
     return sum(int(np.prod(t.dims)) for t in model.graph.initializer)
 
@@ -304,7 +318,7 @@ def _build_into(root: Path) -> None:
     import sklearn
 
     commit = _training_commit()
-
+    started = time.perf_counter()
     training = train_digits()
     digits = digits_model(training)
     _write_model(
@@ -330,6 +344,7 @@ def _build_into(root: Path) -> None:
             },
         },
     )
+    started = _built("digits_mlp", started)
 
     text = text_stats_model()
     _write_model(
@@ -349,6 +364,7 @@ def _build_into(root: Path) -> None:
             "metrics": {"parameters": _param_count(text)},
         },
     )
+    started = _built("text_stats", started)
 
     dense = dense_reference_model()
     flops = 2 * sum(a * b for a, b in itertools.pairwise(DENSE_DIMS))
@@ -372,6 +388,7 @@ def _build_into(root: Path) -> None:
             "metrics": {"parameters": _param_count(dense), "flops_per_sample": flops},
         },
     )
+    _built("dense_reference", started)
 
     marker = {"generator_version": GENERATOR_VERSION, "models": list(MODEL_NAMES)}
     (root / MARKER).write_text(json.dumps(marker) + "\n")
@@ -441,6 +458,7 @@ def build_demo_repository(dest: Path, *, force: bool = False) -> Path:
     dest = Path(dest)
     if not force and is_complete(dest):
         return dest
+    log.info("building the demo model repository at %s", dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
@@ -460,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dest", type=Path, help="repository directory to create")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     path = build_demo_repository(args.dest, force=args.force)
     print(f"demo model repository ready at {path}")
     return 0

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,25 @@ class VersionLoader:
             latency = new_latency_model(options)
             # Before READY: the first caller must not pay for lazy initialisation,
             # and the batcher must know each size's latency before it plans.
-            warm_up(engine, io, options, latency)
+            started = time.perf_counter()
+            sizes = warm_up(engine, io, options, latency)
+            seconds = time.perf_counter() - started
+            # The start-up progress line: warm-up is where a slow start spends its time.
+            ranges = size_ranges(sizes)  # short: text lines repeat the fields
+            log.info(
+                "model '%s' version %d warmed up: batch sizes %s in %.2f s",
+                name,
+                version,
+                ranges,
+                seconds,
+                extra={
+                    "event": "model_warmed_up",
+                    "model": name,
+                    "version": version,
+                    "batch_sizes": ranges,
+                    "seconds": round(seconds, 3),
+                },
+            )
         except BaseException:
             engine.close()
             raise
@@ -124,6 +143,18 @@ async def retire(version: ModelVersion) -> None:
         version.version,
         extra={"event": "model_unloaded", "model": version.name, "version": version.version},
     )
+
+
+def size_ranges(sizes: tuple[int, ...]) -> str:
+    """``1-8, 16, 32`` for (1, 2, ..., 8, 16, 32): runs of consecutive sizes
+    collapse, so 64 warmed sizes stay one short line."""
+    runs: list[list[int]] = []
+    for size in sizes:
+        if runs and size == runs[-1][-1] + 1:
+            runs[-1].append(size)
+        else:
+            runs.append([size])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
 def source_key(source: ModelSource, path: Path) -> str:

@@ -32,11 +32,13 @@ def synthetic_inputs(io: ModelIO, rows: int) -> dict[str, np.ndarray]:
     return inputs
 
 
-def warm_up(engine: Engine, io: ModelIO, options: BatchingOptions, latency: LatencyModel) -> None:
+def warm_up(
+    engine: Engine, io: ModelIO, options: BatchingOptions, latency: LatencyModel
+) -> tuple[int, ...]:
     """One untimed run (lazy initialisation) and ``options.warmup_rounds``
-    timed runs per size. Raises what the engine raises: a model that cannot
-    run its own batch sizes must not report READY."""
-    sizes = options.warmup_sizes() if io.batched else (1,)
+    timed runs per size; returns the sizes warmed. Raises what the engine
+    raises: a model that cannot run its own batch sizes must not report READY."""
+    sizes = tuple(options.warmup_sizes()) if io.batched else (1,)
     for size in sizes:
         inputs = synthetic_inputs(io, size)
         engine.infer(inputs)
@@ -46,3 +48,4 @@ def warm_up(engine: Engine, io: ModelIO, options: BatchingOptions, latency: Late
             engine.infer(inputs)
             samples.append(time.perf_counter() - start)
         latency.seed(size, samples)
+    return sizes

@@ -54,10 +54,10 @@ def test_not_serving_until_warmup_is_done(
     warming = threading.Event()
     real = version_loader.warm_up
 
-    def held(*args: object, **kwargs: object) -> None:
+    def held(*args: object, **kwargs: object) -> tuple[int, ...]:
         warming.set()
         gate.wait(30)
-        real(*args, **kwargs)  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(version_loader, "warm_up", held)
     thread = ServerThread(ServerConfig(model_repository=demo_repository, grpc_port=0))
