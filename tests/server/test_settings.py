@@ -137,7 +137,7 @@ def test_a_flag_beats_the_variable() -> None:
 
 def test_defaults_of_the_command_and_of_embedding_differ_only_where_meant() -> None:
     differ = {s.name for s in SETTINGS if s.serve_default != s.default}
-    assert differ == {"gc_freeze", "gil_switch_interval_s"}
+    assert differ == {"allow_http", "gc_freeze", "gil_switch_interval_s"}
 
 
 @pytest.mark.parametrize(
