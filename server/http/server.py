@@ -15,11 +15,13 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from inferd.server.auth import AUTHENTICATED, PUBLIC, Authenticator, MethodPolicy
 from inferd.server.errors import InferdError, PermissionDenied
+from inferd.server.http import openapi
 from inferd.server.http.routes import ROUTES, HttpEndpoints
 from inferd.server.http.status import error_response, response_for
 from inferd.server.identity import ANONYMOUS, Principal, reset_principal, set_principal
@@ -83,6 +85,12 @@ class HttpServer:
                 route.twin
             )
         app[_TWIN] = twins
+        spec = orjson.dumps(openapi.document())
+
+        async def serve_openapi(request: web.Request) -> web.Response:
+            return web.Response(body=spec, content_type="application/json")
+
+        app.router.add_get(openapi.PATH, serve_openapi)
         return app
 
     def _twin(self, request: web.Request) -> str | None:
