@@ -152,7 +152,9 @@ def test_infer_without_outputs_answers_all_binary(
 
 def test_classification_and_timeout_parameters(client: httpclient.InferenceServerClient) -> None:
     out = httpclient.InferRequestedOutput("probabilities", binary_data=False, class_count=3)
-    result = client.infer("digits_mlp", http_inputs("digits_mlp", True), outputs=[out], timeout=10**7)
+    result = client.infer(
+        "digits_mlp", http_inputs("digits_mlp", True), outputs=[out], timeout=10**7
+    )
     classes = result.as_numpy("probabilities")
     assert classes.shape == (3, 3)
     value, index = str(classes[0][0]).split(":")[:2]
