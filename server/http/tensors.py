@@ -246,6 +246,14 @@ def _from_json(tensor: InputTensor, info: TensorInfo, count: int, limits: Reques
         if kind != "b":
             raise InvalidArgument(f"{where}: BOOL data must be true or false")
     elif count and dtype.kind in _INT_KINDS:
+        if kind in "fO":
+            # numpy infers float64 (or object) for integers past int64, such as
+            # UINT64's upper half: check the Python values themselves.
+            flat = _flatten(data, where)
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
+                raise InvalidArgument(f"{where}: {info.datatype} data must be integers")
+            values = np.asarray(flat, dtype=object)
+            kind = "i"
         if kind not in _INT_KINDS:
             raise InvalidArgument(f"{where}: {info.datatype} data must be integers")
         limits_of = np.iinfo(dtype)
