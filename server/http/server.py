@@ -133,7 +133,7 @@ class HttpServer:
 
     def _admit(self, request: web.Request, twin: str) -> Principal:
         if self.authenticator is None:
-            return ANONYMOUS
+            return self._peer(request) or ANONYMOUS
         required = self.policy.required(twin)
         if required == PUBLIC:
             return ANONYMOUS
@@ -145,6 +145,18 @@ class HttpServer:
                 f"{twin.rsplit('/', 1)[-1]} needs"
             )
         return principal
+
+    def _peer(self, request: web.Request) -> Principal | None:
+        """Mutual TLS without tokens: the client certificate's common name, as for gRPC."""
+        if self.certificates is None or not self.certificates.mutual:
+            return None
+        transport = request.transport
+        cert = transport.get_extra_info("peercert") if transport is not None else None
+        for rdn in (cert or {}).get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    return Principal(str(value))
+        return None
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen; returns the bound port. Raises OSError when it cannot."""
