@@ -16,11 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.trace import Span
 
 from inferd.server.about import EXTENSIONS, SERVER_NAME, SERVER_VERSION
 from inferd.server.codec import RequestLimits
-from inferd.server.errors import FailedPrecondition, InvalidArgument
+from inferd.server.errors import FailedPrecondition, InvalidArgument, status_of
 from inferd.server.http import documents, tensors
+from inferd.server.http.spans import end_infer_span, start_infer_span
+from inferd.server.http.status import HTTP_STATUS
 from inferd.server.identity import current_principal
 
 if TYPE_CHECKING:
@@ -189,6 +193,21 @@ class HttpEndpoints:
     # -- inference -------------------------------------------------------------------------
 
     async def infer(self, request: web.Request) -> web.Response:
+        tracing = self.dataplane.tracing
+        if tracing is None:
+            return await self._infer(request, None)
+        span = start_infer_span(tracing, dict(request.headers))
+        try:
+            with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+                response = await self._infer(request, span)
+        except BaseException as exc:
+            status, message = status_of(exc)
+            end_infer_span(span, HTTP_STATUS[status], message)
+            raise
+        end_infer_span(span, response.status)
+        return response
+
+    async def _infer(self, request: web.Request, span: Span | None) -> web.Response:
         plane = self.dataplane
         plane.last_call = time.monotonic()
         limits = self.limits
@@ -211,6 +230,7 @@ class HttpEndpoints:
             lambda io: tensors.decode_request(parsed, io, limits),
             routing_key=routing_key,
             request_id=parsed.id,
+            span=span,
         )
         v = answer.version
         body, json_length = tensors.encode_response(
