@@ -122,7 +122,10 @@ class HttpServer:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error_response(exc.status, exc.reason)
+            response = error_response(exc.status, exc.reason)
+            if "Allow" in exc.headers:  # 405 names the methods the path takes
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         except asyncio.CancelledError:
             raise
         except (InferdError, Exception) as exc:

@@ -357,6 +357,8 @@ def test_malformed_request(
     assert answer_headers["Content-Type"].startswith("application/json")
     message = json.loads(answer)["error"]
     assert reason in message, message
+    if status == 405:
+        assert answer_headers["Allow"] == "POST"
     assert "Traceback" not in message and ".py" not in message and "/tmp" not in message
     good(port)
 
