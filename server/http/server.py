@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from inferd.server.auth import AUTHENTICATED, PUBLIC, Authenticator, MethodPolicy
-from inferd.server.errors import InferdError, PermissionDenied
+from inferd.server.errors import PermissionDenied
 from inferd.server.http import openapi
 from inferd.server.http.routes import ROUTES, HttpEndpoints
 from inferd.server.http.status import error_response, response_for
@@ -73,17 +73,15 @@ class HttpServer:
         self.app = self._build()
 
     def _build(self) -> web.Application:
-        # The body limit (plus room for the JSON header) is also aiohttp's
-        # own, which applies while a chunked or compressed body is read.
+        # The body limit is also aiohttp's own, which applies while a chunked
+        # or compressed body is read (the middleware checks Content-Length first).
         app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._middleware])
         twins: dict[str, str] = {}
         # Fixed paths first: /v2/models/stats before /v2/models/{model}.
         for route in sorted(ROUTES, key=lambda r: "{" in r.path):
             handler = getattr(self.endpoints, route.handler)
-            resource = app.router.add_route(route.method, route.path, handler)
-            twins[f"{route.method} {resource.resource.canonical if resource.resource else ''}"] = (
-                route.twin
-            )
+            app.router.add_route(route.method, route.path, handler)
+            twins[f"{route.method} {route.path}"] = route.twin
         app[_TWIN] = twins
         spec = orjson.dumps(openapi.document())
 
@@ -128,7 +126,7 @@ class HttpServer:
             return response
         except asyncio.CancelledError:
             raise
-        except (InferdError, Exception) as exc:
+        except Exception as exc:  # domain errors and the unexpected alike
             return response_for(exc)
         finally:
             if token is not None:
