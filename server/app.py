@@ -157,6 +157,7 @@ class InferdServer:
                 authenticator=self.authenticator,
                 policy=self.method_policy,
                 certificates=self.certificates,
+                max_concurrent=config.max_concurrent_rpcs,
             )
         self._server: grpc.aio.Server | None = None
         self._metrics_server: MetricsServer | None = None

@@ -61,12 +61,17 @@ class HttpServer:
         authenticator: Authenticator | None = None,
         policy: MethodPolicy | None = None,
         certificates: CertificateFiles | None = None,
+        max_concurrent: int | None = None,
     ) -> None:
         self.endpoints = HttpEndpoints(dataplane, lifecycle=lifecycle, limits=limits)
         self.max_body_bytes = max_body_bytes
         self.authenticator = authenticator
         self.policy = policy or MethodPolicy()
         self.certificates = certificates
+        #: Requests handled at once before 429 (gRPC's max_concurrent_rpcs,
+        #: counted for this port on its own); None: no limit.
+        self.max_concurrent = max_concurrent
+        self.active = 0
         self._ssl = ssl_context(certificates) if certificates is not None else None
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -107,6 +112,11 @@ class HttpServer:
                 413,
                 f"request body of {length} bytes is over the limit of {self.max_body_bytes} bytes",
             )
+        if self.max_concurrent is not None and self.active >= self.max_concurrent:
+            return error_response(
+                429, f"over {self.max_concurrent} concurrent requests; retry later"
+            )
+        self.active += 1
         token = None
         try:
             twin = self._twin(request)
@@ -129,6 +139,7 @@ class HttpServer:
         except Exception as exc:  # domain errors and the unexpected alike
             return response_for(exc)
         finally:
+            self.active -= 1
             if token is not None:
                 reset_principal(token)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,29 @@ async def test_taken_http_port_stops_start_up(demo_repository: Path) -> None:
 def test_no_http_unless_allowed(demo_repository: Path) -> None:
     server = InferdServer(ServerConfig(model_repository=demo_repository, grpc_port=0))
     assert server.http is None and server.http_port == 0
+
+
+def test_concurrent_requests_over_the_limit_get_429(demo_repository: Path) -> None:
+    server = start_http_server(demo_repository, max_concurrent_rpcs=1)
+    port = http_port(server)
+    try:
+        # A request whose body never finishes stays in flight.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
+            held.sendall(
+                b"POST /v2/models/digits_mlp/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 100\r\n\r\n{"
+            )
+            deadline = time.monotonic() + 10
+            while server.server is not None and server.server.http is not None:
+                if server.server.http.active or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            status, _, body = request(port, "GET", "/v2/health/live")
+            assert status == 429 and b"concurrent requests" in body
+        # The held request is gone: the next one is served.
+        deadline = time.monotonic() + 10
+        while request(port, "GET", "/v2/health/live")[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        server.stop()
