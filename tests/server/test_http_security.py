@@ -5,11 +5,12 @@ against the routes the running server has."""
 
 from __future__ import annotations
 
+import gc
 import json
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,16 @@ PIXELS = {
         {"name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64},
     ]
 }
+
+
+@pytest.fixture(autouse=True)
+def _finalize_clients_on_this_thread() -> Iterator[None]:
+    """A tritonclient.http client closes itself again when it is collected,
+    which gevent allows only on this (the test's) thread: collect its garbage
+    here rather than wherever the next collection happens to run (a server
+    thread)."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture

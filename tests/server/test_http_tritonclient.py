@@ -5,6 +5,7 @@ outputs must equal what gRPC answers for the same request."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +40,16 @@ OUTPUTS = {
     "text_stats": ("id_sum", "weighted", "tag_echo"),
     "dense_reference": ("y",),
 }
+
+
+@pytest.fixture(autouse=True)
+def _finalize_clients_on_this_thread() -> Iterator[None]:
+    """A tritonclient.http client closes itself again when it is collected,
+    which gevent allows only on this (the test's) thread: collect its garbage
+    here rather than wherever the next collection happens to run (a server
+    thread)."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")
