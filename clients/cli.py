@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from inferd.clients import admin
+from inferd.clients import admin, rest
 from inferd.clients._codec import InferResult, NDArray
 from inferd.clients.errors import InferenceServerError
 from inferd.clients.sync import InferenceClient
 from inferd.protos.datatypes import v2_datatype
 
 DEFAULT_URL = "127.0.0.1:8001"
+DEFAULT_HTTP_URL = "127.0.0.1:8000"
 
 
 def infer_main(argv: list[str]) -> int:
@@ -52,6 +53,11 @@ def infer_main(argv: list[str]) -> int:
     parser.add_argument("--version", default="", help="model version (default: server's choice)")
     parser.add_argument("--timeout", type=float, help="deadline in seconds")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help=f"use the HTTP/REST protocol (--url default {DEFAULT_HTTP_URL})",
+    )
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
@@ -66,15 +72,26 @@ def infer_main(argv: list[str]) -> int:
             return _fail(f"input {name!r}: cannot read {path}: {err}", 2)
 
     try:
-        with InferenceClient(args.url) as client:
-            result = client.infer(
+        if args.http:
+            url = DEFAULT_HTTP_URL if args.url == DEFAULT_URL else args.url
+            result = rest.infer(
+                url,
                 args.model,
                 inputs,
                 outputs=args.outputs,
                 version=args.version,
                 timeout=args.timeout,
             )
-    except InferenceServerError as err:
+        else:
+            with InferenceClient(args.url) as client:
+                result = client.infer(
+                    args.model,
+                    inputs,
+                    outputs=args.outputs,
+                    version=args.version,
+                    timeout=args.timeout,
+                )
+    except (InferenceServerError, rest.HttpInferenceError) as err:
         return _fail(str(err), 1)
     except (ValueError, TypeError) as err:  # an input the protocol cannot carry
         return _fail(str(err), 2)

@@ -10,4 +10,5 @@ EXTENSIONS = (
     "statistics",
     "parameters",
     "model_repository",
+    "binary_tensor_data",
 )

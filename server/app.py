@@ -49,6 +49,7 @@ from inferd.server.dataplane import DataPlane
 from inferd.server.grpc.admin import ADMIN_METHODS, AdminServicer
 from inferd.server.grpc.servicer import InferenceServicer
 from inferd.server.health import HealthReporter
+from inferd.server.http import HttpServer
 from inferd.server.lifecycle.controller import LifecycleController, ModelControlMode
 from inferd.server.lifecycle.state import StateStore
 from inferd.server.models import ModelManager
@@ -156,9 +157,24 @@ class InferdServer:
         self.method_policy = MethodPolicy()
         self.method_policy.register({method: ROLE_ADMIN for method in ADMIN_METHODS})
         self._interceptors = tuple(interceptors)
+        #: The HTTP/REST front end (None: ``allow_http`` is off).
+        self.http: HttpServer | None = None
+        if config.allow_http:
+            self.http = HttpServer(
+                self.dataplane,
+                lifecycle=self.lifecycle,
+                limits=config.request_limits,
+                max_body_bytes=config.max_message_bytes,
+                authenticator=self.authenticator,
+                policy=self.method_policy,
+                certificates=self.certificates,
+                max_concurrent=config.max_concurrent_rpcs,
+            )
         self._server: grpc.aio.Server | None = None
         self._metrics_server: MetricsServer | None = None
         self.port = 0
+        #: The bound HTTP/REST port (0: not serving).
+        self.http_port = 0
         #: The bound ``/metrics`` port (0: not serving).
         self.metrics_port = 0
 
@@ -218,14 +234,18 @@ class InferdServer:
         self.port = port
         if self.tracing is not None:
             self.tracing.serve_at(config.host, port)
+        if self.http is not None:
+            await self._start_http()
         log.info(
-            "listening on %s:%d (%s)",
+            "listening on %s:%d (%s)%s",
             config.host,
             port,
             transport_name(self.certificates),
+            f", HTTP/REST on port {self.http_port}" if self.http_port else "",
             extra={
                 "event": "listening",
                 "grpc_port": port,
+                "http_port": self.http_port or None,
                 "metrics_port": self.metrics_port or None,
                 "tracing": exporter_names() if self._owns_tracing else ["custom"],
             },
@@ -242,11 +262,34 @@ class InferdServer:
             await self.health.mark_started()
         return port
 
+    async def _start_http(self) -> None:
+        assert self.http is not None
+        config = self.config
+        address = f"{config.host}:{config.http_port}"
+        if not config.reuse_port and not port_free(config.host, config.http_port):
+            await self._abort_start()
+            raise StartupError(f"cannot listen on {address} (HTTP): address already in use")
+        try:
+            self.http_port = await self.http.start(
+                config.host, config.http_port, reuse_port=config.reuse_port
+            )
+        except OSError as exc:
+            await self._abort_start()
+            raise StartupError(f"cannot listen on {address} (HTTP): {exc.strerror}") from None
+
+    async def _abort_start(self) -> None:
+        self._stop_metrics()
+        if self._server is not None:
+            await self._server.stop(0)
+            self._server = None
+
     def reload_credentials(self) -> None:
         """Re-read certificates, tokens and JWT keys (SIGHUP)."""
         log.info("reloading credentials")
         if self.certificates is not None:
             self.certificates.request_reload()
+            if self.http is not None:
+                self.http.reload_tls()
         if self.authenticator is not None:
             self.authenticator.reload()
 
@@ -298,6 +341,8 @@ class InferdServer:
                 self.dataplane.inflight,
                 self.dataplane.admitted,
             )
+        if self.http is not None:
+            await self.http.stop()
         server, self._server = self._server, None
         await server.stop(min(0.5, max(0.0, deadline - time.monotonic())))
         await self._release()

@@ -96,7 +96,13 @@ def _check_shape(
     tensor: pb.ModelInferRequest.InferInputTensor, info: TensorInfo, limits: RequestLimits
 ) -> tuple[tuple[int, ...], int]:
     shape = tuple(tensor.shape)
-    where = f"input '{tensor.name}'"
+    return shape, check_shape(f"input '{tensor.name}'", shape, info, limits)
+
+
+def check_shape(where: str, shape: tuple[int, ...], info: TensorInfo, limits: RequestLimits) -> int:
+    """Check a request's ``shape`` against the model's and the limits, before
+    anything is allocated; returns its element count. Every front end's decoder
+    calls this."""
     if any(d < 0 for d in shape):
         raise InvalidArgument(f"{where}: shape {_echo_shape(shape)} has a negative dimension")
     if len(shape) != len(info.shape):
@@ -129,10 +135,10 @@ def _check_shape(
                 f"{where}: shape {list(shape)} of {info.datatype} is {size} bytes, over the "
                 f"limit of {limits.max_tensor_bytes} bytes per tensor"
             )
-    return shape, count
+    return count
 
 
-def _check_bytes_size(where: str, count: int, payload: int, limits: RequestLimits) -> None:
+def check_bytes_size(where: str, count: int, payload: int, limits: RequestLimits) -> None:
     size = count * BYTES_ELEMENT_OVERHEAD + payload
     if size > limits.max_tensor_bytes:
         raise ResourceExhausted(
@@ -168,7 +174,7 @@ def _decode_tensor(
                     f"{where}: raw_input_contents has {len(raw)} bytes, too few for the "
                     f"{count} BYTES elements of shape {list(shape)} (4-byte length prefix each)"
                 )
-            _check_bytes_size(where, count, len(raw) - 4 * count, limits)
+            check_bytes_size(where, count, len(raw) - 4 * count, limits)
             try:
                 return deserialize_bytes(raw, count).reshape(shape)
             except ValueError as exc:
@@ -191,7 +197,7 @@ def _decode_tensor(
             f"{count}"
         )
     if info.datatype == "BYTES":
-        _check_bytes_size(where, count, sum(len(v) for v in values), limits)
+        check_bytes_size(where, count, sum(len(v) for v in values), limits)
         array = np.empty(count, dtype=object)
         array[:] = list(values)
         return array.reshape(shape)
@@ -218,26 +224,13 @@ def decode_request(
     if max_elements is not None:
         limits = replace(limits, max_elements=max_elements)
     # Counts first: each is one length read, before any per-entry work.
-    if len(msg.inputs) > limits.max_inputs:
-        raise ResourceExhausted(
-            f"request has {len(msg.inputs)} inputs, over the limit of {limits.max_inputs}"
-        )
-    if len(msg.outputs) > limits.max_outputs:
-        raise ResourceExhausted(
-            f"request asks for {len(msg.outputs)} outputs, over the limit of {limits.max_outputs}"
-        )
-    if len(msg.parameters) > limits.max_parameters:
-        raise ResourceExhausted(
-            f"request has {len(msg.parameters)} parameters, over the limit of "
-            f"{limits.max_parameters}"
-        )
+    check_counts(len(msg.inputs), len(msg.outputs), len(msg.parameters), limits)
     raw_contents = msg.raw_input_contents
     if raw_contents and len(raw_contents) != len(msg.inputs):
         raise InvalidArgument(
             f"raw_input_contents has {len(raw_contents)} entries for {len(msg.inputs)} inputs"
         )
     inputs: dict[str, np.ndarray] = {}
-    rows = 1
     for i, tensor in enumerate(msg.inputs):
         info = io.inputs.get(tensor.name)
         if info is None:
@@ -252,36 +245,14 @@ def decode_request(
             )
         raw = raw_contents[i] if raw_contents else None
         inputs[tensor.name] = to_model(_decode_tensor(tensor, info, raw, limits), info, io.batched)
-    missing = [n for n, t in io.inputs.items() if n not in inputs and not t.optional]
-    if missing:
-        raise InvalidArgument(f"missing input(s) {missing}")
-    if io.batched and inputs:
-        batch_sizes = {a.shape[0] for a in inputs.values()}
-        if len(batch_sizes) != 1:
-            raise InvalidArgument(f"inputs disagree on the batch dimension: {sorted(batch_sizes)}")
-        rows = batch_sizes.pop()
-        if rows < 1:
-            raise InvalidArgument("batch size is 0; send at least one row")
-        if rows > io.max_batch_size:
-            raise InvalidArgument(
-                f"batch size {rows} exceeds the model's max_batch_size {io.max_batch_size}"
-            )
+    rows = batch_rows(inputs, io)
     outputs = tuple(o.name for o in msg.outputs)
-    for name in outputs:
-        if name not in io.outputs:
-            raise InvalidArgument(
-                f"unknown output '{_echo(name)}'; the model's outputs are {sorted(io.outputs)}"
-            )
+    check_outputs(outputs, io)
     classification = {
         o.name: _class_count(o.parameters["classification"], io.outputs[o.name])
         for o in msg.outputs
         if "classification" in o.parameters
     }
-    seen: set[str] = set()
-    for name in outputs:
-        if name in seen:
-            raise InvalidArgument(f"output '{name}' is requested more than once")
-        seen.add(name)
     return InferRequest(
         inputs=inputs,
         outputs=outputs,
@@ -293,20 +264,77 @@ def decode_request(
 
 
 def _class_count(param: pb.InferParameter, info: TensorInfo) -> int:
-    """K of an output's ``classification`` parameter (Triton's checks)."""
-    where = f"output '{info.name}'"
     if param.WhichOneof("parameter_choice") != "int64_param":
         raise InvalidArgument(
-            f"{where}: invalid value type for 'classification' parameter, expected int64_param"
+            f"output '{info.name}': invalid value type for 'classification' parameter, "
+            "expected int64_param"
         )
-    if param.int64_param < 1:
+    return class_count(param.int64_param, info)
+
+
+def check_counts(inputs: int, outputs: int, parameters: int, limits: RequestLimits) -> None:
+    """Entries in a request's inputs, requested outputs and parameters against the limits."""
+    if inputs > limits.max_inputs:
+        raise ResourceExhausted(
+            f"request has {inputs} inputs, over the limit of {limits.max_inputs}"
+        )
+    if outputs > limits.max_outputs:
+        raise ResourceExhausted(
+            f"request asks for {outputs} outputs, over the limit of {limits.max_outputs}"
+        )
+    if parameters > limits.max_parameters:
+        raise ResourceExhausted(
+            f"request has {parameters} parameters, over the limit of {limits.max_parameters}"
+        )
+
+
+def batch_rows(inputs: Mapping[str, np.ndarray], io: ModelIO) -> int:
+    """Check that no input is missing and that the inputs agree on a batch size
+    the model takes; returns the rows (1 for a model that does not batch)."""
+    missing = [n for n, t in io.inputs.items() if n not in inputs and not t.optional]
+    if missing:
+        raise InvalidArgument(f"missing input(s) {missing}")
+    if not io.batched or not inputs:
+        return 1
+    batch_sizes = {a.shape[0] for a in inputs.values()}
+    if len(batch_sizes) != 1:
+        raise InvalidArgument(f"inputs disagree on the batch dimension: {sorted(batch_sizes)}")
+    rows = batch_sizes.pop()
+    if rows < 1:
+        raise InvalidArgument("batch size is 0; send at least one row")
+    if rows > io.max_batch_size:
         raise InvalidArgument(
-            f"{where}: invalid value {param.int64_param} for 'classification' parameter, "
-            "expected >= 1"
+            f"batch size {rows} exceeds the model's max_batch_size {io.max_batch_size}"
+        )
+    return int(rows)
+
+
+def check_outputs(outputs: Sequence[str], io: ModelIO) -> None:
+    """Requested output names: each known, none twice."""
+    for name in outputs:
+        if name not in io.outputs:
+            raise InvalidArgument(
+                f"unknown output '{_echo(name)}'; the model's outputs are {sorted(io.outputs)}"
+            )
+    if len(set(outputs)) != len(outputs):
+        seen: set[str] = set()
+        for name in outputs:
+            if name in seen:
+                raise InvalidArgument(f"output '{name}' is requested more than once")
+            seen.add(name)
+
+
+def class_count(value: int, info: TensorInfo) -> int:
+    """K of an output's ``classification`` parameter, once it is known to be
+    an integer (Triton's checks)."""
+    where = f"output '{info.name}'"
+    if value < 1:
+        raise InvalidArgument(
+            f"{where}: invalid value {value} for 'classification' parameter, expected >= 1"
         )
     check_classifiable(info)
     # Triton holds K in 32 bits; more than that many classes cannot exist anyway.
-    return min(param.int64_param, 2**32 - 1)
+    return min(value, 2**32 - 1)
 
 
 def encode_response(

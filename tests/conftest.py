@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -18,6 +19,10 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from inferd.server.app import InferdServer, ServerConfig  # noqa: E402
+
+# `inferd serve` children the tests start serve HTTP/REST on a free port, not
+# on Triton's 8000, which another server (or test run) may hold.
+os.environ.setdefault("INFERD_HTTP_PORT", "0")
 
 
 @pytest.fixture(scope="session")

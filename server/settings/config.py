@@ -50,6 +50,14 @@ class ServerConfig:
     host: str = option("127.0.0.1", help="address to bind; containers pass 0.0.0.0")
     #: Triton's gRPC port, so stock clients find us with their defaults.
     grpc_port: int = option(8001, help="gRPC port; 0 picks a free one")
+    #: Triton's HTTP port. Embedding code (and tests) opt in, so a library
+    #: user's ServerConfig does not take port 8000 by surprise.
+    allow_http: bool = option(
+        False,
+        serve_default=True,
+        help="serve the KServe V2 HTTP/REST protocol too (docs/http.md); false: gRPC only",
+    )
+    http_port: int = option(8000, help="HTTP/REST port; 0 picks a free one")
 
     # -- limits -------------------------------------------------------------------------------
     max_message_bytes: int = option(

@@ -242,6 +242,7 @@ def test_deployment_runs_hardened_with_grpc_probes_and_a_long_enough_grace() -> 
 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["grpc"] == opts.grpc_port == 8001
+    assert ports["http"] == opts.http_port == 8000 and opts.allow_http
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"] == {"port": opts.grpc_port, "service": ""}, probe
     liveness = container["livenessProbe"]
@@ -297,6 +298,8 @@ def test_services_name_the_h2c_port_and_one_is_headless() -> None:
         grpc_ports = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
         assert grpc_ports and grpc_ports[0]["appProtocol"] == "kubernetes.io/h2c"
         assert grpc_ports[0]["port"] == 8001
+    http_ports = [p for p in services["inferd"]["spec"]["ports"] if p["name"] == "http"]
+    assert [(p["port"], p["targetPort"]) for p in http_ports] == [(8000, "http")]
 
 
 def _adapter_metric() -> str:

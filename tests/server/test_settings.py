@@ -137,7 +137,7 @@ def test_a_flag_beats_the_variable() -> None:
 
 def test_defaults_of_the_command_and_of_embedding_differ_only_where_meant() -> None:
     differ = {s.name for s in SETTINGS if s.serve_default != s.default}
-    assert differ == {"gc_freeze", "gil_switch_interval_s"}
+    assert differ == {"allow_http", "gc_freeze", "gil_switch_interval_s"}
 
 
 @pytest.mark.parametrize(
@@ -274,6 +274,7 @@ def test_the_port_from_the_environment_is_served(demo_repository: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERD_")}
     env["INFERD_GRPC_PORT"] = str(port)
+    env["INFERD_HTTP_PORT"] = "0"  # not Triton's 8000, which another server may hold
     proc = subprocess.Popen(
         [sys.executable, "-m", "inferd", "serve", "--model-repository", str(demo_repository)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

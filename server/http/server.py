@@ -1,0 +1,208 @@
+"""The HTTP/REST front end's server: aiohttp on the gRPC server's event loop.
+
+One middleware does, in order, what gRPC's transport and interceptor do:
+refuses a body over ``max_message_bytes`` from its Content-Length before
+reading it (aiohttp's own limit stops a chunked or compressed body at the same
+size while it is read), authenticates the caller and checks the role of the
+endpoint's gRPC twin (one policy table for both), sets the principal, and
+turns every error into ``{"error": ...}`` with its status (``http.status``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from inferd.server.auth import AUTHENTICATED, PUBLIC, Authenticator, MethodPolicy
+from inferd.server.errors import PermissionDenied
+from inferd.server.http import openapi
+from inferd.server.http.routes import ROUTES, HttpEndpoints
+from inferd.server.http.status import error_response, response_for
+from inferd.server.identity import ANONYMOUS, Principal, reset_principal, set_principal
+from inferd.server.tls import CertificateFiles
+
+if TYPE_CHECKING:
+    from inferd.server.codec import RequestLimits
+    from inferd.server.dataplane import DataPlane
+    from inferd.server.lifecycle.controller import LifecycleController
+
+log = logging.getLogger("inferd.http")
+
+#: Key of the route's gRPC twin in aiohttp's per-route info.
+_TWIN = web.AppKey("inferd_twins", dict)
+#: What a connection still open at shutdown gets to finish, seconds.
+SHUTDOWN_TIMEOUT_S = 0.5
+
+
+def ssl_context(certificates: CertificateFiles) -> ssl.SSLContext:
+    """The gRPC port's certificate (and client CA for mutual TLS) for HTTPS."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates.cert, certificates.key)
+    if certificates.client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(certificates.client_ca)
+    return context
+
+
+class HttpServer:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        lifecycle: LifecycleController | None,
+        limits: RequestLimits,
+        max_body_bytes: int,
+        authenticator: Authenticator | None = None,
+        policy: MethodPolicy | None = None,
+        certificates: CertificateFiles | None = None,
+        max_concurrent: int | None = None,
+    ) -> None:
+        self.endpoints = HttpEndpoints(dataplane, lifecycle=lifecycle, limits=limits)
+        self.max_body_bytes = max_body_bytes
+        self.authenticator = authenticator
+        self.policy = policy or MethodPolicy()
+        self.certificates = certificates
+        #: Requests handled at once before 429 (gRPC's max_concurrent_rpcs,
+        #: counted for this port on its own); None: no limit.
+        self.max_concurrent = max_concurrent
+        self.active = 0
+        self._ssl = ssl_context(certificates) if certificates is not None else None
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.app = self._build()
+
+    def _build(self) -> web.Application:
+        # The body limit is also aiohttp's own, which applies while a chunked
+        # or compressed body is read (the middleware checks Content-Length first).
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._middleware])
+        twins: dict[str, str] = {}
+        # Fixed paths first: /v2/models/stats before /v2/models/{model}.
+        for route in sorted(ROUTES, key=lambda r: "{" in r.path):
+            handler = getattr(self.endpoints, route.handler)
+            app.router.add_route(route.method, route.path, handler)
+            twins[f"{route.method} {route.path}"] = route.twin
+        app[_TWIN] = twins
+        spec = orjson.dumps(openapi.document())
+
+        async def serve_openapi(request: web.Request) -> web.Response:
+            return web.Response(body=spec, content_type="application/json")
+
+        app.router.add_get(openapi.PATH, serve_openapi)
+        return app
+
+    def _twin(self, request: web.Request) -> str | None:
+        route = request.match_info.route
+        resource = route.resource
+        if resource is None:
+            return None
+        twins: dict[str, str] = request.app[_TWIN]
+        return twins.get(f"{route.method} {resource.canonical}")
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > self.max_body_bytes:
+            return error_response(
+                413,
+                f"request body of {length} bytes is over the limit of {self.max_body_bytes} bytes",
+            )
+        if self.max_concurrent is not None and self.active >= self.max_concurrent:
+            return error_response(
+                429, f"over {self.max_concurrent} concurrent requests; retry later"
+            )
+        self.active += 1
+        token = None
+        try:
+            twin = self._twin(request)
+            if twin is not None:
+                token = set_principal(self._admit(request, twin))
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(
+                413, f"request body is over the limit of {self.max_body_bytes} bytes"
+            )
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(exc.status, exc.reason)
+            if "Allow" in exc.headers:  # 405 names the methods the path takes
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # domain errors and the unexpected alike
+            return response_for(exc)
+        finally:
+            self.active -= 1
+            if token is not None:
+                reset_principal(token)
+
+    def _admit(self, request: web.Request, twin: str) -> Principal:
+        if self.authenticator is None:
+            return self._peer(request) or ANONYMOUS
+        required = self.policy.required(twin)
+        if required == PUBLIC:
+            return ANONYMOUS
+        values = request.headers.getall("Authorization", [])
+        principal = self.authenticator.authenticate([("authorization", v) for v in values])
+        if required != AUTHENTICATED and required not in principal.roles:
+            raise PermissionDenied(
+                f"'{principal.name}' lacks the '{required}' role that "
+                f"{twin.rsplit('/', 1)[-1]} needs"
+            )
+        return principal
+
+    def _peer(self, request: web.Request) -> Principal | None:
+        """Mutual TLS without tokens: the client certificate's common name, as for gRPC."""
+        if self.certificates is None or not self.certificates.mutual:
+            return None
+        transport = request.transport
+        cert = transport.get_extra_info("peercert") if transport is not None else None
+        for rdn in (cert or {}).get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    return Principal(str(value))
+        return None
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Listen; returns the bound port. Raises OSError when it cannot."""
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
+        await runner.setup()
+        site = web.TCPSite(
+            runner,
+            host,
+            port,
+            ssl_context=self._ssl,
+            reuse_port=reuse_port or None,
+        )
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        addresses = runner.addresses
+        self.port = int(addresses[0][1]) if addresses else port
+        return self.port
+
+    def reload_tls(self) -> None:
+        """Re-read the certificate for new connections (SIGHUP)."""
+        if self._ssl is not None and self.certificates is not None:
+            try:
+                self._ssl.load_cert_chain(self.certificates.cert, self.certificates.key)
+            except (OSError, ssl.SSLError) as exc:
+                log.error("HTTPS certificate not reloaded, the current one stays: %s", exc)
+
+    async def stop(self) -> None:
+        """Stop accepting, give open requests a moment, close connections."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
