@@ -131,7 +131,11 @@ class InferdServer:
             log_requests=config.log_requests,
         )
         self.servicer = InferenceServicer(
-            self.dataplane, lifecycle=self.lifecycle, limits=config.request_limits
+            self.dataplane,
+            lifecycle=self.lifecycle,
+            limits=config.request_limits,
+            stream_max_inflight=config.stream_max_inflight,
+            stream_max_buffered_bytes=config.stream_max_buffered_bytes,
         )
         self.admin = AdminServicer(self.lifecycle)
         self.health = HealthReporter(self.models)

@@ -19,6 +19,10 @@ from inferd.server.codec import (
     DEFAULT_MAX_TENSOR_BYTES,
     RequestLimits,
 )
+from inferd.server.grpc.stream_budget import (
+    DEFAULT_STREAM_MAX_BUFFERED_BYTES,
+    DEFAULT_STREAM_MAX_INFLIGHT,
+)
 from inferd.server.settings.checks import connection_age_options
 from inferd.server.settings.options import KiB, MiB, OldFlag, described, option
 
@@ -98,6 +102,21 @@ class ServerConfig:
         group=_LIMITS,
         help="concurrent RPCs on the server before RESOURCE_EXHAUSTED; 0: no limit",
         zero_is_none=True,
+        minimum=1,
+    )
+
+    stream_max_inflight: int = option(
+        DEFAULT_STREAM_MAX_INFLIGHT,
+        group=_LIMITS,
+        help="requests one ModelStreamInfer call may have running plus answers not yet "
+        "written; when reached the server stops reading that stream until an answer is sent",
+        minimum=1,
+    )
+    stream_max_buffered_bytes: int = option(
+        DEFAULT_STREAM_MAX_BUFFERED_BYTES,
+        group=_LIMITS,
+        help="bytes of those requests' inputs and unwritten answers one stream may hold; "
+        "when reached the server stops reading that stream",
         minimum=1,
     )
 
