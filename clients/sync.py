@@ -12,6 +12,7 @@ import numpy.typing as npt
 from inferd.clients import _codec
 from inferd.clients._codec import InferResult, Metadata, ParameterValue, StreamItem
 from inferd.clients.balancing import RetryPolicy, balancing_options
+from inferd.clients.call_slots import DEFAULT_MAX_CONCURRENT_CALLS, CallSlots
 from inferd.clients.errors import InferenceServerError, from_rpc_error
 from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 
@@ -35,6 +36,12 @@ class InferenceClient:
     idempotent calls refused with UNAVAILABLE (on the next replica under round
     robin), and ``health_check`` (default: on with round robin) skips replicas
     whose grpc.health.v1 status is NOT_SERVING.
+
+    ``max_concurrent_calls`` (``clients.call_slots``): calls (a stream counts
+    as one while open) beyond it wait in the client, so none fails on the
+    server's per-connection stream limit; keep it below that limit (inferd:
+    256), raise it when ``load_balancing`` spreads calls over several
+    servers, None for no limit. The wait counts against a call's ``timeout``.
     """
 
     def __init__(
@@ -48,12 +55,14 @@ class InferenceClient:
         load_balancing: str | None = None,
         retry: RetryPolicy | None = None,
         health_check: bool | None = None,
+        max_concurrent_calls: int | None = DEFAULT_MAX_CONCURRENT_CALLS,
     ) -> None:
         balancing = balancing_options(channel_options, load_balancing, retry, health_check)
         options = _codec.channel_options(max_message_bytes, channel_options, balancing)
         self._channel = _codec.open_channel(url, credentials, options)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._metadata = _codec.normalize_metadata(metadata)
+        self._slots = CallSlots(max_concurrent_calls)
 
     def close(self) -> None:
         self._channel.close()
@@ -71,11 +80,10 @@ class InferenceClient:
 
     def _unary(self, op: _codec.Unary[T], timeout: float | None, metadata: Metadata) -> T:
         method = getattr(self._stub, op.method)
+        merged = _codec.merge_metadata(self._metadata, metadata)
         try:
-            reply = method(
-                op.request,
-                timeout=timeout,
-                metadata=_codec.merge_metadata(self._metadata, metadata),
+            reply = self._slots.call(
+                lambda remaining: method(op.request, timeout=remaining, metadata=merged), timeout
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
@@ -215,6 +223,7 @@ class InferenceClient:
         feed = _codec.StreamRequests(
             requests, model, outputs=outputs, version=version, parameters=parameters
         )
+        self._slots.acquire(timeout)  # the stream holds a slot while it is open
         call = self._stub.ModelStreamInfer(
             iter(feed),
             timeout=timeout,
@@ -227,5 +236,6 @@ class InferenceClient:
             raise (feed.error or from_rpc_error(err)) from err
         finally:
             call.cancel()  # no-op once finished; stops the RPC if the caller quits early
+            self._slots.release()
         if feed.error is not None:
             raise feed.error
