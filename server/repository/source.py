@@ -23,7 +23,7 @@ from inferd.engines.registry import MODEL_FILENAMES
 from inferd.protos import model_config_pb2
 from inferd.server.repository.errors import ModelNotFoundError, RepositoryError
 from inferd.server.repository.errors import quote as _quote
-from inferd.server.repository.versions import select_versions, version_dirs
+from inferd.server.repository.versions import fallback_versions, select_versions, version_dirs
 
 #: Triton platform names this server knows.
 ONNX_PLATFORM = "onnxruntime_onnx"
@@ -66,6 +66,11 @@ class ModelSource:
     policy_versions: tuple[int, ...] = ()
     #: Each output's class labels, from its ``label_filename`` (one per line).
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: How many versions the ``latest`` policy wants (0 under other policies).
+    latest_count: int = 0
+    #: Older versions that may stand in, newest first, for selected versions
+    #: that fail to load (``latest`` policy only).
+    fallbacks: dict[int, Path] = field(default_factory=dict)
 
 
 class ModelRepository:
@@ -109,6 +114,7 @@ class ModelRepository:
             config.backend = PLATFORM_BACKENDS[platform]
         filename = _model_filename(name, config, platform)
         policy, versions = select_versions(name, config, directory, filename, extra_versions)
+        latest_count, fallbacks = fallback_versions(config, directory, filename, policy)
         return ModelSource(
             name=name,
             directory=directory,
@@ -118,6 +124,8 @@ class ModelRepository:
             card=_read_card(name, directory),
             policy_versions=policy,
             labels=_read_labels(name, config, directory),
+            latest_count=latest_count,
+            fallbacks=fallbacks,
         )
 
 
