@@ -91,7 +91,10 @@ class InferdServer:
         self.config = config
         try:
             check(config)
-            repository = ModelRepository(config.model_repository)
+            repository = ModelRepository(
+                config.model_repository,
+                allow_links_outside=config.allow_links_outside_repository,
+            )
         except Exception as exc:
             raise StartupError(str(exc)) from None
         state_dir = config.state_dir or repository.root / ".inferd"

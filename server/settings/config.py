@@ -332,6 +332,13 @@ class ServerConfig:
         30.0, group=_SECURITY, help="clock skew tolerated on JWT exp/nbf", minimum=0
     )
     reflection: bool = option(False, group=_SECURITY, help="serve gRPC server reflection (grpcurl)")
+    #: Off by default: a link to /etc/passwd named config.pbtxt must not be read.
+    allow_links_outside_repository: bool = option(
+        False,
+        group=_SECURITY,
+        help="read model files whose symbolic links lead outside --model-repository "
+        "(default: such a model fails to load)",
+    )
 
     @property
     def request_limits(self) -> RequestLimits:
