@@ -46,6 +46,7 @@ from inferd.server.credentials import (
 )
 from inferd.server.dataplane import DataPlane
 from inferd.server.grpc.admin import ADMIN_METHODS, AdminServicer
+from inferd.server.grpc.malformed import add_servicer
 from inferd.server.grpc.servicer import InferenceServicer
 from inferd.server.health import HealthReporter
 from inferd.server.lifecycle.controller import LifecycleController, ModelControlMode
@@ -179,8 +180,8 @@ class InferdServer:
             interceptors=interceptors or None,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
-        admin_grpc.add_ModelAdminServicer_to_server(self.admin, server)
+        add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, self.servicer, server)
+        add_servicer(admin_grpc.add_ModelAdminServicer_to_server, self.admin, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         await self.health.prepare()
         if config.reflection:
