@@ -65,7 +65,7 @@ def test_unparsable_message_in_a_stream_ends_it_with_invalid_argument(
             yield good().SerializeToString()
             yield GARBAGE
 
-        call = stream(messages(), timeout=10)
+        call = stream(messages(), timeout=30)
         with pytest.raises(grpc.RpcError) as info:
             for _ in call:
                 pass
