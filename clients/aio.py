@@ -13,6 +13,7 @@ import numpy.typing as npt
 from inferd.clients import _codec
 from inferd.clients._codec import InferResult, Metadata, ParameterValue, StreamItem
 from inferd.clients.balancing import RetryPolicy, balancing_options
+from inferd.clients.call_slots import DEFAULT_MAX_CONCURRENT_CALLS, AsyncCallSlots
 from inferd.clients.errors import InferenceServerError, from_rpc_error
 from inferd.clients.tracing import call_metadata
 from inferd.protos import grpc_service_pb2_grpc as pb_grpc
@@ -36,12 +37,14 @@ class AsyncInferenceClient:
         load_balancing: str | None = None,
         retry: RetryPolicy | None = None,
         health_check: bool | None = None,
+        max_concurrent_calls: int | None = DEFAULT_MAX_CONCURRENT_CALLS,
     ) -> None:
         balancing = balancing_options(channel_options, load_balancing, retry, health_check)
         options = _codec.channel_options(max_message_bytes, channel_options, balancing)
         self._channel = _codec.open_aio_channel(url, credentials, options)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._metadata = _codec.normalize_metadata(metadata)
+        self._slots = AsyncCallSlots(max_concurrent_calls)
 
     async def close(self) -> None:
         await self._channel.close(None)
@@ -59,11 +62,10 @@ class AsyncInferenceClient:
 
     async def _unary(self, op: _codec.Unary[T], timeout: float | None, metadata: Metadata) -> T:
         method = getattr(self._stub, op.method)
+        merged = call_metadata(self._metadata, metadata)
         try:
-            reply = await method(
-                op.request,
-                timeout=timeout,
-                metadata=call_metadata(self._metadata, metadata),
+            reply = await self._slots.call(
+                lambda remaining: method(op.request, timeout=remaining, metadata=merged), timeout
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
@@ -177,6 +179,7 @@ class AsyncInferenceClient:
         feed = _codec.StreamRequests(
             requests, model, outputs=outputs, version=version, parameters=parameters
         )
+        await self._slots.acquire(timeout)  # the stream holds a slot while it is open
         call = self._stub.ModelStreamInfer(
             feed.__aiter__(),
             timeout=timeout,
@@ -189,5 +192,6 @@ class AsyncInferenceClient:
             raise (feed.error or from_rpc_error(err)) from err
         finally:
             call.cancel()
+            self._slots.release()
         if feed.error is not None:
             raise feed.error

@@ -12,6 +12,7 @@ import numpy.typing as npt
 from inferd.clients import _codec
 from inferd.clients._codec import InferResult, Metadata, ParameterValue, StreamItem
 from inferd.clients.balancing import RetryPolicy, balancing_options
+from inferd.clients.call_slots import DEFAULT_MAX_CONCURRENT_CALLS, CallSlots
 from inferd.clients.errors import InferenceServerError, from_rpc_error
 from inferd.clients.tracing import call_metadata
 from inferd.protos import grpc_service_pb2_grpc as pb_grpc
@@ -40,6 +41,12 @@ class InferenceClient:
     Called inside an OpenTelemetry span, each call carries that span's trace
     context (``traceparent``; ``clients.tracing``), so the server's spans join
     the caller's trace; metadata passed by hand wins.
+
+    ``max_concurrent_calls`` (``clients.call_slots``): calls (a stream counts
+    as one while open) beyond it wait in the client, so none fails on the
+    server's per-connection stream limit; keep it below that limit (inferd:
+    256), raise it when ``load_balancing`` spreads calls over several
+    servers, None for no limit. The wait counts against a call's ``timeout``.
     """
 
     def __init__(
@@ -53,12 +60,14 @@ class InferenceClient:
         load_balancing: str | None = None,
         retry: RetryPolicy | None = None,
         health_check: bool | None = None,
+        max_concurrent_calls: int | None = DEFAULT_MAX_CONCURRENT_CALLS,
     ) -> None:
         balancing = balancing_options(channel_options, load_balancing, retry, health_check)
         options = _codec.channel_options(max_message_bytes, channel_options, balancing)
         self._channel = _codec.open_channel(url, credentials, options)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._metadata = _codec.normalize_metadata(metadata)
+        self._slots = CallSlots(max_concurrent_calls)
 
     def close(self) -> None:
         self._channel.close()
@@ -76,11 +85,10 @@ class InferenceClient:
 
     def _unary(self, op: _codec.Unary[T], timeout: float | None, metadata: Metadata) -> T:
         method = getattr(self._stub, op.method)
+        merged = call_metadata(self._metadata, metadata)
         try:
-            reply = method(
-                op.request,
-                timeout=timeout,
-                metadata=call_metadata(self._metadata, metadata),
+            reply = self._slots.call(
+                lambda remaining: method(op.request, timeout=remaining, metadata=merged), timeout
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
@@ -220,6 +228,7 @@ class InferenceClient:
         feed = _codec.StreamRequests(
             requests, model, outputs=outputs, version=version, parameters=parameters
         )
+        self._slots.acquire(timeout)  # the stream holds a slot while it is open
         call = self._stub.ModelStreamInfer(
             iter(feed),
             timeout=timeout,
@@ -232,5 +241,6 @@ class InferenceClient:
             raise (feed.error or from_rpc_error(err)) from err
         finally:
             call.cancel()  # no-op once finished; stops the RPC if the caller quits early
+            self._slots.release()
         if feed.error is not None:
             raise feed.error

@@ -47,6 +47,7 @@ from inferd.server.credentials import (
 )
 from inferd.server.dataplane import DataPlane
 from inferd.server.grpc.admin import ADMIN_METHODS, AdminServicer
+from inferd.server.grpc.malformed import add_servicer
 from inferd.server.grpc.servicer import InferenceServicer
 from inferd.server.health import HealthReporter
 from inferd.server.http import HttpServer
@@ -69,6 +70,11 @@ log = logging.getLogger("inferd.app")
 
 #: No inference call for this long on a draining server: clients have stopped sending.
 QUIET_S = 0.05
+#: Before the transport closes: no call for this long, with refusals held, and
+#: then how long refusals stay held once gRPC's shutdown (its GOAWAY) began.
+#: Longer than QUIET_S because a caller on a busy machine can take that long
+#: to send its next call, and gRPC's own threads to write the GOAWAY.
+CLOSE_QUIET_S = 0.25
 
 
 class StartupError(Exception):
@@ -95,7 +101,10 @@ class InferdServer:
                 raise StartupError(
                     f"model repository '{config.model_repository}' is not a directory"
                 )
-            repository = ModelRepository(config.model_repository)
+            repository = ModelRepository(
+                config.model_repository,
+                allow_links_outside=config.allow_links_outside_repository,
+            )
         except Exception as exc:
             raise StartupError(str(exc)) from None
         state_dir = config.state_dir or repository.root / ".inferd"
@@ -143,7 +152,11 @@ class InferdServer:
             log_requests=config.log_requests,
         )
         self.servicer = InferenceServicer(
-            self.dataplane, lifecycle=self.lifecycle, limits=config.request_limits
+            self.dataplane,
+            lifecycle=self.lifecycle,
+            limits=config.request_limits,
+            stream_max_inflight=config.stream_max_inflight,
+            stream_max_buffered_bytes=config.stream_max_buffered_bytes,
         )
         self.admin = AdminServicer(self.lifecycle)
         self.health = HealthReporter(self.models)
@@ -200,8 +213,8 @@ class InferdServer:
             interceptors=interceptors or None,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
-        admin_grpc.add_ModelAdminServicer_to_server(self.admin, server)
+        add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, self.servicer, server)
+        add_servicer(admin_grpc.add_ModelAdminServicer_to_server, self.admin, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         await self.health.prepare()
         if config.reflection:
@@ -317,9 +330,9 @@ class InferdServer:
         UNAVAILABLE at once; then, for at most ``config.drain_settle_s``, the
         server waits until no call has arrived for ``QUIET_S`` (clients that
         watch health have moved away). Requests already admitted get up to
-        ``grace`` seconds (default ``config.grace_s``) in all to
-        finish. Then the transport closes: calls still open (idle streams,
-        Watch) are given at most half a second more, and the engines are
+        ``grace`` seconds (default ``config.grace_s``) in all to finish,
+        while further refusals wait for the transport's close. Then the
+        transport closes (``_close_transport``) and the engines are
         released."""
         if self._server is None:
             # Never started (or stopped already): nothing to drain or report.
@@ -330,21 +343,27 @@ class InferdServer:
         self.dataplane.draining = True
         await self.health.drain()
         await self._settle(min(deadline, time.monotonic() + self.config.drain_settle_s))
-        if await self.dataplane.drain(max(0.0, deadline - time.monotonic())):
-            log.info(
-                "drained: %d inference request(s) admitted since start, all answered",
-                self.dataplane.admitted,
-            )
-        else:
-            log.warning(
-                "grace period over: %d of %d admitted request(s) still running are cancelled",
-                self.dataplane.inflight,
-                self.dataplane.admitted,
-            )
-        if self.http is not None:
-            await self.http.stop()
-        server, self._server = self._server, None
-        await server.stop(min(0.5, max(0.0, deadline - time.monotonic())))
+        # From here a refused gRPC caller waits for the transport's GOAWAY
+        # (``_close_transport``), so it sends nothing more on this connection.
+        self.dataplane.hold_refusals()
+        try:
+            if await self.dataplane.drain(max(0.0, deadline - time.monotonic())):
+                log.info(
+                    "drained: %d inference request(s) admitted since start, all answered",
+                    self.dataplane.admitted,
+                )
+            else:
+                log.warning(
+                    "grace period over: %d of %d admitted request(s) still running are cancelled",
+                    self.dataplane.inflight,
+                    self.dataplane.admitted,
+                )
+            if self.http is not None:
+                await self.http.stop()
+            server, self._server = self._server, None
+            await self._close_transport(server, deadline)
+        finally:
+            self.dataplane.release_refusals()
         await self._release()
 
     async def _release(self) -> None:
@@ -358,13 +377,35 @@ class InferdServer:
             await asyncio.to_thread(self.tracing.shutdown)
             self.tracing = None
 
-    async def _settle(self, until: float) -> None:
-        """Wait until clients stop sending (no call for QUIET_S) or ``until``."""
+    async def _close_transport(self, server: grpc.aio.Server, deadline: float) -> None:
+        """Close gRPC so that no call is cut off: gRPC cancels (CANCELLED, no
+        reason) a call that reaches a connection after its shutdown began.
+        Refusals are held (``stop``), so a caller waiting for one sends
+        nothing more; once calls stop arriving (at most ``drain_settle_s``)
+        the shutdown sends GOAWAY, and only then are the held refusals
+        answered: the caller's next call goes to a new connection, refused
+        at the closed port with UNAVAILABLE. Calls still open (idle streams,
+        Watch) are given at most half a second more."""
+        await self._settle(
+            min(deadline, time.monotonic() + self.config.drain_settle_s), CLOSE_QUIET_S
+        )
+        hold = CLOSE_QUIET_S if self.dataplane.refusals_waiting else 0.0
+        stopping = asyncio.create_task(
+            server.stop(min(hold + 0.5, max(0.0, deadline - time.monotonic())))
+        )
+        # The shutdown starts when the task first runs; its GOAWAY is then
+        # written by gRPC's own threads.
+        await asyncio.sleep(min(hold, max(0.0, deadline - time.monotonic())))
+        self.dataplane.release_refusals()
+        await stopping
+
+    async def _settle(self, until: float, quiet_s: float = QUIET_S) -> None:
+        """Wait until clients stop sending (no call for ``quiet_s``) or ``until``."""
         while (now := time.monotonic()) < until:
             quiet_for = now - self.dataplane.last_call
-            if quiet_for >= QUIET_S:
+            if quiet_for >= quiet_s:
                 return
-            await asyncio.sleep(min(QUIET_S - quiet_for, until - now))
+            await asyncio.sleep(min(quiet_s - quiet_for, until - now))
 
     async def wait(self) -> None:
         if self._server is not None:

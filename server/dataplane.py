@@ -132,6 +132,10 @@ class DataPlane:
         #: arrived, refused ones included; front ends set it, shutdown waits
         #: for it to stop moving (app.stop).
         self.last_call = 0.0
+        #: While set, a draining server's refusals wait for it (app.stop).
+        self._refusals_held: asyncio.Event | None = None
+        #: Refused calls waiting for it now.
+        self.refusals_waiting = 0
         self._shadows: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -145,6 +149,17 @@ class DataPlane:
         except asyncio.TimeoutError:
             return False
         return True
+
+    def hold_refusals(self) -> None:
+        """From now on a refused call waits for ``release_refusals`` before it
+        is answered, so a caller waiting for it sends nothing more."""
+        if self._refusals_held is None:
+            self._refusals_held = asyncio.Event()
+
+    def release_refusals(self) -> None:
+        if self._refusals_held is not None:
+            self._refusals_held.set()
+            self._refusals_held = None
 
     async def close(self) -> None:
         """Cancel mirrored requests still running (they answer nobody)."""
@@ -214,6 +229,12 @@ class DataPlane:
             if self.draining:
                 decision = None  # shutting down says nothing about the variant
                 answering.observer.on_refused("draining")
+                if (held := self._refusals_held) is not None:
+                    self.refusals_waiting += 1
+                    try:
+                        await held.wait()
+                    finally:
+                        self.refusals_waiting -= 1
                 raise Unavailable("server is shutting down; retry on another replica")
             # Admitted: a drain waits for its answer.
             admitted = True

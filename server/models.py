@@ -15,12 +15,13 @@ import logging
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from inferd.engines import EngineError
-from inferd.server.errors import InferdError, NotFound, Unavailable
+from inferd.server.errors import FailedPrecondition, InferdError, NotFound, Unavailable
 from inferd.server.model_version import LoadReport, ModelVersion, State
 from inferd.server.observer import ServerObserver
-from inferd.server.repository import ModelRepository, RepositoryError
+from inferd.server.repository import ModelRepository, ModelSource, RepositoryError
 from inferd.server.version_loader import VersionLoader, retire, source_key
 
 log = logging.getLogger("inferd.models")
@@ -129,9 +130,12 @@ class ModelManager:
 
         A failure never replaces a serving version: when any version fails,
         every version serving before keeps serving (a serving version whose
-        reload failed keeps its loaded copy). Raises Unavailable when the
-        model has no ready version afterwards; partial failures are in the
-        report (and RepositoryIndex)."""
+        reload failed keeps its loaded copy), and under the ``latest`` policy
+        older versions stand in, newest first, for failed ones when fewer
+        would serve than the policy wants (a broken newest version after a
+        restart). Raises FailedPrecondition when the model has no ready
+        version afterwards, naming each failed version (or the repository's
+        reason); partial failures are in the report (and RepositoryIndex)."""
         if name not in self.repository.index():
             raise NotFound(f"model '{_echo(name)}' is not in the repository")
         lock = self._locks.setdefault(name, asyncio.Lock())
@@ -155,7 +159,7 @@ class ModelManager:
                 self.observer.on_load_failed(name)
                 self.observer.on_model_state(name, len(entry.ready))
                 self._notify()
-                raise Unavailable(str(exc)) from None
+                raise FailedPrecondition(str(exc)) from None
             loaded: dict[int, ModelVersion] = {}
             fresh: list[int] = []
             failed: dict[int, str] = {
@@ -168,56 +172,44 @@ class ModelManager:
                 if current is not None and current.source_key == key:
                     loaded[version] = current
                     continue
-                try:
-                    loaded[version] = await asyncio.to_thread(
-                        self._loader.load,
-                        name,
-                        version,
-                        path,
-                        source.platform,
-                        source.config,
-                        source.card,
-                        source.labels,
-                    )
-                    loaded[version].source_key = key
+                result = await self._load_version(source, version, path, key)
+                if isinstance(result, str):
+                    failed[version] = result
+                else:
+                    loaded[version] = result
                     fresh.append(version)
-                except (RepositoryError, EngineError, InferdError) as exc:
-                    failed[version] = str(exc)
-                    log.error(
-                        "model '%s' version %d failed to load: %s",
-                        name,
-                        version,
-                        exc,
-                        extra={
-                            "event": "model_load_failed",
-                            "model": name,
-                            "version": version,
-                            "reason": str(exc),
-                        },
-                    )
-                    self.observer.on_load_failed(name)
-                except MemoryError:
-                    # Reported for this model only; the others keep serving.
-                    failed[version] = "out of memory while loading"
-                    log.error("model '%s' version %d: out of memory while loading", name, version)
-                    self.observer.on_load_failed(name)
-                except Exception:
-                    # An engine bug must not stop the other models from loading;
-                    # its text may hold internals, so callers get a generic reason.
-                    failed[version] = "internal error while loading (see the server log)"
-                    log.exception("model '%s' version %d failed to load", name, version)
-                    self.observer.on_load_failed(name)
             if failed:
                 # Keep what serves: nothing is retired because of a failed load.
                 loaded = {**old, **{v: m for v, m in loaded.items() if v not in failed}}
+            policy = set(source.policy_versions)
+            # A broken newest version must not take the model down where
+            # nothing older is serving (a restart): older versions stand in,
+            # newest first, for those of the latest policy that failed.
+            short = source.latest_count - len(policy & loaded.keys())
+            for version, path in source.fallbacks.items():
+                if short <= 0:
+                    break
+                if version not in loaded:
+                    key = await asyncio.to_thread(source_key, source, path)
+                    result = await self._load_version(source, version, path, key)
+                    if isinstance(result, str):
+                        failed[version] = result
+                        continue
+                    loaded[version] = result
+                    fresh.append(version)
+                policy.add(version)
+                short -= 1
             entry.failed = failed
             if not loaded:
                 entry.state = State.UNAVAILABLE
-                entry.reason = "; ".join(failed.values()) or "no loadable version"
+                entry.reason = (
+                    "; ".join(f"version {v}: {why}" for v, why in sorted(failed.items()))
+                    or "no loadable version"
+                )
                 self.observer.on_model_state(name, 0)
                 self._notify()
-                raise Unavailable(f"model '{name}' failed to load: {entry.reason}")
-            entry.policy = frozenset(source.policy_versions)
+                raise FailedPrecondition(f"model '{name}' failed to load: {entry.reason}")
+            entry.policy = frozenset(policy)
             preferred = [v for v in loaded if v in entry.policy]
             entry.default = loaded[max(preferred or loaded)]
             entry.ready = loaded  # atomic switch: the next lookup sees the new set
@@ -241,6 +233,51 @@ class ModelManager:
             loaded=tuple(fresh),
             failed=failed,
         )
+
+    async def _load_version(
+        self, source: ModelSource, version: int, path: Path, key: str
+    ) -> ModelVersion | str:
+        """Load and warm one version; on failure the reason (logged here)."""
+        name = source.name
+        try:
+            loaded = await asyncio.to_thread(
+                self._loader.load,
+                name,
+                version,
+                path,
+                source.platform,
+                source.config,
+                source.card,
+                source.labels,
+            )
+        except (RepositoryError, EngineError, InferdError) as exc:
+            log.error(
+                "model '%s' version %d failed to load: %s",
+                name,
+                version,
+                exc,
+                extra={
+                    "event": "model_load_failed",
+                    "model": name,
+                    "version": version,
+                    "reason": str(exc),
+                },
+            )
+            self.observer.on_load_failed(name)
+            return str(exc)
+        except MemoryError:
+            # Reported for this model only; the others keep serving.
+            log.error("model '%s' version %d: out of memory while loading", name, version)
+            self.observer.on_load_failed(name)
+            return "out of memory while loading"
+        except Exception:
+            # An engine bug must not stop the other models from loading;
+            # its text may hold internals, so callers get a generic reason.
+            log.exception("model '%s' version %d failed to load", name, version)
+            self.observer.on_load_failed(name)
+            return "internal error while loading (see the server log)"
+        loaded.source_key = key
+        return loaded
 
     async def unload(self, name: str) -> LoadReport:
         """Unload every version (each drains its admitted requests first). A

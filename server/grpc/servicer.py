@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -23,11 +23,19 @@ from opentelemetry.trace import Span
 from inferd.protos import grpc_service_pb2 as pb
 from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 from inferd.server.codec import DEFAULT_LIMITS, RequestLimits, decode_request, encode_response
-from inferd.server.dataplane import DataPlane
+from inferd.server.dataplane import Answer, DataPlane
 from inferd.server.errors import InferdError, InvalidArgument
 from inferd.server.grpc.metadata import MetadataRpcs
 from inferd.server.grpc.rpc import code_of, grpc_status, rpc
+from inferd.server.grpc.stream_budget import (
+    DEFAULT_STREAM_MAX_BUFFERED_BYTES,
+    DEFAULT_STREAM_MAX_INFLIGHT,
+    StreamBudget,
+    arrays_bytes,
+)
 from inferd.server.grpc.unoffered import UnofferedRpcs
+from inferd.server.model_io import ModelIO
+from inferd.server.request import InferRequest
 from inferd.server.telemetry.tracing import Tracing
 
 if TYPE_CHECKING:
@@ -74,32 +82,43 @@ class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServic
         *,
         lifecycle: LifecycleController | None = None,
         limits: RequestLimits = DEFAULT_LIMITS,
+        stream_max_inflight: int = DEFAULT_STREAM_MAX_INFLIGHT,
+        stream_max_buffered_bytes: int = DEFAULT_STREAM_MAX_BUFFERED_BYTES,
     ) -> None:
         self.dataplane = dataplane
         self.lifecycle = lifecycle
         #: What the decoder accepts from one request.
         self.limits = limits
+        #: What one stream may hold (``StreamBudget``), by count and by bytes.
+        self.stream_max_inflight = stream_max_inflight
+        self.stream_max_buffered_bytes = stream_max_buffered_bytes
+        #: The budgets of the streams open now.
+        self.open_streams: set[StreamBudget] = set()
         #: None when tracing is off: handlers test this once and do no tracer work.
         self.tracing = dataplane.tracing
 
-    async def _infer(
+    async def _answer(
         self,
         msg: pb.ModelInferRequest,
         context: grpc.aio.ServicerContext[Any, Any],
-        span: Span | None = None,
-    ) -> pb.ModelInferResponse:
-        """One inference request; ``span`` is its trace span (tracing on)."""
-        limits = self.limits
+        span: Span | None,
+        decode: Callable[[ModelIO], InferRequest],
+    ) -> Answer:
+        """Run one inference request; ``span`` is its trace span (tracing on)."""
         remaining = context.time_remaining()
-        answer = await self.dataplane.infer(
+        return await self.dataplane.infer(
             msg.model_name,
             msg.model_version,
-            lambda io: decode_request(msg, io, limits=limits),
+            decode,
             routing_key=lambda: routing_key(msg, context),
             request_id=msg.id,
             deadline=None if remaining is None else time.monotonic() + remaining,
             span=span,
         )
+
+    def _encode(
+        self, msg: pb.ModelInferRequest, answer: Answer, span: Span | None
+    ) -> pb.ModelInferResponse:
         version = answer.version
         tracing = self.tracing if span is not None and span.is_recording() else None
         with tracing.phase("encode", span) if tracing and span else contextlib.nullcontext():
@@ -112,6 +131,19 @@ class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServic
                 answer.request.outputs,
                 answer.request.classification,
             )
+
+    async def _infer(
+        self,
+        msg: pb.ModelInferRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        span: Span | None = None,
+    ) -> pb.ModelInferResponse:
+        """One inference request; ``span`` is its trace span (tracing on)."""
+        limits = self.limits
+        answer = await self._answer(
+            msg, context, span, lambda io: decode_request(msg, io, limits=limits)
+        )
+        return self._encode(msg, answer, span)
 
     @rpc
     async def ModelInfer(
@@ -129,28 +161,43 @@ class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServic
         """Triton's streaming semantics: requests run concurrently (and batch
         with everything else), responses carry the request id and come back as
         they finish, a failed request answers ``error_message`` and the stream
-        goes on."""
+        goes on. What the stream holds is bounded (``StreamBudget``): when
+        full, the next message is not read until an answer has been written."""
         self.dataplane.last_call = time.monotonic()
-        results: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        results: asyncio.Queue[tuple[pb.ModelStreamInferResponse, int] | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
         tracing = self.tracing
+        limits = self.limits
+        budget = StreamBudget(self.stream_max_inflight, self.stream_max_buffered_bytes)
         stream_span = tracing.start_rpc("ModelStreamInfer", context) if tracing else None
 
         async def one(msg: pb.ModelInferRequest) -> None:
+            request_bytes = 0
+
+            def decode(io: ModelIO) -> InferRequest:
+                nonlocal request_bytes
+                request = decode_request(msg, io, limits=limits)
+                request_bytes = arrays_bytes(request.inputs)
+                budget.charge(request_bytes)
+                return request
+
             span = None
             if tracing is not None and stream_span is not None:
                 span = tracing.start_child("inferd.stream_request", stream_span)
             try:
                 if span is None:
-                    response = await self._infer(msg, context)
+                    answer = await self._answer(msg, context, None, decode)
+                    response = self._encode(msg, answer, None)
                 else:
                     with trace.use_span(
                         span, record_exception=False, set_status_on_exception=False
                     ):
-                        response = await self._infer(msg, context, span)
+                        answer = await self._answer(msg, context, span, decode)
+                        response = self._encode(msg, answer, span)
                     Tracing.end_rpc(span, grpc.StatusCode.OK)
                 _final(response)
-                results.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
+                answer_bytes = arrays_bytes(answer.outputs)
+                item = pb.ModelStreamInferResponse(infer_response=response)
             except asyncio.CancelledError:
                 if span is not None:
                     Tracing.end_rpc(span, grpc.StatusCode.CANCELLED)
@@ -165,16 +212,20 @@ class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServic
                     model_name=msg.model_name, model_version=msg.model_version, id=msg.id
                 )
                 _final(failed)
-                results.put_nowait(
-                    pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
-                )
+                answer_bytes = 0
+                item = pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
+            budget.charge(answer_bytes - request_bytes)
+            results.put_nowait((item, answer_bytes))
 
         async def reader() -> None:
             try:
                 async for msg in request_iterator:
+                    budget.take()
                     task = asyncio.create_task(one(msg))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+                    if budget.full():
+                        await budget.wait_for_room()
                 while tasks:
                     await asyncio.gather(*list(tasks))
             finally:
@@ -182,14 +233,17 @@ class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServic
 
         read_task = asyncio.create_task(reader())
         code = grpc.StatusCode.OK
+        self.open_streams.add(budget)
         try:
             while (item := await results.get()) is not None:
-                yield item
+                yield item[0]
+                budget.release(item[1])
             await read_task
         except BaseException as exc:
             code = code_of(exc)
             raise
         finally:
+            self.open_streams.discard(budget)
             read_task.cancel()
             for task in list(tasks):
                 task.cancel()

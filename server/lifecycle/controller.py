@@ -364,7 +364,7 @@ class LifecycleController:
         before = self.models.ready_versions(name)
         try:
             report = await self.models.load(name)
-        except Unavailable as exc:
+        except (Unavailable, FailedPrecondition) as exc:
             failed = LoadReport(
                 name, before, self.models.ready_versions(name), (), {0: exc.message}
             )

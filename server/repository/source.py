@@ -12,6 +12,7 @@ Pure discovery and parsing: nothing here loads a model or speaks gRPC.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ from inferd.engines.registry import MODEL_FILENAMES
 from inferd.protos import model_config_pb2
 from inferd.server.repository.errors import ModelNotFoundError, RepositoryError
 from inferd.server.repository.errors import quote as _quote
-from inferd.server.repository.versions import select_versions, version_dirs
+from inferd.server.repository.versions import fallback_versions, select_versions, version_dirs
+
+log = logging.getLogger("inferd.repository")
 
 #: Triton platform names this server knows.
 ONNX_PLATFORM = "onnxruntime_onnx"
@@ -66,18 +69,45 @@ class ModelSource:
     policy_versions: tuple[int, ...] = ()
     #: Each output's class labels, from its ``label_filename`` (one per line).
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: How many versions the ``latest`` policy wants (0 under other policies).
+    latest_count: int = 0
+    #: Older versions that may stand in, newest first, for selected versions
+    #: that fail to load (``latest`` policy only).
+    fallbacks: dict[int, Path] = field(default_factory=dict)
 
 
 class ModelRepository:
-    """A directory of models in Triton's layout."""
+    """A directory of models in Triton's layout.
 
-    def __init__(self, root: Path) -> None:
+    Files are read only where they resolve inside the repository: a symbolic
+    link to ``/etc/passwd`` named ``config.pbtxt`` is refused, unless
+    ``allow_links_outside`` (the operator's flag) permits links that leave it.
+    """
+
+    def __init__(self, root: Path, *, allow_links_outside: bool = False) -> None:
         root = Path(root)
         if not root.is_dir():
             # The operator gave this path, but the message may still travel to
             # a caller (e.g. through a repository-index RPC), so name it only.
             raise RepositoryError(f"model repository '{root.name}' is not a directory")
         self.root = root
+        self.allow_links_outside = allow_links_outside
+        self._real_root = root.resolve()
+
+    def check_inside(self, path: Path, model: str, relative: str) -> None:
+        """Raise RepositoryError when ``path`` resolves outside the repository
+        (through a symbolic link) and that is not allowed."""
+        if self.allow_links_outside:
+            return
+        try:
+            inside = path.resolve().is_relative_to(self._real_root)
+        except (OSError, RuntimeError):  # a link loop
+            inside = False
+        if not inside:
+            raise RepositoryError(
+                f"model '{model}': {relative} resolves outside the model repository "
+                "(the server's --allow-links-outside-repository permits that)"
+            )
 
     def index(self) -> list[str]:
         """Names of the model directories, sorted; hidden entries and plain
@@ -101,6 +131,10 @@ class ModelRepository:
         if name not in self.index():
             raise ModelNotFoundError(f"model {_quote(name)} is not in the repository")
         directory = self.root / name
+        self.check_inside(directory, name, name)
+        for filename in (CONFIG_FILENAME, CARD_FILENAME):
+            if (directory / filename).is_symlink():
+                self.check_inside(directory / filename, name, f"{name}/{filename}")
         config = _read_config(name, directory)
         platform = _platform(name, config, directory)
         if not config.platform:
@@ -109,6 +143,9 @@ class ModelRepository:
             config.backend = PLATFORM_BACKENDS[platform]
         filename = _model_filename(name, config, platform)
         policy, versions = select_versions(name, config, directory, filename, extra_versions)
+        latest_count, fallbacks = fallback_versions(config, directory, filename, policy)
+        for version, path in (*versions.items(), *fallbacks.items()):
+            self.check_inside(path, name, f"{name}/{version}/{filename}")
         return ModelSource(
             name=name,
             directory=directory,
@@ -117,12 +154,14 @@ class ModelRepository:
             platform=platform,
             card=_read_card(name, directory),
             policy_versions=policy,
-            labels=_read_labels(name, config, directory),
+            labels=_read_labels(name, config, directory, self),
+            latest_count=latest_count,
+            fallbacks=fallbacks,
         )
 
 
 def _read_labels(
-    name: str, config: model_config_pb2.ModelConfig, directory: Path
+    name: str, config: model_config_pb2.ModelConfig, directory: Path, repository: ModelRepository
 ) -> dict[str, tuple[str, ...]]:
     """Each output's ``label_filename``, a file in the model directory, read
     as Triton does: one label per line (a missing file fails the load)."""
@@ -139,6 +178,7 @@ def _read_labels(
                 f"{where}: label_filename must name a file in the model directory"
             )
         relative = f"{name}/{filename}"
+        repository.check_inside(path, name, relative)
         text = _read_text(name, path, relative)
         if text is None:
             raise RepositoryError(f"{where}: label_filename {relative} does not exist")
@@ -169,11 +209,14 @@ def _read_config(name: str, directory: Path) -> model_config_pb2.ModelConfig:
         try:
             text_format.Parse(text, config)
         except text_format.ParseError as exc:
+            # The parser's detail quotes the file (whatever it is), so only
+            # the operator's log gets it; callers get the position.
             # str(exc) starts "line:column : "; restate the position in words.
             detail = re.sub(r"^\d+:\d+ : ", "", str(exc))
             where = f" line {exc.GetLine()}, column {exc.GetColumn()}" if exc.GetLine() else ""
+            log.error("model '%s': cannot parse %s%s: %s", name, relative, where, detail)
             raise RepositoryError(
-                f"model '{name}': cannot parse {relative}{where}: {detail}"
+                f"model '{name}': cannot parse {relative}{where} (details in the server log)"
             ) from None
     if not config.name:
         config.name = name

@@ -74,3 +74,26 @@ def select_versions(
         raise RepositoryError(f"model '{name}': no version of the model has a {filename} file")
     chosen = sorted({*selected, *(v for v in extra if v in loadable)})
     return tuple(selected), {v: loadable[v] for v in chosen}
+
+
+def fallback_versions(
+    config: model_config_pb2.ModelConfig,
+    directory: Path,
+    filename: str,
+    selected: Collection[int],
+) -> tuple[int, dict[int, Path]]:
+    """Under the ``latest`` policy (the default): how many versions it wants,
+    and the older versions with a model file that may stand in, newest first,
+    for selected ones that fail to load. Other policies name their versions
+    exactly: (0, {})."""
+    choice = config.version_policy.WhichOneof("policy_choice")
+    if choice not in (None, "latest"):
+        return 0, {}
+    count = config.version_policy.latest.num_versions if choice == "latest" else 1
+    oldest = min(selected, default=0)
+    older = {
+        number: path / filename
+        for number, path in version_dirs(directory).items()
+        if number < oldest and (path / filename).is_file()
+    }
+    return count, {v: older[v] for v in sorted(older, reverse=True)}

@@ -19,6 +19,10 @@ from inferd.server.codec import (
     DEFAULT_MAX_TENSOR_BYTES,
     RequestLimits,
 )
+from inferd.server.grpc.stream_budget import (
+    DEFAULT_STREAM_MAX_BUFFERED_BYTES,
+    DEFAULT_STREAM_MAX_INFLIGHT,
+)
 from inferd.server.settings.checks import connection_age_options
 from inferd.server.settings.options import KiB, MiB, OldFlag, described, option
 
@@ -106,6 +110,21 @@ class ServerConfig:
         group=_LIMITS,
         help="concurrent RPCs on the server before RESOURCE_EXHAUSTED; 0: no limit",
         zero_is_none=True,
+        minimum=1,
+    )
+
+    stream_max_inflight: int = option(
+        DEFAULT_STREAM_MAX_INFLIGHT,
+        group=_LIMITS,
+        help="requests one ModelStreamInfer call may have running plus answers not yet "
+        "written; when reached the server stops reading that stream until an answer is sent",
+        minimum=1,
+    )
+    stream_max_buffered_bytes: int = option(
+        DEFAULT_STREAM_MAX_BUFFERED_BYTES,
+        group=_LIMITS,
+        help="bytes of those requests' inputs and unwritten answers one stream may hold; "
+        "when reached the server stops reading that stream",
         minimum=1,
     )
 
@@ -326,6 +345,13 @@ class ServerConfig:
         30.0, group=_SECURITY, help="clock skew tolerated on JWT exp/nbf", minimum=0
     )
     reflection: bool = option(False, group=_SECURITY, help="serve gRPC server reflection (grpcurl)")
+    #: Off by default: a link to /etc/passwd named config.pbtxt must not be read.
+    allow_links_outside_repository: bool = option(
+        False,
+        group=_SECURITY,
+        help="read model files whose symbolic links lead outside --model-repository "
+        "(default: such a model fails to load)",
+    )
 
     @property
     def request_limits(self) -> RequestLimits:

@@ -189,8 +189,8 @@ def test_model_that_never_loaded_is_reported(tmp_path: Path, make_server: MakeSe
     with InferenceClient(server.address) as client:
         with pytest.raises(InferenceServerError) as info:
             client.load_model("bad")
-        assert info.value.code == grpc.StatusCode.UNAVAILABLE
-        assert "failed to load" in info.value.details
+        assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "failed to load: version 1: " in info.value.details
     assert [e["action"] for e in audit(server)] == ["load_failed"]
 
 

@@ -314,15 +314,19 @@ def test_name_mismatch(tmp_path: Path) -> None:
     assert "'m'" in message and "'other'" in message
 
 
-def test_parse_error_names_model_and_line(tmp_path: Path) -> None:
+def test_parse_error_names_model_and_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     make_model(tmp_path, "broken", config='name: "broken"\nmax_batch_size: 4\n  bogus_field: 1\n')
     with pytest.raises(RepositoryError) as exc_info:
         ModelRepository(tmp_path).source("broken")
     message = error_of(exc_info, tmp_path)
     assert "'broken'" in message
     assert "line 3" in message
-    assert "bogus_field" in message
     assert "broken/config.pbtxt" in message
+    # The parser's detail quotes the file: the operator's log gets it, callers do not.
+    assert "bogus_field" not in message
+    assert "bogus_field" in caplog.text
 
 
 def test_config_not_utf8(tmp_path: Path) -> None:

@@ -206,6 +206,54 @@ def test_broken_models_leave_the_others_serving(tmp_path: Path, make_server: Mak
             assert_no_path(info.value.details, tmp_path)
 
 
+def truncate(path: Path) -> None:
+    """Cut a model file in half, as an interrupted copy leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_broken_newest_version_at_start_serves_the_previous_one(
+    tmp_path: Path, make_server: MakeServer
+) -> None:
+    write_model(tmp_path, "plus", [1, 2])
+    truncate(tmp_path / "plus" / "2" / "model.onnx")
+    server = make_server(tmp_path)
+    with InferenceClient(server.address) as client:
+        assert answered_by(client, "plus") == "1"
+        assert client.is_model_ready("plus")
+        assert client.is_server_ready()
+        rows = {(m["version"], m["state"]): m["reason"] for m in client.repository_index()}
+        assert rows[("1", "READY")] == ""
+        assert "could not be loaded" in rows[("2", "UNAVAILABLE")]
+        assert_no_path(rows[("2", "UNAVAILABLE")], tmp_path)
+        with pytest.raises(InferenceServerError) as info:
+            client.infer("plus", {"x": X}, version="2")
+        assert info.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_latest_two_with_the_newest_broken_serves_the_two_before(
+    tmp_path: Path, make_server: MakeServer
+) -> None:
+    write_model(tmp_path, "plus", [1, 2, 3], extra="version_policy { latest { num_versions: 2 } }")
+    truncate(tmp_path / "plus" / "3" / "model.onnx")
+    server = make_server(tmp_path)
+    with InferenceClient(server.address) as client:
+        assert answered_by(client, "plus") == "2"
+        assert answered_by(client, "plus", "1") == "1"
+        states = {m["version"]: m["state"] for m in client.repository_index()}
+        assert states == {"1": "READY", "2": "READY", "3": "UNAVAILABLE"}
+
+
+def test_specific_policy_gets_no_stand_in(tmp_path: Path, make_server: MakeServer) -> None:
+    # The operator named the version: an older one must not answer instead.
+    write_model(tmp_path, "plus", [1, 2], extra="version_policy { specific { versions: 2 } }")
+    truncate(tmp_path / "plus" / "2" / "model.onnx")
+    server = make_server(tmp_path)
+    with InferenceClient(server.address) as client:
+        assert not client.is_model_ready("plus")
+        assert "1" not in {m["version"] for m in client.repository_index()}
+
+
 # --- auto-complete ---------------------------------------------------------------------
 
 

@@ -112,7 +112,15 @@ def test_serve_logs_one_json_line_per_lifecycle_event(
     (repo / "digits_mlp").symlink_to(demo_repository / "digits_mlp")
     (repo / "broken" / "1").mkdir(parents=True)
     (repo / "broken" / "1" / "model.onnx").write_bytes(b"junk")
-    server = Inferd(repo, tmp_path / "stderr.log", "--log-format", "json")
+    # digits_mlp links to the session's demo repository, outside this one.
+    server = Inferd(
+        repo,
+        tmp_path / "stderr.log",
+        "--log-format",
+        "json",
+        "--allow-links-outside-repository",
+        "true",
+    )
     try:
         server.wait_ready(model="digits_mlp")  # the server is never ready: broken fails
         with InferenceClient(server.address) as client:

@@ -1,0 +1,161 @@
+"""Request bytes that do not parse: INVALID_ARGUMENT, not a traceback.
+
+gRPC parses a request before any handler runs; a parse error there becomes
+UNKNOWN ("Unexpected <class 'DecodeError'>") and an ERROR traceback in the
+log, per request, reachable by anyone who can open a connection. The
+services are registered here with deserializers that hand such bytes to the
+handler as ``Malformed`` instead, and the handler answers INVALID_ARGUMENT
+with one line; the log gets at most one warning per ``WARN_EVERY_S``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+log = logging.getLogger("inferd.servicer")
+
+#: At most one log line per this many seconds about malformed requests.
+WARN_EVERY_S = 10.0
+REASON = "the request message does not parse (corrupt bytes or a string that is not UTF-8)"
+
+
+class Malformed:
+    """Stands for a request whose bytes did not parse."""
+
+    __slots__ = ()
+
+
+MALFORMED = Malformed()
+
+
+class _Warnings:
+    """One warning per interval, with the count since the last one."""
+
+    def __init__(self) -> None:
+        self.next_at = 0.0
+        self.count = 0
+
+    def note(self, method: str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now >= self.next_at:
+            log.warning(
+                "%d malformed request message(s) refused, the last for %s",
+                self.count,
+                method,
+                extra={"event": "malformed_request"},
+            )
+            self.count = 0
+            self.next_at = now + WARN_EVERY_S
+
+
+_WARNINGS = _Warnings()
+
+
+def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError:
+            return MALFORMED
+
+    return deserialize
+
+
+async def _refuse(method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    _WARNINGS.note(method)
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, REASON)
+
+
+def _wrap(method: str, handler: Any) -> Any:
+    # Any: grpc's type stubs describe the synchronous server's handlers.
+    deserializer = _tolerant(handler.request_deserializer)
+    serializer = handler.response_serializer
+    if handler.unary_unary is not None:
+        unary: Any = handler.unary_unary
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if request is MALFORMED:
+                await _refuse(method, context)
+            return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            checked, request_deserializer=deserializer, response_serializer=serializer
+        )
+    if handler.unary_stream is not None:
+        server_streaming: Any = handler.unary_stream
+
+        async def checked_out(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            if request is MALFORMED:
+                await _refuse(method, context)
+            async for reply in server_streaming(request, context):
+                yield reply
+
+        return grpc.unary_stream_rpc_method_handler(
+            checked_out, request_deserializer=deserializer, response_serializer=serializer
+        )
+    streaming: Any = handler.stream_stream or handler.stream_unary
+
+    async def checked_in(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        async for request in requests:
+            if request is MALFORMED:
+                await _refuse(method, context)
+            yield request
+
+    if handler.stream_stream is not None:
+        # gRPC tells generators from coroutines by the function: an async
+        # generator function here, a coroutine function below.
+        async def checked_streams(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            async for reply in streaming(checked_in(requests, context), context):
+                yield reply
+
+        return grpc.stream_stream_rpc_method_handler(
+            checked_streams, request_deserializer=deserializer, response_serializer=serializer
+        )
+
+    async def checked_stream(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        return await streaming(checked_in(requests, context), context)
+
+    return grpc.stream_unary_rpc_method_handler(
+        checked_stream, request_deserializer=deserializer, response_serializer=serializer
+    )
+
+
+class _Capture:
+    """Stands in for the server while a generated ``add_*_to_server`` runs."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def add_servicer(add_to_server: Callable[[Any, Any], None], servicer: Any, server: Any) -> None:
+    """``add_to_server(servicer, server)`` (a generated function), with every
+    method answering INVALID_ARGUMENT to a request that does not parse."""
+    capture = _Capture()
+    add_to_server(servicer, capture)
+    handlers = {name: _wrap(name, h) for name, h in capture.handlers.items()}
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(capture.service, handlers),)
+    )
+    server.add_registered_method_handlers(capture.service, handlers)

@@ -1,0 +1,72 @@
+"""Request bytes that do not parse as the request message: INVALID_ARGUMENT
+with a one-line reason, no traceback in the log, and the server goes on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+from conftest import ServerThread
+
+from inferd.protos import grpc_service_pb2 as pb
+from inferd.protos import grpc_service_pb2_grpc as pb_grpc
+from inferd.server.grpc.malformed import REASON
+
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+#: model_name (field 1) holding bytes that are not UTF-8.
+BAD_UTF8_NAME = b"\x0a\x02\xff\xfe"
+#: inputs (field 5) whose name (field 1) is not UTF-8.
+BAD_UTF8_INPUT = b"\x0a\x0adigits_mlp" + b"\x2a\x04\x0a\x02\xc3\x28"
+#: A length that runs past the end of the message.
+TRUNCATED = b"\x0a\x7fdigits"
+GARBAGE = bytes(range(256)) * 4
+
+
+def good() -> pb.ModelInferRequest:
+    msg = pb.ModelInferRequest(model_name="digits_mlp")
+    msg.inputs.add(name="pixels", datatype="FP32", shape=[1, 64])
+    msg.raw_input_contents.append(np.zeros((1, 64), np.float32).tobytes())
+    return msg
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [BAD_UTF8_NAME, BAD_UTF8_INPUT, TRUNCATED, GARBAGE],
+    ids=["utf8-model-name", "utf8-input-name", "truncated", "garbage"],
+)
+def test_unparsable_request_is_invalid_argument_without_traceback(
+    payload: bytes, demo_server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    with grpc.insecure_channel(demo_server.address) as channel:
+        raw = channel.unary_unary(MODEL_INFER)  # no serializers: bytes as they are
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            for _ in range(20):
+                with pytest.raises(grpc.RpcError) as info:
+                    raw(payload, timeout=10)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert info.value.details() == REASON
+        assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+        assert len([r for r in caplog.records if "malformed" in r.getMessage()]) <= 1
+        reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(good(), timeout=10)
+        assert reply.model_name == "digits_mlp"
+
+
+def test_unparsable_message_in_a_stream_ends_it_with_invalid_argument(
+    demo_server: ServerThread,
+) -> None:
+    with grpc.insecure_channel(demo_server.address) as channel:
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+
+        def messages() -> Iterator[bytes]:
+            yield good().SerializeToString()
+            yield GARBAGE
+
+        call = stream(messages(), timeout=30)
+        with pytest.raises(grpc.RpcError) as info:
+            for _ in call:
+                pass
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
