@@ -99,6 +99,7 @@ class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServic
             request_id=msg.id,
             deadline=None if remaining is None else time.monotonic() + remaining,
             span=span,
+            protocol="grpc",
         )
         version = answer.version
         tracing = self.tracing if span is not None and span.is_recording() else None
