@@ -60,7 +60,7 @@ def cpu_us_per_request(hooks: VersionObserver, batch: int, requests: int) -> flo
         hooks.on_executed(token, entries, record)
         for _ in range(batch):
             hooks.on_pending(-1)
-            hooks.on_request("OK", 1e-3, 1)
+            hooks.on_request("OK", 1e-3, 1, "grpc")
     return (time.process_time() - start) / (batches * batch) * 1e6
 
 

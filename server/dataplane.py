@@ -206,11 +206,13 @@ class DataPlane:
         request_id: str = "",
         deadline: float | None = None,
         span: Span | None = None,
+        protocol: str = "grpc",
     ) -> Answer:
         """Answer one request for ``model`` (``version`` "" lets the route
         choose; an explicit one bypasses routes). ``routing_key`` is called
         only for A/B routes; ``deadline`` is a ``time.monotonic()`` time or
-        None; ``span`` is the request's trace span (tracing on). Raises
+        None; ``span`` is the request's trace span (tracing on); ``protocol``
+        names the front end for metrics (``"grpc"``, ``"http"``). Raises
         ``InferdError`` subclasses, or ``CancelledError``."""
         start = time.monotonic_ns()
         answering: ModelVersion | None = None
@@ -276,7 +278,7 @@ class DataPlane:
             raise
         finally:
             elapsed = time.monotonic_ns() - start
-            self._record(model, request_id, answering, status, elapsed, rows)
+            self._record(model, request_id, answering, status, elapsed, rows, protocol)
             if decision is not None:
                 self._route_outcome(decision, decode, failure, elapsed, outputs)
             if admitted:
@@ -292,6 +294,7 @@ class DataPlane:
         status: str,
         elapsed_ns: int,
         rows: int,
+        protocol: str,
     ) -> None:
         """Statistics, metrics and the request log line for one answered request."""
         observer: VersionObserver
@@ -303,7 +306,7 @@ class DataPlane:
             else:
                 version.stats.record_failure(elapsed_ns)
             observer = version.observer
-        observer.on_request(status, elapsed_ns / 1e9, rows)
+        observer.on_request(status, elapsed_ns / 1e9, rows, protocol)
         if self.log_requests:
             request_log.info(
                 "%s %s",

@@ -45,9 +45,10 @@ class VersionObserver:
 
     # -- request level (the data plane) ----------------------------------------------
 
-    def on_request(self, code: str, seconds: float, rows: int) -> None:
+    def on_request(self, code: str, seconds: float, rows: int, protocol: str) -> None:
         """One inference request answered with gRPC status ``code`` (its name,
-        e.g. ``"OK"``) after ``seconds`` in the server; ``rows`` counts only on OK."""
+        e.g. ``"OK"``) after ``seconds`` in the server; ``rows`` counts only on OK.
+        ``protocol`` is the front end that took it (``"grpc"`` or ``"http"``)."""
 
     # -- scheduler ---------------------------------------------------------------------
 

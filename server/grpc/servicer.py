@@ -114,6 +114,7 @@ class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServic
             request_id=msg.id,
             deadline=None if remaining is None else time.monotonic() + remaining,
             span=span,
+            protocol="grpc",
         )
 
     def _encode(

@@ -231,6 +231,7 @@ class HttpEndpoints:
             routing_key=routing_key,
             request_id=parsed.id,
             span=span,
+            protocol="http",
         )
         v = answer.version
         body, json_length = tensors.encode_response(

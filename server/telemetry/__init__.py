@@ -35,9 +35,9 @@ class VersionTelemetry(VersionObserver):
         self.t = t
         self.n = n  # Triton's families (--triton-metrics)
 
-    def on_request(self, code: str, seconds: float, rows: int) -> None:
+    def on_request(self, code: str, seconds: float, rows: int, protocol: str) -> None:
         if self.m is not None:
-            self.m.request(code, seconds, rows)
+            self.m.request(code, seconds, rows, protocol)
         if self.n is not None:
             self.n.request(code, seconds, rows)
 

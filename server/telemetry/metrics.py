@@ -8,8 +8,8 @@ cannot mint series). Durations are seconds.
 =========================================  =========  ============================
 name                                       type       labels
 =========================================  =========  ============================
-inferd_request_duration_seconds            histogram  model, version, code
-inferd_requests_total                      counter    model, version, code
+inferd_request_duration_seconds            histogram  model, version, code, protocol
+inferd_requests_total                      counter    model, version, code, protocol
 inferd_inferences_total (rows, OK only)    counter    model, version
 inferd_queue_duration_seconds              histogram  model, version
 inferd_compute_duration_seconds            histogram  model, version
@@ -28,9 +28,11 @@ process_* (CPU, memory, fds, start time)   various    (``worker`` with --workers
 inferd_gpu_* (only where NVML finds GPUs)  gauge      gpu, name
 =========================================  =========  ============================
 
-``code`` is the gRPC status name (``OK``, ``INVALID_ARGUMENT``...). They
-agree with ModelStatistics: ``inferd_requests_total{code="OK"}`` is
-``success.count``, the other codes sum to ``fail.count``,
+``code`` is the gRPC status name (``OK``, ``INVALID_ARGUMENT``...), also
+for requests the HTTP/REST front end answered; ``protocol`` is the front end
+(``grpc`` or ``http``). They agree with ModelStatistics: summed over
+``protocol``, ``inferd_requests_total{code="OK"}`` is ``success.count``, the
+other codes sum to ``fail.count``,
 ``inferd_queue_duration_seconds`` matches ``queue``,
 ``inferd_compute_duration_seconds`` (one observation per execution, engine
 time) matches the ``batch_stats`` ``compute_infer`` totals,
@@ -112,15 +114,16 @@ class Metrics:
         mv = ("model", "version")
         self.request_duration = Histogram(
             "inferd_request_duration_seconds",
-            "Inference request time in the server, arrival to response, by gRPC status",
-            (*mv, "code"),
+            "Inference request time in the server, arrival to response, by gRPC status "
+            "and front end",
+            (*mv, "code", "protocol"),
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.requests = Counter(
             "inferd_requests",
-            "Inference requests answered, by gRPC status",
-            (*mv, "code"),
+            "Inference requests answered, by gRPC status and front end",
+            (*mv, "code", "protocol"),
             registry=r,
         )
         self.inferences = Counter(
@@ -221,7 +224,7 @@ class Metrics:
 
 class VersionMetrics:
     """Metric children bound once per (model, version): the hot path only
-    looks up a status code in a small dict."""
+    looks up a protocol and a status code in small dicts."""
 
     __slots__ = (
         "_batches",
@@ -253,7 +256,8 @@ class VersionMetrics:
     ) -> None:
         self._metrics = metrics
         self._labels = (model, version)
-        self._codes: dict[str, tuple[Any, Any]] = {}
+        # protocol -> code -> (duration, count) children.
+        self._codes: dict[str, dict[str, tuple[Any, Any]]] = {}
         self._refused: dict[str, Any] = {}
         self._expired: dict[str, Any] = {}
         self._batches: dict[str, Any] = {}
@@ -270,20 +274,27 @@ class VersionMetrics:
         self.pending = metrics.pending.labels(model, version)
         self.late = metrics.late.labels(model, version)
         self.cancelled = metrics.cancelled.labels(model, version)
-        self._code("OK")
+        # gRPC is always served: its OK series exist from the start; HTTP's
+        # appear with its first request, so a server without it shows none.
+        self._code("OK", "grpc")
 
-    def _code(self, code: str) -> tuple[Any, Any]:
-        pair = self._codes.get(code)
+    def _code(self, code: str, protocol: str) -> tuple[Any, Any]:
+        codes = self._codes.get(protocol)
+        if codes is None:
+            codes = self._codes[protocol] = {}
+        pair = codes.get(code)
         if pair is None:
             m = self._metrics
-            pair = self._codes[code] = (
-                m.request_duration.labels(*self._labels, code),
-                m.requests.labels(*self._labels, code),
+            pair = codes[code] = (
+                m.request_duration.labels(*self._labels, code, protocol),
+                m.requests.labels(*self._labels, code, protocol),
             )
         return pair
 
-    def request(self, code: str, seconds: float, rows: int) -> None:
-        duration, count = self._codes.get(code) or self._code(code)
+    def request(self, code: str, seconds: float, rows: int, protocol: str) -> None:
+        codes = self._codes.get(protocol)
+        pair = codes.get(code) if codes is not None else None
+        duration, count = pair or self._code(code, protocol)
         duration.observe(seconds)
         count.inc()
         if rows:
