@@ -231,7 +231,8 @@ class DataPlane:
             if self.draining:
                 decision = None  # shutting down says nothing about the variant
                 answering.observer.on_refused("draining")
-                if (held := self._refusals_held) is not None:
+                # Held only for gRPC: its GOAWAY is what tells the caller to go.
+                if protocol == "grpc" and (held := self._refusals_held) is not None:
                     self.refusals_waiting += 1
                     try:
                         await held.wait()

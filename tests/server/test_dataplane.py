@@ -181,3 +181,21 @@ def test_importing_the_data_plane_loads_no_grpc() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+async def test_held_refusals_hold_grpc_callers_only(manager: ModelManager) -> None:
+    """At shutdown gRPC refusals wait for the transport's GOAWAY; an HTTP caller
+    has no GOAWAY to wait for and must get its 503 at once (a held HTTP refusal
+    would only be cut off when the HTTP site closes)."""
+    plane = DataPlane(manager)
+    plane.draining = True
+    plane.hold_refusals()
+    with pytest.raises(Unavailable, match="shutting down"):
+        await asyncio.wait_for(plane.infer(MODEL, "", digits, protocol="http"), 5)
+    held = asyncio.create_task(plane.infer(MODEL, "", digits, protocol="grpc"))
+    while plane.refusals_waiting == 0:
+        await asyncio.sleep(0.001)
+    assert not held.done()
+    plane.release_refusals()
+    with pytest.raises(Unavailable, match="shutting down"):
+        await held
