@@ -110,6 +110,39 @@ def parse_levels(output: str) -> list[Level]:
     return levels
 
 
+def run_perf_analyzer(
+    perf_analyzer: PerfAnalyzer,
+    protocol: str,
+    url: str,
+    model: str,
+    batch: int,
+    concurrency: str,
+    extra: list[str],
+) -> subprocess.CompletedProcess[str]:
+    """One perf_analyzer run that must succeed without an error in its output."""
+    command = [
+        perf_analyzer.path,
+        *("-i", protocol, "-u", url, "-m", model, "-b", str(batch)),
+        *("--concurrency-range", concurrency, "--measurement-interval", "1000"),
+        # This checks compatibility, not speed: a 2x wobble on a busy CI
+        # machine must not fail the run ("Failed to obtain stable measurement").
+        *("--stability-percentage", "100", "--max-trials", "10"),
+        *extra,
+    ]
+    proc = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+        env=perf_analyzer.env,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    assert not re.search(r"error|failed", output, flags=re.I), output[-4000:]
+    return proc
+
+
 def _server_stats(address: str, model: str) -> pb.ModelStatistics:
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -138,26 +171,10 @@ def test_perf_analyzer_sweep(
     extra: list[str],
 ) -> None:
     before = _server_stats(server_address, model)
-    command = [
-        perf_analyzer.path,
-        *("-i", "grpc", "-u", server_address, "-m", model, "-b", str(batch)),
-        *("--concurrency-range", concurrency, "--measurement-interval", "1000"),
-        # This checks compatibility, not speed: a 2x wobble on a busy CI
-        # machine must not fail the run ("Failed to obtain stable measurement").
-        *("--stability-percentage", "100", "--max-trials", "10"),
-        *extra,
-    ]
-    proc = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-        env=perf_analyzer.env,
+    proc = run_perf_analyzer(
+        perf_analyzer, "grpc", server_address, model, batch, concurrency, extra
     )
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
-    assert not re.search(r"error|failed", output, flags=re.I), output[-4000:]
 
     parsed = parse_levels(proc.stdout)
     assert [level.concurrency for level in parsed] == levels, output

@@ -4,14 +4,12 @@ binary tensors and reads the server's statistics over HTTP."""
 
 from __future__ import annotations
 
-import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import ServerThread
-from test_perf_analyzer import RUN_TIMEOUT_S, PerfAnalyzer, parse_levels, perf_analyzer
+from test_perf_analyzer import PerfAnalyzer, parse_levels, perf_analyzer, run_perf_analyzer
 
 from inferd.server.app import ServerConfig
 
@@ -41,24 +39,7 @@ def http_address(demo_repository: Path) -> Iterator[str]:
 def test_perf_analyzer_over_http(
     perf_analyzer: PerfAnalyzer, http_address: str, model: str, batch: int, extra: list[str]
 ) -> None:
-    command = [
-        perf_analyzer.path,
-        *("-i", "http", "-u", http_address, "-m", model, "-b", str(batch)),
-        *("--concurrency-range", "2", "--measurement-interval", "1000"),
-        *("--stability-percentage", "100", "--max-trials", "10"),
-        *extra,
-    ]
-    proc = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-        env=perf_analyzer.env,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
-    assert not re.search(r"error|failed", output, flags=re.I), output[-4000:]
+    proc = run_perf_analyzer(perf_analyzer, "http", http_address, model, batch, "2", extra)
     (level,) = parse_levels(proc.stdout)
     assert level.concurrency == 2 and level.throughput > 0
     # perf_analyzer reads the server's side from the statistics endpoint.
