@@ -142,6 +142,8 @@ class ModelRepository:
         if not config.backend:
             config.backend = PLATFORM_BACKENDS[platform]
         filename = _model_filename(name, config, platform)
+        if not config.default_model_filename:
+            config.default_model_filename = filename  # as Triton's ModelConfig shows it
         policy, versions = select_versions(name, config, directory, filename, extra_versions)
         latest_count, fallbacks = fallback_versions(config, directory, filename, policy)
         for version, path in (*versions.items(), *fallbacks.items()):

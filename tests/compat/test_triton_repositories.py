@@ -370,6 +370,8 @@ def test_repository_fills_platform_and_backend(
     (tmp_path / "m" / "config.pbtxt").write_text(config)
     source = ModelRepository(tmp_path).source("m")
     assert (source.config.platform, source.config.backend) == (platform, backend)
+    # Triton fills the model file's name too.
+    assert source.config.default_model_filename == filename
 
 
 # -- streaming -------------------------------------------------------------------------------
