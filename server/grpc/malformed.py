@@ -34,6 +34,13 @@ class Malformed:
 MALFORMED = Malformed()
 
 
+class _MalformedInStream(Exception):
+    """Ends a request stream at a message that did not parse. Raised where the
+    stream is read (the servicer may read it on a task of its own) and turned
+    into INVALID_ARGUMENT by the handler's own task: aborting the call from the
+    reading task raced the handler's writes and could leave the call hanging."""
+
+
 class _Warnings:
     """One warning per interval, with the count since the last one."""
 
@@ -104,12 +111,10 @@ def _wrap(method: str, handler: Any) -> Any:
         )
     streaming: Any = handler.stream_stream or handler.stream_unary
 
-    async def checked_in(
-        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
+    async def checked_in(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for request in requests:
             if request is MALFORMED:
-                await _refuse(method, context)
+                raise _MalformedInStream
             yield request
 
     if handler.stream_stream is not None:
@@ -118,8 +123,11 @@ def _wrap(method: str, handler: Any) -> Any:
         async def checked_streams(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            async for reply in streaming(checked_in(requests, context), context):
-                yield reply
+            try:
+                async for reply in streaming(checked_in(requests), context):
+                    yield reply
+            except _MalformedInStream:
+                await _refuse(method, context)
 
         return grpc.stream_stream_rpc_method_handler(
             checked_streams, request_deserializer=deserializer, response_serializer=serializer
@@ -128,7 +136,10 @@ def _wrap(method: str, handler: Any) -> Any:
     async def checked_stream(
         requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
-        return await streaming(checked_in(requests, context), context)
+        try:
+            return await streaming(checked_in(requests), context)
+        except _MalformedInStream:
+            await _refuse(method, context)
 
     return grpc.stream_unary_rpc_method_handler(
         checked_stream, request_deserializer=deserializer, response_serializer=serializer
