@@ -65,6 +65,11 @@ class _Warnings:
 _WARNINGS = _Warnings()
 
 
+def note_malformed(method: str) -> None:
+    """Count a refused malformed request (logged at most once per interval)."""
+    _WARNINGS.note(method)
+
+
 def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def deserialize(data: bytes) -> Any:
         try:
@@ -86,6 +91,12 @@ def _wrap(method: str, handler: Any) -> Any:
     serializer = handler.response_serializer
     if handler.unary_unary is not None:
         unary: Any = handler.unary_unary
+        if getattr(unary, "checks_malformed", False):
+            # The ``rpc`` decorator refuses MALFORMED itself: no extra coroutine
+            # layer on the unary hot path, only the tolerant deserializer.
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=deserializer, response_serializer=serializer
+            )
 
         async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if request is MALFORMED:

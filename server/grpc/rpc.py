@@ -12,7 +12,8 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from inferd.server.errors import InferdError, Status, status_of
+from inferd.server.errors import InferdError, InvalidArgument, Status, status_of
+from inferd.server.grpc.malformed import MALFORMED, REASON, note_malformed
 from inferd.server.telemetry.tracing import Tracing
 
 log = logging.getLogger("inferd.servicer")
@@ -52,6 +53,9 @@ def rpc(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
     ) -> Resp:
         code, message = grpc.StatusCode.OK, ""
         try:
+            if request is MALFORMED:  # bytes that did not parse (server.grpc.malformed)
+                note_malformed(method)
+                raise InvalidArgument(REASON)
             return await fn(self, request, context)
         except InferdError as exc:
             code, message = GRPC_CODES[exc.code], exc.message
@@ -83,4 +87,5 @@ def rpc(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
         with trace.use_span(span, record_exception=False, set_status_on_exception=False):
             return await call(self, request, context, span)
 
+    wrapper.checks_malformed = True  # type: ignore[attr-defined]
     return wrapper
