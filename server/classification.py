@@ -26,6 +26,7 @@ import numpy as np
 
 from inferd.server.errors import InvalidArgument
 from inferd.server.model_io import TensorInfo
+from inferd.server.reshape import to_config
 
 #: Output datatypes Triton classifies (its ``TopkClassifications`` switch).
 CLASSIFIABLE = frozenset(
@@ -82,3 +83,14 @@ def classify(array: np.ndarray, info: TensorInfo, count: int, batched: bool) -> 
                 text += f":{label}"
             out[r, k] = text.encode("utf-8")
     return out if with_batch else out.reshape(width)
+
+
+def answer_output(
+    array: np.ndarray, info: TensorInfo, batched: bool, class_count: int | None
+) -> tuple[str, np.ndarray]:
+    """An output as the caller receives it, for every front end: the config's
+    shape (server.reshape), or its top ``class_count`` classes as BYTES."""
+    array = to_config(array, info, batched)
+    if class_count is None:
+        return info.datatype, array
+    return "BYTES", classify(array, info, class_count, batched)

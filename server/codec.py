@@ -14,11 +14,11 @@ import numpy as np
 
 from inferd.protos import grpc_service_pb2 as pb
 from inferd.protos.datatypes import CONTENTS_FIELD, NUMPY_DTYPES, deserialize_bytes, serialize_bytes
-from inferd.server.classification import check_classifiable, classify
+from inferd.server.classification import answer_output, check_classifiable
 from inferd.server.errors import InvalidArgument, ResourceExhausted
 from inferd.server.model_io import ModelIO, TensorInfo
 from inferd.server.request import InferRequest, ParamValue
-from inferd.server.reshape import to_config, to_model
+from inferd.server.reshape import to_model
 
 #: Largest element count accepted for one tensor; bounds memory per request
 #: before anything is allocated. 2**28 elements = 1 GiB of FP32.
@@ -357,11 +357,7 @@ def encode_response(
     raw = response.raw_output_contents
     for name in names:
         info = io.outputs[name]
-        array = to_config(outputs[name], info, io.batched)
-        datatype = info.datatype
-        if name in classes:
-            array = classify(array, info, classes[name], io.batched)
-            datatype = "BYTES"
+        datatype, array = answer_output(outputs[name], info, io.batched, classes.get(name))
         response.outputs.add(name=name, datatype=datatype, shape=array.shape)
         if datatype == "BYTES":
             raw.append(serialize_bytes(array))

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from inferd.protos.datatypes import NUMPY_DTYPES, deserialize_bytes, serialize_bytes
-from inferd.server.classification import classify
+from inferd.server.classification import answer_output
 from inferd.server.codec import (
     RequestLimits,
     batch_rows,
@@ -31,7 +31,7 @@ from inferd.server.codec import (
 from inferd.server.errors import InvalidArgument
 from inferd.server.model_io import ModelIO, TensorInfo
 from inferd.server.request import InferRequest, ParamValue
-from inferd.server.reshape import to_config, to_model
+from inferd.server.reshape import to_model
 
 #: Longest request-supplied text echoed in an error.
 _ECHO = 80
@@ -384,11 +384,9 @@ def encode_response(
     blobs: list[bytes] = []
     for name in names:
         info = io.outputs[name]
-        array = to_config(outputs[name], info, io.batched)
-        datatype = info.datatype
-        if name in classification:
-            array = classify(array, info, classification[name], io.batched)
-            datatype = "BYTES"
+        datatype, array = answer_output(
+            outputs[name], info, io.batched, classification.get(name)
+        )
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary_asked.get(name, parsed.binary_output):
             if datatype == "BYTES":
