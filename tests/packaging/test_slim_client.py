@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from wheel_build import build_wheel
 
 #: A plain install's requirements: gRPC and protobuf for the wire, numpy for
 #: tensors, ml-dtypes for BF16 tensors (inferd.protos.datatypes).
@@ -35,15 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def wheel_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Built as tests/packaging/test_wheel.py does: no network, no isolation."""
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "-w", str(out), str(ROOT)],
-        check=True,
-        timeout=300,
-    )
-    (built,) = out.glob("inferd-*.whl")
-    return built
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def _name(requirement: str) -> str:

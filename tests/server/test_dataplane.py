@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import inferd.server.dataplane as dataplane_module
-from inferd.server.dataplane import DataPlane
+from inferd.server.dataplane import Answer, DataPlane
 from inferd.server.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from inferd.server.model_io import ModelIO
 from inferd.server.models import ModelManager
@@ -104,10 +104,10 @@ async def test_unknown_model_is_not_found(manager: ModelManager) -> None:
     assert (plane.inflight, plane.admitted) == (0, 0)
 
 
-async def test_drain_refuses_new_work_while_an_admitted_request_completes(
-    manager: ModelManager,
-) -> None:
-    plane = DataPlane(manager)
+async def admit_held(
+    plane: DataPlane, manager: ModelManager
+) -> tuple[asyncio.Event, asyncio.Task[Answer]]:
+    """One request admitted and held in the scheduler until the event is set."""
     version = manager.resolve(MODEL)
     gate = asyncio.Event()
     original = version.scheduler.submit
@@ -120,6 +120,14 @@ async def test_drain_refuses_new_work_while_an_admitted_request_completes(
     admitted = asyncio.create_task(plane.infer(MODEL, "", digits))
     while plane.inflight == 0:
         await asyncio.sleep(0)
+    return gate, admitted
+
+
+async def test_drain_refuses_new_work_while_an_admitted_request_completes(
+    manager: ModelManager,
+) -> None:
+    plane = DataPlane(manager)
+    gate, admitted = await admit_held(plane, manager)
     drained = asyncio.create_task(plane.drain(timeout=30.0))
     await asyncio.sleep(0.05)
     assert not drained.done()  # waits for the admitted request
@@ -134,18 +142,7 @@ async def test_drain_refuses_new_work_while_an_admitted_request_completes(
 
 async def test_drain_gives_up_after_its_timeout(manager: ModelManager) -> None:
     plane = DataPlane(manager)
-    version = manager.resolve(MODEL)
-    gate = asyncio.Event()
-    original = version.scheduler.submit
-
-    async def held(request: InferRequest) -> dict[str, np.ndarray]:
-        await gate.wait()
-        return await original(request)
-
-    version.scheduler.submit = held  # type: ignore[method-assign]
-    admitted = asyncio.create_task(plane.infer(MODEL, "", digits))
-    while plane.inflight == 0:
-        await asyncio.sleep(0)
+    gate, admitted = await admit_held(plane, manager)
     assert await plane.drain(timeout=0.05) is False
     gate.set()
     await admitted
