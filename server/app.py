@@ -29,7 +29,8 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
 
 import inferd.server.grpc_log_filter  # noqa: F401  (quiets gRPC's tracebacks on import)
 from inferd.protos import grpc_service_pb2 as pb
@@ -47,8 +48,10 @@ from inferd.server.credentials import (
 )
 from inferd.server.dataplane import DataPlane
 from inferd.server.grpc.admin import ADMIN_METHODS, AdminServicer
+from inferd.server.grpc.call_limit import CallLimit
 from inferd.server.grpc.malformed import add_servicer
 from inferd.server.grpc.servicer import InferenceServicer
+from inferd.server.grpc.watch_budget import WatchBudget, add_budgeted
 from inferd.server.health import HealthReporter
 from inferd.server.http import HttpServer
 from inferd.server.lifecycle.controller import LifecycleController, ModelControlMode
@@ -194,7 +197,10 @@ class InferdServer:
     def _all_interceptors(self) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
         # Outermost: nothing runs for a caller who may not call.
         auth = auth_interceptors(self.authenticator, self.certificates, self.method_policy)
-        return [*auth, *self._interceptors]
+        limit = self.config.max_concurrent_rpcs
+        # Then the RPC limit: a refused caller takes no slot.
+        limits = [] if limit is None else [CallLimit(limit)]
+        return [*auth, *limits, *self._interceptors]
 
     async def start(self, *, load: bool = True) -> int:
         """Bind, serve, load the models; returns the bound port."""
@@ -208,24 +214,29 @@ class InferdServer:
         if config.gil_switch_interval_s:
             sys.setswitchinterval(config.gil_switch_interval_s)  # before warmup measures
         interceptors = self._all_interceptors()
+        watchers = WatchBudget(config.max_watch_streams, config.max_watch_streams_per_connection)
         server = grpc.aio.server(
             options=config.grpc_options(),
             interceptors=interceptors or None,
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
         add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, self.servicer, server)
         add_servicer(admin_grpc.add_ModelAdminServicer_to_server, self.admin, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        add_budgeted(
+            health_pb2_grpc.add_HealthServicer_to_server, self.health.servicer, server, watchers
+        )
         await self.health.prepare()
         if config.reflection:
-            reflection.enable_server_reflection(
-                (
-                    pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-                    admin_pb.DESCRIPTOR.services_by_name["ModelAdmin"].full_name,
-                    health.SERVICE_NAME,
-                    reflection.SERVICE_NAME,
-                ),
+            names = (
+                pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+                admin_pb.DESCRIPTOR.services_by_name["ModelAdmin"].full_name,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            )
+            add_budgeted(
+                reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+                ReflectionServicer(names),
                 server,
+                watchers,
             )
         address = f"{config.host}:{config.grpc_port}"
         self._start_metrics()

@@ -171,13 +171,23 @@ class _Capture:
         self.service, self.handlers = service, handlers
 
 
+def service_handlers(
+    add_to_server: Callable[[Any, Any], None], servicer: Any
+) -> tuple[str, dict[str, Any]]:
+    """The service name and method handlers a generated ``add_*_to_server`` registers."""
+    capture = _Capture()
+    add_to_server(servicer, capture)
+    return capture.service, capture.handlers
+
+
+def register(server: Any, service: str, handlers: dict[str, Any]) -> None:
+    """Register ``handlers`` as the generated ``add_*_to_server`` would."""
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
+
+
 def add_servicer(add_to_server: Callable[[Any, Any], None], servicer: Any, server: Any) -> None:
     """``add_to_server(servicer, server)`` (a generated function), with every
     method answering INVALID_ARGUMENT to a request that does not parse."""
-    capture = _Capture()
-    add_to_server(servicer, capture)
-    handlers = {name: _wrap(name, h) for name, h in capture.handlers.items()}
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(capture.service, handlers),)
-    )
-    server.add_registered_method_handlers(capture.service, handlers)
+    service, handlers = service_handlers(add_to_server, servicer)
+    register(server, service, {name: _wrap(name, h) for name, h in handlers.items()})

@@ -23,6 +23,10 @@ from inferd.server.grpc.stream_budget import (
     DEFAULT_STREAM_MAX_BUFFERED_BYTES,
     DEFAULT_STREAM_MAX_INFLIGHT,
 )
+from inferd.server.grpc.watch_budget import (
+    DEFAULT_MAX_WATCH_STREAMS,
+    DEFAULT_MAX_WATCH_STREAMS_PER_CONNECTION,
+)
 from inferd.server.settings.checks import connection_age_options
 from inferd.server.settings.options import KiB, MiB, OldFlag, described, option
 
@@ -104,12 +108,27 @@ class ServerConfig:
     max_concurrent_streams: int = option(
         256, group=_LIMITS, help="concurrent calls per HTTP/2 connection", minimum=1
     )
-    #: Twice the default model queue; over it health checks are refused too.
+    #: Twice the default model queue; Health/Check and watch streams are not counted.
     max_concurrent_rpcs: int | None = option(
         4096,
         group=_LIMITS,
-        help="concurrent RPCs on the server before RESOURCE_EXHAUSTED; 0: no limit",
+        help="concurrent RPCs on the server before RESOURCE_EXHAUSTED, health/reflection "
+        "streams apart (--max-watch-streams); 0: no limit",
         zero_is_none=True,
+        minimum=1,
+    )
+    #: Health/Watch and reflection need no credentials and stay open: capped
+    #: apart, so they never take inference's or Health/Check's slots.
+    max_watch_streams: int = option(
+        DEFAULT_MAX_WATCH_STREAMS,
+        group=_LIMITS,
+        help="Health/Watch and reflection streams open on the server; over it RESOURCE_EXHAUSTED",
+        minimum=1,
+    )
+    max_watch_streams_per_connection: int = option(
+        DEFAULT_MAX_WATCH_STREAMS_PER_CONNECTION,
+        group=_LIMITS,
+        help="Health/Watch and reflection streams open on one connection",
         minimum=1,
     )
 
