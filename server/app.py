@@ -40,9 +40,11 @@ from inferd.protos.inferd.admin.v1 import admin_pb2_grpc as admin_grpc
 from inferd.server.about import SERVER_VERSION
 from inferd.server.audit import AuditLog
 from inferd.server.auth import ROLE_ADMIN, AuthConfigError, MethodPolicy
+from inferd.server.auth.gate import ALLOW_FLAG, AuthGate
 from inferd.server.credentials import (
     auth_interceptors,
     load_authenticator,
+    load_certificate_roles,
     load_certificates,
     transport_name,
 )
@@ -150,7 +152,7 @@ class InferdServer:
         self.dataplane = DataPlane(
             self.models,
             router=self.router,
-            enforce_model_roles=config.auth_enabled,
+            enforce_model_roles=config.roles_enforced,
             tracing=tracing,
             log_requests=config.log_requests,
         )
@@ -166,12 +168,19 @@ class InferdServer:
         try:
             self.certificates = load_certificates(config)  # fail at start, not at a handshake
             self.authenticator = load_authenticator(config)
+            self.certificate_roles = load_certificate_roles(config)
         except (TlsConfigError, AuthConfigError) as exc:
             raise StartupError(str(exc)) from None
         #: Required role per method (server.auth); register an added service's
         #: methods here before ``start`` (methods not in it need ``admin``).
         self.method_policy = MethodPolicy()
         self.method_policy.register({method: ROLE_ADMIN for method in ADMIN_METHODS})
+        self.gate = AuthGate(
+            self.authenticator,
+            self.certificate_roles,
+            self.method_policy,
+            allow_unauthenticated_admin=config.allow_unauthenticated_admin,
+        )
         self._interceptors = tuple(interceptors)
         #: The HTTP/REST front end (None: ``allow_http`` is off).
         self.http: HttpServer | None = None
@@ -181,8 +190,7 @@ class InferdServer:
                 lifecycle=self.lifecycle,
                 limits=config.request_limits,
                 max_body_bytes=config.max_message_bytes,
-                authenticator=self.authenticator,
-                policy=self.method_policy,
+                gate=self.gate,
                 certificates=self.certificates,
                 max_concurrent=config.max_concurrent_rpcs,
             )
@@ -196,7 +204,7 @@ class InferdServer:
 
     def _all_interceptors(self) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
         # Outermost: nothing runs for a caller who may not call.
-        auth = auth_interceptors(self.authenticator, self.certificates, self.method_policy)
+        auth = auth_interceptors(self.gate, self.certificates)
         limit = self.config.max_concurrent_rpcs
         # Then the RPC limit: a refused caller takes no slot.
         limits = [] if limit is None else [CallLimit(limit)]
@@ -276,6 +284,7 @@ class InferdServer:
         )
         if self.authenticator is not None and self.certificates is None:
             log.warning("bearer credentials are accepted over plaintext; enable TLS off localhost")
+        self._log_control_plane()
         await self.lifecycle.start(load=load, load_models=self.config.load_models)
         self.models.mark_started()
         if config.gc_freeze:
@@ -285,6 +294,23 @@ class InferdServer:
             # READY only after warmup: the load above includes it.
             await self.health.mark_started()
         return port
+
+    def _log_control_plane(self) -> None:
+        """Say who may load and unload models: the operator must know."""
+        if self.gate.configured:
+            return
+        if self.gate.allow_unauthenticated_admin:
+            log.warning(
+                "no authentication configured and %s: every caller may load and unload "
+                "models and use the admin service",
+                ALLOW_FLAG,
+            )
+        else:
+            log.info(
+                "no authentication configured: model load/unload and the admin service are "
+                "refused (configure tokens, JWT keys or client-certificate roles, or pass %s)",
+                ALLOW_FLAG,
+            )
 
     async def _start_http(self) -> None:
         assert self.http is not None
@@ -316,6 +342,8 @@ class InferdServer:
                 self.http.reload_tls()
         if self.authenticator is not None:
             self.authenticator.reload()
+        if self.certificate_roles is not None:
+            self.certificate_roles.reload(force=True)
 
     def _start_metrics(self) -> None:
         if self.metrics is None or not self.config.serve_metrics:

@@ -363,6 +363,21 @@ class ServerConfig:
     jwt_leeway_s: float = option(
         30.0, group=_SECURITY, help="clock skew tolerated on JWT exp/nbf", minimum=0
     )
+    tls_client_roles_file: Path | None = option(
+        None,
+        group=_SECURITY,
+        metavar="JSON",
+        help="roles for client certificates by identity ('uri:...', 'dns:...', 'cn:...'); "
+        "needs --tls-client-ca-file",
+    )
+    #: Off by default: a server that authenticates no one must not let anyone
+    #: load or unload models (docs/security.md).
+    allow_unauthenticated_admin: bool = option(
+        False,
+        group=_SECURITY,
+        help="with no tokens, JWT keys or certificate roles configured, let every caller use "
+        "the control plane (model load/unload, the admin service); default: refused",
+    )
     reflection: bool = option(False, group=_SECURITY, help="serve gRPC server reflection (grpcurl)")
     #: Off by default: a link to /etc/passwd named config.pbtxt must not be read.
     allow_links_outside_repository: bool = option(
@@ -384,7 +399,13 @@ class ServerConfig:
 
     @property
     def auth_enabled(self) -> bool:
+        """Bearer tokens or JWTs are configured."""
         return self.auth_tokens_file is not None or self.jwt_keys_file is not None
+
+    @property
+    def roles_enforced(self) -> bool:
+        """Callers have roles: tokens, JWTs or client-certificate roles are configured."""
+        return self.auth_enabled or self.tls_client_roles_file is not None
 
     def grpc_options(self) -> list[tuple[str, int]]:
         send = self.max_send_message_bytes or self.max_message_bytes
