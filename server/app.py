@@ -52,6 +52,7 @@ from inferd.server.dataplane import DataPlane
 from inferd.server.grpc.admin import ADMIN_METHODS, AdminServicer
 from inferd.server.grpc.call_limit import CallLimit
 from inferd.server.grpc.malformed import add_servicer
+from inferd.server.grpc.request_bytes import RequestBytes
 from inferd.server.grpc.servicer import InferenceServicer
 from inferd.server.grpc.watch_budget import WatchBudget, add_budgeted
 from inferd.server.health import HealthReporter
@@ -182,6 +183,8 @@ class InferdServer:
             allow_unauthenticated_admin=config.allow_unauthenticated_admin,
         )
         self._interceptors = tuple(interceptors)
+        #: Request-message bytes held by unary calls (server.grpc.request_bytes).
+        self.request_bytes = RequestBytes(config.inflight_request_bytes)
         #: The HTTP/REST front end (None: ``allow_http`` is off).
         self.http: HttpServer | None = None
         if config.allow_http:
@@ -205,10 +208,9 @@ class InferdServer:
     def _all_interceptors(self) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
         # Outermost: nothing runs for a caller who may not call.
         auth = auth_interceptors(self.gate, self.certificates)
-        limit = self.config.max_concurrent_rpcs
-        # Then the RPC limit: a refused caller takes no slot.
-        limits = [] if limit is None else [CallLimit(limit)]
-        return [*auth, *limits, *self._interceptors]
+        # Then the RPC limit and the bytes budget: a refused caller takes no slot.
+        limits = CallLimit(self.config.max_concurrent_rpcs, self.request_bytes)
+        return [*auth, limits, *self._interceptors]
 
     async def start(self, *, load: bool = True) -> int:
         """Bind, serve, load the models; returns the bound port."""
@@ -227,8 +229,11 @@ class InferdServer:
             options=config.grpc_options(),
             interceptors=interceptors or None,
         )
-        add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, self.servicer, server)
-        add_servicer(admin_grpc.add_ModelAdminServicer_to_server, self.admin, server)
+        budget = self.request_bytes
+        add_servicer(
+            pb_grpc.add_GRPCInferenceServiceServicer_to_server, self.servicer, server, budget
+        )
+        add_servicer(admin_grpc.add_ModelAdminServicer_to_server, self.admin, server, budget)
         add_budgeted(
             health_pb2_grpc.add_HealthServicer_to_server, self.health.servicer, server, watchers
         )

@@ -7,7 +7,8 @@ Health/Check (answered from memory, what liveness probes call) and the
 long-lived health and reflection streams (``grpc.watch_budget``, their own
 budget) are not counted. It runs on the call's own task before gRPC reads
 the request, so a refusal costs no body read and no parse; the slot is freed
-when that task ends, whatever way the call ends.
+when that task ends, whatever way the call ends. While the request-bytes
+budget (``grpc.request_bytes``) is full, calls are refused here too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+
+from inferd.server.grpc.request_bytes import RequestBytes
 
 #: Not counted: answered from memory, or capped by ``grpc.watch_budget``.
 UNCOUNTED = frozenset(
@@ -47,10 +50,12 @@ def refusal(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler[Any, A
 
 
 class CallLimit(_ServerInterceptor):
-    """At most ``max_calls`` counted calls at once; more get RESOURCE_EXHAUSTED."""
+    """At most ``max_calls`` counted calls at once (None: no limit), and none
+    while the request-bytes budget is full; more get RESOURCE_EXHAUSTED."""
 
-    def __init__(self, max_calls: int) -> None:
+    def __init__(self, max_calls: int | None, request_bytes: RequestBytes | None = None) -> None:
         self.max_calls = max_calls
+        self.request_bytes = request_bytes
         self.active = 0
         self._message = f"Concurrent RPC limit of {max_calls} reached; retry later"
 
@@ -63,8 +68,14 @@ class CallLimit(_ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method in UNCOUNTED:
             return handler
-        if self.active >= self.max_calls:
+        if self.max_calls is not None and self.active >= self.max_calls:
             return refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, self._message)
+        if (
+            self.request_bytes is not None
+            and self.request_bytes.full
+            and not handler.request_streaming  # a stream has its own bound
+        ):
+            return refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, self.request_bytes.reason)
         task = asyncio.current_task()
         if task is not None:  # the call's task: it ends when the call does
             self.active += 1

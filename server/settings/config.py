@@ -132,6 +132,15 @@ class ServerConfig:
         minimum=1,
     )
 
+    #: Four largest messages: a few big callers at once, memory bounded by
+    #: configuration (server.grpc.request_bytes says what it cannot bound).
+    max_inflight_request_bytes: int | None = option(
+        None,
+        group=_LIMITS,
+        help="request-message bytes held by unary calls across the server (default: 4 x "
+        "--max-message-bytes); a message over it is not parsed and while it is full new "
+        "calls are refused before they are read: RESOURCE_EXHAUSTED",
+    )
     stream_max_inflight: int = option(
         DEFAULT_STREAM_MAX_INFLIGHT,
         group=_LIMITS,
@@ -396,6 +405,11 @@ class ServerConfig:
             max_outputs=self.max_outputs,
             max_parameters=self.max_parameters,
         )
+
+    @property
+    def inflight_request_bytes(self) -> int:
+        """``max_inflight_request_bytes`` or its default."""
+        return self.max_inflight_request_bytes or 4 * self.max_message_bytes
 
     @property
     def auth_enabled(self) -> bool:
