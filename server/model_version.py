@@ -10,7 +10,7 @@ from inferd.engines import Engine
 from inferd.protos import model_config_pb2
 from inferd.server.model_io import ModelIO
 from inferd.server.observer import VersionObserver
-from inferd.server.scheduler.dispatch import BatchingScheduler
+from inferd.server.scheduler.base import Scheduler
 from inferd.server.stats import ModelStats
 
 #: config.pbtxt parameter: comma-separated roles allowed to use the model
@@ -32,8 +32,9 @@ class ModelVersion:
     platform: str
     config: model_config_pb2.ModelConfig
     io: ModelIO
-    engine: Engine
-    scheduler: BatchingScheduler
+    #: None for a model that runs no engine of its own (an ensemble).
+    engine: Engine | None
+    scheduler: Scheduler
     stats: ModelStats
     card: dict[str, str] = field(default_factory=dict)
     #: Digest of what this version was loaded from (files, config, card); a

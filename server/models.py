@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import re
 from collections.abc import Callable, Collection, Iterable
@@ -18,7 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferd.engines import EngineError
+from inferd.server.ensemble.link import StepLink
+from inferd.server.ensemble.loader import load_ensemble
+from inferd.server.ensemble.plan import ENSEMBLE_PLATFORM, Step, composing_models
 from inferd.server.errors import FailedPrecondition, InferdError, NotFound, Unavailable
+from inferd.server.model_io import ModelIO
 from inferd.server.model_version import LoadReport, ModelVersion, State
 from inferd.server.observer import ServerObserver
 from inferd.server.repository import ModelRepository, ModelSource, RepositoryError
@@ -34,6 +39,12 @@ _VERSION = re.compile(r"[0-9]{1,19}", re.ASCII)
 #: Versions of a model to keep loaded besides those its version policy picks
 #: (the lifecycle state's champion, challenger and staged versions).
 Pins = Callable[[str], Collection[int]]
+
+#: Models whose load is under way in this task (an ensemble loading its
+#: composing models), so ensembles naming each other fail instead of waiting.
+_LOADING: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "inferd_loading", default=frozenset()
+)
 
 
 def _echo(name: str) -> str:
@@ -90,6 +101,8 @@ class ModelManager:
             probe_interval_s=probe_interval_s,
         )
         self._listeners: list[Callable[[], None]] = []
+        #: Ensembles reach their steps through this; the data plane binds it.
+        self.steps = StepLink()
         self._models: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -160,6 +173,8 @@ class ModelManager:
                 self.observer.on_model_state(name, len(entry.ready))
                 self._notify()
                 raise FailedPrecondition(str(exc)) from None
+            if source.platform == ENSEMBLE_PLATFORM:
+                await self._load_composing(source)
             loaded: dict[int, ModelVersion] = {}
             fresh: list[int] = []
             failed: dict[int, str] = {
@@ -240,16 +255,22 @@ class ModelManager:
         """Load and warm one version; on failure the reason (logged here)."""
         name = source.name
         try:
-            loaded = await asyncio.to_thread(
-                self._loader.load,
-                name,
-                version,
-                path,
-                source.platform,
-                source.config,
-                source.card,
-                source.labels,
-            )
+            if source.platform == ENSEMBLE_PLATFORM:
+                observer = self.observer.version(name, version)
+                loaded = load_ensemble(
+                    name, version, source.config, source.card, observer, self.steps, self._step_io
+                )
+            else:
+                loaded = await asyncio.to_thread(
+                    self._loader.load,
+                    name,
+                    version,
+                    path,
+                    source.platform,
+                    source.config,
+                    source.card,
+                    source.labels,
+                )
         except (RepositoryError, EngineError, InferdError) as exc:
             log.error(
                 "model '%s' version %d failed to load: %s",
@@ -278,6 +299,35 @@ class ModelManager:
             return "internal error while loading (see the server log)"
         loaded.source_key = key
         return loaded
+
+    async def _load_composing(self, source: ModelSource) -> None:
+        """Load an ensemble's composing models that are not ready yet (as
+        Triton does); a failure shows in the ensemble's own checks."""
+        loading = _LOADING.get() | {source.name}
+        index = set(self.repository.index())
+        for model in composing_models(source.config):
+            entry = self._models.get(model)
+            if model in loading or model not in index or (entry is not None and entry.ready):
+                continue
+            token = _LOADING.set(loading)
+            try:
+                with contextlib.suppress(InferdError):
+                    await self.load(model)
+            finally:
+                _LOADING.reset(token)
+
+    def _step_io(self, step: Step) -> ModelIO:
+        """The IO of the version an ensemble step would reach now."""
+        entry = self._models.get(step.model)
+        if step.model not in self.repository.index():
+            raise RepositoryError(f"{step.where}: no such model in the repository")
+        if entry is None or not entry.ready:
+            why = f" ({entry.reason})" if entry is not None and entry.reason else ""
+            raise RepositoryError(f"{step.where}: the model is not loaded{why}")
+        found = entry.ready.get(int(step.version)) if step.version else entry.default
+        if found is None:
+            raise RepositoryError(f"{step.where}: version {step.version} is not loaded")
+        return found.io
 
     async def unload(self, name: str) -> LoadReport:
         """Unload every version (each drains its admitted requests first). A

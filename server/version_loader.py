@@ -135,7 +135,7 @@ async def retire(version: ModelVersion) -> None:
             version.version,
             version.scheduler.hung,
         )
-    else:
+    elif version.engine is not None:
         await asyncio.to_thread(version.engine.close)
     log.info(
         "model '%s' version %d unloaded",
