@@ -88,8 +88,7 @@ def build_plan(config: model_config_pb2.ModelConfig) -> EnsemblePlan:
             other = producer.get(tensor)
             if other is not None:
                 raise RepositoryError(
-                    f"{where}: tensor '{tensor}' is written by both {other.where} and "
-                    f"{step.where}"
+                    f"{where}: tensor '{tensor}' is written by both {other.where} and {step.where}"
                 )
             producer[tensor] = step
     for step in steps:
@@ -125,9 +124,7 @@ def _step(where: str, index: int, step: model_config_pb2.ModelEnsembling.Step) -
 
 def _ordered(where: str, steps: list[Step], producer: dict[str, Step]) -> tuple[Step, ...]:
     """Steps in dependency order (Kahn's algorithm); a cycle fails, naming its steps."""
-    needs = {
-        s.index: {producer[t].index for _, t in s.inputs if t in producer} for s in steps
-    }
+    needs = {s.index: {producer[t].index for _, t in s.inputs if t in producer} for s in steps}
     by_index = {s.index: s for s in steps}
     order: list[int] = []
     ready = [i for i, deps in needs.items() if not deps]

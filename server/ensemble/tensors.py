@@ -45,9 +45,7 @@ def step_request(call: StepCall, io: ModelIO) -> InferRequest:
 
 def config_outputs(outputs: Mapping[str, np.ndarray], io: ModelIO) -> dict[str, np.ndarray]:
     """A step's outputs in the config's shape (what the next step reads)."""
-    return {
-        name: to_config(array, io.outputs[name], io.batched) for name, array in outputs.items()
-    }
+    return {name: to_config(array, io.outputs[name], io.batched) for name, array in outputs.items()}
 
 
 def _check(where: str, what: str, array: np.ndarray, info: TensorInfo) -> None:
