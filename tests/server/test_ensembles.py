@@ -12,12 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
-from inferd.clients import InferenceClient
+from inferd.clients import InferenceClient, InferenceServerError
 from tests.conftest import ServerThread
-from tests.ensemble_models import chain_and_diamond, chain_reference, diamond_reference
+from tests.ensemble_models import (
+    chain_and_diamond,
+    chain_reference,
+    diamond_reference,
+    step,
+    write_ensemble,
+)
 
 X = np.arange(12, dtype=np.float32).reshape(3, 4) / 4
 
@@ -100,3 +107,144 @@ def test_our_client_calls_ensembles(server: ServerThread) -> None:
         assert chain.model_version == "1"
         one = client.infer("chain", {"x": X[:1]}, timeout=30)
         np.testing.assert_allclose(one["y"], chain_reference(X[:1]), rtol=1e-6)
+
+
+# -- load-time validation ---------------------------------------------------------------
+
+#: Broken ensemble -> (its steps, what the reason must say).
+BROKEN = {
+    "missing_model": (
+        [step("nowhere", {"x": "x"}, {"y": "y"})],
+        "step 1 (model 'nowhere'): no such model in the repository",
+    ),
+    "unproduced_tensor": (
+        [step("scale", {"x": "ghost"}, {"y": "y"})],
+        "step 1 (model 'scale') reads 'ghost', which is neither an ensemble input nor "
+        "written by any step",
+    ),
+    "cycle": (
+        [
+            step("scale", {"x": "b"}, {"y": "a"}),
+            step("shift", {"x": "a"}, {"y": "b"}),
+            step("add2", {"a": "a", "b": "x"}, {"y": "y"}),
+        ],
+        "the steps form a cycle: step 1 (model 'scale'), step 2 (model 'shift'), "
+        "step 3 (model 'add2')",
+    ),
+    "unknown_input": (
+        [step("scale", {"pixels": "x"}, {"y": "y"})],
+        "input_map names 'pixels', which is not an input of the model",
+    ),
+    "unset_input": (
+        [step("add2", {"a": "x"}, {"y": "y"})],
+        "input_map leaves the model's input(s) ['b'] unset",
+    ),
+    "unwritten_output": (
+        [step("scale", {"x": "x"}, {"y": "other"})],
+        "no step writes the ensemble output 'y'",
+    ),
+    "two_writers": (
+        [step("scale", {"x": "x"}, {"y": "y"}), step("shift", {"x": "x"}, {"y": "y"})],
+        "tensor 'y' is written by both step 1 (model 'scale') and step 2 (model 'shift')",
+    ),
+}
+
+
+@pytest.fixture
+def broken_repository(tmp_path: Path) -> Path:
+    root = chain_and_diamond(tmp_path / "models")
+    for name, (steps, _) in BROKEN.items():
+        write_ensemble(root, name, steps)
+    # Ensembles that call each other: neither can wait for the other.
+    write_ensemble(root, "ping", [step("pong", {"x": "x"}, {"y": "y"})])
+    write_ensemble(root, "pong", [step("ping", {"x": "x"}, {"y": "y"})])
+    write_ensemble(root, "wrong_type", [step("scale", {"x": "x"}, {"y": "y"})], extra="")
+    config = root / "wrong_type" / "config.pbtxt"
+    config.write_text(config.read_text().replace("TYPE_FP32", "TYPE_INT32", 1))
+    return root
+
+
+def test_broken_ensembles_fail_their_load_with_the_reason_and_the_rest_serve(
+    broken_repository: Path,
+    make_server: Callable[..., ServerThread],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = make_server(broken_repository)
+    with InferenceClient(server.address) as client:
+        rows = {row["name"]: row for row in client.repository_index()}
+        for name, (_, reason) in BROKEN.items():
+            assert rows[name]["state"] == "UNAVAILABLE", name
+            assert reason in rows[name]["reason"], (name, rows[name]["reason"])
+            assert not client.is_model_ready(name)
+        assert "the model is not loaded" in rows["ping"]["reason"] + rows["pong"]["reason"]
+        assert (
+            "ensemble input 'x' is INT32 but its input 'x' is FP32" in rows["wrong_type"]["reason"]
+        )
+        # Every other model serves.
+        np.testing.assert_allclose(
+            client.infer("chain", {"x": X}, timeout=30)["y"], chain_reference(X), rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            client.infer("diamond", {"x": X}, timeout=30)["y"], diamond_reference(X), rtol=1e-6
+        )
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name == "inferd.models")
+    assert "reads 'ghost'" in logged
+
+
+# -- runtime: spans, deadlines, failing steps ---------------------------------------------
+
+
+def test_one_span_per_step_under_the_request_span_with_the_remaining_deadline(
+    tmp_path: Path, make_server: Callable[..., ServerThread], make_tracing: Callable[..., Any]
+) -> None:
+    tracing, exporter = make_tracing()
+    server = make_server(chain_and_diamond(tmp_path / "models"), tracing=tracing)
+    with InferenceClient(server.address) as client:
+        client.infer("diamond", {"x": X}, timeout=30)
+    spans = exporter.get_finished_spans()
+    (root,) = [s for s in spans if s.name.endswith("/ModelInfer")]
+    steps = [s for s in spans if s.name == "inferd.ensemble_step"]
+    assert len(steps) == 3
+    root_id = root.get_span_context().span_id
+    assert all(s.parent is not None and s.parent.span_id == root_id for s in steps)
+    by_model = {dict(s.attributes or {})["inferd.model.name"]: s for s in steps}
+    assert sorted(by_model) == ["add2", "scale", "shift"]
+    budget = dict(root.attributes or {})["inferd.deadline.remaining_ms"]
+    for span in steps:
+        attributes = dict(span.attributes or {})
+        assert attributes["inferd.ensemble.name"] == "diamond"
+        # Each step gets what is left of the caller's 30 s, never more.
+        assert 0 < attributes["inferd.deadline.remaining_ms"] <= budget
+        # The composing model's own batch span hangs under the step's span.
+        kids = [s.name for s in spans if s.parent and s.parent.span_id == span.context.span_id]
+        assert "queue" in kids
+    # add2 starts only after both of its producers answered.
+    add2 = by_model["add2"]
+    assert add2.start_time >= max(by_model["scale"].end_time, by_model["shift"].end_time)
+
+
+def test_a_failing_step_fails_the_request_naming_the_step(
+    tmp_path: Path, make_server: Callable[..., ServerThread]
+) -> None:
+    server = make_server(
+        chain_and_diamond(tmp_path / "models"), model_control_mode="explicit", load_models=("*",)
+    )
+    with InferenceClient(server.address) as client:
+        client.unload_model("shift", timeout=30)
+        with pytest.raises(InferenceServerError) as info:
+            client.infer("chain", {"x": X}, timeout=30)
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+        assert "ensemble 'chain' step 2 (model 'shift')" in info.value.details
+        # The ensemble stays loaded (Triton's default without unload_dependents).
+        assert client.is_model_ready("chain")
+        client.load_model("shift", timeout=30)
+        np.testing.assert_allclose(
+            client.infer("chain", {"x": X}, timeout=30)["y"], chain_reference(X), rtol=1e-6
+        )
+
+
+def test_an_expired_budget_is_deadline_exceeded(server: ServerThread) -> None:
+    with InferenceClient(server.address) as client:
+        with pytest.raises(InferenceServerError) as info:
+            client.infer("diamond", {"x": X}, parameters={"timeout": 1}, timeout=30)
+        assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
