@@ -279,8 +279,12 @@ class DataPlane:
             if request.deadline is not None and now >= request.deadline:
                 answering.observer.on_refused("expired_on_arrival")
                 raise DeadlineExceeded("deadline already expired on arrival")
-            outputs = await answering.scheduler.submit(request)
-            rows = request.rows
+            cache = answering.cache
+            if cache is None:
+                outputs = await answering.scheduler.submit(request)
+                rows = request.rows
+            else:
+                outputs, rows = await cache.answer(answering, request)
             return Answer(outputs, answering, request)
         except BaseException as exc:
             status, failure = status_name(exc), exc

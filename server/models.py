@@ -27,6 +27,7 @@ from inferd.server.model_io import ModelIO
 from inferd.server.model_version import LoadReport, ModelVersion, State
 from inferd.server.observer import ServerObserver
 from inferd.server.repository import ModelRepository, ModelSource, RepositoryError
+from inferd.server.response_cache import ResponseCache
 from inferd.server.version_loader import VersionLoader, retire, source_key
 
 log = logging.getLogger("inferd.models")
@@ -82,8 +83,11 @@ class ModelManager:
         failure_threshold: int = 3,
         probe_interval_s: float = 5.0,
         strict_readiness: bool = True,
+        response_cache: ResponseCache | None = None,
     ) -> None:
         self.repository = repository
+        #: Shared by the versions whose config enables it (``response_cache``).
+        self.response_cache = response_cache
         #: Triton's --strict-readiness: ServerReady wants every model ready
         #: (True) or only the start-up load finished (False).
         self.strict_readiness = strict_readiness
@@ -298,6 +302,11 @@ class ModelManager:
             self.observer.on_load_failed(name)
             return "internal error while loading (see the server log)"
         loaded.source_key = key
+        if loaded.config.response_cache.enable and self.response_cache is not None:
+            if source.platform == ENSEMBLE_PLATFORM:  # stale once a step reloads (Triton's rule)
+                log.warning("model '%s': ensembles are not cached; caching its steps", name)
+            else:
+                loaded.cache = self.response_cache
         return loaded
 
     async def _load_composing(self, source: ModelSource) -> None:

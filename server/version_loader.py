@@ -137,6 +137,8 @@ async def retire(version: ModelVersion) -> None:
         )
     elif version.engine is not None:
         await asyncio.to_thread(version.engine.close)
+    if version.cache is not None:
+        version.cache.drop(version)  # after the drain: no answer of it is still coming
     log.info(
         "model '%s' version %d unloaded",
         version.name,
