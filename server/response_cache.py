@@ -129,10 +129,10 @@ class ResponseCache:
             version.observer.on_cache(True)
             return found, 0
         looked_up = time.monotonic_ns() - start
-        self.misses += 1
-        outputs = await version.scheduler.submit(request)
+        outputs = await version.scheduler.submit(request)  # failures are not stored
         stored = time.monotonic_ns()
         self.put(key, outputs)
+        self.misses += 1
         version.stats.record_cache_miss(looked_up + time.monotonic_ns() - stored)
         version.observer.on_cache(False)
         return outputs, request.rows
