@@ -191,7 +191,8 @@ class MetadataRpcs:
         self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
         """Unload every version of a model once its admitted requests finish."""
-        # Triton's unload_dependents (ensembles) has nothing to act on here.
+        # Triton's unload_dependents is accepted and ignored: ensembles stay loaded
+        # and fail at the missing step until it is back (Triton's default).
         parameters = {k: v for k, v in request.parameters.items() if k != "unload_dependents"}
         lifecycle = self._repository_request(
             request.repository_name, request.model_name, parameters, "unload"

@@ -25,6 +25,7 @@ from tests.ensemble_models import (
     step,
     write_ensemble,
 )
+from tests.server.http_helpers import request
 
 X = np.arange(12, dtype=np.float32).reshape(3, 4) / 4
 
@@ -248,3 +249,28 @@ def test_an_expired_budget_is_deadline_exceeded(server: ServerThread) -> None:
         with pytest.raises(InferenceServerError) as info:
             client.infer("diamond", {"x": X}, parameters={"timeout": 1}, timeout=30)
         assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_loading_an_ensemble_loads_its_steps_and_http_serves_it(
+    tmp_path: Path, make_server: Callable[..., ServerThread]
+) -> None:
+    server = make_server(
+        chain_and_diamond(tmp_path / "models"),
+        model_control_mode="explicit",
+        load_models=("chain",),
+        allow_http=True,
+        http_port=0,
+    )
+    with InferenceClient(server.address) as client:
+        ready = {row["name"] for row in client.repository_index(ready=True)}
+    assert ready == {"chain", "scale", "shift"}  # as Triton: its steps came with it
+    assert server.server is not None
+    body = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 4], "data": X.ravel().tolist()}]
+    }
+    status, _, reply = request(server.server.http_port, "POST", "/v2/models/chain/infer", body)
+    assert status == 200, reply
+    (output,) = json.loads(reply)["outputs"]
+    np.testing.assert_allclose(
+        np.array(output["data"], np.float32).reshape(3, 4), chain_reference(X), rtol=1e-6
+    )
