@@ -38,8 +38,9 @@ class EnsembleScheduler(Scheduler):
         self.plan = plan
         self.link = link
         self.stats = stats
-        #: Steps only ever wait for the one before them: run them in turn, no tasks.
-        self.chain = all(step.after in ((), (i - 1,)) for i, step in enumerate(plan.steps))
+        #: Each step waits for the one before it: no two can overlap, so they
+        #: run in turn without tasks.
+        self.chain = all(i - 1 in step.after for i, step in enumerate(plan.steps) if i)
         self._pending = 0
         self._closing = False
         self._idle = asyncio.Event()
