@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import re
 from collections.abc import Callable, Collection, Iterable
@@ -20,8 +19,8 @@ from pathlib import Path
 
 from inferd.engines import EngineError
 from inferd.server.ensemble.link import StepLink
-from inferd.server.ensemble.loader import load_ensemble
-from inferd.server.ensemble.plan import ENSEMBLE_PLATFORM, Step, composing_models
+from inferd.server.ensemble.loader import load_composing, load_ensemble
+from inferd.server.ensemble.plan import ENSEMBLE_PLATFORM, Step
 from inferd.server.errors import FailedPrecondition, InferdError, NotFound, Unavailable
 from inferd.server.model_io import ModelIO
 from inferd.server.model_version import LoadReport, ModelVersion, State
@@ -40,12 +39,6 @@ _VERSION = re.compile(r"[0-9]{1,19}", re.ASCII)
 #: Versions of a model to keep loaded besides those its version policy picks
 #: (the lifecycle state's champion, challenger and staged versions).
 Pins = Callable[[str], Collection[int]]
-
-#: Models whose load is under way in this task (an ensemble loading its
-#: composing models), so ensembles naming each other fail instead of waiting.
-_LOADING: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
-    "inferd_loading", default=frozenset()
-)
 
 
 def _echo(name: str) -> str:
@@ -178,7 +171,7 @@ class ModelManager:
                 self._notify()
                 raise FailedPrecondition(str(exc)) from None
             if source.platform == ENSEMBLE_PLATFORM:
-                await self._load_composing(source)
+                await load_composing(self, source.config)
             loaded: dict[int, ModelVersion] = {}
             fresh: list[int] = []
             failed: dict[int, str] = {
@@ -262,7 +255,7 @@ class ModelManager:
             if source.platform == ENSEMBLE_PLATFORM:
                 observer = self.observer.version(name, version)
                 loaded = load_ensemble(
-                    name, version, source.config, source.card, observer, self.steps, self._step_io
+                    name, version, source.config, source.card, observer, self.steps, self.step_io
                 )
             else:
                 loaded = await asyncio.to_thread(
@@ -308,35 +301,6 @@ class ModelManager:
             else:
                 loaded.cache = self.response_cache
         return loaded
-
-    async def _load_composing(self, source: ModelSource) -> None:
-        """Load an ensemble's composing models that are not ready yet (as
-        Triton does); a failure shows in the ensemble's own checks."""
-        loading = _LOADING.get() | {source.name}
-        index = set(self.repository.index())
-        for model in composing_models(source.config):
-            entry = self._models.get(model)
-            if model in loading or model not in index or (entry is not None and entry.ready):
-                continue
-            token = _LOADING.set(loading)
-            try:
-                with contextlib.suppress(InferdError):
-                    await self.load(model)
-            finally:
-                _LOADING.reset(token)
-
-    def _step_io(self, step: Step) -> ModelIO:
-        """The IO of the version an ensemble step would reach now."""
-        entry = self._models.get(step.model)
-        if step.model not in self.repository.index():
-            raise RepositoryError(f"{step.where}: no such model in the repository")
-        if entry is None or not entry.ready:
-            why = f" ({entry.reason})" if entry is not None and entry.reason else ""
-            raise RepositoryError(f"{step.where}: the model is not loaded{why}")
-        found = entry.ready.get(int(step.version)) if step.version else entry.default
-        if found is None:
-            raise RepositoryError(f"{step.where}: version {step.version} is not loaded")
-        return found.io
 
     async def unload(self, name: str) -> LoadReport:
         """Unload every version (each drains its admitted requests first). A
@@ -399,6 +363,15 @@ class ModelManager:
         if not found.healthy:
             raise found.scheduler.unhealthy_error()
         return found
+
+    def step_io(self, step: Step) -> ModelIO:
+        """The IO of the version an ensemble step reaches now (its load-time checks)."""
+        if step.model not in self.repository.index():
+            raise RepositoryError(f"{step.where}: no such model in the repository")
+        try:
+            return self.resolve(step.model, step.version).io
+        except InferdError as exc:
+            raise RepositoryError(f"{step.where}: {exc.message}") from None
 
     def get(self, name: str, version: int) -> ModelVersion | None:
         """The ready ``version`` of ``name``, or None (the router's fast path)."""

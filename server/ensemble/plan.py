@@ -49,6 +49,9 @@ class EnsemblePlan:
     steps: tuple[Step, ...]
     inputs: frozenset[str]
     outputs: tuple[str, ...]
+    #: Triton's ``max_inflight_requests``: step requests in flight at once per
+    #: step, over all of the ensemble's requests (0: no limit).
+    max_inflight: int = 0
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -101,7 +104,9 @@ def build_plan(config: model_config_pb2.ModelConfig) -> EnsemblePlan:
     for tensor in outputs:
         if tensor not in producer:
             raise RepositoryError(f"{where}: no step writes the ensemble output '{tensor}'")
-    return EnsemblePlan(name, _ordered(where, steps, producer), inputs, outputs)
+    ordered = _ordered(where, steps, producer)
+    limit = config.ensemble_scheduling.max_inflight_requests
+    return EnsemblePlan(name, ordered, inputs, outputs, limit)
 
 
 def _step(where: str, index: int, step: model_config_pb2.ModelEnsembling.Step) -> Step:

@@ -3,7 +3,8 @@ the data plane (``StepLink``), so each step is queued and batched by its own
 model's scheduler together with that model's other traffic.
 
 A step starts as soon as the steps it reads from have answered; independent
-steps run at once. Every step gets what is left of the request's deadline,
+steps run at once (at most ``max_inflight_requests`` per step over all
+requests, when set). Every step gets what is left of the request's deadline,
 its priority and parameters (less Triton's ``timeout``, which the deadline
 already holds). The first failing step fails the request (with the step's
 status, its message naming the step) and cancels the steps still running.
@@ -41,6 +42,12 @@ class EnsembleScheduler(Scheduler):
         #: Each step waits for the one before it: no two can overlap, so they
         #: run in turn without tasks.
         self.chain = all(i - 1 in step.after for i, step in enumerate(plan.steps) if i)
+        #: ``max_inflight_requests``: one gate per step, when set.
+        self._gates = (
+            {step.index: asyncio.Semaphore(plan.max_inflight) for step in plan.steps}
+            if plan.max_inflight
+            else {}
+        )
         self._pending = 0
         self._closing = False
         self._idle = asyncio.Event()
@@ -125,8 +132,13 @@ class EnsembleScheduler(Scheduler):
             priority=request.priority,
             parent=request.trace,
         )
+        gate = self._gates.get(step.index)
         try:
-            answer = await self.link.run(call)
+            if gate is None:
+                answer = await self.link.run(call)
+            else:
+                async with gate:
+                    answer = await self.link.run(call)
         except InferdError as exc:
             if exc.message.startswith(f"ensemble '{self.plan.name}'"):
                 raise

@@ -23,12 +23,12 @@ from tests.ensemble_models import step
 IO = ModelIO({"x": TensorInfo("x", "FP32", (-1, 4))}, {"y": TensorInfo("y", "FP32", (-1, 4))}, 8)
 
 
-def _scheduler(*steps: str) -> tuple[EnsembleScheduler, StepLink]:
+def _scheduler(*steps: str, limit: int = 0) -> tuple[EnsembleScheduler, StepLink]:
     text = (
         'name: "e" platform: "ensemble" max_batch_size: 8 '
         'input { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } '
         'output { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } '
-        f"ensemble_scheduling {{ {' '.join(steps)} }}"
+        f"ensemble_scheduling {{ max_inflight_requests: {limit} {' '.join(steps)} }}"
     )
     config = text_format.Parse(text, model_config_pb2.ModelConfig())
     link = StepLink()
@@ -126,6 +126,19 @@ async def test_a_failing_step_cancels_the_others_and_names_itself() -> None:
         await task
     assert "add2" not in [c.model for c in runner.calls]
     assert scheduler.pending == 0
+
+
+async def test_max_inflight_requests_bounds_each_step_over_all_requests() -> None:
+    scheduler, link = _scheduler(step("scale", {"x": "x"}, {"y": "y"}), limit=2)
+    runner = Runner()
+    link.bind(runner)
+    tasks = [asyncio.create_task(scheduler.submit(_request())) for _ in range(5)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert runner.running == 2  # the other three wait at the step's gate
+    runner.release.set()
+    await asyncio.gather(*tasks)
+    assert runner.most == 2 and len(runner.calls) == 5
 
 
 async def test_an_unbound_link_is_unavailable() -> None:

@@ -177,7 +177,10 @@ def test_broken_ensembles_fail_their_load_with_the_reason_and_the_rest_serve(
             assert rows[name]["state"] == "UNAVAILABLE", name
             assert reason in rows[name]["reason"], (name, rows[name]["reason"])
             assert not client.is_model_ready(name)
-        assert "the model is not loaded" in rows["ping"]["reason"] + rows["pong"]["reason"]
+        # Each finds the other loading (or failed): neither waits for the other.
+        for name, other in (("ping", "pong"), ("pong", "ping")):
+            assert rows[name]["state"] == "UNAVAILABLE"
+            assert f"step 1 (model '{other}'): model '{other}' is " in rows[name]["reason"]
         assert (
             "ensemble input 'x' is INT32 but its input 'x' is FP32" in rows["wrong_type"]["reason"]
         )
