@@ -188,3 +188,16 @@ def test_the_key_holds_what_changes_the_answer_and_nothing_else() -> None:
     text = np.array([[b"a", b"bc"]], dtype=object)
     assert _key(text) == _key(np.array([[b"a", b"bc"]], dtype=object))
     assert _key(text) != _key(np.array([[b"ab", b"c"]], dtype=object))
+
+
+def test_without_a_server_cache_the_models_setting_does_nothing(
+    tmp_path: Path, make_server: Callable[..., ServerThread]
+) -> None:
+    server = make_server(_repository(tmp_path / "models"))
+    assert server.server is not None and server.server.response_cache is None
+    with InferenceClient(server.address) as client:
+        for _ in range(2):
+            client.infer("scale", {"x": X}, timeout=30)
+        stats = _stats(client, "scale")
+    assert int(stats["execution_count"]) == 2
+    assert _count(stats, "cache_hit") == _count(stats, "cache_miss") == 0
