@@ -246,12 +246,12 @@ class DataPlane:
                     finally:
                         self.refusals_waiting -= 1
                 raise Unavailable("server is shutting down; retry on another replica")
-            # Admitted: a drain waits for its answer.
-            admitted = True
-            self.inflight += 1
-            self.admitted += 1
-            self._idle.clear()
-            if not nested:
+            if not nested:  # a step is part of its ensemble request's admission
+                # Admitted: a drain waits for its answer.
+                admitted = True
+                self.inflight += 1
+                self.admitted += 1
+                self._idle.clear()
                 self.authorize(answering)
             # Phase spans only for sampled requests: an unsampled one keeps its
             # (non-recording) span for context and log correlation, nothing more.

@@ -5,6 +5,7 @@ symbols as our protos) and by our client, checked against numpy."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from inferd.clients import InferenceClient, InferenceServerError
+from inferd.server.request import InferRequest
 from tests.conftest import ServerThread
 from tests.ensemble_models import (
     chain_and_diamond,
@@ -277,3 +279,43 @@ def test_loading_an_ensemble_loads_its_steps_and_http_serves_it(
     np.testing.assert_allclose(
         np.array(output["data"], np.float32).reshape(3, 4), chain_reference(X), rtol=1e-6
     )
+
+
+async def test_a_drain_lets_an_admitted_ensemble_request_finish_its_steps(
+    tmp_path: Path,
+) -> None:
+    from inferd.server.dataplane import DataPlane
+    from inferd.server.errors import Unavailable
+    from inferd.server.models import ModelManager
+    from inferd.server.repository import ModelRepository
+
+    models = ModelManager(ModelRepository(chain_and_diamond(tmp_path / "models")))
+    await models.load("chain")
+    plane = DataPlane(models)
+    scale = models.resolve("scale")
+    entered, release = asyncio.Event(), asyncio.Event()
+    original = scale.scheduler.submit
+
+    async def held(request: InferRequest) -> dict[str, np.ndarray]:
+        entered.set()
+        await release.wait()
+        return await original(request)
+
+    scale.scheduler.submit = held  # type: ignore[method-assign]
+
+    def decode(io: Any) -> InferRequest:
+        return InferRequest({"x": X}, (), 3)
+
+    try:
+        running = asyncio.create_task(plane.infer("chain", "", decode))
+        await entered.wait()
+        drained = asyncio.create_task(plane.drain(30))
+        await asyncio.sleep(0)
+        with pytest.raises(Unavailable, match="shutting down"):  # new work is refused...
+            await plane.infer("chain", "", decode)
+        release.set()  # ...but step 2 of the admitted request is not
+        answer = await running
+        np.testing.assert_allclose(answer.outputs["y"], chain_reference(X), rtol=1e-6)
+        assert await drained
+    finally:
+        await models.close()
