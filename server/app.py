@@ -62,6 +62,7 @@ from inferd.server.lifecycle.state import StateStore
 from inferd.server.models import ModelManager
 from inferd.server.ports import port_free
 from inferd.server.repository import ModelRepository
+from inferd.server.response_cache import ResponseCache
 from inferd.server.routing import Router
 from inferd.server.settings import ServerConfig, check
 from inferd.server.telemetry import Telemetry
@@ -131,6 +132,11 @@ class InferdServer:
             if config.triton_metrics:
                 triton = TritonMetrics(self.metrics.registry)
         self.telemetry = Telemetry(self.metrics, tracing, triton)
+        self.response_cache = (
+            ResponseCache(config.response_cache_bytes, self.telemetry)
+            if config.response_cache_bytes
+            else None
+        )
         self.models = ModelManager(
             repository,
             default_max_batch_size=config.default_max_batch_size,
@@ -139,6 +145,7 @@ class InferdServer:
             failure_threshold=config.engine_failure_threshold,
             probe_interval_s=config.health_probe_interval_s,
             strict_readiness=config.strict_readiness,
+            response_cache=self.response_cache,
         )
         self.router = Router(self.models, observer=self.telemetry)
         self.lifecycle = LifecycleController(

@@ -50,6 +50,9 @@ class VersionObserver:
         e.g. ``"OK"``) after ``seconds`` in the server; ``rows`` counts only on OK.
         ``protocol`` is the front end that took it (``"grpc"`` or ``"http"``)."""
 
+    def on_cache(self, hit: bool) -> None:
+        """A response cache lookup for this version (only versions with a cache)."""
+
     # -- scheduler ---------------------------------------------------------------------
 
     def on_pending(self, delta: int) -> None:
@@ -102,6 +105,10 @@ class ServerObserver:
 
     def on_load_failed(self, name: str) -> None:
         """A load of ``name`` (or of one of its versions) failed."""
+
+    def on_cache_change(self, size_bytes: int, entries: int, evicted: int) -> None:
+        """The response cache now holds ``entries`` answers in ``size_bytes``;
+        ``evicted`` were pushed out (least recently used) to make room."""
 
     def on_shadow(self, name: str, version: int, outcome: str) -> None:
         """A request mirrored to challenger ``version`` of ``name`` ended:

@@ -135,8 +135,10 @@ async def retire(version: ModelVersion) -> None:
             version.version,
             version.scheduler.hung,
         )
-    else:
+    elif version.engine is not None:
         await asyncio.to_thread(version.engine.close)
+    if version.cache is not None:
+        version.cache.drop(version)  # after the drain: no answer of it is still coming
     log.info(
         "model '%s' version %d unloaded",
         version.name,

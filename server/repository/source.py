@@ -41,6 +41,9 @@ BACKEND_PLATFORMS = {
 #: Platform name -> Triton backend name (Triton fills in whichever is missing).
 PLATFORM_BACKENDS = {platform: backend for backend, platform in BACKEND_PLATFORMS.items()}
 
+#: Triton's ensembles: no model file, an empty version directory (server.ensemble).
+ENSEMBLE_PLATFORM = "ensemble"
+
 CONFIG_FILENAME = "config.pbtxt"
 CARD_FILENAME = "model_card.json"
 
@@ -139,11 +142,14 @@ class ModelRepository:
         platform = _platform(name, config, directory)
         if not config.platform:
             config.platform = platform
-        if not config.backend:
-            config.backend = PLATFORM_BACKENDS[platform]
-        filename = _model_filename(name, config, platform)
-        if not config.default_model_filename:
-            config.default_model_filename = filename  # as Triton's ModelConfig shows it
+        if platform == ENSEMBLE_PLATFORM:
+            filename = ""  # the version directory itself
+        else:
+            if not config.backend:
+                config.backend = PLATFORM_BACKENDS[platform]
+            filename = _model_filename(name, config, platform)
+            if not config.default_model_filename:
+                config.default_model_filename = filename  # as Triton's ModelConfig shows it
         policy, versions = select_versions(name, config, directory, filename, extra_versions)
         latest_count, fallbacks = fallback_versions(config, directory, filename, policy)
         for version, path in (*versions.items(), *fallbacks.items()):
@@ -231,6 +237,10 @@ def _read_config(name: str, directory: Path) -> model_config_pb2.ModelConfig:
 
 
 def _platform(name: str, config: model_config_pb2.ModelConfig, directory: Path) -> str:
+    if config.platform == ENSEMBLE_PLATFORM:
+        if config.backend:
+            raise RepositoryError(f"model '{name}': an ensemble has no backend")
+        return ENSEMBLE_PLATFORM
     platform = BACKEND_PLATFORMS.get(config.platform, config.platform)
     if platform and platform not in MODEL_FILENAMES:
         raise RepositoryError(f"model '{name}': platform '{config.platform}' is not supported")

@@ -221,7 +221,8 @@ class Executor:
         rows = sum(e.rows for e in entries)
         predicted = self.latency.high(size)
         for entry in entries:
-            self.stats.record_queue(int((now - entry.arrival) * 1e9))
+            queued = entry.request.queue_ns = int((now - entry.arrival) * 1e9)
+            self.stats.record_queue(queued)
         try:
             token = self.observer.on_dispatch(entries, plan.reason, plan.slack, now)
         except Exception:  # telemetry must never stop a batch
@@ -318,6 +319,10 @@ class Executor:
         self.stats.record_execution(rows, len(entries), input_ns, infer_ns, output_ns)
         late = 0
         for entry, out in zip(entries, outputs, strict=True):
+            request = entry.request
+            request.compute_input_ns = input_ns
+            request.compute_infer_ns = infer_ns
+            request.compute_output_ns = output_ns
             if finished > entry.deadline:
                 late += 1
             self.counters.answered += 1

@@ -236,6 +236,16 @@ class ServerConfig:
         help="time between repository scans in poll mode",
         old_flags=(OldFlag("--repository-poll-secs"),),
     )
+    #: Triton's local cache size (its --cache-config local,size=N); one cache
+    #: shared by every model whose config has ``response_cache { enable: true }``.
+    response_cache_bytes: int = option(
+        0,
+        group=_MODELS,
+        minimum=0,
+        help="size of the response cache, bytes, LRU by bytes (0: no cache); used by models "
+        "whose config.pbtxt has response_cache { enable: true } (docs/ensembles-and-cache.md)",
+        old_flags=(OldFlag("--response-cache-byte-size", kind=int),),
+    )
     state_dir: Path | None = option(
         None,
         group=_MODELS,

@@ -41,6 +41,10 @@ class VersionTelemetry(VersionObserver):
         if self.n is not None:
             self.n.request(code, seconds, rows)
 
+    def on_cache(self, hit: bool) -> None:
+        if self.m is not None:
+            self.m.cache(hit)
+
     def on_pending(self, delta: int) -> None:
         if self.m is not None:
             self.m.pending.inc(delta)
@@ -139,6 +143,13 @@ class Telemetry(ServerObserver):
     def on_shadow(self, name: str, version: int, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.shadow.labels(name, str(version), outcome).inc()
+
+    def on_cache_change(self, size_bytes: int, entries: int, evicted: int) -> None:
+        if self.metrics is not None:
+            self.metrics.cache_bytes.set(size_bytes)
+            self.metrics.cache_entries.set(entries)
+            if evicted:
+                self.metrics.cache_evictions.inc(evicted)
 
     def on_guardrail_trip(self, name: str, version: int) -> None:
         if self.metrics is not None:
