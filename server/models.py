@@ -21,6 +21,7 @@ from inferd.engines import EngineError
 from inferd.server.errors import FailedPrecondition, InferdError, NotFound, Unavailable
 from inferd.server.model_version import LoadReport, ModelVersion, State
 from inferd.server.observer import ServerObserver
+from inferd.server.python_backend.engine import ModelCaller
 from inferd.server.repository import ModelRepository, ModelSource, RepositoryError
 from inferd.server.version_loader import VersionLoader, retire, source_key
 
@@ -92,6 +93,10 @@ class ModelManager:
         self._listeners: list[Callable[[], None]] = []
         self._models: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+
+    def set_model_caller(self, caller: ModelCaller) -> None:
+        """How Python models call other models (BLS): the data plane's entry."""
+        self._loader.model_caller = caller
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (on the event loop) whenever a model's readiness
@@ -239,6 +244,7 @@ class ModelManager:
     ) -> ModelVersion | str:
         """Load and warm one version; on failure the reason (logged here)."""
         name = source.name
+        self._loader.loop = asyncio.get_running_loop()
         try:
             loaded = await asyncio.to_thread(
                 self._loader.load,

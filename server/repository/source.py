@@ -31,11 +31,14 @@ log = logging.getLogger("inferd.repository")
 #: Triton platform names this server knows.
 ONNX_PLATFORM = "onnxruntime_onnx"
 TENSORRT_PLATFORM = "tensorrt_plan"
+#: Triton's Python backend (``model.py``); it has no platform name of its own.
+PYTHON_PLATFORM = "python"
 
 #: Triton backend name -> platform name.
 BACKEND_PLATFORMS = {
     "onnxruntime": ONNX_PLATFORM,
     "tensorrt": TENSORRT_PLATFORM,
+    "python": PYTHON_PLATFORM,
 }
 
 #: Platform name -> Triton backend name (Triton fills in whichever is missing).
