@@ -201,6 +201,9 @@ class ModelProcess:
         reason = exit_text(process) if process is not None else "gone"
         self.alive = False
         conn.close()
+        # Told first, so the model reports not-ready before the failed batch is answered.
+        if not self._stopping:
+            self._on_exit(self, reason)
         error = EngineRequestError(
             f"{self.label} exited ({reason}) while running this request; retry", "UNAVAILABLE"
         )
@@ -209,8 +212,6 @@ class ModelProcess:
             if future is not None and not future.done():
                 future.set_exception(error)
         sweep(self._prefix)
-        if not self._stopping:
-            self._on_exit(self, reason)
 
     def kill(self) -> None:
         if self._process is not None and self._process.poll() is None:
