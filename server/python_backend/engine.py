@@ -32,8 +32,8 @@ from inferd.engines.base import (
     RequestResult,
     Signature,
 )
-from inferd.protos.datatypes import v2_datatype
 from inferd.server.errors import InferdError
+from inferd.server.python_backend.outputs import checked_outputs
 from inferd.server.python_backend.process import ModelProcess
 from inferd.server.python_backend.transport import unpack
 
@@ -77,7 +77,6 @@ class PythonEngine(Engine):
     ) -> None:
         self.name = name
         self._signature = signature
-        self.batched = bool(signature.inputs) and signature.inputs[0].shape[:1] == (-1,)
         self.max_concurrency = len(setups)
         self.caller = caller
         self.loop = loop
@@ -149,42 +148,7 @@ class PythonEngine(Engine):
         return [self.checked(call, result) for call, result in zip(requests, results, strict=True)]
 
     def checked(self, call: RequestCall, result: RequestResult) -> RequestResult:
-        """The outputs the caller asked for, once each is what the config declares."""
-        if isinstance(result, EngineRequestError):
-            return result
-        rows = next(iter(call.inputs.values())).shape[0] if self.batched and call.inputs else 1
-        for name, array in result.items():
-            problem = self._output_problem(name, array, rows)
-            if problem is not None:
-                return EngineRequestError(f"model '{self.name}': output '{name}' {problem}")
-        wanted = call.outputs or tuple(o.name for o in self._signature.outputs)
-        missing = [n for n in wanted if n not in result]
-        if missing:
-            return EngineRequestError(
-                f"model '{self.name}': output '{missing[0]}' is missing from the model's response"
-            )
-        return {n: result[n] for n in wanted}
-
-    def _output_problem(self, name: str, array: np.ndarray, rows: int) -> str | None:
-        spec = self._signature.output(name)
-        if spec is None:
-            declared = ", ".join(repr(o.name) for o in self._signature.outputs)
-            return f"is not declared in the model's config (it declares {declared})"
-        try:
-            datatype = v2_datatype(array.dtype)
-        except ValueError:
-            datatype = str(array.dtype)
-        if array.dtype != spec.dtype:
-            return f"has datatype {datatype}, but the config declares {v2_datatype(spec.dtype)}"
-        shape = tuple(array.shape)
-        fits = len(shape) == len(spec.shape) and all(
-            want in (-1, got) for got, want in zip(shape, spec.shape, strict=True)
-        )
-        if not fits:
-            return f"has shape {list(shape)}, but the config declares {list(spec.shape)}"
-        if self.batched and shape[0] != rows:
-            return f"has {shape[0]} rows for a request of {rows}"
-        return None
+        return checked_outputs(self.name, self._signature, call, result)
 
     def probe(self) -> None:
         """Raises while an instance is down (the scheduler's health probe)."""

@@ -77,20 +77,26 @@ def load_python_model(
     and wait for each ``initialize``. Raises EngineError with the reason."""
     signature = config_signature(config)
     instances = sum(group.count or 1 for group in config.instance_group) or 1
-    model_config = json.dumps(config_json(config))
     setups = [
         {
             "model_file": str(model_file),
-            "args": {
-                "model_config": model_config,
-                "model_instance_kind": "CPU",
-                "model_instance_name": f"{name}_0_{i}",
-                "model_instance_device_id": "0",
-                "model_repository": str(model_file.parent.parent),
-                "model_version": str(version),
-                "model_name": name,
-            },
+            "args": initialize_args(name, version, model_file, config, i),
         }
         for i in range(instances)
     ]
     return PythonEngine(name, signature, setups, caller=caller, loop=loop)
+
+
+def initialize_args(
+    name: str, version: int, model_file: Path, config: model_config_pb2.ModelConfig, instance: int
+) -> dict[str, str]:
+    """What Triton passes to ``initialize``: every value a string."""
+    return {
+        "model_config": json.dumps(config_json(config)),
+        "model_instance_kind": "CPU",
+        "model_instance_name": f"{name}_0_{instance}",
+        "model_instance_device_id": "0",
+        "model_repository": str(model_file.parent.parent),
+        "model_version": str(version),
+        "model_name": name,
+    }

@@ -51,16 +51,16 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def load_model_class(model_file: Path) -> Any:
-    """Import ``model.py`` (its directory first on sys.path, as Triton has it)
-    and return its ``TritonPythonModel`` class."""
+def load_model_class(model_file: Path, module_name: str = "model") -> Any:
+    """Import ``model.py`` as ``module_name`` (its directory first on
+    sys.path, as Triton has it) and return its ``TritonPythonModel`` class."""
     sys.modules["triton_python_backend_utils"] = pb_utils
     sys.path.insert(0, str(model_file.parent))
-    spec = importlib.util.spec_from_file_location("model", model_file)
+    spec = importlib.util.spec_from_file_location(module_name, model_file)
     if spec is None or spec.loader is None:
         raise ImportError("cannot import model.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["model"] = module
+    sys.modules[module_name] = module
     spec.loader.exec_module(module)
     cls = getattr(module, "TritonPythonModel", None)
     if cls is None:
