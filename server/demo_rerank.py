@@ -6,8 +6,8 @@ BLS model that sends only the cheap scorer's best candidates on.
 Each request is one query's candidates, ``features`` FP32 [rows, 32]:
 
 * ``filter_cheap`` (ONNX): score = sigmoid(features @ w), one dot product per row.
-* ``rerank_expensive`` (ONNX): a 32-512-512-1 ReLU MLP with a sigmoid, about
-  0.55 MFLOP per row.
+* ``rerank_expensive`` (ONNX): a 32-2048-2048-1 ReLU MLP with a sigmoid, about
+  8.5 MFLOP per row.
 * ``rerank_pipeline`` (Python, BLS): calls ``filter_cheap`` on every row and
   ``rerank_expensive`` only on rows scoring over its ``threshold`` parameter
   (0.75: about one row in eight); answers ``score`` (the expensive score,
@@ -35,7 +35,7 @@ from inferd.protos import model_config_pb2
 from inferd.server.demo_models import IR_VERSION, OPSET, model_config
 
 FEATURES = 32
-HIDDEN = 512
+HIDDEN = 2048
 THRESHOLD = 0.75
 SEED = 7
 #: The largest query (rows per request) the pipeline takes.
@@ -166,7 +166,7 @@ def build_rerank_models(root: Path) -> Path:
     """Write the four models into the repository ``root``; returns ``root``."""
     for name, model in (("filter_cheap", cheap_model()), ("rerank_expensive", expensive_model())):
         config = model_config(
-            name, model, max_batch_size=2 * MAX_ROWS, max_queue_delay_us=500, intra_op_threads=1
+            name, model, max_batch_size=MAX_ROWS, max_queue_delay_us=500, intra_op_threads=1
         )
         config.parameters["warmup_rounds"].string_value = "1"  # a quick start over precision
         (root / name / "1").mkdir(parents=True, exist_ok=True)
