@@ -233,6 +233,29 @@ class TritonPythonModel:
 """.replace("SLEEP_S", repr(SLEEP_S))
 
 
+#: ``echo``: no batching, any length; y = 2 * x (large tensors cross through shared memory).
+ECHO_CONFIG = """
+name: "echo"
+backend: "python"
+max_batch_size: 0
+input [ { name: "x" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ -1 ] } ]
+"""
+ECHO_MODEL = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse(
+                [pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy() * 2)]
+            )
+            for r in requests
+        ]
+"""
+
+
 def write_python_model(root: Path, name: str, config: str, source: str) -> None:
     (root / name / "1").mkdir(parents=True, exist_ok=True)
     (root / name / "config.pbtxt").write_text(config)
@@ -247,4 +270,5 @@ def python_repository(root: Path) -> Path:
     write_python_model(root, "bls", BLS_CONFIG.format(name="bls"), BLS_MODEL)
     write_python_model(root, "bls_async", BLS_CONFIG.format(name="bls_async"), BLS_ASYNC_MODEL)
     write_python_model(root, "faulty", FAULTY_CONFIG, FAULTY_MODEL)
+    write_python_model(root, "echo", ECHO_CONFIG, ECHO_MODEL)
     return root

@@ -195,7 +195,7 @@ class ModelProcess:
         self._ended(conn)
 
     def _ended(self, conn: Connection) -> None:
-        process = self._process
+        prefix, process = self._prefix, self._process  # before a restart replaces them
         if process is not None:
             _reap(process)
         reason = exit_text(process) if process is not None else "gone"
@@ -211,7 +211,7 @@ class ModelProcess:
             future = self._pending.pop(call_id, None)
             if future is not None and not future.done():
                 future.set_exception(error)
-        sweep(self._prefix)
+        sweep(prefix)
 
     def kill(self) -> None:
         if self._process is not None and self._process.poll() is None:

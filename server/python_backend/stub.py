@@ -19,6 +19,7 @@ import concurrent.futures
 import importlib.util
 import inspect
 import itertools
+import logging
 import os
 import queue
 import sys
@@ -196,6 +197,11 @@ def error_response(
 
 def main(conn: Connection, setup: dict[str, Any]) -> None:
     """Serve ``setup``'s model over ``conn`` until finalized or the server goes."""
+    name = setup["args"].get("model_instance_name", "model")
+    # pb_utils.Logger and the model's own logging reach the server's stderr.
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s %(levelname)s [{name}] %(message)s"
+    )
     stub = Stub(conn, setup["prefix"])
     try:
         cls = load_model_class(Path(setup["model_file"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,37 @@ def test_concurrent_requests_are_batched_into_one_execute(server: ServerThread) 
             results = list(pool.map(call, rows))
     for raw, result in zip(rows, results, strict=True):
         np.testing.assert_allclose(result["SCORE"], pre_reference(raw)[0], rtol=1e-5)
+
+
+def test_large_tensors_cross_through_shared_memory_and_leave_none_behind(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1 MB each way: above SHM_MIN_BYTES, so both directions use segments."""
+    from inferd.server.python_backend import transport
+
+    sent: list[str] = []
+    received: list[str] = []
+    pack_one, unpack_one = transport.Transport.pack_one, transport.unpack_one
+
+    def spy_pack(self: transport.Transport, array: np.ndarray) -> transport.Wire:
+        wire = pack_one(self, array)
+        sent.append(wire[0])
+        return wire
+
+    def spy_unpack(wire: transport.Wire) -> np.ndarray:
+        received.append(wire[0])
+        return unpack_one(wire)
+
+    monkeypatch.setattr(transport.Transport, "pack_one", spy_pack)
+    monkeypatch.setattr(transport, "unpack_one", spy_unpack)
+    x = np.random.default_rng(3).standard_normal(250_000).astype(np.float32)
+    assert x.nbytes > transport.SHM_MIN_BYTES
+    with InferenceClient(server.address) as client:
+        result = client.infer("echo", {"x": x}, timeout=60)
+    np.testing.assert_array_equal(result["y"], x * 2)
+    assert sent == ["shm"]  # the request's input, to the model process
+    assert received == ["shm"]  # the model's output, back
+    leftovers = [
+        n for n in os.listdir(transport.SHM_DIR) if n.startswith(f"inferd-py-{os.getpid()}-")
+    ]
+    assert leftovers == []
