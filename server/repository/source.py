@@ -140,8 +140,8 @@ class ModelRepository:
                 self.check_inside(directory / filename, name, f"{name}/{filename}")
         config = _read_config(name, directory)
         platform = _platform(name, config, directory)
-        if not config.platform:
-            config.platform = platform
+        if not config.platform and platform != PYTHON_PLATFORM:
+            config.platform = platform  # Triton leaves a Python model's platform empty
         if not config.backend:
             config.backend = PLATFORM_BACKENDS[platform]
         filename = _model_filename(name, config, platform)

@@ -155,3 +155,11 @@ def test_large_tensors_cross_through_shared_memory_and_leave_none_behind(
         n for n in os.listdir(transport.SHM_DIR) if n.startswith(f"inferd-py-{os.getpid()}-")
     ]
     assert leftovers == []
+
+
+def test_config_reads_as_tritons_for_a_python_model(server: ServerThread) -> None:
+    (config,) = run_calls(server.address, [{"kind": "model_config", "model": "pre"}])
+    assert config["backend"] == "python"
+    assert config.get("platform", "") == ""  # Triton sets no platform for Python models
+    assert config["default_model_filename"] == "model.py"
+    assert [o["name"] for o in config["output"]] == ["SCORE", "LABEL"]
