@@ -237,6 +237,9 @@ class PythonEngine(Engine):
             except EngineError as exc:
                 log.error("%s failed to restart: %s", process.label, exc)
                 continue
+            if self._closed:  # unloaded while it started: end it again
+                process.stop(timeout_s=10.0)
+                return
             self._started_at[key] = time.monotonic()
             log.info("%s restarted (pid %s)", process.label, process.pid)
             return

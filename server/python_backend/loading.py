@@ -73,29 +73,49 @@ def load_python_model(
     caller: ModelCaller | None,
     loop: asyncio.AbstractEventLoop | None,
 ) -> PythonEngine:
-    """Start the model's instances (``instance_group`` counts, default 1)
-    and wait for each ``initialize``. Raises EngineError with the reason."""
+    """Start one process per instance (``instance_group``, default one CPU
+    instance) and wait for each ``initialize``. Raises EngineError with the reason."""
+    if config.model_transaction_policy.decoupled:
+        raise EngineError(
+            f"model '{name}': decoupled Python models (response senders) are not supported"
+        )
     signature = config_signature(config)
-    instances = sum(group.count or 1 for group in config.instance_group) or 1
     setups = [
         {
             "model_file": str(model_file),
             "args": initialize_args(name, version, model_file, config, i),
         }
-        for i in range(instances)
+        for i in range(len(instances(config)))
     ]
     return PythonEngine(name, signature, setups, caller=caller, loop=loop)
+
+
+def instances(config: model_config_pb2.ModelConfig) -> list[tuple[str, int]]:
+    """(kind, device) of each instance, as Triton's instance groups lay them
+    out: ``count`` per GPU listed (all GPUs: device 0), CPU otherwise."""
+    laid_out: list[tuple[str, int]] = []
+    for group in config.instance_group:
+        count = group.count or 1
+        if group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU:
+            for gpu in group.gpus or [0]:
+                laid_out += [("GPU", gpu)] * count
+        else:
+            laid_out += [("CPU", 0)] * count
+    return laid_out or [("CPU", 0)]
 
 
 def initialize_args(
     name: str, version: int, model_file: Path, config: model_config_pb2.ModelConfig, instance: int
 ) -> dict[str, str]:
-    """What Triton passes to ``initialize``: every value a string."""
+    """What Triton passes to ``initialize``: every value a string. The
+    model places itself on the GPU it is given (the server moves no tensor
+    to a GPU for it)."""
+    kind, device = instances(config)[instance]
     return {
         "model_config": json.dumps(config_json(config)),
-        "model_instance_kind": "CPU",
-        "model_instance_name": f"{name}_0_{instance}",
-        "model_instance_device_id": "0",
+        "model_instance_kind": kind,
+        "model_instance_name": f"{name}_{instance}",
+        "model_instance_device_id": str(device),
         "model_repository": str(model_file.parent.parent),
         "model_version": str(version),
         "model_name": name,
