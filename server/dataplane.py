@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 
+from inferd.server.array_request import array_request
 from inferd.server.ensemble.link import StepAnswer, StepCall
 from inferd.server.ensemble.tensors import step_request
 from inferd.server.errors import (
@@ -38,6 +39,7 @@ from inferd.server.model_version import ModelVersion
 from inferd.server.models import ModelManager
 from inferd.server.observer import ServerObserver, VersionObserver
 from inferd.server.request import InferRequest
+from inferd.server.reshape import to_config
 from inferd.server.routing import Decision, Router, outputs_agree
 
 if TYPE_CHECKING:
@@ -141,6 +143,7 @@ class DataPlane:
         self._shadows: set[asyncio.Task[None]] = set()
         # Ensembles loaded before (or after) this data plane run their steps here.
         models.steps.bind(self.run_step)
+        models.set_model_caller(self.call_model)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -325,6 +328,26 @@ class DataPlane:
             protocol="ensemble",
             nested=True,
         )
+    async def call_model(
+        self,
+        model: str,
+        version: str,
+        inputs: dict[str, np.ndarray],
+        outputs: tuple[str, ...],
+        deadline: float | None,
+    ) -> dict[str, np.ndarray]:
+        """One request from inside the server (a Python model's BLS call),
+        routed and scheduled like any other; outputs in the config's shape."""
+
+        def decode(io: ModelIO) -> InferRequest:
+            return array_request(inputs, outputs, io)
+
+        answer = await self.infer(model, version, decode, deadline=deadline, protocol="bls")
+        io = answer.version.io
+        return {
+            name: to_config(array, io.outputs[name], io.batched) if name in io.outputs else array
+            for name, array in answer.outputs.items()
+        }
 
     def _record(
         self,

@@ -25,6 +25,7 @@ from inferd.server.errors import FailedPrecondition, InferdError, NotFound, Unav
 from inferd.server.model_io import ModelIO
 from inferd.server.model_version import LoadReport, ModelVersion, State
 from inferd.server.observer import ServerObserver
+from inferd.server.python_backend.engine import ModelCaller
 from inferd.server.repository import ModelRepository, ModelSource, RepositoryError
 from inferd.server.response_cache import ResponseCache
 from inferd.server.version_loader import VersionLoader, retire, source_key
@@ -102,6 +103,10 @@ class ModelManager:
         self.steps = StepLink()
         self._models: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+
+    def set_model_caller(self, caller: ModelCaller) -> None:
+        """How Python models call other models (BLS): the data plane's entry."""
+        self._loader.model_caller = caller
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (on the event loop) whenever a model's readiness
@@ -251,6 +256,7 @@ class ModelManager:
     ) -> ModelVersion | str:
         """Load and warm one version; on failure the reason (logged here)."""
         name = source.name
+        self._loader.loop = asyncio.get_running_loop()
         try:
             if source.platform == ENSEMBLE_PLATFORM:
                 observer = self.observer.version(name, version)

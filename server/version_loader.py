@@ -13,14 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferd.engines import load_engine
+from inferd.engines import Engine, load_engine
 from inferd.protos import model_config_pb2
 from inferd.server.model_io import ModelIO
 from inferd.server.model_version import ModelVersion, allowed_roles
 from inferd.server.observer import ServerObserver
+from inferd.server.python_backend.engine import PYTHON_PLATFORM, ModelCaller, PythonEngine
+from inferd.server.python_backend.loading import load_python_model
 from inferd.server.repository import ModelSource, complete_config, engine_options, tree_fingerprint
 from inferd.server.scheduler.dispatch import BatchingScheduler
-from inferd.server.scheduler.options import options_from_config
+from inferd.server.scheduler.latency import LatencyModel
+from inferd.server.scheduler.options import BatchingOptions, options_from_config
 from inferd.server.scheduler.planners import new_latency_model
 from inferd.server.scheduler.warmup import synthetic_inputs, warm_up
 from inferd.server.stats import ModelStats
@@ -39,6 +42,25 @@ class VersionLoader:
     engine_timeout_s: float | None = None
     failure_threshold: int = 3
     probe_interval_s: float = 5.0
+    #: Runs Python models' BLS requests (the data plane sets it).
+    model_caller: ModelCaller | None = None
+    #: The server's event loop (BLS requests run on it); set before each load.
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def _engine(
+        self,
+        name: str,
+        version: int,
+        path: Path,
+        platform: str,
+        config: model_config_pb2.ModelConfig,
+    ) -> Engine:
+        if platform == PYTHON_PLATFORM:
+            return load_python_model(
+                name, version, path, config, caller=self.model_caller, loop=self.loop
+            )
+        settings = engine_options(config, default_max_batch_size=self.default_max_batch_size)
+        return load_engine(platform, path, settings)
 
     def load(
         self,
@@ -50,8 +72,7 @@ class VersionLoader:
         card: dict[str, str],
         labels: dict[str, tuple[str, ...]],
     ) -> ModelVersion:
-        settings = engine_options(config, default_max_batch_size=self.default_max_batch_size)
-        engine = load_engine(platform, path, settings)
+        engine = self._engine(name, version, path, platform, config)
         try:
             completed = complete_config(
                 config, engine.signature, default_max_batch_size=self.default_max_batch_size
@@ -68,27 +89,13 @@ class VersionLoader:
                 probe_interval_s=self.probe_interval_s,
             )
             latency = new_latency_model(options)
-            # Before READY: the first caller must not pay for lazy initialisation,
-            # and the batcher must know each size's latency before it plans.
-            started = time.perf_counter()
-            sizes = warm_up(engine, io, options, latency)
-            seconds = time.perf_counter() - started
-            # The start-up progress line: warm-up is where a slow start spends its time.
-            ranges = size_ranges(sizes)  # short: text lines repeat the fields
-            log.info(
-                "model '%s' version %d warmed up: batch sizes %s in %.2f s",
-                name,
-                version,
-                ranges,
-                seconds,
-                extra={
-                    "event": "model_warmed_up",
-                    "model": name,
-                    "version": version,
-                    "batch_sizes": ranges,
-                    "seconds": round(seconds, 3),
-                },
-            )
+            if isinstance(engine, PythonEngine):
+                # A hung model process is killed (and restarted) at the engine timeout.
+                engine.hang_timeout_s = options.engine_timeout_s
+            # As in Triton, a Python model's code never runs on made-up inputs
+            # (a BLS model would call models that may not be loaded yet).
+            if not isinstance(engine, PythonEngine):
+                self._warm_up(name, version, engine, io, options, latency)
         except BaseException:
             engine.close()
             raise
@@ -99,6 +106,23 @@ class VersionLoader:
         def probe() -> object:
             return engine.infer(probe_inputs)
 
+        scheduler = BatchingScheduler(
+            engine,
+            stats,
+            options,
+            latency,
+            name=name,
+            observer=observer,
+            probe=engine.probe if isinstance(engine, PythonEngine) else probe,
+            on_health_change=self.on_health_change,
+        )
+        if isinstance(engine, PythonEngine) and self.loop is not None:
+            loop = self.loop
+
+            def down(reason: str) -> None:
+                loop.call_soon_threadsafe(scheduler.health.set_unhealthy, reason)
+
+            engine.on_down = down
         return ModelVersion(
             name=name,
             version=version,
@@ -106,21 +130,44 @@ class VersionLoader:
             config=completed,
             io=io,
             engine=engine,
-            scheduler=BatchingScheduler(
-                engine,
-                stats,
-                options,
-                latency,
-                name=name,
-                observer=observer,
-                probe=probe,
-                on_health_change=self.on_health_change,
-            ),
+            scheduler=scheduler,
             stats=stats,
             card=card,
             observer=observer,
             allowed_roles=allowed_roles(completed),
         )
+
+    def _warm_up(
+        self,
+        name: str,
+        version: int,
+        engine: Engine,
+        io: ModelIO,
+        options: BatchingOptions,
+        latency: LatencyModel,
+    ) -> tuple[int, ...]:
+        """Before READY: the first caller must not pay for lazy initialisation,
+        and the batcher must know each size's latency before it plans."""
+        started = time.perf_counter()
+        sizes = warm_up(engine, io, options, latency)
+        seconds = time.perf_counter() - started
+        # The start-up progress line: warm-up is where a slow start spends its time.
+        ranges = size_ranges(sizes)  # short: text lines repeat the fields
+        log.info(
+            "model '%s' version %d warmed up: batch sizes %s in %.2f s",
+            name,
+            version,
+            ranges,
+            seconds,
+            extra={
+                "event": "model_warmed_up",
+                "model": name,
+                "version": version,
+                "batch_sizes": ranges,
+                "seconds": round(seconds, 3),
+            },
+        )
+        return sizes
 
 
 async def retire(version: ModelVersion) -> None:

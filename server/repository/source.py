@@ -31,11 +31,14 @@ log = logging.getLogger("inferd.repository")
 #: Triton platform names this server knows.
 ONNX_PLATFORM = "onnxruntime_onnx"
 TENSORRT_PLATFORM = "tensorrt_plan"
+#: Triton's Python backend (``model.py``); it has no platform name of its own.
+PYTHON_PLATFORM = "python"
 
 #: Triton backend name -> platform name.
 BACKEND_PLATFORMS = {
     "onnxruntime": ONNX_PLATFORM,
     "tensorrt": TENSORRT_PLATFORM,
+    "python": PYTHON_PLATFORM,
 }
 
 #: Platform name -> Triton backend name (Triton fills in whichever is missing).
@@ -140,8 +143,8 @@ class ModelRepository:
                 self.check_inside(directory / filename, name, f"{name}/{filename}")
         config = _read_config(name, directory)
         platform = _platform(name, config, directory)
-        if not config.platform:
-            config.platform = platform
+        if not config.platform and platform != PYTHON_PLATFORM:
+            config.platform = platform  # Triton leaves a Python model's platform empty
         if platform == ENSEMBLE_PLATFORM:
             filename = ""  # the version directory itself
         else:
