@@ -10,8 +10,24 @@ answers are the online ones. See docs/batch.md.
                                              repository=Path("models"))))
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from inferd.server.batch.errors import BatchError
 from inferd.server.batch.job import BatchJob
-from inferd.server.batch.runner import Summary, run_batch
+
+if TYPE_CHECKING:
+    from inferd.server.batch.runner import Summary, run_batch
 
 __all__ = ["BatchError", "BatchJob", "Summary", "run_batch"]
+
+
+def __getattr__(name: str) -> Any:
+    # The runner needs pyarrow (the batch extra); importing the package for
+    # the CLI's parser must not, so it can name the missing extra.
+    if name in ("Summary", "run_batch"):
+        from inferd.server.batch import runner
+
+        return getattr(runner, name)
+    raise AttributeError(name)

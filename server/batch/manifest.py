@@ -108,7 +108,7 @@ def resume(folder: Path, fresh: Manifest) -> Manifest:
     for key in ("job", "inputs", "model"):
         if old.get(key) != getattr(fresh, key):
             raise BatchError(
-                f"output folder {folder} holds another run's parts (its {key} differs); "
+                f"output folder {folder} holds another run's parts (different {key}); "
                 "use an empty folder"
             )
     fresh.started = old.get("started", fresh.started)

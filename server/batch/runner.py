@@ -227,6 +227,7 @@ async def run_batch(job: BatchJob, *, progress_stream: TextIO | None = None) -> 
     started = time.monotonic()
     files = [await asyncio.to_thread(describe, p) for p in expand(job.inputs)]
     scorer = await open_scorer(job)
+    scoring_started = time.monotonic()
     try:
         run = _Run(job, scorer, files)
         folder = job.output
@@ -260,14 +261,24 @@ async def run_batch(job: BatchJob, *, progress_stream: TextIO | None = None) -> 
         await asyncio.to_thread(manifest.save, folder)
     finally:
         await scorer.close()
-    return _summary(manifest, folder, job, skipped, started, progress.done - progress.skipped)
+    scored_now = progress.done - progress.skipped
+    return _summary(manifest, folder, job, skipped, started, scoring_started, scored_now)
 
 
 def _summary(
-    manifest: Manifest, folder: Path, job: BatchJob, skipped: int, started: float, scored_now: int
+    manifest: Manifest,
+    folder: Path,
+    job: BatchJob,
+    skipped: int,
+    started: float,
+    scoring_started: float,
+    scored_now: int,
 ) -> Summary:
+    """``rows_per_s``: rows this run scored (not those it skipped) per second
+    of scoring (reading, converting and writing included; loading the model not)."""
     totals = manifest.totals()
-    elapsed = time.monotonic() - started
+    now = time.monotonic()
+    elapsed, scoring = now - started, now - scoring_started
     fraction = totals["errors"] / totals["rows"] if totals["rows"] else 0.0
     code = EXIT_TOO_MANY_ERRORS if fraction > job.max_error_fraction else EXIT_OK
     message = (
@@ -292,7 +303,7 @@ def _summary(
         totals,
         skipped,
         round(elapsed, 3),
-        round(scored_now / elapsed, 1) if elapsed > 0 else 0.0,
+        round(scored_now / scoring, 1) if scoring > 0 else 0.0,
         fraction,
         message,
     )

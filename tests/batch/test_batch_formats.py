@@ -43,7 +43,10 @@ def test_parquet_in_parquet_out_with_manifest(demo_repository: Path, tmp_path: P
     assert (table.column("label").to_numpy() == probs.argmax(axis=1)).all()
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["complete"] and manifest["totals"] == {
-        "rows": 300, "scored": 300, "errors": 0, "parts": 3
+        "rows": 300,
+        "scored": 300,
+        "errors": 0,
+        "parts": 3,
     }
     assert manifest["model"]["name"] == "digits_mlp" and manifest["model"]["version"] == "1"
     card = manifest["model"]["card"]
@@ -90,8 +93,10 @@ def test_globs_and_several_files_in_order(demo_repository: Path, tmp_path: Path)
     extra_keys, extra = digits_rows(10, seed=9)
     write_jsonl(tmp_path / "extra.jsonl", extra_keys, extra)
     job = digits_job(
-        demo_repository, [str(tmp_path / "in" / "*.parquet"), str(tmp_path / "extra.jsonl")],
-        tmp_path / "out", part_rows=32,
+        demo_repository,
+        [str(tmp_path / "in" / "*.parquet"), str(tmp_path / "extra.jsonl")],
+        tmp_path / "out",
+        part_rows=32,
     )
     summary = run(job)
     assert summary["totals"] == {"rows": 130, "scored": 130, "errors": 0, "parts": 7}
@@ -114,8 +119,12 @@ def test_column_map_outputs_and_several_dtypes(demo_repository: Path, tmp_path: 
     )
     pq.write_table(table, tmp_path / "in.parquet")
     job = BatchJob(
-        "text_stats", [str(tmp_path / "in.parquet")], tmp_path / "out",
-        repository=demo_repository, key="key", column_map={"ids": "token_ids", "w": "weights"},
+        "text_stats",
+        [str(tmp_path / "in.parquet")],
+        tmp_path / "out",
+        repository=demo_repository,
+        key="key",
+        column_map={"ids": "token_ids", "w": "weights"},
         outputs=["tag_echo", "id_sum"],
     )
     assert run(job)["exit_code"] == 0
@@ -147,8 +156,11 @@ def test_bad_job_settings_are_refused(demo_repository: Path, tmp_path: Path) -> 
     with pytest.raises(BatchError, match="not an input"):
         run(digits_job(demo_repository, [source], tmp_path / "o2", column_map={"a": "b"}))
     with pytest.raises(BatchError, match="no key column 'nokey'"):
-        run(BatchJob("digits_mlp", [source], tmp_path / "o3", repository=demo_repository,
-                     key="nokey"))
+        run(
+            BatchJob(
+                "digits_mlp", [source], tmp_path / "o3", repository=demo_repository, key="nokey"
+            )
+        )
     with pytest.raises(BatchError, match="not in the repository"):
         run(BatchJob("nomodel", [source], tmp_path / "o4", repository=demo_repository))
     with pytest.raises(BatchError, match="unknown format"):
