@@ -184,10 +184,13 @@ class _Column:
                 return None
             return np.array([v.encode() if isinstance(v, str) else v for v in items], dtype=object)
         if isinstance(value, str):
+            text = value
             try:
-                value = json.loads(value)
+                value = json.loads(text)
             except ValueError:
-                self.bad(row, f"{str(value)[:40]!r} is not a number")
+                value = text
+            if isinstance(value, str):
+                self.bad(row, f"{value[:40]!r} is not a number")
                 return None
         try:
             parsed = np.asarray(value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +119,38 @@ def _batches(source: InputFile, part_rows: int, npy_column: str) -> Iterator[pa.
     elif fmt == "npz":
         yield _npz_table(path)
     elif fmt == "csv":
-        yield pa_csv.read_csv(path)
+        # An empty cell is a missing value, in text columns too.
+        yield pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(strings_can_be_null=True))
     else:
-        yield pa_json.read_json(path)
+        yield _jsonl_table(path)
+
+
+def _jsonl_table(path: Path) -> pa.Table:
+    """JSON Lines; a column whose rows disagree on a type (a bad row) is kept
+    as each value's JSON text, so that row is set aside, not the whole file."""
+    try:
+        return pa_json.read_json(path)
+    except pa.ArrowInvalid:
+        pass
+    rows = []
+    with path.open() as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as exc:
+                    raise ValueError(f"line {number} is not JSON ({exc})") from None
+    names = list(dict.fromkeys(k for row in rows if isinstance(row, dict) for k in row))
+    columns = {}
+    for name in names:
+        values = [row.get(name) if isinstance(row, dict) else None for row in rows]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowException, TypeError, ValueError):
+            columns[name] = pa.array(
+                [None if v is None else json.dumps(v) for v in values], pa.string()
+            )
+    return pa.table(columns) if columns else pa.table({"": pa.nulls(len(rows))})
 
 
 def read_parts(source: InputFile, part_rows: int, npy_column: str) -> Iterator[pa.Table]:

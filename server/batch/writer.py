@@ -7,6 +7,7 @@ those), never half a part under a part's name.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ def output_column(array: np.ndarray) -> pa.Array:
     """One output over the rows: a scalar column, or fixed-size lists of each row's
     elements (row-major); values keep their dtype bit for bit."""
     rows = len(array)
-    flat = array.reshape(rows, -1)
+    flat = array.reshape(rows, math.prod(array.shape[1:]))  # -1 fails on no rows
     if array.dtype == object:
         values = pa.array(flat.reshape(-1).tolist(), type=pa.binary())
     else:
