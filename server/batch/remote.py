@@ -95,6 +95,9 @@ class RemoteScorer:
             "card": self.card,
         }
 
+    def engine_busy_s(self) -> float | None:
+        return None  # the server's statistics mix in its other callers
+
     async def _feed(self) -> AsyncIterator[tuple[str, dict[str, np.ndarray]]]:
         while (item := await self._sending.get()) is not None:
             yield item

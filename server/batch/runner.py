@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -23,10 +23,9 @@ import pyarrow.parquet as pq
 from inferd.server.batch import manifest as manifest_file
 from inferd.server.batch import writer
 from inferd.server.batch.columns import Converted, convert, reject_nan_inputs
-from inferd.server.batch.errors import EXIT_OK, EXIT_TOO_MANY_ERRORS, BatchError
+from inferd.server.batch.errors import BatchError
 from inferd.server.batch.job import BatchJob
 from inferd.server.batch.manifest import (
-    MANIFEST,
     Manifest,
     PartRecord,
     input_entries,
@@ -35,31 +34,16 @@ from inferd.server.batch.manifest import (
     resume,
 )
 from inferd.server.batch.prefetch import Prefetch
-from inferd.server.batch.progress import Progress, log
+from inferd.server.batch.progress import Progress
 from inferd.server.batch.reader import InputFile, describe, expand, read_parts
 from inferd.server.batch.scoring import LocalScorer, Scorer
+from inferd.server.batch.summary import Summary, summarize
 from inferd.server.model_io import ModelIO
+
+__all__ = ["Summary", "run_batch"]
 
 #: Parts scored at the same time (each is held in memory whole).
 PARTS_IN_FLIGHT = 2
-
-
-@dataclass
-class Summary:
-    """The end of a run, as ``--summary`` writes it."""
-
-    exit_code: int
-    output: str
-    model: dict[str, Any]
-    totals: dict[str, int]
-    parts_skipped: int
-    elapsed_s: float
-    rows_per_s: float
-    error_fraction: float
-    message: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(vars(self))
 
 
 @dataclass
@@ -161,9 +145,19 @@ class _Run:
         return np.zeros((0, *(max(d, 1) for d in info.shape[1:])), NUMPY_DTYPES[info.datatype])
 
     async def finish(self, part: _Part, folder: Path, progress: Progress) -> None:
+        assert part.converted is not None
+        outputs = await self.score(part.converted)
+        record = await asyncio.to_thread(self._write, part, outputs, folder)
+        self.manifest.parts[part.name] = record
+        async with self.saving:
+            text = self.manifest.dumps()  # on the loop: no part changes it meanwhile
+            await asyncio.to_thread(manifest_file.write_atomic, folder, text)
+        progress.advance(part.rows)
+
+    def _write(self, part: _Part, outputs: dict[str, np.ndarray], folder: Path) -> PartRecord:
+        """The part's files (on a worker thread: building Arrow columns takes time too)."""
         assert part.converted is not None and part.keys is not None
         converted = part.converted
-        outputs = await self.score(converted)
         good = pa.array(converted.good)
         table = writer.outputs_table(part.keys.filter(good), self.key_name, outputs, self.order)
         errors_file = None
@@ -171,14 +165,11 @@ class _Run:
             bad = part.keys.filter(pa.array(~converted.good))
             reasons = [converted.reasons[r] for r in sorted(converted.reasons)]
             errors_file = f"errors-{part.name[len('part-') :]}.parquet"
-            await asyncio.to_thread(
-                writer.write_atomic,
-                writer.errors_table(bad, self.key_name, reasons),
-                folder / errors_file,
-            )
+            errors = writer.errors_table(bad, self.key_name, reasons)
+            writer.write_atomic(errors, folder / errors_file)
         outputs_file = f"{part.name}.parquet"
-        await asyncio.to_thread(writer.write_atomic, table, folder / outputs_file)
-        self.manifest.parts[part.name] = PartRecord(
+        writer.write_atomic(table, folder / outputs_file)
+        return PartRecord(
             part.file,
             part.index,
             part.rows,
@@ -187,10 +178,6 @@ class _Run:
             outputs_file,
             errors_file,
         )
-        async with self.saving:
-            text = self.manifest.dumps()  # on the loop: no part changes it meanwhile
-            await asyncio.to_thread(manifest_file.write_atomic, folder, text)
-        progress.advance(part.rows)
 
 
 def _total_rows(files: list[InputFile]) -> int | None:
@@ -228,6 +215,7 @@ async def run_batch(job: BatchJob, *, progress_stream: TextIO | None = None) -> 
     files = [await asyncio.to_thread(describe, p) for p in expand(job.inputs)]
     scorer = await open_scorer(job)
     scoring_started = time.monotonic()
+    busy_before = scorer.engine_busy_s()
     try:
         run = _Run(job, scorer, files)
         folder = job.output
@@ -261,49 +249,15 @@ async def run_batch(job: BatchJob, *, progress_stream: TextIO | None = None) -> 
         await asyncio.to_thread(manifest.save, folder)
     finally:
         await scorer.close()
-    scored_now = progress.done - progress.skipped
-    return _summary(manifest, folder, job, skipped, started, scoring_started, scored_now)
-
-
-def _summary(
-    manifest: Manifest,
-    folder: Path,
-    job: BatchJob,
-    skipped: int,
-    started: float,
-    scoring_started: float,
-    scored_now: int,
-) -> Summary:
-    """``rows_per_s``: rows this run scored (not those it skipped) per second
-    of scoring (reading, converting and writing included; loading the model not)."""
-    totals = manifest.totals()
     now = time.monotonic()
-    elapsed, scoring = now - started, now - scoring_started
-    fraction = totals["errors"] / totals["rows"] if totals["rows"] else 0.0
-    code = EXIT_TOO_MANY_ERRORS if fraction > job.max_error_fraction else EXIT_OK
-    message = (
-        f"{totals['errors']} of {totals['rows']} rows set aside ({fraction:.4%}), more than "
-        f"--max-error-fraction {job.max_error_fraction}; see the errors-*.parquet parts"
-        if code
-        else ""
-    )
-    log.info(
-        "batch done: %d rows scored, %d set aside, %d parts (%d from an earlier run) in %s",
-        totals["scored"],
-        totals["errors"],
-        totals["parts"],
-        skipped,
-        folder / MANIFEST,
-        extra={"event": "batch_done", **totals},
-    )
-    return Summary(
-        code,
-        str(folder),
-        manifest.model,
-        totals,
-        skipped,
-        round(elapsed, 3),
-        round(scored_now / scoring, 1) if scoring > 0 else 0.0,
-        fraction,
-        message,
+    busy_after = scorer.engine_busy_s()
+    return summarize(
+        manifest,
+        folder,
+        job.max_error_fraction,
+        skipped=skipped,
+        elapsed_s=now - started,
+        scoring_s=now - scoring_started,
+        scored_now=progress.done - progress.skipped,
+        engine_busy_s=None if busy_after is None else busy_after - (busy_before or 0.0),
     )

@@ -31,6 +31,10 @@ class Scorer(Protocol):
         """Name, version, platform and model card, for the manifest."""
         ...
 
+    def engine_busy_s(self) -> float | None:
+        """Engine seconds so far, where the scorer can tell (None: remote)."""
+        ...
+
     async def score(self, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]: ...
 
     async def close(self) -> None: ...
@@ -47,6 +51,9 @@ class LocalScorer:
         self.batch_size = max(1, chosen.io.max_batch_size)
         # One call queued behind each running one keeps every slot busy.
         self.concurrency = 2 * max(1, chosen.engine.max_concurrency)
+        # Nothing else waits on this loop: a single-slot engine runs on it,
+        # with no thread hop between one batch and the next.
+        chosen.scheduler.run_on_loop()
         self.parameters = {k: v.string_value for k, v in chosen.config.parameters.items()}
         self._outputs = tuple(outputs)
 
@@ -90,6 +97,12 @@ class LocalScorer:
     def describe(self) -> dict[str, Any]:
         v = self.version
         return {"name": v.name, "version": v.version_str, "platform": v.platform, "card": v.card}
+
+    def engine_busy_s(self) -> float | None:
+        """Seconds the engine spent on batches since the model loaded (over all slots)."""
+        batches = self.version.stats.batches.values()
+        ns = sum(b.compute_input.ns + b.compute_infer.ns + b.compute_output.ns for b in batches)
+        return ns / 1e9
 
     async def score(self, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         request = InferRequest(inputs=inputs, outputs=self._outputs, rows=rows)
