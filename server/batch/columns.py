@@ -87,6 +87,9 @@ class _Column:
     def _vectorized(self, array: pa.Array) -> np.ndarray | None:
         kind = array.type
         if pa.types.is_fixed_size_list(kind):
+            whole = self._whole_rows(array)
+            if whole is not None:
+                return whole
             array = array.cast(pa.list_(kind.value_type))
             kind = array.type
         if pa.types.is_list(kind) or pa.types.is_large_list(kind):
@@ -123,6 +126,20 @@ class _Column:
             wrong = ~np.isfinite(frac).all(axis=1) | (frac != np.round(frac)).any(axis=1)
             for row in rows[wrong]:
                 self.bad(int(row), f"value is not a whole number ({self.info.datatype} input)")
+
+    def _whole_rows(self, array: pa.FixedSizeListArray) -> np.ndarray | None:
+        """The common case, with no copy: fixed-size rows of the input's size, no nulls."""
+        size, child = array.type.list_size, array.type.value_type
+        if array.null_count or size != self.count or self.dtype.kind == "O":
+            return None
+        if not (pa.types.is_integer(child) or pa.types.is_floating(child)):
+            return None
+        values = array.values.slice(array.offset * size, len(array) * size)
+        if values.null_count:
+            return None
+        flat: np.ndarray = values.to_numpy(zero_copy_only=False).reshape(self.rows, size)
+        self._check_integral(flat, np.arange(self.rows))
+        return flat.astype(self.dtype, copy=False).reshape(self.rows, *self.dims)
 
     def _from_lists(self, array: pa.ListArray) -> np.ndarray | None:
         child = array.type.value_type

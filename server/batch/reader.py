@@ -106,7 +106,8 @@ def _batches(source: InputFile, part_rows: int, npy_column: str) -> Iterator[pa.
     path, fmt = source.path, source.format
     if fmt == "parquet":
         parquet = pq.ParquetFile(path)
-        for batch in parquet.iter_batches(batch_size=part_rows):
+        # One decoding thread: this already is the reader thread, beside the engine's.
+        for batch in parquet.iter_batches(batch_size=part_rows, use_threads=False):
             yield pa.Table.from_batches([batch])
     elif fmt == "npy":
         array = np.load(path, mmap_mode="r", allow_pickle=False)

@@ -214,7 +214,7 @@ async def run_batch(job: BatchJob, *, progress_stream: TextIO | None = None) -> 
     started = time.monotonic()
     files = [await asyncio.to_thread(describe, p) for p in expand(job.inputs)]
     scorer = await open_scorer(job)
-    scoring_started = time.monotonic()
+    scoring_started, scoring_cpu = time.monotonic(), time.process_time()
     busy_before = scorer.engine_busy_s()
     try:
         run = _Run(job, scorer, files)
@@ -258,6 +258,7 @@ async def run_batch(job: BatchJob, *, progress_stream: TextIO | None = None) -> 
         skipped=skipped,
         elapsed_s=now - started,
         scoring_s=now - scoring_started,
+        scoring_cpu_s=time.process_time() - scoring_cpu,
         scored_now=progress.done - progress.skipped,
         engine_busy_s=None if busy_after is None else busy_after - (busy_before or 0.0),
     )

@@ -27,6 +27,8 @@ class Summary:
     error_fraction: float
     #: Share of the scoring time the engine was computing (None: ``--url``).
     engine_busy_fraction: float | None = None
+    #: CPU seconds this process spent scoring (every thread; the model load not).
+    scoring_cpu_s: float = 0.0
     message: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -41,6 +43,7 @@ def summarize(
     skipped: int,
     elapsed_s: float,
     scoring_s: float,
+    scoring_cpu_s: float,
     scored_now: int,
     engine_busy_s: float | None,
 ) -> Summary:
@@ -75,5 +78,6 @@ def summarize(
         round(scored_now / scoring_s, 1) if scoring_s > 0 else 0.0,
         fraction,
         busy,
+        round(scoring_cpu_s, 3),
         message,
     )
