@@ -36,7 +36,7 @@ from inferd.server.batch.manifest import (
 from inferd.server.batch.prefetch import Prefetch
 from inferd.server.batch.progress import Progress
 from inferd.server.batch.reader import InputFile, describe, expand, read_parts
-from inferd.server.batch.scoring import LocalScorer, Scorer
+from inferd.server.batch.scoring import LocalScorer, Scorer, score_rows
 from inferd.server.batch.summary import Summary, summarize
 from inferd.server.model_io import ModelIO
 
@@ -107,42 +107,11 @@ class _Run:
 
     # -- scoring -----------------------------------------------------------------------------
 
-    async def _chunk(
-        self, inputs: dict[str, np.ndarray], start: int, stop: int
-    ) -> dict[str, np.ndarray]:
-        async with self.calls:
-            return await self.scorer.score(
-                {n: a[start:stop] for n, a in inputs.items()}, stop - start
-            )
-
     async def score(self, converted: Converted) -> dict[str, np.ndarray]:
-        """The part's good rows through the model, in the config's output shapes."""
-        from inferd.server.reshape import to_config
-
-        rows = int(converted.good.sum())
-        if rows == 0:
-            return {n: self._empty(n) for n in self.order}
-        step = self.batch_size
-        chunks = [
-            asyncio.ensure_future(self._chunk(converted.inputs, s, min(s + step, rows)))
-            for s in range(0, rows, step)
-        ]
-        try:
-            answers = await asyncio.gather(*chunks)
-        except BaseException:
-            for task in chunks:
-                task.cancel()
-            raise
-        return {
-            n: to_config(np.concatenate([a[n] for a in answers]), self.io.outputs[n], True)
-            for n in self.order
-        }
-
-    def _empty(self, name: str) -> np.ndarray:
-        from inferd.protos.datatypes import NUMPY_DTYPES
-
-        info = self.io.outputs[name]
-        return np.zeros((0, *(max(d, 1) for d in info.shape[1:])), NUMPY_DTYPES[info.datatype])
+        return await score_rows(
+            self.scorer, converted.inputs, int(converted.good.sum()), self.order,
+            self.batch_size, self.calls,
+        )  # fmt: skip
 
     async def finish(self, part: _Part, folder: Path, progress: Progress) -> None:
         assert part.converted is not None

@@ -5,17 +5,20 @@ server over streaming gRPC (``inferd.server.batch.remote``)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from inferd.protos.datatypes import NUMPY_DTYPES
 from inferd.server.batch.errors import BatchError, ScoringError
 from inferd.server.dataplane import DataPlane
 from inferd.server.errors import InferdError
-from inferd.server.model_io import ModelIO
+from inferd.server.model_io import ModelIO, TensorInfo
 from inferd.server.request import InferRequest
+from inferd.server.reshape import to_config
 
 
 class Scorer(Protocol):
@@ -117,3 +120,40 @@ class LocalScorer:
     async def close(self) -> None:
         await self.dataplane.close()
         await self.dataplane.models.close()
+
+
+async def score_rows(
+    scorer: Scorer,
+    inputs: dict[str, np.ndarray],
+    rows: int,
+    order: Sequence[str],
+    batch_size: int,
+    calls: asyncio.Semaphore,
+) -> dict[str, np.ndarray]:
+    """``rows`` rows of ``inputs`` through the model in chunks of ``batch_size``
+    (at most ``calls`` at once): the outputs in ``order``, in the config's shapes."""
+    io = scorer.io
+    if rows == 0:
+        return {n: empty_output(io.outputs[n]) for n in order}
+
+    async def chunk(start: int) -> dict[str, np.ndarray]:
+        stop = min(start + batch_size, rows)
+        async with calls:
+            return await scorer.score({n: a[start:stop] for n, a in inputs.items()}, stop - start)
+
+    tasks = [asyncio.ensure_future(chunk(s)) for s in range(0, rows, batch_size)]
+    try:
+        answers = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+    return {
+        n: to_config(np.concatenate([a[n] for a in answers]), io.outputs[n], io.batched)
+        for n in order
+    }
+
+
+def empty_output(info: TensorInfo) -> np.ndarray:
+    """No rows of an output (a part whose every row was set aside)."""
+    return np.zeros((0, *(max(d, 1) for d in info.shape[1:])), NUMPY_DTYPES[info.datatype])
