@@ -54,6 +54,7 @@ from inferd.server.http import HttpServer
 from inferd.server.lifecycle.controller import LifecycleController, ModelControlMode
 from inferd.server.lifecycle.state import StateStore
 from inferd.server.models import ModelManager
+from inferd.server.monitoring.worker import Monitoring
 from inferd.server.ports import port_free
 from inferd.server.repository import ModelRepository
 from inferd.server.routing import Router
@@ -124,7 +125,12 @@ class InferdServer:
             self.metrics = Metrics(process=alone, gpu=GpuCollector() if alone else None)
             if config.triton_metrics:
                 triton = TritonMetrics(self.metrics.registry)
-        self.telemetry = Telemetry(self.metrics, tracing, triton)
+        self.monitoring: Monitoring | None = None
+        if self.metrics is not None and config.monitoring:
+            self.monitoring = Monitoring(
+                config.monitor_settings, self.metrics.registry, repository.root
+            )
+        self.telemetry = Telemetry(self.metrics, tracing, triton, self.monitoring)
         self.models = ModelManager(
             repository,
             default_max_batch_size=config.default_max_batch_size,
@@ -135,6 +141,8 @@ class InferdServer:
             strict_readiness=config.strict_readiness,
         )
         self.router = Router(self.models, observer=self.telemetry)
+        if self.monitoring is not None:
+            self.monitoring.pairs = self.router.pairs
         self.lifecycle = LifecycleController(
             self.models,
             self.router,
@@ -229,6 +237,8 @@ class InferdServer:
             )
         address = f"{config.host}:{config.grpc_port}"
         self._start_metrics()
+        if self.monitoring is not None:
+            self.monitoring.start()
         try:
             if self.certificates is not None:
                 port = server.add_secure_port(address, self.certificates.credentials())
@@ -371,6 +381,8 @@ class InferdServer:
         await self.dataplane.close()
         await self.lifecycle.stop()
         await self.models.close()
+        if self.monitoring is not None:
+            await asyncio.to_thread(self.monitoring.stop)
         self._stop_metrics()
         if self._owns_tracing and self.tracing is not None:
             # Flush buffered spans (bounded by the exporter's own timeouts).

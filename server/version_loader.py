@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inferd.engines import load_engine
+from inferd.engines.base import EngineOptions
 from inferd.protos import model_config_pb2
 from inferd.server.model_io import ModelIO
 from inferd.server.model_version import ModelVersion, allowed_roles
@@ -93,7 +94,7 @@ class VersionLoader:
             engine.close()
             raise
         stats = ModelStats()
-        observer = self.observer.version(name, version)
+        observer = self.observer.version(name, version, device_kind(platform, settings))
         probe_inputs = synthetic_inputs(io, options.sizes[0] if io.batched else 1)
 
         def probe() -> object:
@@ -121,6 +122,15 @@ class VersionLoader:
             observer=observer,
             allowed_roles=allowed_roles(completed),
         )
+
+
+def device_kind(platform: str, settings: EngineOptions) -> str:
+    """``"gpu"`` when the engine runs on a GPU (TensorRT, or a GPU provider
+    first in line), else ``"cpu"``; monitoring prices its time by it."""
+    if platform.startswith("tensorrt"):
+        return "gpu"
+    first = settings.providers[0] if settings.providers else "CPUExecutionProvider"
+    return "cpu" if first in ("CPUExecutionProvider", "OpenVINOExecutionProvider") else "gpu"
 
 
 async def retire(version: ModelVersion) -> None:
