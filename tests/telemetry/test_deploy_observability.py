@@ -97,9 +97,12 @@ def exported(
         assert thread.server is not None and thread.server.metrics is not None
         families: list[Metric] = scrape(thread.server.metrics_port)
         # Label names of families with no series yet (nothing expired, say).
+        assert thread.server.monitoring is not None  # on by default with metrics
+        families_of = [thread.server.metrics, thread.server.monitoring.metrics]
         declared = {
             m._name: set(m._labelnames)
-            for m in vars(thread.server.metrics).values()
+            for metrics in families_of
+            for m in vars(metrics).values()
             if hasattr(m, "_labelnames")
         }
     finally:
@@ -227,6 +230,13 @@ def test_alert_rules_structure() -> None:
         "InferdModelNotReady",
         "InferdGuardrailRollback",
         "InferdShadowDisagreement",
+        "InferdDrift",
+        "InferdChallengerDrift",
+        "InferdInputQualitySpike",
+        "InferdStaleFeatures",
+        "InferdCostPer1kRequestsOverBudget",
+        "InferdLatencyBudgetBurnFast",
+        "InferdLatencyBudgetBurnSlow",
     }
     for name, rule in alerts.items():
         assert re.fullmatch(r"\d+[smh]", rule["for"]), name
