@@ -49,9 +49,10 @@ class CostMeter:
         cpu_engine_s = sum(d for m, d, _ in deltas if m.device == "cpu")
         rest_s = max(0.0, process_s - cpu_engine_s)
         answered = sum(n for _, _, n in deltas)
+        m = self._metrics
         if answered == 0:
             self.unattributed_s += rest_s
-        m = self._metrics
+            m.unattributed.inc(rest_s)
         for monitor, engine_s, requests in deltas:
             if engine_s == 0 and requests == 0:
                 continue

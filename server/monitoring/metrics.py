@@ -90,6 +90,11 @@ class MonitorMetrics:
         self.gpu_seconds = Counter(
             "inferd_gpu_seconds", "Engine time of the version on GPU instances", mv, registry=r
         )
+        self.unattributed = Counter(
+            "inferd_cpu_unattributed_seconds",
+            "Process CPU seconds in intervals with no answered request (idle, health checks)",
+            registry=r,
+        )
         self.cost = Counter(
             "inferd_cost",
             "Cost attributed to the version at --cost-per-cpu-hour and --cost-per-gpu-hour",
