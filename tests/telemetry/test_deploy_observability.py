@@ -199,6 +199,14 @@ def test_dashboard_covers_what_sres_ask_for() -> None:
         "inferd_compute_duration_seconds_bucket",
         "inferd_requests_refused_total",
         "inferd_model_ready_versions",
+        # Model monitoring (docs/monitoring.md).
+        "inferd_drift_psi{",
+        "inferd_drift_challenger_psi",
+        "inferd_input_bad_rows_total",
+        "inferd_feature_age_seconds_bucket",
+        "inferd_cost_total",
+        "inferd_gpu_seconds_total",
+        "inferd:latency_slo_errors:ratio_rate1h",
     ):
         assert needed in exprs, needed
     # Per model and version wherever the metric has a version label.
