@@ -166,7 +166,7 @@ class InferdServer:
             stream_max_inflight=config.stream_max_inflight,
             stream_max_buffered_bytes=config.stream_max_buffered_bytes,
         )
-        self.admin = AdminServicer(self.lifecycle)
+        self.admin = AdminServicer(self.lifecycle, self.monitoring)
         self.health = HealthReporter(self.models)
         try:
             self.certificates = load_certificates(config)  # fail at start, not at a handshake

@@ -18,6 +18,7 @@ import yaml
 from monitoring_helpers import MODEL, digits, digits_repository, metric, wait_until
 
 from inferd.clients import InferenceClient
+from inferd.clients.cli import models_main
 from inferd.server.monitoring.cli import main as monitor_main
 from inferd.server.monitoring.reference import REFERENCE_PATH
 
@@ -102,7 +103,7 @@ def _annotations() -> dict[str, str]:
 
 
 def test_shifted_inputs_raise_drift_over_threshold_and_fire_the_alert(
-    demo_repository: Path, make_server: Any, tmp_path: Path
+    demo_repository: Path, make_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     repository = digits_repository(demo_repository, tmp_path / "models")
     data = digits()
@@ -112,6 +113,7 @@ def test_shifted_inputs_raise_drift_over_threshold_and_fire_the_alert(
     np.save(tmp_path / "reference.npy", known)
     argv = ["reference", MODEL, "--input", str(tmp_path / "reference.npy")]
     assert monitor_main([*argv, "--model-repository", str(repository)]) == 0
+    capsys.readouterr()  # the command's summary line
     written = json.loads((repository / MODEL / REFERENCE_PATH).read_text())
     assert written["rows"] == 1000 and written["format_version"] == 1
 
@@ -148,6 +150,20 @@ def test_shifted_inputs_raise_drift_over_threshold_and_fire_the_alert(
     assert shifted[-1]["probabilities"] > THRESHOLD  # the model is less sure of itself
     assert shifted[-1]["pixels"] > 5 * max(p["pixels"] for p in unshifted)
 
+    # The operator's view: `inferd models drift` marks the drifted tensors.
+    assert models_main(["drift", MODEL, "--url", server.address]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"PSI threshold {THRESHOLD:g}" and lines[1].split()[2] == "TENSOR"
+    table = {line.split()[2]: line.split() for line in lines[2:]}
+    assert table["pixels"][5] == "DRIFT" and float(table["pixels"][3]) > THRESHOLD
+    assert table["probabilities:class"][5] == "ok"
+    assert models_main(["drift", "--json", "--url", server.address]) == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["monitoring"] and reply["psi_threshold"] == THRESHOLD
+    (pixels,) = [t for t in reply["tensors"] if t["tensor"] == "pixels"]
+    assert pixels["psi"] == pytest.approx(shifted[-1]["pixels"])
+    assert pixels["window_rows"] == WINDOW_ROWS and pixels["reference_rows"] == 1000
+
     promtool = shutil.which("promtool")
     if promtool is None:
         if os.environ.get("INFERD_REQUIRE_PROMTOOL") == "1":
@@ -159,3 +175,11 @@ def test_shifted_inputs_raise_drift_over_threshold_and_fire_the_alert(
         [promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_models_drift_says_when_monitoring_is_off(
+    demo_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The shared demo server has no metrics port, so no monitoring.
+    assert models_main(["drift", "--url", demo_server.address]) == 0
+    assert "monitoring is off" in capsys.readouterr().out
