@@ -60,6 +60,7 @@ from inferd.server.http import HttpServer
 from inferd.server.lifecycle.controller import LifecycleController, ModelControlMode
 from inferd.server.lifecycle.state import StateStore
 from inferd.server.models import ModelManager
+from inferd.server.monitoring.worker import Monitoring
 from inferd.server.ports import port_free
 from inferd.server.repository import ModelRepository
 from inferd.server.response_cache import ResponseCache
@@ -131,7 +132,12 @@ class InferdServer:
             self.metrics = Metrics(process=alone, gpu=GpuCollector() if alone else None)
             if config.triton_metrics:
                 triton = TritonMetrics(self.metrics.registry)
-        self.telemetry = Telemetry(self.metrics, tracing, triton)
+        self.monitoring: Monitoring | None = None
+        if self.metrics is not None and config.monitoring:
+            self.monitoring = Monitoring(
+                config.monitor_settings, self.metrics.registry, repository.root
+            )
+        self.telemetry = Telemetry(self.metrics, tracing, triton, self.monitoring)
         self.response_cache = (
             ResponseCache(config.response_cache_bytes, self.telemetry)
             if config.response_cache_bytes
@@ -148,6 +154,8 @@ class InferdServer:
             response_cache=self.response_cache,
         )
         self.router = Router(self.models, observer=self.telemetry)
+        if self.monitoring is not None:
+            self.monitoring.pairs = self.router.pairs
         self.lifecycle = LifecycleController(
             self.models,
             self.router,
@@ -171,7 +179,7 @@ class InferdServer:
             stream_max_inflight=config.stream_max_inflight,
             stream_max_buffered_bytes=config.stream_max_buffered_bytes,
         )
-        self.admin = AdminServicer(self.lifecycle)
+        self.admin = AdminServicer(self.lifecycle, self.monitoring)
         self.health = HealthReporter(self.models)
         try:
             self.certificates = load_certificates(config)  # fail at start, not at a handshake
@@ -260,6 +268,8 @@ class InferdServer:
             )
         address = f"{config.host}:{config.grpc_port}"
         self._start_metrics()
+        if self.monitoring is not None:
+            self.monitoring.start()
         try:
             if self.certificates is not None:
                 port = server.add_secure_port(address, self.certificates.credentials())
@@ -422,6 +432,8 @@ class InferdServer:
         await self.dataplane.close()
         await self.lifecycle.stop()
         await self.models.close()
+        if self.monitoring is not None:
+            await asyncio.to_thread(self.monitoring.stop)
         self._stop_metrics()
         if self._owns_tracing and self.tracing is not None:
             # Flush buffered spans (bounded by the exporter's own timeouts).

@@ -37,6 +37,7 @@ from inferd.server.identity import current_principal
 from inferd.server.model_io import ModelIO
 from inferd.server.model_version import ModelVersion
 from inferd.server.models import ModelManager
+from inferd.server.monitoring.freshness import feature_timestamp
 from inferd.server.observer import ServerObserver, VersionObserver
 from inferd.server.request import InferRequest
 from inferd.server.reshape import to_config
@@ -270,6 +271,7 @@ class DataPlane:
                 request = decode(answering.io)
                 request.deadline = request_deadline(request, deadline)
                 request.priority = request_priority(request)
+                feature_timestamp(request.parameters)  # checked here, read by monitoring
             now = time.monotonic()
             if span is not None:
                 request.trace = span  # batch links reach unsampled requests too
@@ -288,6 +290,7 @@ class DataPlane:
                 rows = request.rows
             else:
                 outputs, rows = await cache.answer(answering, request)
+            answering.observer.on_answer(request, outputs)
             return Answer(outputs, answering, request)
         except BaseException as exc:
             status, failure = status_name(exc), exc
@@ -422,6 +425,7 @@ class DataPlane:
             request.deadline = start + SHADOW_TIMEOUT_S
             outputs = await shadow.scheduler.submit(request)
             ok = True
+            shadow.observer.on_answer(request, outputs)  # the challenger's drift
             agree = outputs_agree(expected, outputs)
         except Unavailable:
             dropped = True  # unloading or queue full: not the challenger's answer

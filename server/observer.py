@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+
 if TYPE_CHECKING:
     from inferd.server.request import InferRequest
     from inferd.server.scheduler.records import BatchRecord
@@ -53,6 +55,10 @@ class VersionObserver:
     def on_cache(self, hit: bool) -> None:
         """A response cache lookup for this version (only versions with a cache)."""
 
+    def on_answer(self, request: InferRequest, outputs: dict[str, np.ndarray]) -> None:
+        """A request was answered with ``outputs`` (monitoring samples some);
+        also called for a shadow challenger's answers, which reach nobody."""
+
     # -- scheduler ---------------------------------------------------------------------
 
     def on_pending(self, delta: int) -> None:
@@ -92,7 +98,8 @@ NULL_VERSION_OBSERVER = VersionObserver()
 class ServerObserver:
     """Server-wide events; hands out one ``VersionObserver`` per model version."""
 
-    def version(self, name: str, version: int) -> VersionObserver:
+    def version(self, name: str, version: int, device: str = "cpu") -> VersionObserver:
+        """``device``: where the version's engine runs, ``"cpu"`` or ``"gpu"``."""
         return NULL_VERSION_OBSERVER
 
     def unrouted(self, name: str) -> VersionObserver:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inferd.engines import Engine, load_engine
+from inferd.engines.base import EngineOptions
 from inferd.protos import model_config_pb2
 from inferd.server.model_io import ModelIO
 from inferd.server.model_version import ModelVersion, allowed_roles
@@ -54,12 +55,12 @@ class VersionLoader:
         path: Path,
         platform: str,
         config: model_config_pb2.ModelConfig,
+        settings: EngineOptions,
     ) -> Engine:
         if platform == PYTHON_PLATFORM:
             return load_python_model(
                 name, version, path, config, caller=self.model_caller, loop=self.loop
             )
-        settings = engine_options(config, default_max_batch_size=self.default_max_batch_size)
         return load_engine(platform, path, settings)
 
     def load(
@@ -72,7 +73,8 @@ class VersionLoader:
         card: dict[str, str],
         labels: dict[str, tuple[str, ...]],
     ) -> ModelVersion:
-        engine = self._engine(name, version, path, platform, config)
+        settings = engine_options(config, default_max_batch_size=self.default_max_batch_size)
+        engine = self._engine(name, version, path, platform, config, settings)
         try:
             completed = complete_config(
                 config, engine.signature, default_max_batch_size=self.default_max_batch_size
@@ -100,7 +102,7 @@ class VersionLoader:
             engine.close()
             raise
         stats = ModelStats()
-        observer = self.observer.version(name, version)
+        observer = self.observer.version(name, version, device_kind(platform, settings))
         probe_inputs = synthetic_inputs(io, options.sizes[0] if io.batched else 1)
 
         def probe() -> object:
@@ -168,6 +170,15 @@ class VersionLoader:
             },
         )
         return sizes
+
+
+def device_kind(platform: str, settings: EngineOptions) -> str:
+    """``"gpu"`` when the engine runs on a GPU (TensorRT, or a GPU provider
+    first in line), else ``"cpu"``; monitoring prices its time by it."""
+    if platform.startswith("tensorrt"):
+        return "gpu"
+    first = settings.providers[0] if settings.providers else "CPUExecutionProvider"
+    return "cpu" if first in ("CPUExecutionProvider", "OpenVINOExecutionProvider") else "gpu"
 
 
 async def retire(version: ModelVersion) -> None:

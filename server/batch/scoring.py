@@ -19,6 +19,7 @@ from inferd.server.errors import InferdError
 from inferd.server.model_io import ModelIO, TensorInfo
 from inferd.server.request import InferRequest
 from inferd.server.reshape import to_config
+from inferd.server.scheduler.dispatch import BatchingScheduler
 
 
 class Scorer(Protocol):
@@ -53,10 +54,12 @@ class LocalScorer:
         self.io = chosen.io
         self.batch_size = max(1, chosen.io.max_batch_size)
         # One call queued behind each running one keeps every slot busy.
-        self.concurrency = 2 * max(1, chosen.engine.max_concurrency)
+        slots = chosen.engine.max_concurrency if chosen.engine is not None else 1
+        self.concurrency = 2 * max(1, slots)
         # Nothing else waits on this loop: a single-slot engine runs on it,
-        # with no thread hop between one batch and the next.
-        chosen.scheduler.run_on_loop()
+        # with no thread hop between one batch and the next (ensembles have no engine).
+        if isinstance(chosen.scheduler, BatchingScheduler):
+            chosen.scheduler.run_on_loop()
         self.parameters = {k: v.string_value for k, v in chosen.config.parameters.items()}
         self._outputs = tuple(outputs)
 

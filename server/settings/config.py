@@ -27,6 +27,7 @@ from inferd.server.grpc.watch_budget import (
     DEFAULT_MAX_WATCH_STREAMS,
     DEFAULT_MAX_WATCH_STREAMS_PER_CONNECTION,
 )
+from inferd.server.monitoring.settings import MonitorSettings
 from inferd.server.settings.checks import connection_age_options
 from inferd.server.settings.options import KiB, MiB, OldFlag, described, option
 
@@ -40,6 +41,7 @@ _MODELS = "models and faults"
 _SECURITY = "security (docs/security.md)"
 _SPREAD = "load spreading across replicas (docs/kubernetes.md)"
 _PROCESS = "process (inferd serve only)"
+_MONITORING = "model monitoring (docs/monitoring.md)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +279,43 @@ class ServerConfig:
     #: Workers record (multiprocess mode) and leave serving to their supervisor.
     serve_metrics: bool = option(True, help="serve /metrics from this process", public=False)
     log_requests: bool = option(False, help="log one line per inference request")
+    # -- model monitoring (docs/monitoring.md) ------------------------------------------------
+    monitoring: bool = option(
+        True,
+        group=_MONITORING,
+        help="drift, input quality, feature freshness and cost metrics (needs --metrics-port)",
+    )
+    monitor_sample_rate: float = option(
+        0.02, group=_MONITORING, help="share of answered requests sampled", minimum=0
+    )
+    monitor_reference_rows: int = option(
+        1000,
+        group=_MONITORING,
+        help="sampled rows captured as the reference of a model without monitoring/reference.json",
+        minimum=1,
+    )
+    drift_window_rows: int = option(
+        1000, group=_MONITORING, help="sampled rows in a drift window", minimum=4
+    )
+    drift_window_s: float = option(
+        600.0, group=_MONITORING, help="oldest sample a drift window keeps", minimum=0.001
+    )
+    drift_min_rows: int = option(
+        500, group=_MONITORING, help="fewest rows a window needs to give a drift value", minimum=1
+    )
+    drift_psi_threshold: float = option(
+        0.2, group=_MONITORING, help="PSI over which drift is reported (and alerts)", minimum=0
+    )
+    monitor_interval_s: float = option(
+        1.0, group=_MONITORING, help="how often samples and costs are processed", minimum=0.001
+    )
+    cost_per_cpu_hour: float = option(
+        0.0, group=_MONITORING, help="price of one CPU core hour (any currency)", minimum=0
+    )
+    cost_per_gpu_hour: float = option(
+        0.0, group=_MONITORING, help="price of one GPU hour (same currency)", minimum=0
+    )
+
     #: Freezing the loaded server (``gc.freeze``) spares later full
     #: collections from scanning it (docs/experiments/gc-freeze-and-gil-switch.md).
     #: Process wide: embedding code and tests, whose objects would be frozen
@@ -420,6 +459,20 @@ class ServerConfig:
     def inflight_request_bytes(self) -> int:
         """``max_inflight_request_bytes`` or its default."""
         return self.max_inflight_request_bytes or 4 * self.max_message_bytes
+
+    @property
+    def monitor_settings(self) -> MonitorSettings:
+        return MonitorSettings(
+            sample_rate=self.monitor_sample_rate,
+            reference_rows=self.monitor_reference_rows,
+            window_rows=self.drift_window_rows,
+            window_s=self.drift_window_s,
+            min_rows=self.drift_min_rows,
+            psi_threshold=self.drift_psi_threshold,
+            interval_s=self.monitor_interval_s,
+            cost_per_cpu_hour=self.cost_per_cpu_hour,
+            cost_per_gpu_hour=self.cost_per_gpu_hour,
+        )
 
     @property
     def auth_enabled(self) -> bool:
