@@ -40,7 +40,7 @@ from inferd.protos.inferd.admin.v1 import admin_pb2_grpc as admin_grpc
 from inferd.server.about import SERVER_VERSION
 from inferd.server.audit import AuditLog
 from inferd.server.auth import ROLE_ADMIN, AuthConfigError, MethodPolicy
-from inferd.server.auth.gate import ALLOW_FLAG, AuthGate
+from inferd.server.auth.gate import AuthGate
 from inferd.server.credentials import (
     auth_interceptors,
     load_authenticator,
@@ -60,6 +60,7 @@ from inferd.server.http import HttpServer
 from inferd.server.lifecycle.controller import LifecycleController, ModelControlMode
 from inferd.server.lifecycle.state import StateStore
 from inferd.server.models import ModelManager
+from inferd.server.monitoring.settings import monitor_settings
 from inferd.server.monitoring.worker import Monitoring
 from inferd.server.ports import port_free
 from inferd.server.repository import ModelRepository
@@ -135,7 +136,7 @@ class InferdServer:
         self.monitoring: Monitoring | None = None
         if self.metrics is not None and config.monitoring:
             self.monitoring = Monitoring(
-                config.monitor_settings, self.metrics.registry, repository.root
+                monitor_settings(config), self.metrics.registry, repository.root
             )
         self.telemetry = Telemetry(self.metrics, tracing, triton, self.monitoring)
         self.response_cache = (
@@ -306,7 +307,7 @@ class InferdServer:
         )
         if self.authenticator is not None and self.certificates is None:
             log.warning("bearer credentials are accepted over plaintext; enable TLS off localhost")
-        self._log_control_plane()
+        self.gate.log_control_plane()
         await self.lifecycle.start(load=load, load_models=self.config.load_models)
         self.models.mark_started()
         if config.gc_freeze:
@@ -316,23 +317,6 @@ class InferdServer:
             # READY only after warmup: the load above includes it.
             await self.health.mark_started()
         return port
-
-    def _log_control_plane(self) -> None:
-        """Say who may load and unload models: the operator must know."""
-        if self.gate.configured:
-            return
-        if self.gate.allow_unauthenticated_admin:
-            log.warning(
-                "no authentication configured and %s: every caller may load and unload "
-                "models and use the admin service",
-                ALLOW_FLAG,
-            )
-        else:
-            log.info(
-                "no authentication configured: model load/unload and the admin service are "
-                "refused (configure tokens, JWT keys or client-certificate roles, or pass %s)",
-                ALLOW_FLAG,
-            )
 
     async def _start_http(self) -> None:
         assert self.http is not None

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inferd.server.settings import ServerConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,3 +30,18 @@ class MonitorSettings:
     cost_per_gpu_hour: float = 0.0
     #: Sampled requests waiting for the thread; more are dropped (and counted).
     queue_max: int = 512
+
+
+def monitor_settings(config: ServerConfig) -> MonitorSettings:
+    """The monitoring part of the server's settings."""
+    return MonitorSettings(
+        sample_rate=config.monitor_sample_rate,
+        reference_rows=config.monitor_reference_rows,
+        window_rows=config.drift_window_rows,
+        window_s=config.drift_window_s,
+        min_rows=config.drift_min_rows,
+        psi_threshold=config.drift_psi_threshold,
+        interval_s=config.monitor_interval_s,
+        cost_per_cpu_hour=config.cost_per_cpu_hour,
+        cost_per_gpu_hour=config.cost_per_gpu_hour,
+    )

@@ -27,7 +27,6 @@ from inferd.server.grpc.watch_budget import (
     DEFAULT_MAX_WATCH_STREAMS,
     DEFAULT_MAX_WATCH_STREAMS_PER_CONNECTION,
 )
-from inferd.server.monitoring.settings import MonitorSettings
 from inferd.server.settings.checks import connection_age_options
 from inferd.server.settings.options import KiB, MiB, OldFlag, described, option
 
@@ -459,20 +458,6 @@ class ServerConfig:
     def inflight_request_bytes(self) -> int:
         """``max_inflight_request_bytes`` or its default."""
         return self.max_inflight_request_bytes or 4 * self.max_message_bytes
-
-    @property
-    def monitor_settings(self) -> MonitorSettings:
-        return MonitorSettings(
-            sample_rate=self.monitor_sample_rate,
-            reference_rows=self.monitor_reference_rows,
-            window_rows=self.drift_window_rows,
-            window_s=self.drift_window_s,
-            min_rows=self.drift_min_rows,
-            psi_threshold=self.drift_psi_threshold,
-            interval_s=self.monitor_interval_s,
-            cost_per_cpu_hour=self.cost_per_cpu_hour,
-            cost_per_gpu_hour=self.cost_per_gpu_hour,
-        )
 
     @property
     def auth_enabled(self) -> bool:
