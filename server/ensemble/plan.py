@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from inferd.protos import model_config_pb2
 from inferd.server.repository.errors import RepositoryError
+from inferd.server.repository.source import ENSEMBLE_PLATFORM
 
-#: Triton's platform name for ensembles.
-ENSEMBLE_PLATFORM = "ensemble"
+__all__ = ["ENSEMBLE_PLATFORM", "EnsemblePlan", "Step", "build_plan", "composing_models"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -319,3 +319,25 @@ async def test_a_drain_lets_an_admitted_ensemble_request_finish_its_steps(
         assert await drained
     finally:
         await models.close()
+
+
+# -- the repository's view of an ensemble ---------------------------------------------------
+
+
+def test_an_ensemble_version_is_a_directory_and_has_no_backend(tmp_path: Path) -> None:
+    from inferd.server.repository import ModelRepository, RepositoryError
+
+    root = chain_and_diamond(tmp_path / "models")
+    (root / "chain" / "2").mkdir()
+    (root / "chain" / "config.pbtxt").write_text(
+        (root / "chain" / "config.pbtxt").read_text() + "version_policy { all {} }\n"
+    )
+    source = ModelRepository(root).source("chain")
+    assert source.platform == "ensemble"
+    assert sorted(source.versions) == [1, 2]  # empty version directories are versions
+    assert source.config.backend == "" and source.config.default_model_filename == ""
+    (root / "chain" / "config.pbtxt").write_text(
+        (root / "chain" / "config.pbtxt").read_text() + 'backend: "onnxruntime"\n'
+    )
+    with pytest.raises(RepositoryError, match="an ensemble has no backend"):
+        ModelRepository(root).source("chain")
