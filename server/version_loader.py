@@ -55,12 +55,13 @@ class VersionLoader:
         path: Path,
         platform: str,
         config: model_config_pb2.ModelConfig,
-        settings: EngineOptions,
+        settings: EngineOptions | None,
     ) -> Engine:
         if platform == PYTHON_PLATFORM:
             return load_python_model(
                 name, version, path, config, caller=self.model_caller, loop=self.loop
             )
+        assert settings is not None
         return load_engine(platform, path, settings)
 
     def load(
@@ -73,7 +74,11 @@ class VersionLoader:
         card: dict[str, str],
         labels: dict[str, tuple[str, ...]],
     ) -> ModelVersion:
-        settings = engine_options(config, default_max_batch_size=self.default_max_batch_size)
+        settings = (
+            None  # a Python model's process reads its own instance settings
+            if platform == PYTHON_PLATFORM
+            else engine_options(config, default_max_batch_size=self.default_max_batch_size)
+        )
         engine = self._engine(name, version, path, platform, config, settings)
         try:
             completed = complete_config(
@@ -102,7 +107,8 @@ class VersionLoader:
             engine.close()
             raise
         stats = ModelStats()
-        observer = self.observer.version(name, version, device_kind(platform, settings))
+        device = "cpu" if settings is None else device_kind(platform, settings)
+        observer = self.observer.version(name, version, device)
         probe_inputs = synthetic_inputs(io, options.sizes[0] if io.batched else 1)
 
         def probe() -> object:
