@@ -212,7 +212,12 @@ class PythonEngine(Engine):
     def _exited(self, process: ModelProcess, reason: str) -> None:
         if self._closed:
             return
-        log.error("%s exited (%s); restarting it", process.label, reason)
+        log.error(
+            "%s exited (%s); restarting it",
+            process.label,
+            reason,
+            extra={"event": "model_process_exited", "model": self.name, "reason": reason},
+        )
         if self.on_down is not None:
             try:
                 self.on_down(f"{process.label} exited ({reason})")
@@ -241,7 +246,12 @@ class PythonEngine(Engine):
                 process.stop(timeout_s=10.0)
                 return
             self._started_at[key] = time.monotonic()
-            log.info("%s restarted (pid %s)", process.label, process.pid)
+            log.info(
+                "%s restarted (pid %s)",
+                process.label,
+                process.pid,
+                extra={"event": "model_process_restarted", "model": self.name},
+            )
             return
 
     def close(self) -> None:

@@ -131,6 +131,7 @@ class ModelProcess:
                 try:
                     message = conn.recv()
                 except (EOFError, OSError):
+                    _reap(process)
                     return f"the model process exited while loading ({exit_text(process)})"
                 return None if message[0] == "ready" else str(message[1])
             if process.poll() is not None:
