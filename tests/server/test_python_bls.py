@@ -107,3 +107,18 @@ def test_bls_call_with_bad_inputs_gets_invalid_arg(
         answer = client.infer("relay", {"x": -X}, timeout=30)
     assert answer["code"][0, 0] == INVALID_ARG
     assert "unknown input 'wrong'" in answer["error"][0, 0].decode()
+
+
+def test_bls_model_with_inline_dispatch_still_answers(
+    make_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    """``inline_max_us`` runs fast batches on the event loop; a Python model's
+    batch must not, or its BLS call would wait for the loop it blocks."""
+    root = python_repository(tmp_path / "models")
+    inline = RELAY_CONFIG + 'parameters { key: "inline_max_us" value { string_value: "10000" } }\n'
+    write_python_model(root, "relay", inline, RELAY_MODEL)
+    server = make_server(root)
+    with InferenceClient(server.address) as client:
+        for _ in range(3):  # the first batch seeds the latency model; later ones could inline
+            answer = client.infer("relay", {"x": X}, timeout=30)
+            np.testing.assert_array_equal(answer["y"], X)
