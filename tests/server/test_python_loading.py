@@ -133,3 +133,10 @@ def test_execution_env_path_runs_the_model_in_that_environment(
     assert answer["prefix"][0] == str(env).encode()
     assert "names an archive" in index["packed"]["reason"]
     assert "names no Python environment" in index["empty"]["reason"]
+
+
+def test_restart_delays_double_up_to_a_cap() -> None:
+    from inferd.server.python_backend.engine import restart_delay_s
+
+    assert [restart_delay_s(n) for n in range(9)] == [0.25, 0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert restart_delay_s(10_000) == 30  # no overflow however long it keeps failing
