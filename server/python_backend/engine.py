@@ -51,7 +51,7 @@ RESTART_RESET_S = 60.0
 def restart_delay_s(failures: int) -> float:
     """Seconds before restarting an instance that has failed to stay up
     ``failures`` times in a row: 0.25, 0.5, 1, ... up to 30."""
-    return min(RESTART_FIRST_S * 2 ** min(failures, 16), RESTART_MAX_S)
+    return min(RESTART_FIRST_S * float(2 ** min(failures, 16)), RESTART_MAX_S)
 
 
 class ModelCaller(Protocol):
