@@ -66,9 +66,13 @@ def test_unsupported_python_configs_fail_their_load_with_the_reason(
     make_server: Callable[..., ServerThread], tmp_path: Path
 ) -> None:
     root = python_repository(tmp_path / "models")
-    decoupled = CONFIG.replace('name: "m"', 'name: "decoupled"').replace(
-        "instance_group", "model_transaction_policy { decoupled: true }\ninstance_group"
-    )
+    decoupled = """
+name: "decoupled"
+backend: "python"
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] } ]
+model_transaction_policy { decoupled: true }
+"""
     write_python_model(root, "decoupled", decoupled, "class TritonPythonModel: pass\n")
     write_python_model(root, "no_io", 'name: "no_io" backend: "python"', "")
     server = make_server(root)
