@@ -26,7 +26,8 @@ def array_request(
                 f"unknown input '{name}'; the model's inputs are {sorted(io.inputs)}"
             )
         want = NUMPY_DTYPES[info.datatype]
-        if array.dtype.kind in "SU" and info.datatype == "BYTES":
+        if info.datatype == "BYTES" and array.dtype.kind in "SUO":
+            # Text as the protocol carries it: bytes (a model may hand over str).
             array = np.vectorize(_as_bytes, otypes=[object])(array)
         if array.dtype != want:
             raise InvalidArgument(

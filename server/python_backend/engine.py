@@ -48,6 +48,12 @@ RESTART_MAX_S = 30.0
 RESTART_RESET_S = 60.0
 
 
+def restart_delay_s(failures: int) -> float:
+    """Seconds before restarting an instance that has failed to stay up
+    ``failures`` times in a row: 0.25, 0.5, 1, ... up to 30."""
+    return min(RESTART_FIRST_S * float(2 ** min(failures, 16)), RESTART_MAX_S)
+
+
 class ModelCaller(Protocol):
     """Runs a BLS request on a model of this server (the data plane)."""
 
@@ -212,7 +218,12 @@ class PythonEngine(Engine):
     def _exited(self, process: ModelProcess, reason: str) -> None:
         if self._closed:
             return
-        log.error("%s exited (%s); restarting it", process.label, reason)
+        log.error(
+            "%s exited (%s); restarting it",
+            process.label,
+            reason,
+            extra={"event": "model_process_exited", "model": self.name, "reason": reason},
+        )
         if self.on_down is not None:
             try:
                 self.on_down(f"{process.label} exited ({reason})")
@@ -228,7 +239,7 @@ class PythonEngine(Engine):
             self._failures[key] = 0
         while not self._closed:
             failures = self._failures.get(key, 0)
-            time.sleep(min(RESTART_FIRST_S * 2**failures, RESTART_MAX_S))
+            time.sleep(restart_delay_s(failures))
             self._failures[key] = failures + 1
             if self._closed:
                 return
@@ -241,7 +252,12 @@ class PythonEngine(Engine):
                 process.stop(timeout_s=10.0)
                 return
             self._started_at[key] = time.monotonic()
-            log.info("%s restarted (pid %s)", process.label, process.pid)
+            log.info(
+                "%s restarted (pid %s)",
+                process.label,
+                process.pid,
+                extra={"event": "model_process_restarted", "model": self.name},
+            )
             return
 
     def close(self) -> None:

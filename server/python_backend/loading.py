@@ -16,6 +16,10 @@ from inferd.protos import model_config_pb2
 from inferd.protos.datatypes import CONFIG_TO_V2, NUMPY_DTYPES
 from inferd.server.python_backend.engine import ModelCaller, PythonEngine
 
+#: Triton's parameter naming the Python environment a model runs in.
+ENV_PARAM = "EXECUTION_ENV_PATH"
+MODEL_DIR_VAR = "$$TRITON_MODEL_DIRECTORY"
+
 #: Config fields holding int64 lists, which protobuf's JSON writes as strings.
 _INT64_LISTS = ("dims", "shape")
 
@@ -80,14 +84,36 @@ def load_python_model(
             f"model '{name}': decoupled Python models (response senders) are not supported"
         )
     signature = config_signature(config)
+    python = environment_python(name, config, model_file.parent.parent)
     setups = [
         {
             "model_file": str(model_file),
             "args": initialize_args(name, version, model_file, config, i),
+            "python": python,
         }
         for i in range(len(instances(config)))
     ]
     return PythonEngine(name, signature, setups, caller=caller, loop=loop)
+
+
+def environment_python(
+    name: str, config: model_config_pb2.ModelConfig, model_dir: Path
+) -> str | None:
+    """The interpreter of the Python environment (a venv or conda env
+    directory) the ``EXECUTION_ENV_PATH`` parameter names, None without one.
+    ``$$TRITON_MODEL_DIRECTORY`` stands for the model's directory, as in
+    Triton; a relative path is taken from there."""
+    if ENV_PARAM not in config.parameters:
+        return None
+    text = config.parameters[ENV_PARAM].string_value.replace(MODEL_DIR_VAR, str(model_dir))
+    where = f"model '{name}': parameter {ENV_PARAM}"
+    path = model_dir / text
+    if path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        raise EngineError(f"{where} names an archive; unpack it and name the directory")
+    for candidate in (path / "bin" / "python3", path / "bin" / "python"):
+        if candidate.is_file():
+            return str(candidate)
+    raise EngineError(f"{where} names no Python environment (no bin/python3 in it)")
 
 
 def instances(config: model_config_pb2.ModelConfig) -> list[tuple[str, int]]:

@@ -22,8 +22,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
+import inferd
 from inferd.engines.base import EngineError, EngineRequestError, RequestCall, RequestResult
 from inferd.engines.messages import clean_message
 from inferd.server.python_backend.transport import Transport, sweep, unpack
@@ -37,17 +39,30 @@ BlsHook = Callable[
 ]
 
 
+#: Where a process that died before it could say why wrote its traceback.
+_SEE_LOG = "; its output is in the server's log"
+
+#: The folder holding the ``inferd`` package: all an environment of the
+#: model's own (``EXECUTION_ENV_PATH``) needs from the server's.
+IMPORT_ROOT = str(Path(inferd.__file__).parent.parent)
+
+
 def spawn(setup: dict[str, Any]) -> tuple[subprocess.Popen[bytes], Connection]:
     """Start ``python -m inferd.server.python_backend.stub`` with one end of
     a socket pair, and send it ``setup``. A fresh interpreter (not a fork of
-    the server, nor multiprocessing's spawn, which re-imports ``__main__``)."""
+    the server, nor multiprocessing's spawn, which re-imports ``__main__``):
+    the server's, or ``setup["python"]`` (the model's own environment, which
+    then sees only inferd from the server's path)."""
     ours, theirs = socket.socketpair()
     env = dict(os.environ)
-    paths = [p for p in sys.path if p and os.path.isdir(p)]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
+    python = setup.get("python") or sys.executable
+    if setup.get("python"):
+        env["PYTHONPATH"] = IMPORT_ROOT
+    else:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "inferd.server.python_backend.stub", str(theirs.fileno())],
+            [python, "-m", "inferd.server.python_backend.stub", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
             env=env,
@@ -131,10 +146,13 @@ class ModelProcess:
                 try:
                     message = conn.recv()
                 except (EOFError, OSError):
-                    return f"the model process exited while loading ({exit_text(process)})"
+                    _reap(process)
+                    return (
+                        f"the model process exited while loading ({exit_text(process)}{_SEE_LOG})"
+                    )
                 return None if message[0] == "ready" else str(message[1])
             if process.poll() is not None:
-                return f"the model process exited while loading ({exit_text(process)})"
+                return f"the model process exited while loading ({exit_text(process)}{_SEE_LOG})"
         process.kill()
         return f"the model did not initialize within {timeout_s:.0f} s"
 

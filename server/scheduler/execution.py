@@ -253,7 +253,10 @@ class Executor:
             log.exception("telemetry hook on_dispatch failed")
             token = None
         batch = Batch(entries, size, rows, plan, predicted, now, token)
-        if 0 < predicted <= self.options.inline_max_s and self.slots.total == 1:
+        # Never inline an engine that takes requests apart: a Python model's
+        # BLS calls need the event loop this would block.
+        inline = 0 < predicted <= self.options.inline_max_s and self.slots.total == 1
+        if inline and not self.engine.takes_requests:
             self.run_inline(batch)
             return
         batch_id = self.slots.next_id()

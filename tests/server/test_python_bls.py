@@ -107,3 +107,78 @@ def test_bls_call_with_bad_inputs_gets_invalid_arg(
         answer = client.infer("relay", {"x": -X}, timeout=30)
     assert answer["code"][0, 0] == INVALID_ARG
     assert "unknown input 'wrong'" in answer["error"][0, 0].decode()
+
+
+def test_bls_model_with_inline_dispatch_still_answers(
+    make_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    """``inline_max_us`` runs fast batches on the event loop; a Python model's
+    batch must not, or its BLS call would wait for the loop it blocks."""
+    root = python_repository(tmp_path / "models")
+    inline = RELAY_CONFIG + 'parameters { key: "inline_max_us" value { string_value: "10000" } }\n'
+    write_python_model(root, "relay", inline, RELAY_MODEL)
+    server = make_server(root)
+    with InferenceClient(server.address) as client:
+        for _ in range(3):  # the first batch seeds the latency model; later ones could inline
+            answer = client.infer("relay", {"x": X}, timeout=30)
+            np.testing.assert_array_equal(answer["y"], X)
+
+
+TEXT_CONFIG = """
+name: "{name}"
+backend: "python"
+max_batch_size: 8
+input [ {{ name: "t" data_type: TYPE_STRING dims: [ 1 ] }} ]
+output [ {{ name: "u" data_type: TYPE_STRING dims: [ 1 ] }} ]
+"""
+UPPER_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            t = pb_utils.get_input_tensor_by_name(request, "t").as_numpy()
+            assert all(isinstance(v, bytes) for v in t.ravel()), "BYTES arrive as bytes"
+            u = np.vectorize(lambda v: v.upper(), otypes=[object])(t)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("u", u)]))
+        return responses
+"""
+#: Hands ``upper`` its text as Python str objects, as model code often has it.
+TEXT_RELAY_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            t = pb_utils.get_input_tensor_by_name(request, "t").as_numpy()
+            text = np.vectorize(lambda v: v.decode(), otypes=[object])(t)
+            answer = pb_utils.InferenceRequest(
+                model_name="upper", requested_output_names=["u"],
+                inputs=[pb_utils.Tensor("t", text)],
+            ).exec()
+            if answer.has_error():
+                responses.append(pb_utils.InferenceResponse(error=answer.error()))
+                continue
+            u = pb_utils.get_output_tensor_by_name(answer, "u").as_numpy()
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("u", u)]))
+        return responses
+"""
+
+
+def test_bls_text_as_str_reaches_the_callee_as_bytes(
+    make_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    root = python_repository(tmp_path / "models")
+    write_python_model(root, "upper", TEXT_CONFIG.format(name="upper"), UPPER_MODEL)
+    write_python_model(root, "text_relay", TEXT_CONFIG.format(name="text_relay"), TEXT_RELAY_MODEL)
+    server = make_server(root)
+    text = np.array([[b"caf\xc3\xa9"], [b"abc"]], dtype=object)
+    with InferenceClient(server.address) as client:
+        answer = client.infer("text_relay", {"t": text}, timeout=30)
+    assert answer["u"].tolist() == [[b"CAF\xc3\xa9"], [b"ABC"]]  # bytes.upper: ASCII only

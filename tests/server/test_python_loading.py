@@ -66,9 +66,13 @@ def test_unsupported_python_configs_fail_their_load_with_the_reason(
     make_server: Callable[..., ServerThread], tmp_path: Path
 ) -> None:
     root = python_repository(tmp_path / "models")
-    decoupled = CONFIG.replace('name: "m"', 'name: "decoupled"').replace(
-        "instance_group", "model_transaction_policy { decoupled: true }\ninstance_group"
-    )
+    decoupled = """
+name: "decoupled"
+backend: "python"
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] } ]
+model_transaction_policy { decoupled: true }
+"""
     write_python_model(root, "decoupled", decoupled, "class TritonPythonModel: pass\n")
     write_python_model(root, "no_io", 'name: "no_io" backend: "python"', "")
     server = make_server(root)
@@ -77,3 +81,66 @@ def test_unsupported_python_configs_fail_their_load_with_the_reason(
         assert client.is_model_ready("echo")
     assert "decoupled Python models" in index["decoupled"]["reason"]
     assert "must declare its inputs and outputs" in index["no_io"]["reason"]
+
+
+ENV_CONFIG = """
+name: "{name}"
+backend: "python"
+max_batch_size: 0
+input [ {{ name: "x" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+output [ {{ name: "prefix" data_type: TYPE_STRING dims: [ 1 ] }} ]
+parameters {{ key: "EXECUTION_ENV_PATH" value {{ string_value: "{env}" }} }}
+"""
+ENV_MODEL = """
+import sys
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        prefix = np.array([sys.prefix.encode()], dtype=object)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("prefix", prefix)]) for _ in requests]
+"""
+
+
+def test_execution_env_path_runs_the_model_in_that_environment(
+    make_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    """A venv of the model's own (given numpy through a .pth file here);
+    ``$$TRITON_MODEL_DIRECTORY`` names the model's directory, as in Triton.
+    An archive or a folder without an interpreter fails the load."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    root = python_repository(tmp_path / "models")
+    env = root / "own_env" / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site = env / "lib" / version / "site-packages"
+    (site / "server_numpy.pth").write_text(str(Path(np.__file__).parent.parent) + "\n")
+    own = ENV_CONFIG.format(name="own_env", env="$$TRITON_MODEL_DIRECTORY/venv")
+    write_python_model(root, "own_env", own, ENV_MODEL)
+    packed = ENV_CONFIG.format(name="packed", env="env.tar.gz")
+    write_python_model(root, "packed", packed, ENV_MODEL)
+    (root / "empty" / "not_an_env").mkdir(parents=True)
+    empty = ENV_CONFIG.format(name="empty", env="not_an_env")
+    write_python_model(root, "empty", empty, ENV_MODEL)
+    server = make_server(root)
+    x = np.ones(1, dtype=np.float32)
+    with InferenceClient(server.address) as client:
+        answer = client.infer("own_env", {"x": x}, timeout=30)
+        index = {m["name"]: m for m in client.repository_index()}
+    assert answer["prefix"][0] == str(env).encode()
+    assert "names an archive" in index["packed"]["reason"]
+    assert "names no Python environment" in index["empty"]["reason"]
+
+
+def test_restart_delays_double_up_to_a_cap() -> None:
+    from inferd.server.python_backend.engine import restart_delay_s
+
+    assert [restart_delay_s(n) for n in range(9)] == [0.25, 0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert restart_delay_s(10_000) == 30  # no overflow however long it keeps failing
