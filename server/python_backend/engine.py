@@ -19,8 +19,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from inferd.engines.base import (
     Signature,
 )
 from inferd.server.errors import InferdError
+from inferd.server.model_link import ModelCaller
 from inferd.server.python_backend.outputs import checked_outputs
 from inferd.server.python_backend.process import ModelProcess
 from inferd.server.python_backend.transport import unpack
@@ -46,19 +47,6 @@ RESTART_FIRST_S = 0.25
 RESTART_MAX_S = 30.0
 #: An instance that ran this long before dying restarts after the first delay again.
 RESTART_RESET_S = 60.0
-
-
-class ModelCaller(Protocol):
-    """Runs a BLS request on a model of this server (the data plane)."""
-
-    def __call__(
-        self,
-        model: str,
-        version: str,
-        inputs: dict[str, np.ndarray],
-        outputs: tuple[str, ...],
-        deadline: float | None,
-    ) -> Coroutine[Any, Any, dict[str, np.ndarray]]: ...
 
 
 class PythonEngine(Engine):

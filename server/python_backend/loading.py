@@ -14,7 +14,8 @@ from google.protobuf import json_format
 from inferd.engines.base import EngineError, Signature, TensorSpec
 from inferd.protos import model_config_pb2
 from inferd.protos.datatypes import CONFIG_TO_V2, NUMPY_DTYPES
-from inferd.server.python_backend.engine import ModelCaller, PythonEngine
+from inferd.server.model_link import ModelCaller
+from inferd.server.python_backend.engine import PythonEngine
 
 #: Config fields holding int64 lists, which protobuf's JSON writes as strings.
 _INT64_LISTS = ("dims", "shape")
