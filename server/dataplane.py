@@ -142,9 +142,8 @@ class DataPlane:
         #: Refused calls waiting for it now.
         self.refusals_waiting = 0
         self._shadows: set[asyncio.Task[None]] = set()
-        # Ensembles loaded before (or after) this data plane run their steps here.
-        models.steps.bind(self.run_step)
-        models.set_model_caller(self.call_model)
+        # Ensembles and Python models loaded before (or after) this data plane call here.
+        models.link.bind(self.run_step, self.call_model)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -331,6 +330,7 @@ class DataPlane:
             protocol="ensemble",
             nested=True,
         )
+
     async def call_model(
         self,
         model: str,

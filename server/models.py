@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferd.engines import EngineError
-from inferd.server.ensemble.link import StepLink
 from inferd.server.ensemble.loader import load_composing, load_ensemble
 from inferd.server.ensemble.plan import ENSEMBLE_PLATFORM, Step
 from inferd.server.errors import FailedPrecondition, InferdError, NotFound, Unavailable
 from inferd.server.model_io import ModelIO
+from inferd.server.model_link import ModelLink
 from inferd.server.model_version import LoadReport, ModelVersion, State
 from inferd.server.observer import ServerObserver
-from inferd.server.python_backend.engine import ModelCaller
 from inferd.server.repository import ModelRepository, ModelSource, RepositoryError
 from inferd.server.response_cache import ResponseCache
 from inferd.server.version_loader import VersionLoader, retire, source_key
@@ -90,6 +89,9 @@ class ModelManager:
         self.observer = observer or ServerObserver()
         #: Versions to keep loaded besides the policy's (set by the lifecycle layer).
         self.pins: Pins = pins or _no_pins
+        #: Ensemble steps and Python models' BLS calls reach other models
+        #: through this; the data plane binds it (whenever it is built).
+        self.link = ModelLink()
         self._loader = VersionLoader(
             self.observer,
             self._notify,
@@ -97,16 +99,11 @@ class ModelManager:
             engine_timeout_s=engine_timeout_s,
             failure_threshold=failure_threshold,
             probe_interval_s=probe_interval_s,
+            model_caller=self.link.call_model,
         )
         self._listeners: list[Callable[[], None]] = []
-        #: Ensembles reach their steps through this; the data plane binds it.
-        self.steps = StepLink()
         self._models: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-
-    def set_model_caller(self, caller: ModelCaller) -> None:
-        """How Python models call other models (BLS): the data plane's entry."""
-        self._loader.model_caller = caller
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (on the event loop) whenever a model's readiness
@@ -261,7 +258,7 @@ class ModelManager:
             if source.platform == ENSEMBLE_PLATFORM:
                 observer = self.observer.version(name, version)
                 loaded = load_ensemble(
-                    name, version, source.config, source.card, observer, self.steps, self.step_io
+                    name, version, source.config, source.card, observer, self.link, self.step_io
                 )
             else:
                 loaded = await asyncio.to_thread(

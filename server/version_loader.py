@@ -17,9 +17,10 @@ from inferd.engines import Engine, load_engine
 from inferd.engines.base import EngineOptions
 from inferd.protos import model_config_pb2
 from inferd.server.model_io import ModelIO
+from inferd.server.model_link import ModelCaller
 from inferd.server.model_version import ModelVersion, allowed_roles
 from inferd.server.observer import ServerObserver
-from inferd.server.python_backend.engine import PYTHON_PLATFORM, ModelCaller, PythonEngine
+from inferd.server.python_backend.engine import PYTHON_PLATFORM, PythonEngine
 from inferd.server.python_backend.loading import load_python_model
 from inferd.server.repository import ModelSource, complete_config, engine_options, tree_fingerprint
 from inferd.server.scheduler.dispatch import BatchingScheduler
@@ -43,7 +44,7 @@ class VersionLoader:
     engine_timeout_s: float | None = None
     failure_threshold: int = 3
     probe_interval_s: float = 5.0
-    #: Runs Python models' BLS requests (the data plane sets it).
+    #: Runs Python models' BLS requests (the manager's ``ModelLink``).
     model_caller: ModelCaller | None = None
     #: The server's event loop (BLS requests run on it); set before each load.
     loop: asyncio.AbstractEventLoop | None = None

@@ -1,25 +1,12 @@
-"""How an ensemble reaches its composing models: a late-bound link to the
-data plane.
-
-An ensemble's steps must go through the data plane (routing, the composing
-model's scheduler and batching, statistics, a trace span per step), but the
-data plane sits above the schedulers and is built after the model manager
-that loads ensembles. So the manager owns a ``StepLink``, ensembles hold it
-from load time, and the data plane binds its step runner into it when it is
-built (``DataPlane.__init__``). Imports stay one-directional: this package
-never imports the data plane; the data plane fills in the link's callable.
-Until the link is bound (a manager without a data plane), a step answers
-UNAVAILABLE.
-"""
+"""What an ensemble step hands the data plane and gets back, through the
+late-bound ``ModelLink`` (server/model_link.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from inferd.server.errors import Unavailable
 from inferd.server.model_io import ModelIO
 from inferd.server.request import InferRequest, ParamValue
 
@@ -55,28 +42,3 @@ class StepAnswer:
     io: ModelIO
     #: The step's request as the data plane decoded it (its timings filled in).
     request: InferRequest
-
-
-StepRunner = Callable[[StepCall], Awaitable[StepAnswer]]
-
-
-class StepLink:
-    """The data plane's step runner, bound after the ensembles that use it are built."""
-
-    __slots__ = ("_runner",)
-
-    def __init__(self) -> None:
-        self._runner: StepRunner | None = None
-
-    def bind(self, runner: StepRunner) -> None:
-        self._runner = runner
-
-    @property
-    def bound(self) -> bool:
-        return self._runner is not None
-
-    async def run(self, call: StepCall) -> StepAnswer:
-        runner = self._runner
-        if runner is None:
-            raise Unavailable(f"ensemble '{call.ensemble}' cannot run: no data plane is serving")
-        return await runner(call)

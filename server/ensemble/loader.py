@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 from inferd.protos import model_config_pb2
 from inferd.server.ensemble.checks import StepIO, check_steps
-from inferd.server.ensemble.link import StepLink
 from inferd.server.ensemble.plan import ENSEMBLE_PLATFORM, build_plan, composing_models
 from inferd.server.ensemble.scheduler import EnsembleScheduler
 from inferd.server.errors import InferdError
 from inferd.server.model_io import ModelIO
+from inferd.server.model_link import ModelLink
 from inferd.server.model_version import ModelVersion, allowed_roles
 from inferd.server.observer import VersionObserver
 from inferd.server.repository.errors import RepositoryError
@@ -52,7 +52,7 @@ def load_ensemble(
     config: model_config_pb2.ModelConfig,
     card: dict[str, str],
     observer: VersionObserver,
-    link: StepLink,
+    link: ModelLink,
     step_io: StepIO,
 ) -> ModelVersion:
     """Raises ``RepositoryError`` with the reason the ensemble cannot load."""

@@ -1,5 +1,5 @@
 """``EnsembleScheduler``: an ensemble's requests, run step by step through
-the data plane (``StepLink``), so each step is queued and batched by its own
+the data plane (``ModelLink``), so each step is queued and batched by its own
 model's scheduler together with that model's other traffic.
 
 A step starts as soon as the steps it reads from have answered; independent
@@ -22,10 +22,11 @@ import contextlib
 
 import numpy as np
 
-from inferd.server.ensemble.link import StepCall, StepLink
+from inferd.server.ensemble.link import StepCall
 from inferd.server.ensemble.plan import EnsemblePlan, Step
 from inferd.server.ensemble.tensors import config_outputs
 from inferd.server.errors import InferdError, Unavailable
+from inferd.server.model_link import ModelLink
 from inferd.server.request import InferRequest, ParamValue
 from inferd.server.scheduler.base import Scheduler
 from inferd.server.stats import ModelStats
@@ -35,7 +36,7 @@ _NOT_PASSED = frozenset({"timeout"})
 
 
 class EnsembleScheduler(Scheduler):
-    def __init__(self, plan: EnsemblePlan, link: StepLink, stats: ModelStats) -> None:
+    def __init__(self, plan: EnsemblePlan, link: ModelLink, stats: ModelStats) -> None:
         self.plan = plan
         self.link = link
         self.stats = stats
@@ -135,10 +136,10 @@ class EnsembleScheduler(Scheduler):
         gate = self._gates.get(step.index)
         try:
             if gate is None:
-                answer = await self.link.run(call)
+                answer = await self.link.run_step(call)
             else:
                 async with gate:
-                    answer = await self.link.run(call)
+                    answer = await self.link.run_step(call)
         except InferdError as exc:
             if exc.message.startswith(f"ensemble '{self.plan.name}'"):
                 raise

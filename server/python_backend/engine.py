@@ -19,8 +19,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from inferd.engines.base import (
     Signature,
 )
 from inferd.server.errors import InferdError
+from inferd.server.model_link import ModelCaller
 from inferd.server.python_backend.outputs import checked_outputs
 from inferd.server.python_backend.process import ModelProcess
 from inferd.server.python_backend.transport import unpack
@@ -52,19 +53,6 @@ def restart_delay_s(failures: int) -> float:
     """Seconds before restarting an instance that has failed to stay up
     ``failures`` times in a row: 0.25, 0.5, 1, ... up to 30."""
     return min(RESTART_FIRST_S * float(2 ** min(failures, 16)), RESTART_MAX_S)
-
-
-class ModelCaller(Protocol):
-    """Runs a BLS request on a model of this server (the data plane)."""
-
-    def __call__(
-        self,
-        model: str,
-        version: str,
-        inputs: dict[str, np.ndarray],
-        outputs: tuple[str, ...],
-        deadline: float | None,
-    ) -> Coroutine[Any, Any, dict[str, np.ndarray]]: ...
 
 
 class PythonEngine(Engine):

@@ -14,7 +14,8 @@ from google.protobuf import json_format
 from inferd.engines.base import EngineError, Signature, TensorSpec
 from inferd.protos import model_config_pb2
 from inferd.protos.datatypes import CONFIG_TO_V2, NUMPY_DTYPES
-from inferd.server.python_backend.engine import ModelCaller, PythonEngine
+from inferd.server.model_link import ModelCaller
+from inferd.server.python_backend.engine import PythonEngine
 
 #: Triton's parameter naming the Python environment a model runs in.
 ENV_PARAM = "EXECUTION_ENV_PATH"

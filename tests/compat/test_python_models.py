@@ -1,7 +1,8 @@
-"""Python models written for Triton's Python backend, loaded from a
+"""Python models written for Triton's Python backend, and an ensemble whose
+pre and post steps are such models around an ONNX model, loaded from a
 repository the test writes, called by stock ``tritonclient.grpc`` (in a
 child process, see tritonclient_calls.py) and by our client; answers equal a
-numpy reference (tests/python_models.py)."""
+numpy reference (tests/python_models.py, tests/pipeline_models.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import ServerThread
+from pipeline_models import pipeline_reference, pipeline_repository
 from python_models import pre_reference, python_repository
 
 from inferd.clients import InferenceClient
@@ -33,7 +35,7 @@ NOT_FOUND = 2  # pb_utils.TritonError.NOT_FOUND
 def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from inferd.server.app import ServerConfig
 
-    root = python_repository(tmp_path_factory.mktemp("python") / "models")
+    root = pipeline_repository(python_repository(tmp_path_factory.mktemp("python") / "models"))
     thread = ServerThread(ServerConfig(model_repository=root, grpc_port=0)).start()
     yield thread
     thread.stop()
@@ -89,6 +91,55 @@ def test_preprocessing_model_answers_our_client_as_numpy_does(server: ServerThre
     assert only_label["LABEL"].tolist() == label.tolist()
     with pytest.raises(KeyError):
         only_label["SCORE"]
+
+
+#: Rows of both labels, in one request and one row alone (a batch of one).
+PIPELINE_RAW = np.array(
+    [[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], [0.5, -2.0, 7.0, 1.0], [9.0, 0.0, 0.0, 1.0]],
+    dtype=np.float32,
+)
+
+
+def test_python_pre_onnx_python_post_ensemble_answers_tritonclient(server: ServerThread) -> None:
+    calls = [
+        {"kind": "infer", "model": "pipeline", "inputs": fp32("RAW", raw)}
+        for raw in (PIPELINE_RAW, PIPELINE_RAW[2:3])
+    ]
+    calls.append({"kind": "model_config", "model": "pipeline"})
+    *answers, config = run_calls(server.address, calls)
+    for raw, answer in zip((PIPELINE_RAW, PIPELINE_RAW[2:3]), answers, strict=True):
+        score, label = pipeline_reference(raw)
+        outputs = answer["outputs"]
+        assert outputs["SCORE"]["datatype"] == "FP32"
+        assert outputs["SCORE"]["shape"] == list(score.shape)
+        np.testing.assert_allclose(outputs["SCORE"]["data"], score.ravel(), rtol=1e-5)
+        assert outputs["LABEL"]["datatype"] == "BYTES"
+        assert outputs["LABEL"]["shape"] == list(label.shape)
+        assert outputs["LABEL"]["data"] == [v.decode() for v in label.ravel()]
+    assert set(pipeline_reference(PIPELINE_RAW)[1].ravel()) == {b"negative", b"positive"}
+    assert config["platform"] == "ensemble"
+    steps = config["ensemble_scheduling"]["step"]
+    assert [s["model_name"] for s in steps] == ["standardize", "scale", "label"]
+
+
+def test_python_pre_onnx_python_post_ensemble_answers_our_client(server: ServerThread) -> None:
+    score, label = pipeline_reference(PIPELINE_RAW)
+    with InferenceClient(server.address) as client:
+        result = client.infer("pipeline", {"RAW": PIPELINE_RAW}, timeout=30)
+        only_label = client.infer("pipeline", {"RAW": PIPELINE_RAW}, outputs=["LABEL"], timeout=30)
+
+        # Concurrent requests batch in each step and still get their own rows.
+        def one_row(i: int) -> Any:
+            return client.infer("pipeline", {"RAW": PIPELINE_RAW[i : i + 1]}, timeout=30)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            rows = list(pool.map(one_row, range(len(PIPELINE_RAW))))
+    np.testing.assert_allclose(result["SCORE"], score, rtol=1e-5)
+    assert result["LABEL"].tolist() == label.tolist()
+    assert only_label["LABEL"].tolist() == label.tolist()
+    for i, row in enumerate(rows):
+        np.testing.assert_allclose(row["SCORE"], score[i : i + 1], rtol=1e-5)
+        assert row["LABEL"].tolist() == label[i : i + 1].tolist()
 
 
 @pytest.mark.parametrize("model", ["bls", "bls_async"])

@@ -11,11 +11,12 @@ import pytest
 from google.protobuf import text_format
 
 from inferd.protos import model_config_pb2
-from inferd.server.ensemble.link import StepAnswer, StepCall, StepLink
+from inferd.server.ensemble.link import StepAnswer, StepCall
 from inferd.server.ensemble.plan import build_plan
 from inferd.server.ensemble.scheduler import EnsembleScheduler
 from inferd.server.errors import InvalidArgument, Unavailable
 from inferd.server.model_io import ModelIO, TensorInfo
+from inferd.server.model_link import ModelLink
 from inferd.server.request import InferRequest
 from inferd.server.stats import ModelStats
 from tests.ensemble_models import step
@@ -23,7 +24,7 @@ from tests.ensemble_models import step
 IO = ModelIO({"x": TensorInfo("x", "FP32", (-1, 4))}, {"y": TensorInfo("y", "FP32", (-1, 4))}, 8)
 
 
-def _scheduler(*steps: str, limit: int = 0) -> tuple[EnsembleScheduler, StepLink]:
+def _scheduler(*steps: str, limit: int = 0) -> tuple[EnsembleScheduler, ModelLink]:
     text = (
         'name: "e" platform: "ensemble" max_batch_size: 8 '
         'input { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } '
@@ -31,8 +32,18 @@ def _scheduler(*steps: str, limit: int = 0) -> tuple[EnsembleScheduler, StepLink
         f"ensemble_scheduling {{ max_inflight_requests: {limit} {' '.join(steps)} }}"
     )
     config = text_format.Parse(text, model_config_pb2.ModelConfig())
-    link = StepLink()
+    link = ModelLink()
     return EnsembleScheduler(build_plan(config), link, ModelStats()), link
+
+
+async def _no_bls(
+    model: str,
+    version: str,
+    inputs: dict[str, np.ndarray],
+    outputs: tuple[str, ...],
+    deadline: float | None,
+) -> dict[str, np.ndarray]:
+    raise AssertionError("an ensemble step is not a BLS call")
 
 
 class Runner:
@@ -77,7 +88,7 @@ DIAMOND = (
 async def test_independent_steps_overlap_and_the_join_waits_for_both() -> None:
     scheduler, link = _scheduler(*DIAMOND)
     runner = Runner()
-    link.bind(runner)
+    link.bind(runner, _no_bls)
     assert not scheduler.chain
     task = asyncio.create_task(scheduler.submit(_request(timeout=5, mode="fast")))
     for _ in range(5):
@@ -103,7 +114,7 @@ async def test_a_chain_runs_its_steps_in_turn() -> None:
     )
     runner = Runner()
     runner.release.set()
-    link.bind(runner)
+    link.bind(runner, _no_bls)
     assert scheduler.chain
     outputs = await scheduler.submit(_request())
     np.testing.assert_array_equal(outputs["y"], np.full((2, 4), 2, np.float32))
@@ -118,7 +129,7 @@ async def test_a_chain_runs_its_steps_in_turn() -> None:
 async def test_a_failing_step_cancels_the_others_and_names_itself() -> None:
     scheduler, link = _scheduler(*DIAMOND)
     runner = Runner(fail="scale")
-    link.bind(runner)
+    link.bind(runner, _no_bls)
     task = asyncio.create_task(scheduler.submit(_request()))
     await asyncio.sleep(0)
     runner.release.set()
@@ -131,7 +142,7 @@ async def test_a_failing_step_cancels_the_others_and_names_itself() -> None:
 async def test_max_inflight_requests_bounds_each_step_over_all_requests() -> None:
     scheduler, link = _scheduler(step("scale", {"x": "x"}, {"y": "y"}), limit=2)
     runner = Runner()
-    link.bind(runner)
+    link.bind(runner, _no_bls)
     tasks = [asyncio.create_task(scheduler.submit(_request())) for _ in range(5)]
     for _ in range(5):
         await asyncio.sleep(0)
@@ -149,7 +160,7 @@ async def test_an_unbound_link_is_unavailable() -> None:
 
 async def test_closing_refuses_new_requests() -> None:
     scheduler, link = _scheduler(step("scale", {"x": "x"}, {"y": "y"}))
-    link.bind(Runner())
+    link.bind(Runner(), _no_bls)
     await scheduler.close()
     with pytest.raises(Unavailable, match="unloading"):
         await scheduler.submit(_request())

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import ServerThread
 from python_models import python_repository, write_python_model
 
@@ -182,3 +183,29 @@ def test_bls_text_as_str_reaches_the_callee_as_bytes(
     with InferenceClient(server.address) as client:
         answer = client.infer("text_relay", {"t": text}, timeout=30)
     assert answer["u"].tolist() == [[b"CAF\xc3\xa9"], [b"ABC"]]  # bytes.upper: ASCII only
+async def test_bls_reaches_a_data_plane_built_after_the_model_loaded(tmp_path: Path) -> None:
+    """The data plane binds its entry when it is built, like the ensembles'
+    steps: a Python model loaded before that still reaches it at call time."""
+    from inferd.server.dataplane import DataPlane
+    from inferd.server.errors import Unavailable
+    from inferd.server.model_io import ModelIO
+    from inferd.server.models import ModelManager
+    from inferd.server.repository import ModelRepository
+    from inferd.server.request import InferRequest
+
+    models = ModelManager(ModelRepository(python_repository(tmp_path / "models")))
+    try:
+        await models.load("plus")
+        await models.load("bls")
+        # Until a data plane binds the link, the BLS call is refused UNAVAILABLE.
+        with pytest.raises(Unavailable, match="BLS calls are not available: no data plane"):
+            await models.resolve("bls").scheduler.submit(InferRequest({"x": X}, (), 1))
+        plane = DataPlane(models)
+
+        def decode(io: ModelIO) -> InferRequest:
+            return InferRequest({"x": X}, (), 1)
+
+        answer = await plane.infer("bls", "", decode)
+        np.testing.assert_allclose(answer.outputs["z"], (X + 1) * 2)
+    finally:
+        await models.close()
