@@ -88,7 +88,10 @@ class MonitorMetrics:
             registry=r,
         )
         self.gpu_seconds = Counter(
-            "inferd_attributed_gpu_seconds", "Engine time of the version on GPU instances", mv, registry=r
+            "inferd_attributed_gpu_seconds",
+            "Engine time of the version on GPU instances",
+            mv,
+            registry=r,
         )
         self.unattributed = Counter(
             "inferd_cpu_unattributed_seconds",

@@ -122,11 +122,10 @@ def test_process_cpu_beyond_cpu_engines_is_split_by_requests() -> None:
     meter.tick([on_cpu, on_gpu])
     # 1 s of process CPU: 0.3 s was a's engine; 0.7 s split 10:30 by requests.
     value = registry.get_sample_value
-    assert value("inferd_attributed_cpu_seconds_total", {"model": "a", "version": "1"}) == pytest.approx(
-        0.3 + 0.175
-    )
-    assert value("inferd_attributed_cpu_seconds_total", {"model": "b", "version": "1"}) == pytest.approx(0.525)
-    assert value("inferd_attributed_gpu_seconds_total", {"model": "b", "version": "1"}) == pytest.approx(0.5)
+    cpu, gpu = "inferd_attributed_cpu_seconds_total", "inferd_attributed_gpu_seconds_total"
+    assert value(cpu, {"model": "a", "version": "1"}) == pytest.approx(0.3 + 0.175)
+    assert value(cpu, {"model": "b", "version": "1"}) == pytest.approx(0.525)
+    assert value(gpu, {"model": "b", "version": "1"}) == pytest.approx(0.5)
     # 1 per CPU second, 2 per GPU second.
     assert value("inferd_cost_total", {"model": "a", "version": "1"}) == pytest.approx(0.475)
     assert value("inferd_cost_total", {"model": "b", "version": "1"}) == pytest.approx(
