@@ -24,5 +24,7 @@ class MonitorSettings:
     #: Prices per CPU core hour and per GPU hour (any currency; 0: no cost).
     cost_per_cpu_hour: float = 0.0
     cost_per_gpu_hour: float = 0.0
-    #: Sampled requests waiting for the thread; more are dropped (and counted).
+    #: Sampled requests waiting for the thread, and their tensors' bytes; more
+    #: are dropped (and counted): sampling never holds more memory than this.
     queue_max: int = 512
+    queue_bytes: int = 64 << 20

@@ -80,7 +80,8 @@ class VersionTracker:
 
     def process(self, samples: Iterable[Sample], now: float) -> None:
         self.evaluated = False
-        for inputs, outputs, rows in samples:
+        for inputs, outputs, rows, size in samples:
+            self.monitor.drained_bytes += size
             self._quality(inputs, rows)
             if self.reference is None:
                 self._collect(inputs, outputs, rows)

@@ -48,6 +48,7 @@ class Monitoring:
             device,
             rate=self.settings.sample_rate,
             queue_max=self.settings.queue_max,
+            queue_bytes=self.settings.queue_bytes,
             age=self.metrics.feature_age.labels(model),
             dropped=self.metrics.dropped.labels(model, version),
         )
