@@ -9,6 +9,9 @@ from dataclasses import dataclass
 class MonitorSettings:
     #: Share of answered requests whose tensors are sampled (0: none).
     sample_rate: float = 0.02
+    #: Bytes of sampled tensors waiting for the thread; more samples are
+    #: dropped (and counted): sampling never holds more memory than this.
+    queue_bytes: int = 64 << 20
     #: Sampled rows a version without a reference file captures as its reference.
     reference_rows: int = 1000
     #: Drift compares the last ``window_rows`` sampled rows, no older than
@@ -24,7 +27,5 @@ class MonitorSettings:
     #: Prices per CPU core hour and per GPU hour (any currency; 0: no cost).
     cost_per_cpu_hour: float = 0.0
     cost_per_gpu_hour: float = 0.0
-    #: Sampled requests waiting for the thread, and their tensors' bytes; more
-    #: are dropped (and counted): sampling never holds more memory than this.
+    #: Sampled requests waiting for the thread; more are dropped (and counted).
     queue_max: int = 512
-    queue_bytes: int = 64 << 20
