@@ -81,14 +81,17 @@ class MonitorMetrics:
             registry=r,
         )
         self.cpu_seconds = Counter(
-            "inferd_cpu_seconds",
+            "inferd_attributed_cpu_seconds",
             "CPU seconds attributed to the version: engine time on CPU instances plus its "
             "requests' share of the rest of the process's CPU",
             mv,
             registry=r,
         )
         self.gpu_seconds = Counter(
-            "inferd_gpu_seconds", "Engine time of the version on GPU instances", mv, registry=r
+            "inferd_attributed_gpu_seconds",
+            "Engine time of the version on GPU instances",
+            mv,
+            registry=r,
         )
         self.unattributed = Counter(
             "inferd_cpu_unattributed_seconds",

@@ -16,8 +16,8 @@ from inferd.server.monitoring.freshness import PARAMETER
 if TYPE_CHECKING:
     from inferd.server.request import InferRequest
 
-#: One sampled answer: inputs, outputs, rows.
-Sample = tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]
+#: One sampled answer: inputs, outputs, rows, bytes held.
+Sample = tuple[dict[str, np.ndarray], dict[str, np.ndarray], int, int]
 
 
 class VersionMonitor:
@@ -27,9 +27,12 @@ class VersionMonitor:
         "__weakref__",
         "_age",
         "_dropped",
+        "_queue_bytes",
         "_queue_max",
         "_random",
+        "appended_bytes",
         "device",
+        "drained_bytes",
         "engine_s",
         "model",
         "pending",
@@ -47,6 +50,7 @@ class VersionMonitor:
         *,
         rate: float,
         queue_max: int,
+        queue_bytes: int = 64 << 20,
         age: Any,
         dropped: Any,
     ) -> None:
@@ -60,6 +64,11 @@ class VersionMonitor:
         self._age = age
         self._dropped = dropped
         self._queue_max = queue_max
+        self._queue_bytes = queue_bytes
+        #: Bytes of sampled tensors queued (written by the loop) and taken
+        #: (written by the thread): one writer each, so no update is lost.
+        self.appended_bytes = 0
+        self.drained_bytes = 0
         #: Engine seconds and answered requests since load (read by the thread).
         self.engine_s = 0.0
         self.requests = 0
@@ -72,10 +81,14 @@ class VersionMonitor:
         if stamp is not None:  # checked by the data plane: a non-negative number
             self._age.observe(max(0.0, time.time() - float(stamp)))
         if self._random() < self.rate:
-            if len(self.pending) >= self._queue_max:
+            held = self.appended_bytes - self.drained_bytes
+            if len(self.pending) >= self._queue_max or held >= self._queue_bytes:
                 self._dropped.inc()
                 return
-            self.pending.append((request.inputs, outputs, request.rows))
+            size = sum(a.nbytes for a in request.inputs.values())
+            size += sum(a.nbytes for a in outputs.values())
+            self.appended_bytes += size
+            self.pending.append((request.inputs, outputs, request.rows, size))
 
     def executed(self, engine_s: float) -> None:
         self.engine_s += engine_s

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 class MonitorSettings:
     #: Share of answered requests whose tensors are sampled (0: none).
     sample_rate: float = 0.02
+    #: Bytes of sampled tensors waiting for the thread; more samples are
+    #: dropped (and counted): sampling never holds more memory than this.
+    queue_bytes: int = 64 << 20
     #: Sampled rows a version without a reference file captures as its reference.
     reference_rows: int = 1000
     #: Drift compares the last ``window_rows`` sampled rows, no older than

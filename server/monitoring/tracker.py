@@ -80,7 +80,8 @@ class VersionTracker:
 
     def process(self, samples: Iterable[Sample], now: float) -> None:
         self.evaluated = False
-        for inputs, outputs, rows in samples:
+        for inputs, outputs, rows, size in samples:
+            self.monitor.drained_bytes += size
             self._quality(inputs, rows)
             if self.reference is None:
                 self._collect(inputs, outputs, rows)
@@ -150,8 +151,6 @@ class VersionTracker:
 
     def evaluate(self, now: float) -> None:
         assert self.reference is not None
-        self._new_rows = 0
-        self._last_eval = now
         evaluated = False
         for key, tensor in self.reference.tensors.items():
             values = self.window(key, now)
@@ -162,7 +161,9 @@ class VersionTracker:
                 counts = class_counts(values, tensor.classes.shape[0])
                 self._drift(f"{tensor.name}:class", tensor.classes[None, :], counts, values)
             evaluated = True
-        if evaluated:
+        if evaluated:  # else the window is still too small: try again on the next rows
+            self._new_rows = 0
+            self._last_eval = now
             self._windows.inc()
             self.evaluated = True
 

@@ -38,6 +38,8 @@ class Monitoring:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one tick at a time (the thread, or a test)
+        #: Versions are added by the loader's thread while the tick iterates them.
+        self._monitors_lock = threading.Lock()
 
     def version(self, model: str, version: str, device: str) -> VersionMonitor:
         monitor = VersionMonitor(
@@ -46,11 +48,17 @@ class Monitoring:
             device,
             rate=self.settings.sample_rate,
             queue_max=self.settings.queue_max,
+            queue_bytes=self.settings.queue_bytes,
             age=self.metrics.feature_age.labels(model),
             dropped=self.metrics.dropped.labels(model, version),
         )
-        self._monitors.add(monitor)
+        with self._monitors_lock:
+            self._monitors.add(monitor)
         return monitor
+
+    def monitors(self) -> list[VersionMonitor]:
+        with self._monitors_lock:
+            return list(self._monitors)
 
     # -- the thread -------------------------------------------------------------------------
 
@@ -76,7 +84,7 @@ class Monitoring:
         """Process what was sampled since the last tick, then costs."""
         with self._lock:
             now = time.monotonic() if now is None else now
-            monitors = list(self._monitors)
+            monitors = self.monitors()
             trackers: dict[tuple[str, str], VersionTracker] = {}
             for monitor in monitors:
                 tracker = monitor.tracker
@@ -109,7 +117,8 @@ class Monitoring:
 
     def table(self) -> list[DriftRow]:
         """The latest drift of every tensor of every version, sorted."""
-        rows = [row for m in list(self._monitors) if m.tracker for row in m.tracker.table.values()]
+        # list() of a dict's values is one step under the GIL: the thread may add rows.
+        rows = [r for m in self.monitors() if m.tracker for r in list(m.tracker.table.values())]
         return sorted(rows, key=lambda r: (r.model, r.version, r.tensor))
 
 

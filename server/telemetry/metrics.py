@@ -32,6 +32,9 @@ process_* (CPU, memory, fds, start time)   various    (``worker`` with --workers
 inferd_gpu_* (only where NVML finds GPUs)  gauge      gpu, name
 =========================================  =========  ============================
 
+Model monitoring's families (drift, input quality, feature age, cost) are in
+``server.monitoring.metrics`` (docs/monitoring.md).
+
 ``code`` is the gRPC status name (``OK``, ``INVALID_ARGUMENT``...), also
 for requests the HTTP/REST front end answered; ``protocol`` is the front end
 (``grpc`` or ``http``). They agree with ModelStatistics: summed over

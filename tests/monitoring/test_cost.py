@@ -92,10 +92,10 @@ def test_engine_time_of_a_known_cost_engine_is_charged_to_its_version(
     assert CALLS * DELAY_S <= costly < 2 * CALLS * DELAY_S
     assert cheap < costly / 4
     # CPU seconds: engine time plus a share of the rest; cost prices them.
-    cpu = read("inferd_cpu_seconds_total", "costly")
+    cpu = read("inferd_attributed_cpu_seconds_total", "costly")
     assert cpu >= costly
     assert read("inferd_cost_total", "costly") == pytest.approx(cpu)
-    assert read("inferd_gpu_seconds_total", "costly") == 0  # no GPU engine
+    assert read("inferd_attributed_gpu_seconds_total", "costly") == 0  # no GPU engine
 
 
 def _monitor(metrics: MonitorMetrics, name: str, device: str) -> VersionMonitor:
@@ -122,11 +122,10 @@ def test_process_cpu_beyond_cpu_engines_is_split_by_requests() -> None:
     meter.tick([on_cpu, on_gpu])
     # 1 s of process CPU: 0.3 s was a's engine; 0.7 s split 10:30 by requests.
     value = registry.get_sample_value
-    assert value("inferd_cpu_seconds_total", {"model": "a", "version": "1"}) == pytest.approx(
-        0.3 + 0.175
-    )
-    assert value("inferd_cpu_seconds_total", {"model": "b", "version": "1"}) == pytest.approx(0.525)
-    assert value("inferd_gpu_seconds_total", {"model": "b", "version": "1"}) == pytest.approx(0.5)
+    cpu, gpu = "inferd_attributed_cpu_seconds_total", "inferd_attributed_gpu_seconds_total"
+    assert value(cpu, {"model": "a", "version": "1"}) == pytest.approx(0.3 + 0.175)
+    assert value(cpu, {"model": "b", "version": "1"}) == pytest.approx(0.525)
+    assert value(gpu, {"model": "b", "version": "1"}) == pytest.approx(0.5)
     # 1 per CPU second, 2 per GPU second.
     assert value("inferd_cost_total", {"model": "a", "version": "1"}) == pytest.approx(0.475)
     assert value("inferd_cost_total", {"model": "b", "version": "1"}) == pytest.approx(

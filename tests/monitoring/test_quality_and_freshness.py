@@ -119,3 +119,31 @@ def test_a_bad_feature_timestamp_is_refused_with_the_reason(
         )
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "feature_timestamp" in caught.value.details and message in caught.value.details
+
+
+def test_feature_timestamp_over_http_rest(demo_repository: Path, make_server: Any) -> None:
+    import http.client
+    import json
+
+    server = make_server(demo_repository, metrics_port=0, allow_http=True, http_port=0)
+    port = server.server.metrics_port
+
+    def post(parameters: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = {
+            "parameters": parameters,
+            "inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [1] * 64}],
+        }
+        conn = http.client.HTTPConnection("127.0.0.1", server.server.http_port, timeout=30)
+        try:
+            conn.request("POST", "/v2/models/digits_mlp/infer", json.dumps(body))
+            reply = conn.getresponse()
+            return reply.status, json.loads(reply.read())
+        finally:
+            conn.close()
+
+    status, _ = post({"feature_timestamp": time.time() - 90.5})
+    assert status == 200
+    assert metric(port, "inferd_feature_age_seconds_count", model="digits_mlp") == 1
+    status, reply = post({"feature_timestamp": "yesterday"})
+    assert status == 400 and "feature_timestamp" in reply["error"]
+    assert metric(port, "inferd_feature_age_seconds_count", model="digits_mlp") == 1

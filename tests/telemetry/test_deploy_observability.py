@@ -205,7 +205,7 @@ def test_dashboard_covers_what_sres_ask_for() -> None:
         "inferd_input_bad_rows_total",
         "inferd_feature_age_seconds_bucket",
         "inferd_cost_total",
-        "inferd_gpu_seconds_total",
+        "inferd_attributed_gpu_seconds_total",
         "inferd:latency_slo_errors:ratio_rate1h",
     ):
         assert needed in exprs, needed
