@@ -40,7 +40,7 @@ from inferd.protos.inferd.admin.v1 import admin_pb2_grpc as admin_grpc
 from inferd.server.about import SERVER_VERSION
 from inferd.server.audit import AuditLog
 from inferd.server.auth import ROLE_ADMIN, AuthConfigError, MethodPolicy
-from inferd.server.auth.gate import ALLOW_FLAG, AuthGate
+from inferd.server.auth.gate import AuthGate
 from inferd.server.credentials import (
     auth_interceptors,
     load_authenticator,
@@ -289,7 +289,7 @@ class InferdServer:
         )
         if self.authenticator is not None and self.certificates is None:
             log.warning("bearer credentials are accepted over plaintext; enable TLS off localhost")
-        self._log_control_plane()
+        self.gate.log_control_plane()
         await self.lifecycle.start(load=load, load_models=self.config.load_models)
         self.models.mark_started()
         if config.gc_freeze:
@@ -299,23 +299,6 @@ class InferdServer:
             # READY only after warmup: the load above includes it.
             await self.health.mark_started()
         return port
-
-    def _log_control_plane(self) -> None:
-        """Say who may load and unload models: the operator must know."""
-        if self.gate.configured:
-            return
-        if self.gate.allow_unauthenticated_admin:
-            log.warning(
-                "no authentication configured and %s: every caller may load and unload "
-                "models and use the admin service",
-                ALLOW_FLAG,
-            )
-        else:
-            log.info(
-                "no authentication configured: model load/unload and the admin service are "
-                "refused (configure tokens, JWT keys or client-certificate roles, or pass %s)",
-                ALLOW_FLAG,
-            )
 
     async def _start_http(self) -> None:
         assert self.http is not None

@@ -10,6 +10,7 @@ the ``inferd.admin.v1`` service) is refused unless the operator allowed it
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 from inferd.server.auth.authenticator import Authenticator
@@ -23,6 +24,9 @@ Metadata = Iterable[tuple[str, str | bytes]] | None
 Peer = Callable[[], list[Identity]]
 
 ALLOW_FLAG = "--allow-unauthenticated-admin"
+
+#: The server's start-up logger: these lines belong with "listening on".
+log = logging.getLogger("inferd.app")
 
 
 def short(method: str) -> str:
@@ -52,6 +56,23 @@ class AuthGate:
     def open_admin(self) -> bool:
         """The control plane is open to every caller (nothing authenticates, and allowed)."""
         return not self.configured and self.allow_unauthenticated_admin
+
+    def log_control_plane(self) -> None:
+        """Say at start-up who may load and unload models: the operator must know."""
+        if self.configured:
+            return
+        if self.allow_unauthenticated_admin:
+            log.warning(
+                "no authentication configured and %s: every caller may load and unload "
+                "models and use the admin service",
+                ALLOW_FLAG,
+            )
+        else:
+            log.info(
+                "no authentication configured: model load/unload and the admin service are "
+                "refused (configure tokens, JWT keys or client-certificate roles, or pass %s)",
+                ALLOW_FLAG,
+            )
 
     def admit(self, method: str, metadata: Metadata, peer: Peer) -> Principal:
         """The caller's principal, or InferdError: UNAUTHENTICATED or PERMISSION_DENIED."""
