@@ -1,21 +1,23 @@
 """Goodput at many times the concurrency the server can serve, with deadlines.
 
     python -m benchmarks.deadline_overload [--callers 320] [--deadline-ms 1000]
-                                           [--seconds 8] [--rows 8] [--backoff-ms 0]
+                                           [--seconds 6] [--rounds 2] [--rows 8] [--backoff-ms 0]
 
 ``dense_reference`` in a child ``inferd serve`` (as ``benchmarks.overload``).
-First its capacity: answered requests per second of a closed loop on the
-budget-free copy that keeps the engine busy. Then ``callers`` closed-loop
-callers (each sends its next request when the last is answered, after
-``backoff-ms`` if it was refused), each request with a gRPC deadline of
-``deadline-ms``, for ``seconds``. The client shares the machine.
+Closed-loop callers (each sends its next request when the last is answered,
+after ``backoff-ms`` if it was refused), each request with a gRPC deadline of
+``deadline-ms``. ``rounds`` times, in the same server: ``callers / 10``
+callers for ``seconds`` (the reference: what the server delivers at 1x with
+this deadline), then ``callers`` for ``seconds``. Interleaved because the
+host's speed drifts (the client shares the machine, and so may others).
 
-Reported: capacity, goodput (OK answers per second, all within their
-deadline, since gRPC fails a later one) and its share of capacity; refusals
-by status and reason with the time they took (p50/p99); and ``unanswered``:
-requests that reached their deadline with no answer from the server (the
-client's own DEADLINE_EXCEEDED), which the server should never let happen.
-The first second is left out (connections, warm-up).
+Reported per load: goodput (OK answers per second, all within their
+deadline, since gRPC fails a later one); at 10x its share of the 1x
+goodput of the same rounds; refusals by status and reason with the time they
+took (p50/p99); and ``unanswered``: requests that reached their deadline
+with no answer from the server (the client's own DEADLINE_EXCEEDED), which
+the server should never let happen; the scheduler's own counts. The first
+second of each phase is left out (connections, warm-up).
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from benchmarks.overload import (
     MODEL,
     ServerCounts,
     _pct,
-    measure_capacity,
     prepare_repository,
     request,
     server_counts,
@@ -110,15 +111,9 @@ async def closed_loop(
 
 
 @dataclass
-class Report:
+class Phase:
     callers: int
-    deadline_ms: float
-    rows: int
-    seconds: float
-    backoff_ms: float
-    capacity_rps: float
     goodput_rps: float
-    goodput_share: float
     ok_p50_ms: float
     ok_p99_ms: float
     refused: dict[str, int]
@@ -127,26 +122,36 @@ class Report:
     refused_p99_ms: float
     unanswered: int
     other: dict[str, int]
+
+
+@dataclass
+class Report:
+    deadline_ms: float
+    rows: int
+    seconds: float
+    rounds: int
+    backoff_ms: float
+    #: 10x goodput over 1x goodput, all rounds together, and per round.
+    goodput_share: float
+    round_shares: list[float]
+    base: Phase
+    overload: Phase
     #: The scheduler's own counts for the whole run (its closing log line).
     server: ServerCounts
 
 
-def summarize(
-    outcomes: list[Outcome], capacity: float, counts: ServerCounts, **run: Any
-) -> Report:
+def summarize(outcomes: list[Outcome], callers: int, seconds: float) -> Phase:
     kept = [o for o in outcomes if o.sent_at >= WARMUP_S]
-    span = run["seconds"] - WARMUP_S
+    span = seconds - WARMUP_S
     ok = [o.seconds * 1e3 for o in kept if o.code == "OK"]
     unanswered = [o for o in kept if o.kind == "unanswered"]
     refused = [o for o in kept if o.code != "OK" and o.kind != "unanswered"]
     refusal_kinds = ("queue-full", "predicted-late", "expired-in-queue", "rpc-limit")
     other = Counter(f"{o.code}:{o.kind}" for o in refused if o.kind not in refusal_kinds)
     refused_ms = [o.seconds * 1e3 for o in refused]
-    goodput = len(ok) / span
-    return Report(
-        capacity_rps=round(capacity, 1),
-        goodput_rps=round(goodput, 1),
-        goodput_share=round(goodput / capacity, 3) if capacity else 0.0,
+    return Phase(
+        callers=callers,
+        goodput_rps=round(len(ok) / span, 1),
         ok_p50_ms=round(_pct(ok, 50), 1),
         ok_p99_ms=round(_pct(ok, 99), 1),
         refused=dict(Counter(f"{o.code}:{o.kind}" for o in refused)),
@@ -155,8 +160,6 @@ def summarize(
         refused_p99_ms=round(_pct(refused_ms, 99), 2),
         unanswered=len(unanswered),
         other=dict(other),
-        server=counts,
-        **run,
     )
 
 
@@ -164,42 +167,63 @@ def run(
     *,
     callers: int = 320,
     deadline_ms: float = 1000.0,
-    seconds: float = 8.0,
+    seconds: float = 6.0,
+    rounds: int = 2,
     rows: int = 8,
     backoff_ms: float = 0.0,
-    capacity_seconds: float = 3.0,
     server_args: tuple[str, ...] = (),
 ) -> Report:
+    deadline_s, backoff_s = deadline_ms / 1e3, backoff_ms / 1e3
+    base_callers = max(1, callers // 10)
+    base: list[list[Outcome]] = []
+    over: list[list[Outcome]] = []
     with tempfile.TemporaryDirectory(prefix="inferd-deadline-overload-") as tmp:
         # The model's own budget is the deadline too; requests bring theirs anyway.
         repo = prepare_repository(Path(tmp), deadline_ms)
         with ServerProcess(repo, *server_args) as server:
-            capacity = asyncio.run(measure_capacity(server.address, capacity_seconds, rows))
-            print(f"capacity: {capacity:.0f} req/s of {rows} rows", file=sys.stderr)
-            outcomes = asyncio.run(
-                closed_loop(
-                    server.address, callers, deadline_ms / 1e3, seconds, rows, backoff_ms / 1e3
-                )
-            )
+            for _ in range(rounds):
+                for n, sink in ((base_callers, base), (callers, over)):
+                    sink.append(
+                        asyncio.run(
+                            closed_loop(server.address, n, deadline_s, seconds, rows, backoff_s)
+                        )
+                    )
+                    print(f"{n} callers: done", file=sys.stderr)
             server.stop()
             counts = server_counts(server.lines)
-    return summarize(
-        outcomes,
-        capacity,
-        counts,
-        callers=callers,
+    shares = [
+        summarize(o, callers, seconds).goodput_rps / (summarize(b, n, seconds).goodput_rps or 1)
+        for b, o, n in zip(base, over, [base_callers] * rounds, strict=True)
+    ]
+    base_phase = summarize([x for b in base for x in b], base_callers, seconds)
+    over_phase = summarize([x for o in over for x in o], callers, seconds)
+    return Report(
         deadline_ms=deadline_ms,
         rows=rows,
         seconds=seconds,
+        rounds=rounds,
         backoff_ms=backoff_ms,
+        goodput_share=round(over_phase.goodput_rps / (base_phase.goodput_rps or 1), 3),
+        round_shares=[round(x, 3) for x in shares],
+        base=_per_round(base_phase, rounds),
+        overload=_per_round(over_phase, rounds),
+        server=counts,
     )
+
+
+def _per_round(phase: Phase, rounds: int) -> Phase:
+    """Rates of all rounds pooled are per round's seconds: divide by the rounds."""
+    phase.goodput_rps = round(phase.goodput_rps / rounds, 1)
+    phase.refused_rps = round(phase.refused_rps / rounds, 1)
+    return phase
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--callers", type=int, default=320)
     parser.add_argument("--deadline-ms", type=float, default=1000.0)
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=6.0, help="per phase")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--backoff-ms", type=float, default=0.0)
     parser.add_argument("--server-arg", action="append", default=[], help="passed to serve")
@@ -208,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         callers=opts.callers,
         deadline_ms=opts.deadline_ms,
         seconds=opts.seconds,
+        rounds=opts.rounds,
         rows=opts.rows,
         backoff_ms=opts.backoff_ms,
         server_args=tuple(opts.server_arg),
