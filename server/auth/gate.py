@@ -25,6 +25,7 @@ Peer = Callable[[], list[Identity]]
 
 ALLOW_FLAG = "--allow-unauthenticated-admin"
 
+#: The server's start-up logger: these lines belong with "listening on".
 log = logging.getLogger("inferd.app")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -216,3 +217,44 @@ def test_bad_roles_files_stop_start_up(demo_repository: Path, tmp_path: Path, mt
     )
     with pytest.raises(StartupError, match="needs"):
         InferdServer(no_ca)
+
+
+def test_https_callers_get_their_certificate_roles(
+    demo_repository: Path, tmp_path: Path, mtls: Mtls, make_server: Callable[..., ServerThread]
+) -> None:
+    roles = tmp_path / "roles.json"
+    roles.write_text(
+        json.dumps(
+            {
+                "uri:spiffe://test/deployer": {"roles": ["admin"]},
+                "dns:batch.example.org": {"roles": ["infer"]},
+            }
+        )
+    )
+    server = make_server(
+        demo_repository,
+        tls_client_roles_file=roles,
+        allow_http=True,
+        http_port=0,
+        **mtls.options(),
+        **EXPLICIT,
+    )
+    assert server.server is not None
+    url = f"https://127.0.0.1:{server.server.http_port}/v2/repository/models/digits_mlp/load"
+
+    def post(client: Issued) -> int:
+        context = ssl.create_default_context(cadata=mtls.ca.pem.decode())
+        cert = write(tmp_path / "client.pem", client.cert_pem)
+        key = write(tmp_path / "client.key", client.key_pem)
+        context.load_cert_chain(cert, key)
+        request = urllib.request.Request(url, data=b"{}", method="POST")
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=30) as reply:
+                return int(reply.status)
+        except urllib.error.HTTPError as err:
+            assert "lacks the 'admin' role" in err.read().decode()
+            return err.code
+
+    deployer = mtls.client("d", x509.UniformResourceIdentifier("spiffe://test/deployer"))
+    assert post(deployer) == 200
+    assert post(mtls.client("b", x509.DNSName("batch.example.org"))) == 403
