@@ -25,6 +25,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import queue
@@ -61,18 +62,33 @@ class EngineThreads:
 
     Unlike ``ThreadPoolExecutor`` workers (joined at interpreter exit), daemon
     threads let the process exit while an engine call hangs. Threads start on
-    the first ``submit``."""
+    the first job."""
 
     def __init__(self, count: int, name: str) -> None:
         self._count = count
         self._name = name
-        self._jobs: queue.SimpleQueue[
-            tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]] | None
-        ] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._closed = False
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._put(functools.partial(_into_future, future, fn, args))
+        return future
+
+    def post(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        done: Callable[[Any, BaseException | None], None],
+        fn: Callable[..., Any],
+        *args: Any,
+    ) -> None:
+        """Run ``fn(*args)`` on a thread, then ``done(result, error)`` on
+        ``loop``: one wake-up of the loop per call, no futures
+        (docs/experiments/engine-call-handoff.md)."""
+        self._put(functools.partial(_then_call, loop, done, fn, args))
+
+    def _put(self, job: Callable[[], None]) -> None:
         if self._closed:
             raise RuntimeError("engine threads are shut down")
         if not self._threads:
@@ -80,22 +96,12 @@ class EngineThreads:
                 thread = threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._jobs.put((future, fn, args))
-        return future
+        self._jobs.put(job)
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            future, fn, args = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = fn(*args)
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-            del job, future, fn, args
+            job()
+            del job
 
     def shutdown(self, *, wait: bool) -> None:
         """Stop taking work; ``wait``: join the threads (only when none hangs)."""
@@ -105,6 +111,35 @@ class EngineThreads:
         if wait:
             for thread in self._threads:
                 thread.join()
+
+
+def _into_future(
+    future: concurrent.futures.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]
+) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = fn(*args)
+    except BaseException as exc:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+def _then_call(
+    loop: asyncio.AbstractEventLoop,
+    done: Callable[[Any, BaseException | None], None],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> None:
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        result = fn(*args)
+    except BaseException as exc:
+        error = exc
+    with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+        loop.call_soon_threadsafe(done, result, error)
 
 
 class Slots:
@@ -163,6 +198,37 @@ class Slots:
         future.add_done_callback(done)
         return future
 
+    def start(
+        self,
+        call_id: int,
+        fn: Callable[..., Any],
+        arg: Any,
+        *,
+        ends_at: float,
+        on_done: Callable[[Any, BaseException | None], None],
+    ) -> None:
+        """Take a slot and run ``fn(arg)`` on an engine thread, recorded as a
+        running batch; when it returns, give the slot back (``on_free``) and
+        then call ``on_done(result, error)``, both on the event loop. Raises
+        RuntimeError, with the slot given back, once shut down."""
+        self.running[call_id] = ends_at
+        self.free -= 1
+
+        def finish(result: Any, error: BaseException | None) -> None:
+            self.running.pop(call_id, None)
+            self.free += 1
+            try:
+                self._on_free()
+            finally:
+                on_done(result, error)
+
+        try:
+            self.threads.post(asyncio.get_running_loop(), finish, fn, arg)
+        except RuntimeError:
+            self.running.pop(call_id, None)
+            self.free += 1
+            raise
+
     def shutdown(self) -> None:
         # Idle threads exit at once; a hung one would block forever.
         self.threads.shutdown(wait=not self.hung)
@@ -214,7 +280,6 @@ class Executor:
         self.name = name
         #: The most recent batches (size, reason, slack, predicted vs actual).
         self.batches: collections.deque[BatchRecord] = collections.deque(maxlen=history)
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def launch(self, entries: list[Entry], plan: Plan, size: int, now: float) -> None:
         """Start ``entries`` as one engine batch of ``size`` rows."""
@@ -232,42 +297,45 @@ class Executor:
             self.run_inline(batch)
             return
         batch_id = self.slots.next_id()
-        # Handed to the engine thread now, not when a task gets its turn.
-        try:
-            future = self.slots.run(
-                batch_id, self.execute, batch, ends_at=now + self.latency.mean(size)
-            )
-        except RuntimeError:  # engine threads already shut down
-            self.fail(batch, Unavailable("model is unloading; retry"))
-            return
-        task = asyncio.create_task(self.run_batch(batch_id, batch, future))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def run_batch(
-        self, batch_id: int, batch: Batch, future: concurrent.futures.Future[Any]
-    ) -> None:
-        """Await the engine call, within the engine timeout."""
-        loop = asyncio.get_running_loop()
         timeout = self.options.engine_timeout_s
         timer = (
-            loop.call_later(timeout, self.timed_out, batch_id, batch, timeout)
+            asyncio.get_running_loop().call_later(timeout, self.timed_out, batch_id, batch, timeout)
             if timeout is not None
             else None
         )
+        # Handed to the engine thread now, not when a task gets its turn.
         try:
-            result = await asyncio.wrap_future(future)
-        except Exception as exc:
-            result = exc
+            self.slots.start(
+                batch_id,
+                self.execute,
+                batch,
+                ends_at=now + self.latency.mean(size),
+                on_done=functools.partial(self.returned, batch_id, batch, timer),
+            )
+        except RuntimeError:  # engine threads already shut down
+            if timer is not None:
+                timer.cancel()
+            self.fail(batch, Unavailable("model is unloading; retry"))
+
+    def returned(
+        self,
+        batch_id: int,
+        batch: Batch,
+        timer: asyncio.TimerHandle | None,
+        result: Result | None,
+        error: BaseException | None,
+    ) -> None:
+        """The engine call returned (on the event loop): answer its requests."""
         if timer is not None:
             timer.cancel()
         if batch_id in self.slots.hung:
             # Answered at the timeout; what the call returned late is dropped.
             self.slots.hung.discard(batch_id)
             return
-        if isinstance(result, Exception):
-            self.failed(batch, result)
+        if error is not None:
+            self.failed(batch, error if isinstance(error, Exception) else RuntimeError(repr(error)))
             return
+        assert result is not None
         self.complete(batch, result)
 
     def run_inline(self, batch: Batch) -> None:
