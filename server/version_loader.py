@@ -13,16 +13,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferd.engines import load_engine
+from inferd.engines import Engine, EngineOptions, load_engine
 from inferd.protos import model_config_pb2
 from inferd.server.model_io import ModelIO
 from inferd.server.model_version import ModelVersion, allowed_roles
 from inferd.server.observer import ServerObserver
 from inferd.server.repository import ModelSource, complete_config, engine_options, tree_fingerprint
+from inferd.server.repository.engine_settings import CPU_PROVIDER
 from inferd.server.scheduler.dispatch import BatchingScheduler
-from inferd.server.scheduler.options import options_from_config
+from inferd.server.scheduler.options import BatchingOptions, options_from_config
 from inferd.server.scheduler.planners import new_latency_model
-from inferd.server.scheduler.warmup import synthetic_inputs, warm_up
+from inferd.server.scheduler.warmup import (
+    choose_intra_op_threads,
+    host_cpus,
+    synthetic_inputs,
+    thread_candidate,
+    warm_up,
+)
 from inferd.server.stats import ModelStats
 
 log = logging.getLogger("inferd.models")
@@ -51,6 +58,10 @@ class VersionLoader:
         labels: dict[str, tuple[str, ...]],
     ) -> ModelVersion:
         settings = engine_options(config, default_max_batch_size=self.default_max_batch_size)
+        # No thread count in the config: start on one thread, measure a pool at warmup.
+        choose_threads = picks_threads(platform, config, settings.providers)
+        if choose_threads:
+            settings = dataclasses.replace(settings, intra_op_threads=1, intra_op_spinning=False)
         engine = load_engine(platform, path, settings)
         try:
             completed = complete_config(
@@ -68,6 +79,10 @@ class VersionLoader:
                 probe_interval_s=self.probe_interval_s,
             )
             latency = new_latency_model(options)
+            if choose_threads:
+                engine = self._choose_threads(
+                    name, version, engine, platform, path, settings, io, options
+                )
             # Before READY: the first caller must not pay for lazy initialisation,
             # and the batcher must know each size's latency before it plans.
             started = time.perf_counter()
@@ -122,6 +137,45 @@ class VersionLoader:
             allowed_roles=allowed_roles(completed),
         )
 
+    def _choose_threads(
+        self,
+        name: str,
+        version: int,
+        engine: Engine,
+        platform: str,
+        path: Path,
+        settings: EngineOptions,
+        io: ModelIO,
+        options: BatchingOptions,
+    ) -> Engine:
+        """Pick the intra-op thread count the config left open (and log it)."""
+        candidate = thread_candidate(host_cpus(), settings.concurrency)
+        kept, threads, why = choose_intra_op_threads(
+            engine,
+            lambda n: load_engine(
+                platform, path, dataclasses.replace(settings, intra_op_threads=n)
+            ),
+            io,
+            options,
+            candidate,
+        )
+        log.info(
+            "model '%s' version %d: %d intra-op thread(s) per instance (%s); "
+            "parameter intra_op_thread_count overrides",
+            name,
+            version,
+            threads,
+            why,
+            extra={
+                "event": "engine_threads",
+                "model": name,
+                "version": version,
+                "intra_op_threads": threads,
+                "reason": why,
+            },
+        )
+        return kept
+
 
 async def retire(version: ModelVersion) -> None:
     """Drain admitted requests, then free the engine."""
@@ -142,6 +196,19 @@ async def retire(version: ModelVersion) -> None:
         version.name,
         version.version,
         extra={"event": "model_unloaded", "model": version.name, "version": version.version},
+    )
+
+
+def picks_threads(
+    platform: str, config: model_config_pb2.ModelConfig, providers: tuple[str, ...]
+) -> bool:
+    """Whether the server chooses the intra-op threads: an onnxruntime model
+    on the CPU whose config names no ``intra_op_thread_count`` (one that does,
+    0 included, gets exactly that)."""
+    return (
+        platform in ("onnxruntime_onnx", "onnxruntime")
+        and "intra_op_thread_count" not in config.parameters
+        and all(p == CPU_PROVIDER for p in providers)
     )
 
 
