@@ -4,7 +4,8 @@
         [--env after:INFERD_METRICS_PORT=0] [--model digits_mlp] [--seconds 8]
         [--concurrency 16] [--rounds 3]
 
-Every server is up at once (an idle one costs no CPU) and at each round they
+``--stream`` sends the requests over one ModelStreamInfer stream instead of
+unary calls. Every server is up at once (an idle one costs no CPU) and at each round they
 take turns under the same closed loop from one asyncio client, so that the
 host's drift hits every variant alike. Reports, per variant, the median server
 CPU time per answered request (user + system of the server process, /proc)
@@ -36,7 +37,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.revisions import checkout, parse_rev  # noqa: E402
-from benchmarks.server_cpu import INPUTS, Result, closed_loop, free_port, wait_ready  # noqa: E402
+from benchmarks.server_cpu import (  # noqa: E402
+    INPUTS,
+    Result,
+    closed_loop,
+    free_port,
+    stream_loop,
+    wait_ready,
+)
 
 BARE = "bare grpc.aio"
 
@@ -117,10 +125,9 @@ def run(opts: argparse.Namespace) -> list[Variant]:
                 wait_ready(proc, address)
             for round_no in range(opts.rounds):
                 for variant, proc, address in procs:
+                    loop = stream_loop if opts.stream else closed_loop
                     result = asyncio.run(
-                        closed_loop(
-                            address, opts.model, opts.concurrency, opts.seconds, 1.0, proc.pid
-                        )
+                        loop(address, opts.model, opts.concurrency, opts.seconds, 1.0, proc.pid)
                     )
                     variant.results.append(result)
                     print(
@@ -142,7 +149,8 @@ def run(opts: argparse.Namespace) -> list[Variant]:
 def report(variants: Sequence[Variant], opts: argparse.Namespace) -> None:
     bare = statistics.median(r.cpu_us_per_request for r in variants[0].results)
     print(
-        f"\nmodel {opts.model}, {opts.concurrency} in flight, {opts.seconds:g} s x "
+        f"\nmodel {opts.model}, {'one stream, ' if opts.stream else ''}"
+        f"{opts.concurrency} in flight, {opts.seconds:g} s x "
         f"{opts.rounds} round(s) per variant (medians)"
     )
     print(
@@ -176,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="digits_mlp", choices=sorted(INPUTS))
     parser.add_argument("--seconds", type=float, default=8.0, help="per variant and round (<=60)")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--stream", action="store_true",
+        help="one ModelStreamInfer stream per variant (the bare server streams too)",
+    )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repository", type=Path, default=None)
     opts = parser.parse_args(argv)

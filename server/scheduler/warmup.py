@@ -59,6 +59,10 @@ def warm_up(
 THREADS_MIN_SPEEDUP = 1.3
 #: Most intra-op threads per instance tried at warmup.
 MAX_AUTO_THREADS = 8
+#: CPUs left to the event loop thread, the busiest of the request path: a
+#: pool that competes with it for a core costs more CPU per request than it
+#: saves (on 2 cores, dense_reference: +18%, docs/experiments/engine-threads.md).
+LOOP_CPUS = 1
 
 
 def host_cpus() -> int:
@@ -71,8 +75,9 @@ def host_cpus() -> int:
 
 def thread_candidate(cpus: int, instances: int) -> int:
     """The intra-op pool worth trying against one thread: the host's CPUs
-    shared among the model's instances (1: nothing to try)."""
-    return max(1, min(MAX_AUTO_THREADS, cpus // max(1, instances)))
+    but the event loop's, shared among the model's instances (1: nothing to
+    try)."""
+    return max(1, min(MAX_AUTO_THREADS, (cpus - LOOP_CPUS) // max(1, instances)))
 
 
 def median_seconds(engine: Engine, inputs: dict[str, np.ndarray], rounds: int) -> float:

@@ -52,11 +52,12 @@ IO = ModelIO(
 OPTIONS = BatchingOptions(max_batch_size=4, warmup_rounds=3)
 
 
-def test_the_pool_tried_shares_the_hosts_cpus_among_instances() -> None:
-    assert thread_candidate(2, 1) == 2
-    assert thread_candidate(2, 2) == 1  # one CPU each: nothing to try
+def test_the_pool_tried_shares_the_hosts_cpus_but_the_loops_among_instances() -> None:
+    assert thread_candidate(2, 1) == 1  # the other core is the event loop's
+    assert thread_candidate(3, 1) == 2
+    assert thread_candidate(5, 2) == 2
+    assert thread_candidate(6, 4) == 1  # one CPU each at most: nothing to try
     assert thread_candidate(1, 1) == 1
-    assert thread_candidate(6, 4) == 1
     assert thread_candidate(64, 1) == MAX_AUTO_THREADS
 
 
