@@ -61,7 +61,7 @@ class VersionLoader:
         # No thread count in the config: start on one thread, measure a pool at warmup.
         choose_threads = picks_threads(platform, config, settings.providers)
         if choose_threads:
-            settings = dataclasses.replace(settings, intra_op_threads=1, intra_op_spinning=False)
+            settings = dataclasses.replace(settings, intra_op_threads=1)
         engine = load_engine(platform, path, settings)
         try:
             completed = complete_config(
@@ -153,7 +153,9 @@ class VersionLoader:
         kept, threads, why = choose_intra_op_threads(
             engine,
             lambda n: load_engine(
-                platform, path, dataclasses.replace(settings, intra_op_threads=n)
+                platform,
+                path,
+                dataclasses.replace(settings, intra_op_threads=n, intra_op_spinning=False),
             ),
             io,
             options,
