@@ -48,7 +48,7 @@ def load_engine(repository: Path, model: str) -> Engine:
     return OnnxEngine(path, engine_options(source.config))
 
 
-def _inputs(engine: Engine, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def random_inputs(engine: Engine, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     out = {}
     for spec in engine.signature.inputs:
         shape = (batch, *(d if d > 0 else 1 for d in spec.shape[1:]))
@@ -74,11 +74,11 @@ def measure_engine(
     points = []
     try:
         for batch in batch_sizes:
-            inputs = _inputs(engine, batch, rng)
+            inputs = random_inputs(engine, batch, rng)
             for _ in range(warmup_calls):
                 engine.infer(inputs)
             window = seconds_per_size / max(1, windows)
-            timed = [_timed_calls(engine, inputs, window) for _ in range(max(1, windows))]
+            timed = [timed_calls(engine, inputs, window) for _ in range(max(1, windows))]
             calls = max(len(t) for t in timed)
             each = np.concatenate([np.asarray(t) for t in timed]) * 1e3
             points.append(
@@ -96,7 +96,7 @@ def measure_engine(
     return points
 
 
-def _timed_calls(engine: Engine, inputs: dict[str, np.ndarray], seconds: float) -> list[float]:
+def timed_calls(engine: Engine, inputs: dict[str, np.ndarray], seconds: float) -> list[float]:
     """Seconds of each call made back to back on every slot for ``seconds``."""
     stop = time.perf_counter() + seconds
     times: list[list[float]] = [[] for _ in range(max(1, engine.max_concurrency))]

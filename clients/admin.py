@@ -134,6 +134,10 @@ def audit_log(model: str = "", limit: int = 100) -> Unary[list[dict[str, Any]]]:
     )
 
 
+def drift(model: str = "") -> Unary[dict[str, Any]]:
+    return Unary("GetDrift", apb.GetDriftRequest(model=model), message_to_dict)
+
+
 class AdminClient:
     """Blocking ModelAdmin client; arguments as ``clients.InferenceClient``."""
 
@@ -202,6 +206,11 @@ class AdminClient:
     def audit_log(self, model: str = "", limit: int = 100) -> list[dict[str, Any]]:
         """Newest first."""
         return self._call(audit_log(model, limit))
+
+    def drift(self, model: str = "") -> dict[str, Any]:
+        """``tensors`` (model, version, tensor, psi, js_distance, window and
+        reference rows), ``psi_threshold`` and ``monitoring`` (on or off)."""
+        return self._call(drift(model))
 
 
 class AsyncAdminClient:

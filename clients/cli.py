@@ -106,12 +106,22 @@ def infer_main(argv: list[str]) -> int:
     return 0
 
 
-MODELS_VERBS = ("list", "load", "unload", "route", "stage", "promote", "rollback", "audit")
+MODELS_VERBS = (
+    "list",
+    "load",
+    "unload",
+    "route",
+    "stage",
+    "promote",
+    "rollback",
+    "audit",
+    "drift",
+)
 
 
 def models_main(argv: list[str]) -> int:
     """``inferd models [VERB ...]``: list (the default), load, unload, route,
-    stage, promote, rollback, audit."""
+    stage, promote, rollback, audit, drift."""
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["list", *argv]  # plain `inferd models [--ready] [--json]` lists
     parser = argparse.ArgumentParser(
@@ -169,6 +179,9 @@ def models_main(argv: list[str]) -> int:
     audit = verb("audit", "the audit log, newest first")
     audit.add_argument("model", nargs="?", default="")
     audit.add_argument("--limit", type=int, default=50)
+    verb("drift", "drift of each tensor against its reference (docs/monitoring.md)").add_argument(
+        "model", nargs="?", default=""
+    )
 
     args = _parse(parser, argv)
     if isinstance(args, int):
@@ -229,6 +242,8 @@ def _models_verb(args: argparse.Namespace) -> int:
             route = client.promote(args.model, args.version, args.reason)
         elif args.verb == "rollback":
             route = client.rollback(args.model, args.reason)
+        elif args.verb == "drift":
+            return _print_drift(args, client.drift(args.model))
         else:
             entries = client.audit_log(args.model, args.limit)
             if args.json:
@@ -297,6 +312,36 @@ def _print_routes(args: argparse.Namespace, routes: list[dict[str, Any]]) -> int
                 "disagree",
             )
             _table(rows, columns, indent="  ")
+    return 0
+
+
+def _print_drift(args: argparse.Namespace, reply: dict[str, Any]) -> int:
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    if not reply.get("monitoring"):
+        print("monitoring is off on this server (it needs --metrics-port and --monitoring)")
+        return 0
+    threshold = float(reply.get("psi_threshold", 0.0))
+    rows = [
+        [
+            t["model"],
+            str(t.get("version", 0)),
+            t["tensor"],
+            f"{t.get('psi', 0.0):.3f}",
+            f"{t.get('js_distance', 0.0):.3f}",
+            "DRIFT" if t.get("psi", 0.0) > threshold else "ok",
+            str(t.get("window_rows", 0)),
+            f"{t.get('reference_rows', 0)} ({t.get('reference_source', '')})",
+        ]
+        for t in reply.get("tensors", [])
+    ]
+    print(f"PSI threshold {threshold:g}")
+    if not rows:
+        print("no drift computed yet (windows are still filling)")
+        return 0
+    columns = ("model", "version", "tensor", "psi", "js", "status", "window", "reference")
+    _table(rows, columns)
     return 0
 
 

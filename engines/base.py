@@ -95,12 +95,43 @@ class EngineInputError(EngineError):
     (e.g. non-UTF-8 text for an onnxruntime string tensor): the caller's fault."""
 
 
+class EngineRequestError(EngineError):
+    """One request's (or one batch's) failure with its own status, a gRPC
+    status name such as ``"INTERNAL"`` or ``"UNAVAILABLE"``: engines that run
+    user code (Python models) answer each request of a batch on its own."""
+
+    def __init__(self, message: str, status: str = "INTERNAL") -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCall:
+    """One request of a batch, for engines that take requests apart
+    (``Engine.takes_requests``) instead of one merged batch."""
+
+    inputs: Mapping[str, np.ndarray]
+    #: Output names the caller asked for; empty means all.
+    outputs: tuple[str, ...]
+    #: ``time.monotonic()`` by which the answer is due; None: no deadline.
+    deadline: float | None = None
+    id: str = ""
+    parameters: Mapping[str, bool | int | float | str] = field(default_factory=dict)
+
+
+#: What ``infer_requests`` gives back for each request: its outputs or its failure.
+RequestResult = dict[str, np.ndarray] | EngineRequestError
+
+
 class Engine(abc.ABC):
     """A loaded model version. Create through the engine's own constructor or
     ``load``; release with ``close`` (also a context manager)."""
 
     #: How many ``infer`` calls may run at once on this engine.
     max_concurrency: int = 1
+    #: True: the scheduler hands a batch to ``infer_requests`` as its separate
+    #: requests (no merge, no padding) and each request gets its own answer.
+    takes_requests: bool = False
 
     @property
     @abc.abstractmethod
@@ -114,6 +145,12 @@ class Engine(abc.ABC):
     ) -> dict[str, np.ndarray]:
         """Run one batch. ``outputs`` None means every output. Raises
         ``EngineError`` for a failure that belongs to this call."""
+
+    def infer_requests(self, requests: Sequence[RequestCall]) -> list[RequestResult]:
+        """Run one batch given as its requests (only when ``takes_requests``);
+        one result per request, in order. Raises ``EngineError`` for a
+        failure of the whole batch."""
+        raise NotImplementedError
 
     def check_request(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Refuse, per request and before batching, inputs this engine cannot

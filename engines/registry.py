@@ -12,6 +12,8 @@ MODEL_FILENAMES = {
     "onnxruntime": "model.onnx",
     "tensorrt_plan": "model.plan",
     "tensorrt": "model.plan",
+    # Python models load through inferd.server.python_backend, not load_engine.
+    "python": "model.py",
 }
 
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
 
 import inferd.server.grpc_log_filter  # noqa: F401  (quiets gRPC's tracebacks on import)
 from inferd.protos import grpc_service_pb2 as pb
@@ -39,23 +40,31 @@ from inferd.protos.inferd.admin.v1 import admin_pb2_grpc as admin_grpc
 from inferd.server.about import SERVER_VERSION
 from inferd.server.audit import AuditLog
 from inferd.server.auth import ROLE_ADMIN, AuthConfigError, MethodPolicy
+from inferd.server.auth.gate import AuthGate
 from inferd.server.credentials import (
     auth_interceptors,
     load_authenticator,
+    load_certificate_roles,
     load_certificates,
     transport_name,
 )
 from inferd.server.dataplane import DataPlane
 from inferd.server.grpc.admin import ADMIN_METHODS, AdminServicer
+from inferd.server.grpc.call_limit import CallLimit
 from inferd.server.grpc.malformed import add_servicer
+from inferd.server.grpc.request_bytes import RequestBytes
 from inferd.server.grpc.servicer import InferenceServicer
+from inferd.server.grpc.watch_budget import WatchBudget, add_budgeted
 from inferd.server.health import HealthReporter
 from inferd.server.http import HttpServer
 from inferd.server.lifecycle.controller import LifecycleController, ModelControlMode
 from inferd.server.lifecycle.state import StateStore
 from inferd.server.models import ModelManager
+from inferd.server.monitoring.settings import monitor_settings
+from inferd.server.monitoring.worker import Monitoring
 from inferd.server.ports import port_free
 from inferd.server.repository import ModelRepository
+from inferd.server.response_cache import ResponseCache
 from inferd.server.routing import Router
 from inferd.server.settings import ServerConfig, check
 from inferd.server.telemetry import Telemetry
@@ -124,7 +133,17 @@ class InferdServer:
             self.metrics = Metrics(process=alone, gpu=GpuCollector() if alone else None)
             if config.triton_metrics:
                 triton = TritonMetrics(self.metrics.registry)
-        self.telemetry = Telemetry(self.metrics, tracing, triton)
+        self.monitoring: Monitoring | None = None
+        if self.metrics is not None and config.monitoring:
+            self.monitoring = Monitoring(
+                monitor_settings(config), self.metrics.registry, repository.root
+            )
+        self.telemetry = Telemetry(self.metrics, tracing, triton, self.monitoring)
+        self.response_cache = (
+            ResponseCache(config.response_cache_bytes, self.telemetry)
+            if config.response_cache_bytes
+            else None
+        )
         self.models = ModelManager(
             repository,
             default_max_batch_size=config.default_max_batch_size,
@@ -133,8 +152,11 @@ class InferdServer:
             failure_threshold=config.engine_failure_threshold,
             probe_interval_s=config.health_probe_interval_s,
             strict_readiness=config.strict_readiness,
+            response_cache=self.response_cache,
         )
         self.router = Router(self.models, observer=self.telemetry)
+        if self.monitoring is not None:
+            self.monitoring.pairs = self.router.pairs
         self.lifecycle = LifecycleController(
             self.models,
             self.router,
@@ -147,7 +169,7 @@ class InferdServer:
         self.dataplane = DataPlane(
             self.models,
             router=self.router,
-            enforce_model_roles=config.auth_enabled,
+            enforce_model_roles=config.roles_enforced,
             tracing=tracing,
             log_requests=config.log_requests,
         )
@@ -158,18 +180,27 @@ class InferdServer:
             stream_max_inflight=config.stream_max_inflight,
             stream_max_buffered_bytes=config.stream_max_buffered_bytes,
         )
-        self.admin = AdminServicer(self.lifecycle)
+        self.admin = AdminServicer(self.lifecycle, self.monitoring)
         self.health = HealthReporter(self.models)
         try:
             self.certificates = load_certificates(config)  # fail at start, not at a handshake
             self.authenticator = load_authenticator(config)
+            self.certificate_roles = load_certificate_roles(config)
         except (TlsConfigError, AuthConfigError) as exc:
             raise StartupError(str(exc)) from None
         #: Required role per method (server.auth); register an added service's
         #: methods here before ``start`` (methods not in it need ``admin``).
         self.method_policy = MethodPolicy()
         self.method_policy.register({method: ROLE_ADMIN for method in ADMIN_METHODS})
+        self.gate = AuthGate(
+            self.authenticator,
+            self.certificate_roles,
+            self.method_policy,
+            allow_unauthenticated_admin=config.allow_unauthenticated_admin,
+        )
         self._interceptors = tuple(interceptors)
+        #: Request-message bytes held by unary calls (server.grpc.request_bytes).
+        self.request_bytes = RequestBytes(config.inflight_request_bytes)
         #: The HTTP/REST front end (None: ``allow_http`` is off).
         self.http: HttpServer | None = None
         if config.allow_http:
@@ -178,8 +209,7 @@ class InferdServer:
                 lifecycle=self.lifecycle,
                 limits=config.request_limits,
                 max_body_bytes=config.max_message_bytes,
-                authenticator=self.authenticator,
-                policy=self.method_policy,
+                gate=self.gate,
                 certificates=self.certificates,
                 max_concurrent=config.max_concurrent_rpcs,
             )
@@ -193,8 +223,10 @@ class InferdServer:
 
     def _all_interceptors(self) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
         # Outermost: nothing runs for a caller who may not call.
-        auth = auth_interceptors(self.authenticator, self.certificates, self.method_policy)
-        return [*auth, *self._interceptors]
+        auth = auth_interceptors(self.gate, self.certificates)
+        # Then the RPC limit and the bytes budget: a refused caller takes no slot.
+        limits = CallLimit(self.config.max_concurrent_rpcs, self.request_bytes)
+        return [*auth, limits, *self._interceptors]
 
     async def start(self, *, load: bool = True) -> int:
         """Bind, serve, load the models; returns the bound port."""
@@ -208,27 +240,37 @@ class InferdServer:
         if config.gil_switch_interval_s:
             sys.setswitchinterval(config.gil_switch_interval_s)  # before warmup measures
         interceptors = self._all_interceptors()
+        watchers = WatchBudget(config.max_watch_streams, config.max_watch_streams_per_connection)
         server = grpc.aio.server(
             options=config.grpc_options(),
             interceptors=interceptors or None,
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
-        add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, self.servicer, server)
-        add_servicer(admin_grpc.add_ModelAdminServicer_to_server, self.admin, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        budget = self.request_bytes
+        add_servicer(
+            pb_grpc.add_GRPCInferenceServiceServicer_to_server, self.servicer, server, budget
+        )
+        add_servicer(admin_grpc.add_ModelAdminServicer_to_server, self.admin, server, budget)
+        add_budgeted(
+            health_pb2_grpc.add_HealthServicer_to_server, self.health.servicer, server, watchers
+        )
         await self.health.prepare()
         if config.reflection:
-            reflection.enable_server_reflection(
-                (
-                    pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-                    admin_pb.DESCRIPTOR.services_by_name["ModelAdmin"].full_name,
-                    health.SERVICE_NAME,
-                    reflection.SERVICE_NAME,
-                ),
+            names = (
+                pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+                admin_pb.DESCRIPTOR.services_by_name["ModelAdmin"].full_name,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            )
+            add_budgeted(
+                reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+                ReflectionServicer(names),
                 server,
+                watchers,
             )
         address = f"{config.host}:{config.grpc_port}"
         self._start_metrics()
+        if self.monitoring is not None:
+            self.monitoring.start()
         try:
             if self.certificates is not None:
                 port = server.add_secure_port(address, self.certificates.credentials())
@@ -265,6 +307,7 @@ class InferdServer:
         )
         if self.authenticator is not None and self.certificates is None:
             log.warning("bearer credentials are accepted over plaintext; enable TLS off localhost")
+        self.gate.log_control_plane()
         await self.lifecycle.start(load=load, load_models=self.config.load_models)
         self.models.mark_started()
         if config.gc_freeze:
@@ -305,6 +348,8 @@ class InferdServer:
                 self.http.reload_tls()
         if self.authenticator is not None:
             self.authenticator.reload()
+        if self.certificate_roles is not None:
+            self.certificate_roles.reload(force=True)
 
     def _start_metrics(self) -> None:
         if self.metrics is None or not self.config.serve_metrics:
@@ -371,6 +416,8 @@ class InferdServer:
         await self.dataplane.close()
         await self.lifecycle.stop()
         await self.models.close()
+        if self.monitoring is not None:
+            await asyncio.to_thread(self.monitoring.stop)
         self._stop_metrics()
         if self._owns_tracing and self.tracing is not None:
             # Flush buffered spans (bounded by the exporter's own timeouts).

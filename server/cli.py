@@ -1,5 +1,5 @@
 """The ``inferd`` command: ``serve``, ``infer``, ``models``, ``demo-models``,
-``build-engine`` (``COMMANDS``), and ``--version``.
+``build-engine``, ``batch``, ``monitor`` (``COMMANDS``), and ``--version``.
 
 Start-up errors print one ``error: ...`` line and exit 2; no traceback.
 A plain ``pip install inferd`` is the client: ``infer`` and ``models`` work
@@ -30,6 +30,8 @@ COMMANDS: dict[str, str] = {
     "models": "list and manage the server's models (inferd models --help)",
     "demo-models": "build the bundled demo model repository",
     "build-engine": "build a TensorRT plan from an ONNX model (inferd build-engine --help)",
+    "batch": "score input files into Parquet predictions (inferd batch --help)",
+    "monitor": "model monitoring tools: reference distributions (inferd monitor --help)",
 }
 
 log = logging.getLogger("inferd.cli")
@@ -150,11 +152,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from inferd.server.build_engine import main as build_engine_main
 
         return build_engine_main(args[1:])
+    if args and args[0] == "batch":
+        from inferd.server.batch.cli import main as batch_main
+
+        return batch_main(args[1:])
+    if args and args[0] == "monitor":
+        from inferd.server.monitoring.cli import main as monitor_main
+
+        return monitor_main(args[1:])
     parser = argparse.ArgumentParser(prog="inferd", description="gRPC inference server")
     parser.add_argument("--version", action="version", version=f"inferd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
-    for name in ("infer", "models", "build-engine"):  # they parse their own arguments
+    for name in ("infer", "models", "build-engine", "batch", "monitor"):  # own arguments
         sub.add_parser(name, help=COMMANDS[name])
     demo = sub.add_parser("demo-models", help=COMMANDS["demo-models"])
     demo.add_argument("dest", type=Path)

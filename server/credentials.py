@@ -15,9 +15,10 @@ from inferd.server.auth import (
     Authenticator,
     AuthInterceptor,
     JwtVerifier,
-    MethodPolicy,
     TokenStore,
 )
+from inferd.server.auth.certificate_roles import CertificateRoles
+from inferd.server.auth.gate import AuthGate
 from inferd.server.settings import ServerConfig
 from inferd.server.tls import CertificateFiles
 
@@ -47,16 +48,21 @@ def load_authenticator(config: ServerConfig) -> Authenticator | None:
     return Authenticator(tokens, jwts)
 
 
+def load_certificate_roles(config: ServerConfig) -> CertificateRoles | None:
+    """Roles for client certificates, or None; raises AuthConfigError."""
+    if config.tls_client_roles_file is None:
+        return None
+    return CertificateRoles(config.tls_client_roles_file)
+
+
 def auth_interceptors(
-    authenticator: Authenticator | None,
-    certificates: CertificateFiles | None,
-    policy: MethodPolicy,
+    gate: AuthGate, certificates: CertificateFiles | None
 ) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
     """The interceptor that refuses callers who may not call, if any is needed."""
     mutual = certificates is not None and certificates.mutual
-    if authenticator is None and not mutual:
-        return []
-    return [AuthInterceptor(authenticator, policy, peer_certificates=mutual)]
+    if gate.open_admin and not mutual:
+        return []  # everything is open: nothing to decide, no principal to name
+    return [AuthInterceptor(gate, peer_certificates=mutual)]
 
 
 def transport_name(certificates: CertificateFiles | None) -> str:

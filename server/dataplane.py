@@ -17,11 +17,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 
+from inferd.server.array_request import array_request
+from inferd.server.ensemble.link import StepAnswer, StepCall
+from inferd.server.ensemble.tensors import step_request
 from inferd.server.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -34,8 +37,10 @@ from inferd.server.identity import current_principal
 from inferd.server.model_io import ModelIO
 from inferd.server.model_version import ModelVersion
 from inferd.server.models import ModelManager
+from inferd.server.monitoring.freshness import feature_timestamp
 from inferd.server.observer import ServerObserver, VersionObserver
 from inferd.server.request import InferRequest
+from inferd.server.reshape import to_config
 from inferd.server.routing import Decision, Router, outputs_agree
 
 if TYPE_CHECKING:
@@ -137,6 +142,9 @@ class DataPlane:
         #: Refused calls waiting for it now.
         self.refusals_waiting = 0
         self._shadows: set[asyncio.Task[None]] = set()
+        # Ensembles loaded before (or after) this data plane run their steps here.
+        models.steps.bind(self.run_step)
+        models.set_model_caller(self.call_model)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -207,13 +215,16 @@ class DataPlane:
         deadline: float | None = None,
         span: Span | None = None,
         protocol: str = "grpc",
+        nested: bool = False,
     ) -> Answer:
         """Answer one request for ``model`` (``version`` "" lets the route
         choose; an explicit one bypasses routes). ``routing_key`` is called
         only for A/B routes; ``deadline`` is a ``time.monotonic()`` time or
         None; ``span`` is the request's trace span (tracing on); ``protocol``
-        names the front end for metrics (``"grpc"``, ``"http"``). Raises
-        ``InferdError`` subclasses, or ``CancelledError``."""
+        names the front end for metrics (``"grpc"``, ``"http"``, ``"ensemble"``);
+        ``nested``: a step of a request already admitted and authorized (an
+        ensemble's), which a drain must not refuse. Raises ``InferdError``
+        subclasses, or ``CancelledError``."""
         start = time.monotonic_ns()
         answering: ModelVersion | None = None
         decision: Decision | None = None
@@ -228,7 +239,7 @@ class DataPlane:
             else:
                 decision = self.router.route(model, routing_key)
                 answering = decision.version
-            if self.draining:
+            if self.draining and not nested:
                 decision = None  # shutting down says nothing about the variant
                 answering.observer.on_refused("draining")
                 # Held only for gRPC: its GOAWAY is what tells the caller to go.
@@ -239,12 +250,13 @@ class DataPlane:
                     finally:
                         self.refusals_waiting -= 1
                 raise Unavailable("server is shutting down; retry on another replica")
-            # Admitted: a drain waits for its answer.
-            admitted = True
-            self.inflight += 1
-            self.admitted += 1
-            self._idle.clear()
-            self.authorize(answering)
+            if not nested:  # a step is part of its ensemble request's admission
+                # Admitted: a drain waits for its answer.
+                admitted = True
+                self.inflight += 1
+                self.admitted += 1
+                self._idle.clear()
+                self.authorize(answering)
             # Phase spans only for sampled requests: an unsampled one keeps its
             # (non-recording) span for context and log correlation, nothing more.
             tracing = self.tracing if span is not None and span.is_recording() else None
@@ -259,6 +271,7 @@ class DataPlane:
                 request = decode(answering.io)
                 request.deadline = request_deadline(request, deadline)
                 request.priority = request_priority(request)
+                feature_timestamp(request.parameters)  # checked here, read by monitoring
             now = time.monotonic()
             if span is not None:
                 request.trace = span  # batch links reach unsampled requests too
@@ -271,8 +284,13 @@ class DataPlane:
             if request.deadline is not None and now >= request.deadline:
                 answering.observer.on_refused("expired_on_arrival")
                 raise DeadlineExceeded("deadline already expired on arrival")
-            outputs = await answering.scheduler.submit(request)
-            rows = request.rows
+            cache = answering.cache
+            if cache is None:
+                outputs = await answering.scheduler.submit(request)
+                rows = request.rows
+            else:
+                outputs, rows = await cache.answer(answering, request)
+            answering.observer.on_answer(request, outputs)
             return Answer(outputs, answering, request)
         except BaseException as exc:
             status, failure = status_name(exc), exc
@@ -286,6 +304,53 @@ class DataPlane:
                 self.inflight -= 1
                 if self.inflight == 0:
                     self._idle.set()
+
+    async def run_step(self, call: StepCall) -> StepAnswer:
+        """One step of an ensemble request, as any request: routed, queued and
+        batched by the composing model's scheduler, counted in its statistics,
+        under a span of its own (a child of the ensemble request's)."""
+        parent = cast("Span | None", call.parent)
+        tracing = self.tracing
+        if tracing is None or parent is None or not parent.is_recording():
+            answer = await self._step(call, parent)
+        else:
+            with tracing.phase("inferd.ensemble_step", parent) as span:
+                span.set_attributes(
+                    {"inferd.ensemble.name": call.ensemble, "inferd.ensemble.step": call.step}
+                )
+                answer = await self._step(call, span)
+        return StepAnswer(answer.outputs, answer.version.io, answer.request)
+
+    def _step(self, call: StepCall, span: Span | None) -> Coroutine[Any, Any, Answer]:
+        return self.infer(
+            call.model,
+            call.version,
+            lambda io: step_request(call, io),
+            deadline=call.deadline,
+            span=span,
+            protocol="ensemble",
+            nested=True,
+        )
+    async def call_model(
+        self,
+        model: str,
+        version: str,
+        inputs: dict[str, np.ndarray],
+        outputs: tuple[str, ...],
+        deadline: float | None,
+    ) -> dict[str, np.ndarray]:
+        """One request from inside the server (a Python model's BLS call),
+        routed and scheduled like any other; outputs in the config's shape."""
+
+        def decode(io: ModelIO) -> InferRequest:
+            return array_request(inputs, outputs, io)
+
+        answer = await self.infer(model, version, decode, deadline=deadline, protocol="bls")
+        io = answer.version.io
+        return {
+            name: to_config(array, io.outputs[name], io.batched) if name in io.outputs else array
+            for name, array in answer.outputs.items()
+        }
 
     def _record(
         self,
@@ -360,6 +425,7 @@ class DataPlane:
             request.deadline = start + SHADOW_TIMEOUT_S
             outputs = await shadow.scheduler.submit(request)
             ok = True
+            shadow.observer.on_answer(request, outputs)  # the challenger's drift
             agree = outputs_agree(expected, outputs)
         except Unavailable:
             dropped = True  # unloading or queue full: not the challenger's answer

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from inferd.engines import Engine
 from inferd.protos import model_config_pb2
 from inferd.server.model_io import ModelIO
 from inferd.server.observer import VersionObserver
-from inferd.server.scheduler.dispatch import BatchingScheduler
+from inferd.server.scheduler.base import Scheduler
 from inferd.server.stats import ModelStats
+
+if TYPE_CHECKING:
+    from inferd.server.response_cache import ResponseCache
 
 #: config.pbtxt parameter: comma-separated roles allowed to use the model
 #: (checked when authentication is on; see server.auth).
@@ -32,8 +36,9 @@ class ModelVersion:
     platform: str
     config: model_config_pb2.ModelConfig
     io: ModelIO
-    engine: Engine
-    scheduler: BatchingScheduler
+    #: None for a model that runs no engine of its own (an ensemble).
+    engine: Engine | None
+    scheduler: Scheduler
     stats: ModelStats
     card: dict[str, str] = field(default_factory=dict)
     #: Digest of what this version was loaded from (files, config, card); a
@@ -43,6 +48,8 @@ class ModelVersion:
     observer: VersionObserver = field(default_factory=VersionObserver)
     #: Roles allowed to use this model; empty: any caller the method allows.
     allowed_roles: frozenset[str] = frozenset()
+    #: The response cache, when the config enables it and the server has one.
+    cache: ResponseCache | None = None
 
     @property
     def version_str(self) -> str:

@@ -18,10 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferd.engines import EngineError
+from inferd.server.ensemble.link import StepLink
+from inferd.server.ensemble.loader import load_composing, load_ensemble
+from inferd.server.ensemble.plan import ENSEMBLE_PLATFORM, Step
 from inferd.server.errors import FailedPrecondition, InferdError, NotFound, Unavailable
+from inferd.server.model_io import ModelIO
 from inferd.server.model_version import LoadReport, ModelVersion, State
 from inferd.server.observer import ServerObserver
+from inferd.server.python_backend.engine import ModelCaller
 from inferd.server.repository import ModelRepository, ModelSource, RepositoryError
+from inferd.server.response_cache import ResponseCache
 from inferd.server.version_loader import VersionLoader, retire, source_key
 
 log = logging.getLogger("inferd.models")
@@ -71,8 +77,11 @@ class ModelManager:
         failure_threshold: int = 3,
         probe_interval_s: float = 5.0,
         strict_readiness: bool = True,
+        response_cache: ResponseCache | None = None,
     ) -> None:
         self.repository = repository
+        #: Shared by the versions whose config enables it (``response_cache``).
+        self.response_cache = response_cache
         #: Triton's --strict-readiness: ServerReady wants every model ready
         #: (True) or only the start-up load finished (False).
         self.strict_readiness = strict_readiness
@@ -90,8 +99,14 @@ class ModelManager:
             probe_interval_s=probe_interval_s,
         )
         self._listeners: list[Callable[[], None]] = []
+        #: Ensembles reach their steps through this; the data plane binds it.
+        self.steps = StepLink()
         self._models: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+
+    def set_model_caller(self, caller: ModelCaller) -> None:
+        """How Python models call other models (BLS): the data plane's entry."""
+        self._loader.model_caller = caller
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (on the event loop) whenever a model's readiness
@@ -160,6 +175,8 @@ class ModelManager:
                 self.observer.on_model_state(name, len(entry.ready))
                 self._notify()
                 raise FailedPrecondition(str(exc)) from None
+            if source.platform == ENSEMBLE_PLATFORM:
+                await load_composing(self, source.config)
             loaded: dict[int, ModelVersion] = {}
             fresh: list[int] = []
             failed: dict[int, str] = {
@@ -239,17 +256,24 @@ class ModelManager:
     ) -> ModelVersion | str:
         """Load and warm one version; on failure the reason (logged here)."""
         name = source.name
+        self._loader.loop = asyncio.get_running_loop()
         try:
-            loaded = await asyncio.to_thread(
-                self._loader.load,
-                name,
-                version,
-                path,
-                source.platform,
-                source.config,
-                source.card,
-                source.labels,
-            )
+            if source.platform == ENSEMBLE_PLATFORM:
+                observer = self.observer.version(name, version)
+                loaded = load_ensemble(
+                    name, version, source.config, source.card, observer, self.steps, self.step_io
+                )
+            else:
+                loaded = await asyncio.to_thread(
+                    self._loader.load,
+                    name,
+                    version,
+                    path,
+                    source.platform,
+                    source.config,
+                    source.card,
+                    source.labels,
+                )
         except (RepositoryError, EngineError, InferdError) as exc:
             log.error(
                 "model '%s' version %d failed to load: %s",
@@ -277,6 +301,11 @@ class ModelManager:
             self.observer.on_load_failed(name)
             return "internal error while loading (see the server log)"
         loaded.source_key = key
+        if loaded.config.response_cache.enable and self.response_cache is not None:
+            if source.platform == ENSEMBLE_PLATFORM:  # stale once a step reloads (Triton's rule)
+                log.warning("model '%s': ensembles are not cached; caching its steps", name)
+            else:
+                loaded.cache = self.response_cache
         return loaded
 
     async def unload(self, name: str) -> LoadReport:
@@ -340,6 +369,15 @@ class ModelManager:
         if not found.healthy:
             raise found.scheduler.unhealthy_error()
         return found
+
+    def step_io(self, step: Step) -> ModelIO:
+        """The IO of the version an ensemble step reaches now (its load-time checks)."""
+        if step.model not in self.repository.index():
+            raise RepositoryError(f"{step.where}: no such model in the repository")
+        try:
+            return self.resolve(step.model, step.version).io
+        except InferdError as exc:
+            raise RepositoryError(f"{step.where}: {exc.message}") from None
 
     def get(self, name: str, version: int) -> ModelVersion | None:
         """The ready ``version`` of ``name``, or None (the router's fast path)."""

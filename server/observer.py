@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+
 if TYPE_CHECKING:
     from inferd.server.request import InferRequest
     from inferd.server.scheduler.records import BatchRecord
@@ -49,6 +51,13 @@ class VersionObserver:
         """One inference request answered with gRPC status ``code`` (its name,
         e.g. ``"OK"``) after ``seconds`` in the server; ``rows`` counts only on OK.
         ``protocol`` is the front end that took it (``"grpc"`` or ``"http"``)."""
+
+    def on_cache(self, hit: bool) -> None:
+        """A response cache lookup for this version (only versions with a cache)."""
+
+    def on_answer(self, request: InferRequest, outputs: dict[str, np.ndarray]) -> None:
+        """A request was answered with ``outputs`` (monitoring samples some);
+        also called for a shadow challenger's answers, which reach nobody."""
 
     # -- scheduler ---------------------------------------------------------------------
 
@@ -89,7 +98,8 @@ NULL_VERSION_OBSERVER = VersionObserver()
 class ServerObserver:
     """Server-wide events; hands out one ``VersionObserver`` per model version."""
 
-    def version(self, name: str, version: int) -> VersionObserver:
+    def version(self, name: str, version: int, device: str = "cpu") -> VersionObserver:
+        """``device``: where the version's engine runs, ``"cpu"`` or ``"gpu"``."""
         return NULL_VERSION_OBSERVER
 
     def unrouted(self, name: str) -> VersionObserver:
@@ -102,6 +112,10 @@ class ServerObserver:
 
     def on_load_failed(self, name: str) -> None:
         """A load of ``name`` (or of one of its versions) failed."""
+
+    def on_cache_change(self, size_bytes: int, entries: int, evicted: int) -> None:
+        """The response cache now holds ``entries`` answers in ``size_bytes``;
+        ``evicted`` were pushed out (least recently used) to make room."""
 
     def on_shadow(self, name: str, version: int, outcome: str) -> None:
         """A request mirrored to challenger ``version`` of ``name`` ended:

@@ -28,3 +28,9 @@ class InferRequest:
     #: Telemetry's handle on the request (its trace span, or None); the
     #: scheduler passes it to its observer untouched.
     trace: object | None = None
+    #: Filled in by the scheduler that ran it: ns queued, and the compute
+    #: durations of the batch it rode in (an ensemble sums its steps' into its own).
+    queue_ns: int = 0
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0

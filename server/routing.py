@@ -274,6 +274,15 @@ class Router:
     def route_of(self, name: str) -> Route | None:
         return self._routes.get(name)
 
+    def pairs(self) -> list[tuple[str, str, str]]:
+        """(model, champion, challenger) of each rollout whose challenger sees
+        traffic (shadow, canary, A/B); safe from another thread."""
+        return [
+            (route.model, str(route.champion), str(route.challenger))
+            for route in list(self._routes.values())
+            if route.champion and route.challenger and route.mode is not RouteMode.BLUE_GREEN
+        ]
+
     # -- the hot path ----------------------------------------------------------------------
 
     def route(self, name: str, key: Callable[[], str] = lambda: "") -> Decision:

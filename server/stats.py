@@ -38,6 +38,10 @@ class ModelStats:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
+    #: Response cache lookups that answered (lookup and copy-out time), and
+    #: those that did not (lookup and insert time), as Triton counts them.
+    cache_hit: Duration = field(default_factory=Duration)
+    cache_miss: Duration = field(default_factory=Duration)
     inference_count: int = 0
     execution_count: int = 0
     last_inference_ms: int = 0
@@ -68,3 +72,12 @@ class ModelStats:
 
     def record_failure(self, total_ns: int) -> None:
         self.fail.add(total_ns)
+
+    def record_cache_hit(self, ns: int) -> None:
+        """A hit: Triton counts it in ``queue`` too (with its lookup time),
+        never in ``inference_count``, ``execution_count`` or compute."""
+        self.cache_hit.add(ns)
+        self.queue.add(ns)
+
+    def record_cache_miss(self, ns: int) -> None:
+        self.cache_miss.add(ns)

@@ -13,14 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferd.engines import Engine, EngineOptions, load_engine
+from inferd.engines import Engine, load_engine
+from inferd.engines.base import EngineOptions
 from inferd.protos import model_config_pb2
 from inferd.server.model_io import ModelIO
 from inferd.server.model_version import ModelVersion, allowed_roles
 from inferd.server.observer import ServerObserver
+from inferd.server.python_backend.engine import PYTHON_PLATFORM, ModelCaller, PythonEngine
+from inferd.server.python_backend.loading import load_python_model
 from inferd.server.repository import ModelSource, complete_config, engine_options, tree_fingerprint
 from inferd.server.repository.engine_settings import CPU_PROVIDER
 from inferd.server.scheduler.dispatch import BatchingScheduler
+from inferd.server.scheduler.latency import LatencyModel
 from inferd.server.scheduler.options import BatchingOptions, options_from_config
 from inferd.server.scheduler.planners import new_latency_model
 from inferd.server.scheduler.warmup import (
@@ -46,6 +50,26 @@ class VersionLoader:
     engine_timeout_s: float | None = None
     failure_threshold: int = 3
     probe_interval_s: float = 5.0
+    #: Runs Python models' BLS requests (the data plane sets it).
+    model_caller: ModelCaller | None = None
+    #: The server's event loop (BLS requests run on it); set before each load.
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def _engine(
+        self,
+        name: str,
+        version: int,
+        path: Path,
+        platform: str,
+        config: model_config_pb2.ModelConfig,
+        settings: EngineOptions | None,
+    ) -> Engine:
+        if platform == PYTHON_PLATFORM:
+            return load_python_model(
+                name, version, path, config, caller=self.model_caller, loop=self.loop
+            )
+        assert settings is not None
+        return load_engine(platform, path, settings)
 
     def load(
         self,
@@ -57,12 +81,18 @@ class VersionLoader:
         card: dict[str, str],
         labels: dict[str, tuple[str, ...]],
     ) -> ModelVersion:
-        settings = engine_options(config, default_max_batch_size=self.default_max_batch_size)
+        settings = (
+            None  # a Python model's process reads its own instance settings
+            if platform == PYTHON_PLATFORM
+            else engine_options(config, default_max_batch_size=self.default_max_batch_size)
+        )
         # No thread count in the config: start on one thread, measure a pool at warmup.
-        choose_threads = picks_threads(platform, config, settings.providers)
-        if choose_threads:
+        choose_threads = settings is not None and picks_threads(
+            platform, config, settings.providers
+        )
+        if settings is not None and choose_threads:
             settings = dataclasses.replace(settings, intra_op_threads=1)
-        engine = load_engine(platform, path, settings)
+        engine = self._engine(name, version, path, platform, config, settings)
         try:
             completed = complete_config(
                 config, engine.signature, default_max_batch_size=self.default_max_batch_size
@@ -79,41 +109,45 @@ class VersionLoader:
                 probe_interval_s=self.probe_interval_s,
             )
             latency = new_latency_model(options)
-            if choose_threads:
+            if isinstance(engine, PythonEngine):
+                # A hung model process is killed (and restarted) at the engine timeout.
+                engine.hang_timeout_s = options.engine_timeout_s
+            # As in Triton, a Python model's code never runs on made-up inputs
+            # (a BLS model would call models that may not be loaded yet).
+            if settings is not None and choose_threads:
                 engine = self._choose_threads(
                     name, version, engine, platform, path, settings, io, options
                 )
-            # Before READY: the first caller must not pay for lazy initialisation,
-            # and the batcher must know each size's latency before it plans.
-            started = time.perf_counter()
-            sizes = warm_up(engine, io, options, latency)
-            seconds = time.perf_counter() - started
-            # The start-up progress line: warm-up is where a slow start spends its time.
-            ranges = size_ranges(sizes)  # short: text lines repeat the fields
-            log.info(
-                "model '%s' version %d warmed up: batch sizes %s in %.2f s",
-                name,
-                version,
-                ranges,
-                seconds,
-                extra={
-                    "event": "model_warmed_up",
-                    "model": name,
-                    "version": version,
-                    "batch_sizes": ranges,
-                    "seconds": round(seconds, 3),
-                },
-            )
+            if not isinstance(engine, PythonEngine):
+                self._warm_up(name, version, engine, io, options, latency)
         except BaseException:
             engine.close()
             raise
         stats = ModelStats()
-        observer = self.observer.version(name, version)
+        device = "cpu" if settings is None else device_kind(platform, settings)
+        observer = self.observer.version(name, version, device)
         probe_inputs = synthetic_inputs(io, options.sizes[0] if io.batched else 1)
 
         def probe() -> object:
             return engine.infer(probe_inputs)
 
+        scheduler = BatchingScheduler(
+            engine,
+            stats,
+            options,
+            latency,
+            name=name,
+            observer=observer,
+            probe=engine.probe if isinstance(engine, PythonEngine) else probe,
+            on_health_change=self.on_health_change,
+        )
+        if isinstance(engine, PythonEngine) and self.loop is not None:
+            loop = self.loop
+
+            def down(reason: str) -> None:
+                loop.call_soon_threadsafe(scheduler.health.set_unhealthy, reason)
+
+            engine.on_down = down
         return ModelVersion(
             name=name,
             version=version,
@@ -121,21 +155,44 @@ class VersionLoader:
             config=completed,
             io=io,
             engine=engine,
-            scheduler=BatchingScheduler(
-                engine,
-                stats,
-                options,
-                latency,
-                name=name,
-                observer=observer,
-                probe=probe,
-                on_health_change=self.on_health_change,
-            ),
+            scheduler=scheduler,
             stats=stats,
             card=card,
             observer=observer,
             allowed_roles=allowed_roles(completed),
         )
+
+    def _warm_up(
+        self,
+        name: str,
+        version: int,
+        engine: Engine,
+        io: ModelIO,
+        options: BatchingOptions,
+        latency: LatencyModel,
+    ) -> tuple[int, ...]:
+        """Before READY: the first caller must not pay for lazy initialisation,
+        and the batcher must know each size's latency before it plans."""
+        started = time.perf_counter()
+        sizes = warm_up(engine, io, options, latency)
+        seconds = time.perf_counter() - started
+        # The start-up progress line: warm-up is where a slow start spends its time.
+        ranges = size_ranges(sizes)  # short: text lines repeat the fields
+        log.info(
+            "model '%s' version %d warmed up: batch sizes %s in %.2f s",
+            name,
+            version,
+            ranges,
+            seconds,
+            extra={
+                "event": "model_warmed_up",
+                "model": name,
+                "version": version,
+                "batch_sizes": ranges,
+                "seconds": round(seconds, 3),
+            },
+        )
+        return sizes
 
     def _choose_threads(
         self,
@@ -179,6 +236,28 @@ class VersionLoader:
         return kept
 
 
+def picks_threads(
+    platform: str, config: model_config_pb2.ModelConfig, providers: tuple[str, ...]
+) -> bool:
+    """Whether the server chooses the intra-op threads: an onnxruntime model
+    on the CPU whose config names no ``intra_op_thread_count`` (one that does,
+    0 included, gets exactly that)."""
+    return (
+        platform in ("onnxruntime_onnx", "onnxruntime")
+        and "intra_op_thread_count" not in config.parameters
+        and all(p == CPU_PROVIDER for p in providers)
+    )
+
+
+def device_kind(platform: str, settings: EngineOptions) -> str:
+    """``"gpu"`` when the engine runs on a GPU (TensorRT, or a GPU provider
+    first in line), else ``"cpu"``; monitoring prices its time by it."""
+    if platform.startswith("tensorrt"):
+        return "gpu"
+    first = settings.providers[0] if settings.providers else "CPUExecutionProvider"
+    return "cpu" if first in ("CPUExecutionProvider", "OpenVINOExecutionProvider") else "gpu"
+
+
 async def retire(version: ModelVersion) -> None:
     """Drain admitted requests, then free the engine."""
     await version.scheduler.close()
@@ -191,26 +270,15 @@ async def retire(version: ModelVersion) -> None:
             version.version,
             version.scheduler.hung,
         )
-    else:
+    elif version.engine is not None:
         await asyncio.to_thread(version.engine.close)
+    if version.cache is not None:
+        version.cache.drop(version)  # after the drain: no answer of it is still coming
     log.info(
         "model '%s' version %d unloaded",
         version.name,
         version.version,
         extra={"event": "model_unloaded", "model": version.name, "version": version.version},
-    )
-
-
-def picks_threads(
-    platform: str, config: model_config_pb2.ModelConfig, providers: tuple[str, ...]
-) -> bool:
-    """Whether the server chooses the intra-op threads: an onnxruntime model
-    on the CPU whose config names no ``intra_op_thread_count`` (one that does,
-    0 included, gets exactly that)."""
-    return (
-        platform in ("onnxruntime_onnx", "onnxruntime")
-        and "intra_op_thread_count" not in config.parameters
-        and all(p == CPU_PROVIDER for p in providers)
     )
 
 

@@ -23,6 +23,9 @@ from inferd.server.app import InferdServer, ServerConfig  # noqa: E402
 # `inferd serve` children the tests start serve HTTP/REST on a free port, not
 # on Triton's 8000, which another server (or test run) may hold.
 os.environ.setdefault("INFERD_HTTP_PORT", "0")
+# Servers the tests start authenticate no one; tests load and unload models on
+# them, which such a server refuses unless allowed. Tests of the refusal say false.
+os.environ.setdefault("INFERD_ALLOW_UNAUTHENTICATED_ADMIN", "true")
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +111,7 @@ def make_server() -> Iterator[Callable[..., ServerThread]]:
         repository: Path, interceptors: Sequence[Any] = (), *, tracing: Any = None, **options: Any
     ) -> ServerThread:
         options.setdefault("grpc_port", 0)
+        options.setdefault("allow_unauthenticated_admin", True)  # see INFERD_ALLOW_... above
         config = ServerConfig(model_repository=repository, **options)
         thread = ServerThread(config, interceptors, tracing=tracing).start()
         started.append(thread)
@@ -121,7 +125,10 @@ def make_server() -> Iterator[Callable[..., ServerThread]]:
 @pytest.fixture(scope="session")
 def demo_server(demo_repository: Path) -> Iterator[ServerThread]:
     """One server on the demo models, shared by the session's read-only tests."""
-    thread = ServerThread(ServerConfig(model_repository=demo_repository, grpc_port=0)).start()
+    config = ServerConfig(
+        model_repository=demo_repository, grpc_port=0, allow_unauthenticated_admin=True
+    )
+    thread = ServerThread(config).start()
     yield thread
     thread.stop()
 

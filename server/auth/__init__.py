@@ -23,6 +23,12 @@ Both files are re-read when they change (checked at most once a second) and
 on SIGHUP; a file that fails to parse keeps the previous contents in force
 (``auth.watched_file``).
 
+Client certificates (mutual TLS) get roles from the roles file
+(``--tls-client-roles-file``, ``auth.certificate_roles``). With no way to
+authenticate configured, the control plane is refused unless
+``--allow-unauthenticated-admin`` (``auth.gate``, one decision for gRPC and
+HTTP).
+
 Authorization is a table keyed by full method name (``MethodPolicy``,
 ``auth.policy``): each method needs ``PUBLIC`` (no credential: health
 checks), ``AUTHENTICATED`` (any valid credential), or a role (``infer``,

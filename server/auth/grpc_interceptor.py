@@ -1,6 +1,6 @@
 """The gRPC (``grpc.aio``) server interceptor: authenticates each call,
-checks the method's role (``auth.policy``) and sets ``server.identity``'s
-principal while the handler runs."""
+checks the method's role (``auth.gate``) and sets ``server.identity``'s
+principal for the handler."""
 
 from __future__ import annotations
 
@@ -12,16 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from inferd.server.auth.authenticator import Authenticator
-from inferd.server.auth.policy import AUTHENTICATED, PUBLIC, MethodPolicy
-from inferd.server.errors import InferdError, PermissionDenied
+from inferd.server.auth.certificate_roles import Identity, grpc_identities
+from inferd.server.auth.gate import AuthGate
+from inferd.server.errors import InferdError
+from inferd.server.grpc.call_limit import refusal
 from inferd.server.grpc.rpc import GRPC_CODES
-from inferd.server.identity import ANONYMOUS, Principal, reset_principal, set_principal
-
-
-def _short(method: str) -> str:
-    return method.rsplit("/", 1)[-1] or method
-
+from inferd.server.identity import Principal, reset_principal, set_principal
 
 Admit = Callable[[grpc.aio.ServicerContext[Any, Any]], Principal]
 
@@ -32,23 +28,27 @@ else:
     _ServerInterceptor = grpc.aio.ServerInterceptor
 
 
+class _PeerNeeded(Exception):
+    """The decision needs the caller's certificate, known only in the handler."""
+
+
+def _no_peer() -> list[Identity]:
+    raise _PeerNeeded
+
+
+def _no_certificate() -> list[Identity]:
+    return []
+
+
 class AuthInterceptor(_ServerInterceptor):
-    """Authenticates each call, checks the method's role, and sets the
-    principal (``server.identity``) while the handler runs.
+    """Decides each call (``auth.gate``) from its metadata, before gRPC reads
+    the request: a refused caller costs no body read or parse. Only a
+    decision that needs the client certificate (mutual TLS, which gRPC shows
+    the handler only) is taken in the handler, after the read; such a caller
+    holds a certificate from the client CA."""
 
-    ``authenticator`` None: nothing is checked (no auth configured); with
-    ``peer_certificates`` (mutual TLS) the principal is the client
-    certificate's common name, without roles."""
-
-    def __init__(
-        self,
-        authenticator: Authenticator | None,
-        policy: MethodPolicy | None = None,
-        *,
-        peer_certificates: bool = False,
-    ) -> None:
-        self.authenticator = authenticator
-        self.policy = policy or MethodPolicy()
+    def __init__(self, gate: AuthGate, *, peer_certificates: bool = False) -> None:
+        self.gate = gate
         self.peer_certificates = peer_certificates
 
     async def intercept_service(
@@ -61,28 +61,22 @@ class AuthInterceptor(_ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return _wrap(handler, functools.partial(self._admit, handler_call_details.method))
+        method = handler_call_details.method
+        peer = _no_peer if self.peer_certificates else _no_certificate
+        try:
+            principal = self.gate.admit(method, handler_call_details.invocation_metadata, peer)
+        except _PeerNeeded:
+            return _wrap(handler, functools.partial(self._admit, method))
+        except InferdError as exc:
+            return refusal(GRPC_CODES[exc.code], exc.message)
+        # This runs on the call's own task, which then runs the handler.
+        set_principal(principal)
+        return handler
 
     def _admit(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
-        if self.authenticator is None:
-            return self._peer(context) or ANONYMOUS
-        required = self.policy.required(method)
-        if required == PUBLIC:
-            return ANONYMOUS
-        principal = self.authenticator.authenticate(context.invocation_metadata())
-        if required != AUTHENTICATED and required not in principal.roles:
-            raise PermissionDenied(
-                f"'{principal.name}' lacks the '{required}' role that {_short(method)} needs"
-            )
-        return principal
-
-    def _peer(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal | None:
-        if not self.peer_certificates:
-            return None
-        names = list(context.auth_context().get("x509_common_name") or ())
-        if not names:
-            return None
-        return Principal(names[0].decode("utf-8", "replace"))
+        return self.gate.admit(
+            method, context.invocation_metadata(), lambda: grpc_identities(context.auth_context())
+        )
 
 
 async def _enter(admit: Admit, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

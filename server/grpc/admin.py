@@ -19,13 +19,22 @@ from inferd.server.grpc.rpc import rpc
 from inferd.server.identity import current_principal
 from inferd.server.lifecycle.controller import LifecycleController
 from inferd.server.lifecycle.state import Guardrails, RouteMode, Stage
+from inferd.server.monitoring.worker import Monitoring
 
 SERVICE = "inferd.admin.v1.ModelAdmin"
 #: Full gRPC method names that need the admin role.
 ADMIN_METHODS: tuple[str, ...] = (
     *(
         f"/{SERVICE}/{method}"
-        for method in ("GetRoutes", "SetRoute", "SetStage", "Promote", "Rollback", "GetAuditLog")
+        for method in (
+            "GetRoutes",
+            "SetRoute",
+            "SetStage",
+            "Promote",
+            "Rollback",
+            "GetAuditLog",
+            "GetDrift",
+        )
     ),
     "/inference.GRPCInferenceService/RepositoryModelLoad",
     "/inference.GRPCInferenceService/RepositoryModelUnload",
@@ -90,8 +99,36 @@ def _entry_pb(entry: AuditEntry) -> apb.AuditEntry:
 
 
 class AdminServicer(apb_grpc.ModelAdminServicer):  # type: ignore[misc]
-    def __init__(self, lifecycle: LifecycleController) -> None:
+    def __init__(
+        self, lifecycle: LifecycleController, monitoring: Monitoring | None = None
+    ) -> None:
         self.lifecycle = lifecycle
+        self.monitoring = monitoring
+
+    @rpc
+    async def GetDrift(self, request: apb.GetDriftRequest, context: Any) -> apb.GetDriftResponse:
+        if self.monitoring is None:
+            return apb.GetDriftResponse(monitoring=False)
+        if request.model:
+            self.lifecycle.known(request.model)
+        rows = [r for r in self.monitoring.table() if r.model == request.model or not request.model]
+        return apb.GetDriftResponse(
+            monitoring=True,
+            psi_threshold=self.monitoring.settings.psi_threshold,
+            tensors=[
+                apb.TensorDrift(
+                    model=r.model,
+                    version=int(r.version),
+                    tensor=r.tensor,
+                    psi=r.psi,
+                    js_distance=r.js_distance,
+                    window_rows=r.window_rows,
+                    reference_rows=r.reference_rows,
+                    reference_source=r.reference_source,
+                )
+                for r in rows
+            ],
+        )
 
     def _route_pb(self, model: str) -> apb.Route:
         lc = self.lifecycle.lifecycle(model)

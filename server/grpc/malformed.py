@@ -18,6 +18,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from inferd.server.grpc.request_bytes import OverBudget, RequestBytes
+
 log = logging.getLogger("inferd.servicer")
 
 #: At most one log line per this many seconds about malformed requests.
@@ -70,7 +72,22 @@ def note_malformed(method: str) -> None:
     _WARNINGS.note(method)
 
 
-def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+def _tolerant(
+    parse: Callable[[bytes], Any], budget: RequestBytes | None = None
+) -> Callable[[bytes], Any]:
+    if budget is not None:
+        # A unary request: its bytes count against the server's budget, and
+        # one that would go over is not parsed (``grpc.request_bytes``).
+        def counted(data: bytes) -> Any:
+            if not budget.take(len(data)):
+                return budget.refusal
+            try:
+                return parse(data)
+            except DecodeError:
+                return MALFORMED
+
+        return counted
+
     def deserialize(data: bytes) -> Any:
         try:
             return parse(data)
@@ -80,14 +97,19 @@ def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
-async def _refuse(method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+async def _refuse(
+    method: str, context: grpc.aio.ServicerContext[Any, Any], request: Any = MALFORMED
+) -> None:
+    if isinstance(request, OverBudget):
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, request.reason)
     _WARNINGS.note(method)
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, REASON)
 
 
-def _wrap(method: str, handler: Any) -> Any:
+def _wrap(method: str, handler: Any, budget: RequestBytes | None = None) -> Any:
     # Any: grpc's type stubs describe the synchronous server's handlers.
-    deserializer = _tolerant(handler.request_deserializer)
+    unary_request = handler.unary_unary is not None or handler.unary_stream is not None
+    deserializer = _tolerant(handler.request_deserializer, budget if unary_request else None)
     serializer = handler.response_serializer
     if handler.unary_unary is not None:
         unary: Any = handler.unary_unary
@@ -99,8 +121,8 @@ def _wrap(method: str, handler: Any) -> Any:
             )
 
         async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            if request is MALFORMED:
-                await _refuse(method, context)
+            if isinstance(request, Malformed | OverBudget):
+                await _refuse(method, context, request)
             return await unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
@@ -112,8 +134,8 @@ def _wrap(method: str, handler: Any) -> Any:
         async def checked_out(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            if request is MALFORMED:
-                await _refuse(method, context)
+            if isinstance(request, Malformed | OverBudget):
+                await _refuse(method, context, request)
             async for reply in server_streaming(request, context):
                 yield reply
 
@@ -171,13 +193,29 @@ class _Capture:
         self.service, self.handlers = service, handlers
 
 
-def add_servicer(add_to_server: Callable[[Any, Any], None], servicer: Any, server: Any) -> None:
-    """``add_to_server(servicer, server)`` (a generated function), with every
-    method answering INVALID_ARGUMENT to a request that does not parse."""
+def service_handlers(
+    add_to_server: Callable[[Any, Any], None], servicer: Any
+) -> tuple[str, dict[str, Any]]:
+    """The service name and method handlers a generated ``add_*_to_server`` registers."""
     capture = _Capture()
     add_to_server(servicer, capture)
-    handlers = {name: _wrap(name, h) for name, h in capture.handlers.items()}
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(capture.service, handlers),)
-    )
-    server.add_registered_method_handlers(capture.service, handlers)
+    return capture.service, capture.handlers
+
+
+def register(server: Any, service: str, handlers: dict[str, Any]) -> None:
+    """Register ``handlers`` as the generated ``add_*_to_server`` would."""
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
+
+
+def add_servicer(
+    add_to_server: Callable[[Any, Any], None],
+    servicer: Any,
+    server: Any,
+    budget: RequestBytes | None = None,
+) -> None:
+    """``add_to_server(servicer, server)`` (a generated function), with every
+    method answering INVALID_ARGUMENT to a request that does not parse, and
+    unary requests counted against ``budget``."""
+    service, handlers = service_handlers(add_to_server, servicer)
+    register(server, service, {name: _wrap(name, h, budget) for name, h in handlers.items()})

@@ -39,6 +39,8 @@ def statistics_pb(version: ModelVersion) -> pb.ModelStatistics:
             compute_input=_duration(s.compute_input),
             compute_infer=_duration(s.compute_infer),
             compute_output=_duration(s.compute_output),
+            cache_hit=_duration(s.cache_hit),
+            cache_miss=_duration(s.cache_miss),
         ),
         batch_stats=[
             pb.InferBatchStatistics(
@@ -189,7 +191,8 @@ class MetadataRpcs:
         self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
         """Unload every version of a model once its admitted requests finish."""
-        # Triton's unload_dependents (ensembles) has nothing to act on here.
+        # Triton's unload_dependents is accepted and ignored: ensembles stay loaded
+        # and fail at the missing step until it is back (Triton's default).
         parameters = {k: v for k, v in request.parameters.items() if k != "unload_dependents"}
         lifecycle = self._repository_request(
             request.repository_name, request.model_name, parameters, "unload"

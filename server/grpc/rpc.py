@@ -12,8 +12,15 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from inferd.server.errors import InferdError, InvalidArgument, Status, status_of
+from inferd.server.errors import (
+    InferdError,
+    InvalidArgument,
+    ResourceExhausted,
+    Status,
+    status_of,
+)
 from inferd.server.grpc.malformed import MALFORMED, REASON, note_malformed
+from inferd.server.grpc.request_bytes import OverBudget
 from inferd.server.telemetry.tracing import Tracing
 
 log = logging.getLogger("inferd.servicer")
@@ -56,6 +63,8 @@ def rpc(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
             if request is MALFORMED:  # bytes that did not parse (server.grpc.malformed)
                 note_malformed(method)
                 raise InvalidArgument(REASON)
+            if isinstance(request, OverBudget):  # not parsed (server.grpc.request_bytes)
+                raise ResourceExhausted(request.reason)
             return await fn(self, request, context)
         except InferdError as exc:
             code, message = GRPC_CODES[exc.code], exc.message

@@ -19,8 +19,8 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from inferd.server.auth import AUTHENTICATED, PUBLIC, Authenticator, MethodPolicy
-from inferd.server.errors import PermissionDenied
+from inferd.server.auth.certificate_roles import Identity, peercert_identities
+from inferd.server.auth.gate import AuthGate
 from inferd.server.http import openapi
 from inferd.server.http.routes import ROUTES, HttpEndpoints
 from inferd.server.http.status import error_response, response_for
@@ -58,15 +58,14 @@ class HttpServer:
         lifecycle: LifecycleController | None,
         limits: RequestLimits,
         max_body_bytes: int,
-        authenticator: Authenticator | None = None,
-        policy: MethodPolicy | None = None,
+        gate: AuthGate | None = None,
         certificates: CertificateFiles | None = None,
         max_concurrent: int | None = None,
     ) -> None:
         self.endpoints = HttpEndpoints(dataplane, lifecycle=lifecycle, limits=limits)
         self.max_body_bytes = max_body_bytes
-        self.authenticator = authenticator
-        self.policy = policy or MethodPolicy()
+        #: Who may call what, as for gRPC (None: everything open, for embedding code).
+        self.gate = gate
         self.certificates = certificates
         #: Requests handled at once before 429 (gRPC's max_concurrent_rpcs,
         #: counted for this port on its own); None: no limit.
@@ -144,31 +143,21 @@ class HttpServer:
                 reset_principal(token)
 
     def _admit(self, request: web.Request, twin: str) -> Principal:
-        if self.authenticator is None:
-            return self._peer(request) or ANONYMOUS
-        required = self.policy.required(twin)
-        if required == PUBLIC:
+        if self.gate is None:
             return ANONYMOUS
         values = request.headers.getall("Authorization", [])
-        principal = self.authenticator.authenticate([("authorization", v) for v in values])
-        if required != AUTHENTICATED and required not in principal.roles:
-            raise PermissionDenied(
-                f"'{principal.name}' lacks the '{required}' role that "
-                f"{twin.rsplit('/', 1)[-1]} needs"
-            )
-        return principal
+        return self.gate.admit(
+            twin, [("authorization", v) for v in values], lambda: self._peer(request)
+        )
 
-    def _peer(self, request: web.Request) -> Principal | None:
-        """Mutual TLS without tokens: the client certificate's common name, as for gRPC."""
+    def _peer(self, request: web.Request) -> list[Identity]:
+        """Mutual TLS: the client certificate's identities, as for gRPC."""
         if self.certificates is None or not self.certificates.mutual:
-            return None
+            return []
         transport = request.transport
-        cert = transport.get_extra_info("peercert") if transport is not None else None
-        for rdn in (cert or {}).get("subject", ()):
-            for key, value in rdn:
-                if key == "commonName":
-                    return Principal(str(value))
-        return None
+        return peercert_identities(
+            transport.get_extra_info("peercert") if transport is not None else None
+        )
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen; returns the bound port. Raises OSError when it cannot."""

@@ -384,9 +384,7 @@ def encode_response(
     blobs: list[bytes] = []
     for name in names:
         info = io.outputs[name]
-        datatype, array = answer_output(
-            outputs[name], info, io.batched, classification.get(name)
-        )
+        datatype, array = answer_output(outputs[name], info, io.batched, classification.get(name))
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary_asked.get(name, parsed.binary_output):
             if datatype == "BYTES":

@@ -39,7 +39,7 @@ def complete_config(
     name = config.name or "<unnamed>"
     out = model_config_pb2.ModelConfig()
     out.CopyFrom(config)
-    if not out.platform and out.backend in BACKEND_PLATFORMS:
+    if not out.platform and out.backend in BACKEND_PLATFORMS and out.backend != "python":
         out.platform = BACKEND_PLATFORMS[out.backend]
     if out.max_batch_size < 0:
         raise RepositoryError(f"model '{name}': max_batch_size must not be negative")

@@ -31,15 +31,21 @@ log = logging.getLogger("inferd.repository")
 #: Triton platform names this server knows.
 ONNX_PLATFORM = "onnxruntime_onnx"
 TENSORRT_PLATFORM = "tensorrt_plan"
+#: Triton's Python backend (``model.py``); it has no platform name of its own.
+PYTHON_PLATFORM = "python"
 
 #: Triton backend name -> platform name.
 BACKEND_PLATFORMS = {
     "onnxruntime": ONNX_PLATFORM,
     "tensorrt": TENSORRT_PLATFORM,
+    "python": PYTHON_PLATFORM,
 }
 
 #: Platform name -> Triton backend name (Triton fills in whichever is missing).
 PLATFORM_BACKENDS = {platform: backend for backend, platform in BACKEND_PLATFORMS.items()}
+
+#: Triton's ensembles: no model file, an empty version directory (server.ensemble).
+ENSEMBLE_PLATFORM = "ensemble"
 
 CONFIG_FILENAME = "config.pbtxt"
 CARD_FILENAME = "model_card.json"
@@ -137,13 +143,16 @@ class ModelRepository:
                 self.check_inside(directory / filename, name, f"{name}/{filename}")
         config = _read_config(name, directory)
         platform = _platform(name, config, directory)
-        if not config.platform:
-            config.platform = platform
-        if not config.backend:
-            config.backend = PLATFORM_BACKENDS[platform]
-        filename = _model_filename(name, config, platform)
-        if not config.default_model_filename:
-            config.default_model_filename = filename  # as Triton's ModelConfig shows it
+        if not config.platform and platform != PYTHON_PLATFORM:
+            config.platform = platform  # Triton leaves a Python model's platform empty
+        if platform == ENSEMBLE_PLATFORM:
+            filename = ""  # the version directory itself
+        else:
+            if not config.backend:
+                config.backend = PLATFORM_BACKENDS[platform]
+            filename = _model_filename(name, config, platform)
+            if not config.default_model_filename:
+                config.default_model_filename = filename  # as Triton's ModelConfig shows it
         policy, versions = select_versions(name, config, directory, filename, extra_versions)
         latest_count, fallbacks = fallback_versions(config, directory, filename, policy)
         for version, path in (*versions.items(), *fallbacks.items()):
@@ -231,6 +240,10 @@ def _read_config(name: str, directory: Path) -> model_config_pb2.ModelConfig:
 
 
 def _platform(name: str, config: model_config_pb2.ModelConfig, directory: Path) -> str:
+    if config.platform == ENSEMBLE_PLATFORM:
+        if config.backend:
+            raise RepositoryError(f"model '{name}': an ensemble has no backend")
+        return ENSEMBLE_PLATFORM
     platform = BACKEND_PLATFORMS.get(config.platform, config.platform)
     if platform and platform not in MODEL_FILENAMES:
         raise RepositoryError(f"model '{name}': platform '{config.platform}' is not supported")

@@ -29,6 +29,15 @@ def version_dirs(directory: Path) -> dict[int, Path]:
     return versions
 
 
+def _model_file(version_dir: Path, filename: str) -> Path | None:
+    """The version's model file, or the directory itself when the model has
+    none (``filename`` ""; an ensemble); None when it is missing."""
+    if not filename:
+        return version_dir
+    path = version_dir / filename
+    return path if path.is_file() else None
+
+
 def select_versions(
     name: str,
     config: model_config_pb2.ModelConfig,
@@ -42,11 +51,9 @@ def select_versions(
     ``latest``/``all`` (it may still be being copied in), but a version named
     by ``specific`` must be loadable.
     """
-    loadable = {
-        number: path / filename
-        for number, path in version_dirs(directory).items()
-        if (path / filename).is_file()
-    }
+    found = {n: _model_file(path, filename) for n, path in version_dirs(directory).items()}
+    loadable = {n: path for n, path in found.items() if path is not None}
+    what = f"a {filename} file" if filename else "a version directory"
     policy = config.version_policy
     choice = policy.WhichOneof("policy_choice")
     if choice == "all":
@@ -60,7 +67,7 @@ def select_versions(
             listed = ", ".join(str(v) for v in missing)
             raise RepositoryError(
                 f"model '{name}': version policy names version(s) {listed}, which have no "
-                f"{filename} in the repository"
+                f"{filename or 'directory'} in the repository"
             )
         selected = wanted
     else:
@@ -71,7 +78,7 @@ def select_versions(
             )
         selected = sorted(loadable)[-count:]
     if not selected:
-        raise RepositoryError(f"model '{name}': no version of the model has a {filename} file")
+        raise RepositoryError(f"model '{name}': no version of the model has {what}")
     chosen = sorted({*selected, *(v for v in extra if v in loadable)})
     return tuple(selected), {v: loadable[v] for v in chosen}
 
@@ -91,9 +98,6 @@ def fallback_versions(
         return 0, {}
     count = config.version_policy.latest.num_versions if choice == "latest" else 1
     oldest = min(selected, default=0)
-    older = {
-        number: path / filename
-        for number, path in version_dirs(directory).items()
-        if number < oldest and (path / filename).is_file()
-    }
+    found = {n: _model_file(path, filename) for n, path in version_dirs(directory).items()}
+    older = {n: path for n, path in found.items() if n < oldest and path is not None}
     return count, {v: older[v] for v in sorted(older, reverse=True)}

@@ -12,6 +12,7 @@ import abc
 
 import numpy as np
 
+from inferd.server.errors import Unavailable
 from inferd.server.request import InferRequest
 
 
@@ -35,3 +36,22 @@ class Scheduler(abc.ABC):
     @abc.abstractmethod
     def pending(self) -> int:
         """Requests admitted and not yet answered."""
+
+    # Health, for schedulers that have an engine to lose (``scheduler.health``);
+    # one without (an ensemble's) is always healthy.
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    @property
+    def unhealthy_reason(self) -> str:
+        return ""
+
+    def unhealthy_error(self) -> Unavailable:
+        return Unavailable("model is not healthy")
+
+    @property
+    def hung(self) -> int:
+        """Engine calls past their timeout that have not returned yet."""
+        return 0

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -126,6 +128,16 @@ class BatchingScheduler(Scheduler):
         self.dispatcher: asyncio.Task[None] | None = None
 
     # -- public ----------------------------------------------------------------------------
+
+    def run_on_loop(self) -> bool:
+        """Run every batch of a single-slot engine on the event loop thread
+        (``inline_max_us`` without a bound), saving two thread hops per batch:
+        for a process that has nothing else to answer, such as batch mode.
+        False (nothing changed) when the engine has several slots."""
+        if self.slots.total != 1:
+            return False
+        self.execution.options = dataclasses.replace(self.execution.options, inline_max_s=math.inf)
+        return True
 
     @property
     def pending(self) -> int:

@@ -37,8 +37,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from inferd.engines import Engine, EngineError
-from inferd.server.errors import EngineFailure, InferdError, ResourceExhausted, Unavailable
+from inferd.engines import Engine, EngineError, EngineRequestError, RequestCall
+from inferd.server.errors import (
+    DeadlineExceeded,
+    EngineFailure,
+    InferdError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from inferd.server.observer import VersionObserver
 from inferd.server.scheduler.latency import LatencyModel
 from inferd.server.scheduler.options import BatchingOptions
@@ -52,9 +60,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("inferd.batcher")
 
-#: What one engine call returns: each request's outputs, and the nanoseconds
-#: spent merging, in the engine and splitting.
-Result = tuple[list[dict[str, np.ndarray]], int, int, int]
+#: What one engine call returns: each request's outputs (or, from engines
+#: that answer requests one by one, its error), and the nanoseconds spent
+#: merging, in the engine and splitting.
+Result = tuple[list[dict[str, np.ndarray] | InferdError], int, int, int]
+
+#: Statuses an engine may give one request (``EngineRequestError.status``).
+_REQUEST_ERRORS: dict[str, type[InferdError]] = {
+    "INVALID_ARGUMENT": InvalidArgument,
+    "NOT_FOUND": NotFound,
+    "UNAVAILABLE": Unavailable,
+    "DEADLINE_EXCEEDED": DeadlineExceeded,
+    "RESOURCE_EXHAUSTED": ResourceExhausted,
+}
+
+
+def request_error(exc: EngineRequestError) -> InferdError:
+    """The caller's error for one request's engine failure (INTERNAL unless
+    the engine named another status)."""
+    return _REQUEST_ERRORS.get(exc.status, EngineFailure)(str(exc))
 
 
 class EngineThreads:
@@ -286,14 +310,18 @@ class Executor:
         rows = sum(e.rows for e in entries)
         predicted = self.latency.high(size)
         for entry in entries:
-            self.stats.record_queue(int((now - entry.arrival) * 1e9))
+            queued = entry.request.queue_ns = int((now - entry.arrival) * 1e9)
+            self.stats.record_queue(queued)
         try:
             token = self.observer.on_dispatch(entries, plan.reason, plan.slack, now)
         except Exception:  # telemetry must never stop a batch
             log.exception("telemetry hook on_dispatch failed")
             token = None
         batch = Batch(entries, size, rows, plan, predicted, now, token)
-        if 0 < predicted <= self.options.inline_max_s and self.slots.total == 1:
+        # Never inline an engine that takes requests apart: a Python model's
+        # BLS calls need the event loop this would block.
+        inline = 0 < predicted <= self.options.inline_max_s and self.slots.total == 1
+        if inline and not self.engine.takes_requests:
             self.run_inline(batch)
             return
         batch_id = self.slots.next_id()
@@ -386,10 +414,18 @@ class Executor:
         self.stats.record_execution(rows, len(entries), input_ns, infer_ns, output_ns)
         late = 0
         for entry, out in zip(entries, outputs, strict=True):
+            request = entry.request
+            request.compute_input_ns = input_ns
+            request.compute_infer_ns = infer_ns
+            request.compute_output_ns = output_ns
             if finished > entry.deadline:
                 late += 1
             self.counters.answered += 1
-            if not entry.future.done():
+            if entry.future.done():
+                continue
+            if isinstance(out, InferdError):
+                entry.future.set_exception(out)
+            else:
                 entry.future.set_result(out)
         self.counters.late += late
         record = BatchRecord(
@@ -417,6 +453,8 @@ class Executor:
         """Merge, run and split one batch (on an engine thread)."""
         entries, size, rows = batch.entries, batch.size, batch.rows
         batch.started = time.monotonic()
+        if self.engine.takes_requests:
+            return self.execute_requests(batch)
         t0 = time.perf_counter_ns()
         inputs = merge_inputs([e.request.inputs for e in entries], size - rows)
         wanted = union_outputs([e.request.outputs for e in entries])
@@ -433,7 +471,32 @@ class Executor:
         t2 = time.perf_counter_ns()
         results = split_outputs(outputs, entries) if self.options.batched else [outputs]
         t3 = time.perf_counter_ns()
-        return results, t1 - t0, t2 - t1, t3 - t2
+        return list(results), t1 - t0, t2 - t1, t3 - t2
+
+    def execute_requests(self, batch: Batch) -> Result:
+        """Run one batch as its separate requests, each answered on its own
+        (engines with ``takes_requests``: no merge, no padding)."""
+        calls = [
+            RequestCall(
+                e.request.inputs,
+                e.request.outputs,
+                e.request.deadline,
+                e.request.id,
+                e.request.parameters,
+            )
+            for e in batch.entries
+        ]
+        t0 = time.perf_counter_ns()
+        try:
+            answers = self.engine.infer_requests(calls)
+        except EngineRequestError as exc:
+            raise request_error(exc) from None
+        except EngineError as exc:
+            raise EngineFailure(f"model execution failed: {exc}") from None
+        results: list[dict[str, np.ndarray] | InferdError] = [
+            request_error(a) if isinstance(a, EngineRequestError) else a for a in answers
+        ]
+        return results, 0, time.perf_counter_ns() - t0, 0
 
 
 def merge_inputs(inputs: list[dict[str, np.ndarray]], pad: int) -> dict[str, np.ndarray]:

@@ -82,6 +82,8 @@ def _combination_problem(config: ServerConfig, name: Callable[[str], str]) -> st
             f"{name('jwt_keys_file')} needs an issuer and an audience "
             f"({name('jwt_issuer')}, {name('jwt_audience')})"
         )
+    if config.tls_client_roles_file is not None and config.tls_client_ca_file is None:
+        return f"{name('tls_client_roles_file')} needs {name('tls_client_ca_file')}"
     if not config.auth_enabled and (config.jwt_issuer or config.jwt_audience):
         return "a JWT issuer or audience needs a JWT keys file"
     try:

@@ -23,6 +23,10 @@ from inferd.server.grpc.stream_budget import (
     DEFAULT_STREAM_MAX_BUFFERED_BYTES,
     DEFAULT_STREAM_MAX_INFLIGHT,
 )
+from inferd.server.grpc.watch_budget import (
+    DEFAULT_MAX_WATCH_STREAMS,
+    DEFAULT_MAX_WATCH_STREAMS_PER_CONNECTION,
+)
 from inferd.server.settings.checks import connection_age_options
 from inferd.server.settings.options import KiB, MiB, OldFlag, described, option
 
@@ -36,6 +40,7 @@ _MODELS = "models and faults"
 _SECURITY = "security (docs/security.md)"
 _SPREAD = "load spreading across replicas (docs/kubernetes.md)"
 _PROCESS = "process (inferd serve only)"
+_MONITORING = "model monitoring (docs/monitoring.md)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,15 +109,39 @@ class ServerConfig:
     max_concurrent_streams: int = option(
         256, group=_LIMITS, help="concurrent calls per HTTP/2 connection", minimum=1
     )
-    #: Twice the default model queue; over it health checks are refused too.
+    #: Twice the default model queue; Health/Check and watch streams are not counted.
     max_concurrent_rpcs: int | None = option(
         4096,
         group=_LIMITS,
-        help="concurrent RPCs on the server before RESOURCE_EXHAUSTED; 0: no limit",
+        help="concurrent RPCs on the server before RESOURCE_EXHAUSTED, health/reflection "
+        "streams apart (--max-watch-streams); 0: no limit",
         zero_is_none=True,
         minimum=1,
     )
+    #: Health/Watch and reflection need no credentials and stay open: capped
+    #: apart, so they never take inference's or Health/Check's slots.
+    max_watch_streams: int = option(
+        DEFAULT_MAX_WATCH_STREAMS,
+        group=_LIMITS,
+        help="Health/Watch and reflection streams open on the server; over it RESOURCE_EXHAUSTED",
+        minimum=1,
+    )
+    max_watch_streams_per_connection: int = option(
+        DEFAULT_MAX_WATCH_STREAMS_PER_CONNECTION,
+        group=_LIMITS,
+        help="Health/Watch and reflection streams open on one connection",
+        minimum=1,
+    )
 
+    #: Four largest messages: a few big callers at once, memory bounded by
+    #: configuration (server.grpc.request_bytes says what it cannot bound).
+    max_inflight_request_bytes: int | None = option(
+        None,
+        group=_LIMITS,
+        help="request-message bytes held by unary calls across the server (default: 4 x "
+        "--max-message-bytes); a message over it is not parsed and while it is full new "
+        "calls are refused before they are read: RESOURCE_EXHAUSTED",
+    )
     stream_max_inflight: int = option(
         DEFAULT_STREAM_MAX_INFLIGHT,
         group=_LIMITS,
@@ -208,6 +237,16 @@ class ServerConfig:
         help="time between repository scans in poll mode",
         old_flags=(OldFlag("--repository-poll-secs"),),
     )
+    #: Triton's local cache size (its --cache-config local,size=N); one cache
+    #: shared by every model whose config has ``response_cache { enable: true }``.
+    response_cache_bytes: int = option(
+        0,
+        group=_MODELS,
+        minimum=0,
+        help="size of the response cache, bytes, LRU by bytes (0: no cache); used by models "
+        "whose config.pbtxt has response_cache { enable: true } (docs/ensembles-and-cache.md)",
+        old_flags=(OldFlag("--response-cache-byte-size", kind=int),),
+    )
     state_dir: Path | None = option(
         None,
         group=_MODELS,
@@ -239,6 +278,43 @@ class ServerConfig:
     #: Workers record (multiprocess mode) and leave serving to their supervisor.
     serve_metrics: bool = option(True, help="serve /metrics from this process", public=False)
     log_requests: bool = option(False, help="log one line per inference request")
+    # -- model monitoring (docs/monitoring.md) ------------------------------------------------
+    monitoring: bool = option(
+        True,
+        group=_MONITORING,
+        help="drift, input quality, feature freshness and cost metrics (needs --metrics-port)",
+    )
+    monitor_sample_rate: float = option(
+        0.02, group=_MONITORING, help="share of answered requests sampled", minimum=0
+    )
+    monitor_reference_rows: int = option(
+        1000,
+        group=_MONITORING,
+        help="sampled rows captured as the reference of a model without monitoring/reference.json",
+        minimum=1,
+    )
+    drift_window_rows: int = option(
+        1000, group=_MONITORING, help="sampled rows in a drift window", minimum=4
+    )
+    drift_window_s: float = option(
+        600.0, group=_MONITORING, help="oldest sample a drift window keeps", minimum=0.001
+    )
+    drift_min_rows: int = option(
+        500, group=_MONITORING, help="fewest rows a window needs to give a drift value", minimum=1
+    )
+    drift_psi_threshold: float = option(
+        0.2, group=_MONITORING, help="PSI over which drift is reported (and alerts)", minimum=0
+    )
+    monitor_interval_s: float = option(
+        1.0, group=_MONITORING, help="how often samples and costs are processed", minimum=0.001
+    )
+    cost_per_cpu_hour: float = option(
+        0.0, group=_MONITORING, help="price of one CPU core hour (any currency)", minimum=0
+    )
+    cost_per_gpu_hour: float = option(
+        0.0, group=_MONITORING, help="price of one GPU hour (same currency)", minimum=0
+    )
+
     #: Freezing the loaded server (``gc.freeze``) spares later full
     #: collections from scanning it (docs/experiments/gc-freeze-and-gil-switch.md).
     #: Process wide: embedding code and tests, whose objects would be frozen
@@ -344,6 +420,21 @@ class ServerConfig:
     jwt_leeway_s: float = option(
         30.0, group=_SECURITY, help="clock skew tolerated on JWT exp/nbf", minimum=0
     )
+    tls_client_roles_file: Path | None = option(
+        None,
+        group=_SECURITY,
+        metavar="JSON",
+        help="roles for client certificates by identity ('uri:...', 'dns:...', 'cn:...'); "
+        "needs --tls-client-ca-file",
+    )
+    #: Off by default: a server that authenticates no one must not let anyone
+    #: load or unload models (docs/security.md).
+    allow_unauthenticated_admin: bool = option(
+        False,
+        group=_SECURITY,
+        help="with no tokens, JWT keys or certificate roles configured, let every caller use "
+        "the control plane (model load/unload, the admin service); default: refused",
+    )
     reflection: bool = option(False, group=_SECURITY, help="serve gRPC server reflection (grpcurl)")
     #: Off by default: a link to /etc/passwd named config.pbtxt must not be read.
     allow_links_outside_repository: bool = option(
@@ -364,8 +455,19 @@ class ServerConfig:
         )
 
     @property
+    def inflight_request_bytes(self) -> int:
+        """``max_inflight_request_bytes`` or its default."""
+        return self.max_inflight_request_bytes or 4 * self.max_message_bytes
+
+    @property
     def auth_enabled(self) -> bool:
+        """Bearer tokens or JWTs are configured."""
         return self.auth_tokens_file is not None or self.jwt_keys_file is not None
+
+    @property
+    def roles_enforced(self) -> bool:
+        """Callers have roles: tokens, JWTs or client-certificate roles are configured."""
+        return self.auth_enabled or self.tls_client_roles_file is not None
 
     def grpc_options(self) -> list[tuple[str, int]]:
         send = self.max_send_message_bytes or self.max_message_bytes

@@ -17,29 +17,44 @@ from inferd.server.telemetry.tracing import Tracing, VersionTracing
 from inferd.server.telemetry.triton_metrics import TritonMetrics, TritonVersionMetrics
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from inferd.server.monitoring.sampler import VersionMonitor
+    from inferd.server.monitoring.worker import Monitoring
+    from inferd.server.request import InferRequest
     from inferd.server.scheduler.records import BatchRecord
 
 __all__ = ["Metrics", "Telemetry", "Tracing", "TritonMetrics", "VersionTelemetry"]
 
 
 class VersionTelemetry(VersionObserver):
-    __slots__ = ("m", "n", "t")
+    __slots__ = ("m", "n", "s", "t")
 
     def __init__(
         self,
         m: VersionMetrics | None,
         t: VersionTracing | None,
         n: TritonVersionMetrics | None = None,
+        s: VersionMonitor | None = None,
     ) -> None:
         self.m = m
         self.t = t
         self.n = n  # Triton's families (--triton-metrics)
+        self.s = s  # model monitoring (server.monitoring)
+
+    def on_answer(self, request: InferRequest, outputs: dict[str, np.ndarray]) -> None:
+        if self.s is not None:
+            self.s.answer(request, outputs)
 
     def on_request(self, code: str, seconds: float, rows: int, protocol: str) -> None:
         if self.m is not None:
             self.m.request(code, seconds, rows, protocol)
         if self.n is not None:
             self.n.request(code, seconds, rows)
+
+    def on_cache(self, hit: bool) -> None:
+        if self.m is not None:
+            self.m.cache(hit)
 
     def on_pending(self, delta: int) -> None:
         if self.m is not None:
@@ -76,6 +91,8 @@ class VersionTelemetry(VersionObserver):
         return None
 
     def on_executed(self, token: object, entries: Sequence[Queued], record: BatchRecord) -> None:
+        if self.s is not None:
+            self.s.executed(record.actual_s)
         if self.m is not None:
             self.m.batch(record.reason, record.rows, record.actual_s, record.late)
         if self.n is not None:
@@ -98,15 +115,18 @@ class Telemetry(ServerObserver):
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
         triton: TritonMetrics | None = None,
+        monitoring: Monitoring | None = None,
     ) -> None:
         self.metrics = metrics
+        #: Model monitoring (needs metrics): drift, input quality, freshness, cost.
+        self.monitoring = monitoring if metrics is not None else None
         self.tracing = tracing
         self.triton = triton
         #: Names the model manager told us about (repository names: trusted).
         self._models: set[str] = set()
         self._unrouted: dict[str, VersionObserver] = {}
 
-    def version(self, name: str, version: int) -> VersionObserver:
+    def version(self, name: str, version: int, device: str = "cpu") -> VersionObserver:
         self._models.add(name)
         if self.metrics is None and self.tracing is None:
             return NULL_VERSION_OBSERVER
@@ -115,6 +135,7 @@ class Telemetry(ServerObserver):
             self.metrics.version(name, v) if self.metrics is not None else None,
             self.tracing.version(name, v) if self.tracing is not None else None,
             self.triton.version(name, v) if self.triton is not None else None,
+            self.monitoring.version(name, v, device) if self.monitoring is not None else None,
         )
 
     def unrouted(self, name: str) -> VersionObserver:
@@ -139,6 +160,13 @@ class Telemetry(ServerObserver):
     def on_shadow(self, name: str, version: int, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.shadow.labels(name, str(version), outcome).inc()
+
+    def on_cache_change(self, size_bytes: int, entries: int, evicted: int) -> None:
+        if self.metrics is not None:
+            self.metrics.cache_bytes.set(size_bytes)
+            self.metrics.cache_entries.set(entries)
+            if evicted:
+                self.metrics.cache_evictions.inc(evicted)
 
     def on_guardrail_trip(self, name: str, version: int) -> None:
         if self.metrics is not None:

@@ -24,6 +24,10 @@ inferd_model_load_failures_total           counter    model
 inferd_model_ready_versions                gauge      model
 inferd_shadow_requests_total               counter    model, version, outcome
 inferd_guardrail_trips_total               counter    model, version
+inferd_cache_hits_total                    counter    model, version
+inferd_cache_misses_total                  counter    model, version
+inferd_cache_evictions_total               counter    (the response cache, server-wide)
+inferd_cache_bytes / inferd_cache_entries  gauge      (the response cache, server-wide)
 process_* (CPU, memory, fds, start time)   various    (``worker`` with --workers)
 inferd_gpu_* (only where NVML finds GPUs)  gauge      gpu, name
 =========================================  =========  ============================
@@ -210,6 +214,34 @@ class Metrics:
             mv,
             registry=r,
         )
+        # The response cache (--response-cache-bytes); hits and misses are
+        # ModelStatistics' cache_hit and cache_miss counts.
+        self.cache_hits = Counter(
+            "inferd_cache_hits", "Requests answered from the response cache", mv, registry=r
+        )
+        self.cache_misses = Counter(
+            "inferd_cache_misses",
+            "Requests of cache-enabled models the response cache could not answer",
+            mv,
+            registry=r,
+        )
+        self.cache_evictions = Counter(
+            "inferd_cache_evictions",
+            "Answers pushed out of the response cache to make room (least recently used)",
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "inferd_cache_bytes",
+            "Bytes the response cache holds",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.cache_entries = Gauge(
+            "inferd_cache_entries",
+            "Answers the response cache holds",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         if process:
             ProcessCollector(registry=r)
         if gpu is not None:
@@ -311,6 +343,10 @@ class VersionMetrics:
         if child is None:
             child = self._expired[reason] = self._metrics.expired.labels(*self._labels, reason)
         child.inc()
+
+    def cache(self, hit: bool) -> None:
+        family = self._metrics.cache_hits if hit else self._metrics.cache_misses
+        family.labels(*self._labels).inc()
 
     def batch(self, reason: str, rows: int, compute_s: float, late: int) -> None:
         child = self._batches.get(reason)

@@ -225,6 +225,7 @@ def test_embedded_configs_are_checked_alike(
         (["--tls-client-ca", "ca.pem"], "tls_client_ca_file", Path("ca.pem")),
         (["--auth-tokens", "t.json"], "auth_tokens_file", Path("t.json")),
         (["--jwt-keys", "j.pem"], "jwt_keys_file", Path("j.pem")),
+        (["--response-cache-byte-size", "1048576"], "response_cache_bytes", 1 << 20),
     ],
 )
 def test_old_spellings_still_work_and_warn(args: list[str], name: str, value: Any) -> None:
@@ -296,3 +297,11 @@ def test_the_port_from_the_environment_is_served(demo_repository: Path) -> None:
         proc.wait(30)
         if proc.stderr:
             proc.stderr.close()
+
+
+def test_the_response_cache_size_takes_units_and_zero() -> None:
+    assert parse_serve_settings(["--response-cache-bytes", "64MiB"]).values[
+        "response_cache_bytes"
+    ] == (64 << 20)
+    env = {"INFERD_RESPONSE_CACHE_BYTES": "0"}
+    assert parse_serve_settings([], env).values["response_cache_bytes"] == 0

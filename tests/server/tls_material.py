@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +97,15 @@ class Authority:
     def pem(self) -> bytes:
         return cert_pem(self.cert)
 
-    def issue(self, common_name: str, *, server: bool, expired: bool = False) -> Issued:
+    def issue(
+        self,
+        common_name: str,
+        *,
+        server: bool,
+        expired: bool = False,
+        alt_names: Sequence[x509.GeneralName] = (),
+    ) -> Issued:
+        """``alt_names``: a client certificate's subject alternative names."""
         key = ec_key()
         start = _now() - datetime.timedelta(days=3 if expired else 0, minutes=5)
         end = (
@@ -120,6 +129,8 @@ class Authority:
                 ),
                 critical=False,
             )
+        elif alt_names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         return Issued(key, builder.sign(self.key, hashes.SHA256()))
 
 

@@ -97,9 +97,12 @@ def exported(
         assert thread.server is not None and thread.server.metrics is not None
         families: list[Metric] = scrape(thread.server.metrics_port)
         # Label names of families with no series yet (nothing expired, say).
+        assert thread.server.monitoring is not None  # on by default with metrics
+        families_of = [thread.server.metrics, thread.server.monitoring.metrics]
         declared = {
             m._name: set(m._labelnames)
-            for m in vars(thread.server.metrics).values()
+            for metrics in families_of
+            for m in vars(metrics).values()
             if hasattr(m, "_labelnames")
         }
     finally:
@@ -196,6 +199,14 @@ def test_dashboard_covers_what_sres_ask_for() -> None:
         "inferd_compute_duration_seconds_bucket",
         "inferd_requests_refused_total",
         "inferd_model_ready_versions",
+        # Model monitoring (docs/monitoring.md).
+        "inferd_drift_psi{",
+        "inferd_drift_challenger_psi",
+        "inferd_input_bad_rows_total",
+        "inferd_feature_age_seconds_bucket",
+        "inferd_cost_total",
+        "inferd_gpu_seconds_total",
+        "inferd:latency_slo_errors:ratio_rate1h",
     ):
         assert needed in exprs, needed
     # Per model and version wherever the metric has a version label.
@@ -227,6 +238,13 @@ def test_alert_rules_structure() -> None:
         "InferdModelNotReady",
         "InferdGuardrailRollback",
         "InferdShadowDisagreement",
+        "InferdDrift",
+        "InferdChallengerDrift",
+        "InferdInputQualitySpike",
+        "InferdStaleFeatures",
+        "InferdCostPer1kRequestsOverBudget",
+        "InferdLatencyBudgetBurnFast",
+        "InferdLatencyBudgetBurnSlow",
     }
     for name, rule in alerts.items():
         assert re.fullmatch(r"\d+[smh]", rule["for"]), name

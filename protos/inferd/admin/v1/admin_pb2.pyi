@@ -219,3 +219,39 @@ class GetAuditLogResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
+
+class GetDriftRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class TensorDrift(_message.Message):
+    __slots__ = ("model", "version", "tensor", "psi", "js_distance", "window_rows", "reference_rows", "reference_source")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    JS_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    tensor: str
+    psi: float
+    js_distance: float
+    window_rows: int
+    reference_rows: int
+    reference_source: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., tensor: _Optional[str] = ..., psi: _Optional[float] = ..., js_distance: _Optional[float] = ..., window_rows: _Optional[int] = ..., reference_rows: _Optional[int] = ..., reference_source: _Optional[str] = ...) -> None: ...
+
+class GetDriftResponse(_message.Message):
+    __slots__ = ("tensors", "psi_threshold", "monitoring")
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    PSI_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MONITORING_FIELD_NUMBER: _ClassVar[int]
+    tensors: _containers.RepeatedCompositeFieldContainer[TensorDrift]
+    psi_threshold: float
+    monitoring: bool
+    def __init__(self, tensors: _Optional[_Iterable[_Union[TensorDrift, _Mapping]]] = ..., psi_threshold: _Optional[float] = ..., monitoring: bool = ...) -> None: ...

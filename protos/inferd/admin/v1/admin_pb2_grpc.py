@@ -64,6 +64,11 @@ class ModelAdminStub(object):
                 request_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogRequest.SerializeToString,
                 response_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogResponse.FromString,
                 _registered_method=True)
+        self.GetDrift = channel.unary_unary(
+                '/inferd.admin.v1.ModelAdmin/GetDrift',
+                request_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetDriftRequest.SerializeToString,
+                response_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetDriftResponse.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServicer(object):
@@ -112,6 +117,14 @@ class ModelAdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDrift(self, request, context):
+        """The latest drift of each monitored tensor against its version's reference
+        (docs/monitoring.md); empty while windows fill or with monitoring off.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +157,11 @@ def add_ModelAdminServicer_to_server(servicer, server):
                     servicer.GetAuditLog,
                     request_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogRequest.FromString,
                     response_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogResponse.SerializeToString,
+            ),
+            'GetDrift': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDrift,
+                    request_deserializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetDriftRequest.FromString,
+                    response_serializer=inferd_dot_admin_dot_v1_dot_admin__pb2.GetDriftResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +326,33 @@ class ModelAdmin(object):
             '/inferd.admin.v1.ModelAdmin/GetAuditLog',
             inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogRequest.SerializeToString,
             inferd_dot_admin_dot_v1_dot_admin__pb2.GetAuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDrift(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inferd.admin.v1.ModelAdmin/GetDrift',
+            inferd_dot_admin_dot_v1_dot_admin__pb2.GetDriftRequest.SerializeToString,
+            inferd_dot_admin_dot_v1_dot_admin__pb2.GetDriftResponse.FromString,
             options,
             channel_credentials,
             insecure,
