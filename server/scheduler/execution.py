@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import functools
 import itertools
@@ -95,11 +94,6 @@ class EngineThreads:
         self._threads: list[threading.Thread] = []
         self._closed = False
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._put(functools.partial(_into_future, future, fn, args))
-        return future
-
     def post(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -110,9 +104,6 @@ class EngineThreads:
         """Run ``fn(*args)`` on a thread, then ``done(result, error)`` on
         ``loop``: one wake-up of the loop per call, no futures
         (docs/experiments/engine-call-handoff.md)."""
-        self._put(functools.partial(_then_call, loop, done, fn, args))
-
-    def _put(self, job: Callable[[], None]) -> None:
         if self._closed:
             raise RuntimeError("engine threads are shut down")
         if not self._threads:
@@ -120,7 +111,7 @@ class EngineThreads:
                 thread = threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
-        self._jobs.put(job)
+        self._jobs.put(functools.partial(_then_call, loop, done, fn, args))
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -135,19 +126,6 @@ class EngineThreads:
         if wait:
             for thread in self._threads:
                 thread.join()
-
-
-def _into_future(
-    future: concurrent.futures.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]
-) -> None:
-    if not future.set_running_or_notify_cancel():
-        return
-    try:
-        result = fn(*args)
-    except BaseException as exc:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
 
 
 def _then_call(
@@ -190,52 +168,36 @@ class Slots:
 
     def run(
         self, call_id: int, fn: Callable[..., Any], *args: Any, ends_at: float | None = None
-    ) -> concurrent.futures.Future[Any]:
-        """Take a slot and run ``fn`` on an engine thread (``ends_at``: record
-        the call as a running batch). The slot is given back when the call
-        really ends (even after a timeout gave up on it), never earlier.
-        Raises RuntimeError, with the slot given back, once shut down."""
-        if ends_at is not None:
-            self.running[call_id] = ends_at
-        self.free -= 1
-        try:
-            future = self.threads.submit(fn, *args)
-        except RuntimeError:
-            self.running.pop(call_id, None)
-            self.free += 1
-            raise
-        loop = asyncio.get_running_loop()
-        released = False
+    ) -> asyncio.Future[Any]:
+        """``start`` with a future for the call's outcome, resolved once its
+        slot is given back."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.running.pop(call_id, None)
-                self.free += 1
-                self._on_free()
+        def settle(result: Any, error: BaseException | None) -> None:
+            if not future.cancelled():
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
 
-        def done(_: object) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to free
-                loop.call_soon_threadsafe(release)
-
-        future.add_done_callback(done)
+        self.start(call_id, fn, *args, ends_at=ends_at, on_done=settle)
         return future
 
     def start(
         self,
         call_id: int,
         fn: Callable[..., Any],
-        arg: Any,
-        *,
-        ends_at: float,
+        *args: Any,
+        ends_at: float | None = None,
         on_done: Callable[[Any, BaseException | None], None],
     ) -> None:
-        """Take a slot and run ``fn(arg)`` on an engine thread, recorded as a
-        running batch; when it returns, give the slot back (``on_free``) and
-        then call ``on_done(result, error)``, both on the event loop. Raises
+        """Take a slot and run ``fn(*args)`` on an engine thread (``ends_at``:
+        record it as a running batch). When the call really ends (even after a
+        timeout gave up on it) the slot is given back (``on_free``), then
+        ``on_done(result, error)`` runs, on the event loop. Raises
         RuntimeError, with the slot given back, once shut down."""
-        self.running[call_id] = ends_at
+        if ends_at is not None:
+            self.running[call_id] = ends_at
         self.free -= 1
 
         def finish(result: Any, error: BaseException | None) -> None:
@@ -247,7 +209,7 @@ class Slots:
                 on_done(result, error)
 
         try:
-            self.threads.post(asyncio.get_running_loop(), finish, fn, arg)
+            self.threads.post(asyncio.get_running_loop(), finish, fn, *args)
         except RuntimeError:
             self.running.pop(call_id, None)
             self.free += 1
