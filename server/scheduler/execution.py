@@ -287,21 +287,15 @@ class Executor:
             self.run_inline(batch)
             return
         batch_id = self.slots.next_id()
-        timeout = self.options.engine_timeout_s
-        timer = (
-            asyncio.get_running_loop().call_later(timeout, self.timed_out, batch_id, batch, timeout)
-            if timeout is not None
-            else None
-        )
+        timeout, loop = self.options.engine_timeout_s, asyncio.get_running_loop()
+        timer = None
+        if timeout is not None:
+            timer = loop.call_later(timeout, self.timed_out, batch_id, batch, timeout)
+        returned = functools.partial(self.returned, batch_id, batch, timer)
         # Handed to the engine thread now, not when a task gets its turn.
         try:
-            self.slots.start(
-                batch_id,
-                self.execute,
-                batch,
-                ends_at=now + self.latency.mean(size),
-                on_done=functools.partial(self.returned, batch_id, batch, timer),
-            )
+            ends_at = now + self.latency.mean(size)
+            self.slots.start(batch_id, self.execute, batch, ends_at=ends_at, on_done=returned)
         except RuntimeError:  # engine threads already shut down
             if timer is not None:
                 timer.cancel()
