@@ -1,6 +1,7 @@
 """The ceiling of unary Python gRPC on this machine: a bare grpc.aio server
 whose ModelInfer only decodes the first input and answers a slice of it (no
-model, no batching, no validation). Benchmarks run it beside inferd so that
+model, no batching, no validation); ModelStreamInfer does the same for each
+message of a stream, in turn. Benchmarks run it beside inferd so that
 "served / bare" is measured in the same run.
 
     python -m benchmarks.bare_server --port 8005
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -63,6 +65,14 @@ class BareServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         response.outputs.add(name="probabilities", datatype="FP32", shape=[1, out.size])
         response.raw_output_contents.append(out.tobytes())
         return response
+
+    async def ModelStreamInfer(
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        # The streaming ceiling: each message decoded and answered in turn.
+        async for request in request_iterator:
+            response = await self.ModelInfer(request, context)
+            yield pb.ModelStreamInferResponse(infer_response=response)
 
 
 async def serve(host: str, port: int) -> None:

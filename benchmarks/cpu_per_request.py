@@ -4,7 +4,8 @@
         [--env after:INFERD_METRICS_PORT=0] [--model digits_mlp] [--seconds 8]
         [--concurrency 16] [--rounds 3]
 
-Every server is up at once (an idle one costs no CPU) and at each round they
+``--stream`` sends the requests over one ModelStreamInfer stream instead of
+unary calls. Every server is up at once (an idle one costs no CPU) and at each round they
 take turns under the same closed loop from one asyncio client, so that the
 host's drift hits every variant alike. Reports, per variant, the median server
 CPU time per answered request (user + system of the server process, /proc)
@@ -12,7 +13,9 @@ and its ratio to the bare handler's, plus throughput and latency. ``--rev``
 checks a git revision out into a temporary worktree (``.``: this tree as it
 is); revisions from before the ``inferd`` import root run as ``server.cli``.
 ``--env NAME:VAR=VALUE`` sets a variable in variant NAME's server only, so two
-variants of one tree can differ by a setting (``INFERD_*``). 127.0.0.1 only.
+variants of one tree can differ by a setting (``INFERD_*``);
+``--repository-for NAME=PATH`` serves variant NAME from its own repository, so
+they can differ by a model config. 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.revisions import checkout, parse_rev  # noqa: E402
-from benchmarks.server_cpu import INPUTS, Result, closed_loop, free_port, wait_ready  # noqa: E402
+from benchmarks.server_cpu import (  # noqa: E402
+    INPUTS,
+    Result,
+    closed_loop,
+    free_port,
+    stream_loop,
+    wait_ready,
+)
 
 BARE = "bare grpc.aio"
 
@@ -47,6 +57,8 @@ class Variant:
     results: list[Result] = field(default_factory=list)
     #: Variables set for this variant's server on top of ours.
     env: dict[str, str] = field(default_factory=dict)
+    #: The model repository it serves (None: the shared one).
+    repository: Path | None = None
 
     def server_env(self) -> dict[str, str]:
         return {**os.environ, **self.env}
@@ -59,6 +71,14 @@ def parse_env(text: str) -> tuple[str, str, str]:
     if not sep or not name or not eq or not var:
         raise argparse.ArgumentTypeError(f"expected NAME:VAR=VALUE, got {text!r}")
     return name, var, value
+
+
+def parse_repository_for(text: str) -> tuple[str, Path]:
+    """``NAME=PATH`` -> (variant, repository)."""
+    name, eq, path = text.partition("=")
+    if not eq or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
 
 
 def inferd_command(root: Path, repository: Path, port: int) -> list[str]:
@@ -82,7 +102,8 @@ def run(opts: argparse.Namespace) -> list[Variant]:
         for name, rev in opts.rev:
             root = stack.enter_context(checkout(rev, parent))
             env = {var: value for variant, var, value in opts.env if variant == name}
-            variants.append(Variant(name, [], root, env=env))
+            own = dict(opts.repository_for).get(name)
+            variants.append(Variant(name, [], root, env=env, repository=own))
         procs: list[tuple[Variant, subprocess.Popen[bytes], str]] = []
         try:
             for variant in variants:
@@ -91,7 +112,7 @@ def run(opts: argparse.Namespace) -> list[Variant]:
                     command = [sys.executable, *variant.command, "--host", "127.0.0.1",
                                "--port", str(port)]  # fmt: skip
                 else:
-                    command = inferd_command(variant.cwd, repository, port)
+                    command = inferd_command(variant.cwd, variant.repository or repository, port)
                 proc = subprocess.Popen(
                     command,
                     cwd=variant.cwd,
@@ -104,10 +125,9 @@ def run(opts: argparse.Namespace) -> list[Variant]:
                 wait_ready(proc, address)
             for round_no in range(opts.rounds):
                 for variant, proc, address in procs:
+                    loop = stream_loop if opts.stream else closed_loop
                     result = asyncio.run(
-                        closed_loop(
-                            address, opts.model, opts.concurrency, opts.seconds, 1.0, proc.pid
-                        )
+                        loop(address, opts.model, opts.concurrency, opts.seconds, 1.0, proc.pid)
                     )
                     variant.results.append(result)
                     print(
@@ -129,7 +149,8 @@ def run(opts: argparse.Namespace) -> list[Variant]:
 def report(variants: Sequence[Variant], opts: argparse.Namespace) -> None:
     bare = statistics.median(r.cpu_us_per_request for r in variants[0].results)
     print(
-        f"\nmodel {opts.model}, {opts.concurrency} in flight, {opts.seconds:g} s x "
+        f"\nmodel {opts.model}, {'one stream, ' if opts.stream else ''}"
+        f"{opts.concurrency} in flight, {opts.seconds:g} s x "
         f"{opts.rounds} round(s) per variant (medians)"
     )
     print(
@@ -156,16 +177,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--env", type=parse_env, action="append", default=[], metavar="NAME:VAR=VALUE",
         help="an environment variable for variant NAME's server only (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--repository-for", type=parse_repository_for, action="append", default=[],
+        metavar="NAME=PATH", help="a model repository for variant NAME's server only",
+    )  # fmt: skip
     parser.add_argument("--model", default="digits_mlp", choices=sorted(INPUTS))
     parser.add_argument("--seconds", type=float, default=8.0, help="per variant and round (<=60)")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--stream", action="store_true",
+        help="one ModelStreamInfer stream per variant (the bare server streams too)",
+    )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repository", type=Path, default=None)
     opts = parser.parse_args(argv)
     opts.rev = opts.rev or [("now", ".")]
     unknown = {name for name, _, _ in opts.env} - {name for name, _ in opts.rev}
+    unknown |= {name for name, _ in opts.repository_for} - {name for name, _ in opts.rev}
     if unknown:
-        parser.error(f"--env names no --rev variant: {', '.join(sorted(unknown))}")
+        parser.error(f"--env/--repository-for name no --rev variant: {', '.join(sorted(unknown))}")
     opts.seconds = min(max(opts.seconds, 1.0), 60.0)
     if opts.rounds < 1 or opts.concurrency < 1:
         parser.error("--rounds and --concurrency must be at least 1")

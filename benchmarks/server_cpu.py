@@ -12,7 +12,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +107,49 @@ async def closed_loop(
                 result.requests += 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - start
+        result.cpu_s = cpu_seconds(pid) - cpu
+    return result
+
+
+async def stream_loop(
+    address: str,
+    model: str,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    pid: int,
+    inputs: Mapping[str, np.ndarray] | None = None,
+) -> Result:
+    """One ModelStreamInfer stream with ``concurrency`` requests in flight
+    for ``seconds`` after ``warmup`` (a reply lets the next request go)."""
+    inputs = dict(INPUTS[model] if inputs is None else inputs)
+    result = Result()
+    permits = asyncio.Semaphore(concurrency)
+    sent: dict[str, float] = {}
+    state = {"measuring": False, "stop": time.perf_counter() + warmup + seconds}
+
+    async def requests() -> AsyncIterator[tuple[str, dict[str, np.ndarray]]]:
+        n = 0
+        while time.perf_counter() < state["stop"]:
+            await permits.acquire()
+            n += 1
+            sent[str(n)] = time.perf_counter()
+            yield str(n), inputs
+
+    async with AsyncInferenceClient(address) as client:
+        start = time.perf_counter()
+        cpu = cpu_seconds(pid)
+        async for reply in client.stream_infer(model, requests()):
+            permits.release()
+            now = time.perf_counter()
+            if not state["measuring"] and now - start >= warmup:
+                state["measuring"] = True
+                start, cpu = now, cpu_seconds(pid)
+                continue
+            if state["measuring"] and not isinstance(reply, Exception):
+                result.latencies.append(now - sent.pop(reply.id, now))
+                result.requests += 1
         result.seconds = time.perf_counter() - start
         result.cpu_s = cpu_seconds(pid) - cpu
     return result

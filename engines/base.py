@@ -65,6 +65,8 @@ class EngineOptions:
     ``device_id``: the GPU the model runs on (Triton ``instance_group.gpus``).
     ``max_batch_size``: the largest batch the scheduler will dispatch, 0 when
     unknown; GPU engines size their shape ranges from it.
+    ``intra_op_spinning``: whether onnxruntime's intra-op threads spin while
+    waiting for work (its default); spinning burns a shared host's cores.
     """
 
     concurrency: int = 1
@@ -74,6 +76,7 @@ class EngineOptions:
     provider_options: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     device_id: int = 0
     max_batch_size: int = 0
+    intra_op_spinning: bool = True
 
     def options_for(self, provider: str) -> dict[str, str]:
         """The settings given for ``provider`` (empty when none)."""

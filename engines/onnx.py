@@ -303,6 +303,8 @@ class OnnxEngine(Engine):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = max(0, options.intra_op_threads)
         so.inter_op_num_threads = max(0, options.inter_op_threads)
+        if not options.intra_op_spinning:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if options.inter_op_threads > 1:
             # The inter-op pool is only used in parallel mode; asking for it
             # would otherwise be a silent no-op.

@@ -23,11 +23,18 @@ from inferd.server.observer import ServerObserver
 from inferd.server.python_backend.engine import PYTHON_PLATFORM, PythonEngine
 from inferd.server.python_backend.loading import load_python_model
 from inferd.server.repository import ModelSource, complete_config, engine_options, tree_fingerprint
+from inferd.server.repository.engine_settings import CPU_PROVIDER
 from inferd.server.scheduler.dispatch import BatchingScheduler
 from inferd.server.scheduler.latency import LatencyModel
 from inferd.server.scheduler.options import BatchingOptions, options_from_config
 from inferd.server.scheduler.planners import new_latency_model
-from inferd.server.scheduler.warmup import synthetic_inputs, warm_up
+from inferd.server.scheduler.warmup import (
+    choose_intra_op_threads,
+    host_cpus,
+    synthetic_inputs,
+    thread_candidate,
+    warm_up,
+)
 from inferd.server.stats import ModelStats
 
 log = logging.getLogger("inferd.models")
@@ -80,6 +87,12 @@ class VersionLoader:
             if platform == PYTHON_PLATFORM
             else engine_options(config, default_max_batch_size=self.default_max_batch_size)
         )
+        # No thread count in the config: start on one thread, measure a pool at warmup.
+        choose_threads = settings is not None and picks_threads(
+            platform, config, settings.providers
+        )
+        if settings is not None and choose_threads:
+            settings = dataclasses.replace(settings, intra_op_threads=1)
         engine = self._engine(name, version, path, platform, config, settings)
         try:
             completed = complete_config(
@@ -102,6 +115,10 @@ class VersionLoader:
                 engine.hang_timeout_s = options.engine_timeout_s
             # As in Triton, a Python model's code never runs on made-up inputs
             # (a BLS model would call models that may not be loaded yet).
+            if settings is not None and choose_threads:
+                engine = self._choose_threads(
+                    name, version, engine, platform, path, settings, io, options
+                )
             if not isinstance(engine, PythonEngine):
                 self._warm_up(name, version, engine, io, options, latency)
         except BaseException:
@@ -177,6 +194,60 @@ class VersionLoader:
             },
         )
         return sizes
+
+    def _choose_threads(
+        self,
+        name: str,
+        version: int,
+        engine: Engine,
+        platform: str,
+        path: Path,
+        settings: EngineOptions,
+        io: ModelIO,
+        options: BatchingOptions,
+    ) -> Engine:
+        """Pick the intra-op thread count the config left open (and log it)."""
+        candidate = thread_candidate(host_cpus(), settings.concurrency)
+        kept, threads, why = choose_intra_op_threads(
+            engine,
+            lambda n: load_engine(
+                platform,
+                path,
+                dataclasses.replace(settings, intra_op_threads=n, intra_op_spinning=False),
+            ),
+            io,
+            options,
+            candidate,
+        )
+        log.info(
+            "model '%s' version %d: %d intra-op thread(s) per instance (%s); "
+            "parameter intra_op_thread_count overrides",
+            name,
+            version,
+            threads,
+            why,
+            extra={
+                "event": "engine_threads",
+                "model": name,
+                "version": version,
+                "intra_op_threads": threads,
+                "reason": why,
+            },
+        )
+        return kept
+
+
+def picks_threads(
+    platform: str, config: model_config_pb2.ModelConfig, providers: tuple[str, ...]
+) -> bool:
+    """Whether the server chooses the intra-op threads: an onnxruntime model
+    on the CPU whose config names no ``intra_op_thread_count`` (one that does,
+    0 included, gets exactly that)."""
+    return (
+        platform in ("onnxruntime_onnx", "onnxruntime")
+        and "intra_op_thread_count" not in config.parameters
+        and all(p == CPU_PROVIDER for p in providers)
+    )
 
 
 def device_kind(platform: str, settings: EngineOptions) -> str:

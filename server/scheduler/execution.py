@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import queue
@@ -85,18 +85,25 @@ class EngineThreads:
 
     Unlike ``ThreadPoolExecutor`` workers (joined at interpreter exit), daemon
     threads let the process exit while an engine call hangs. Threads start on
-    the first ``submit``."""
+    the first job."""
 
     def __init__(self, count: int, name: str) -> None:
         self._count = count
         self._name = name
-        self._jobs: queue.SimpleQueue[
-            tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]] | None
-        ] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._closed = False
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+    def post(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        done: Callable[[Any, BaseException | None], None],
+        fn: Callable[..., Any],
+        *args: Any,
+    ) -> None:
+        """Run ``fn(*args)`` on a thread, then ``done(result, error)`` on
+        ``loop``: one wake-up of the loop per call, no futures
+        (docs/experiments/engine-call-handoff.md)."""
         if self._closed:
             raise RuntimeError("engine threads are shut down")
         if not self._threads:
@@ -104,22 +111,12 @@ class EngineThreads:
                 thread = threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
                 thread.start()
                 self._threads.append(thread)
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._jobs.put((future, fn, args))
-        return future
+        self._jobs.put(functools.partial(_then_call, loop, done, fn, args))
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            future, fn, args = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = fn(*args)
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-            del job, future, fn, args
+            job()
+            del job
 
     def shutdown(self, *, wait: bool) -> None:
         """Stop taking work; ``wait``: join the threads (only when none hangs)."""
@@ -129,6 +126,22 @@ class EngineThreads:
         if wait:
             for thread in self._threads:
                 thread.join()
+
+
+def _then_call(
+    loop: asyncio.AbstractEventLoop,
+    done: Callable[[Any, BaseException | None], None],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> None:
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        result = fn(*args)
+    except BaseException as exc:
+        error = exc
+    with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+        loop.call_soon_threadsafe(done, result, error)
 
 
 class Slots:
@@ -155,37 +168,52 @@ class Slots:
 
     def run(
         self, call_id: int, fn: Callable[..., Any], *args: Any, ends_at: float | None = None
-    ) -> concurrent.futures.Future[Any]:
-        """Take a slot and run ``fn`` on an engine thread (``ends_at``: record
-        the call as a running batch). The slot is given back when the call
-        really ends (even after a timeout gave up on it), never earlier.
-        Raises RuntimeError, with the slot given back, once shut down."""
+    ) -> asyncio.Future[Any]:
+        """``start`` with a future for the call's outcome, resolved once its
+        slot is given back."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if not future.cancelled():
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
+
+        self.start(call_id, fn, *args, ends_at=ends_at, on_done=settle)
+        return future
+
+    def start(
+        self,
+        call_id: int,
+        fn: Callable[..., Any],
+        *args: Any,
+        ends_at: float | None = None,
+        on_done: Callable[[Any, BaseException | None], None],
+    ) -> None:
+        """Take a slot and run ``fn(*args)`` on an engine thread (``ends_at``:
+        record it as a running batch). When the call really ends (even after a
+        timeout gave up on it) the slot is given back (``on_free``), then
+        ``on_done(result, error)`` runs, on the event loop. Raises
+        RuntimeError, with the slot given back, once shut down."""
         if ends_at is not None:
             self.running[call_id] = ends_at
         self.free -= 1
+
+        def finish(result: Any, error: BaseException | None) -> None:
+            self.running.pop(call_id, None)
+            self.free += 1
+            try:
+                self._on_free()
+            finally:
+                on_done(result, error)
+
         try:
-            future = self.threads.submit(fn, *args)
+            self.threads.post(asyncio.get_running_loop(), finish, fn, *args)
         except RuntimeError:
             self.running.pop(call_id, None)
             self.free += 1
             raise
-        loop = asyncio.get_running_loop()
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.running.pop(call_id, None)
-                self.free += 1
-                self._on_free()
-
-        def done(_: object) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to free
-                loop.call_soon_threadsafe(release)
-
-        future.add_done_callback(done)
-        return future
 
     def shutdown(self) -> None:
         # Idle threads exit at once; a hung one would block forever.
@@ -238,7 +266,6 @@ class Executor:
         self.name = name
         #: The most recent batches (size, reason, slack, predicted vs actual).
         self.batches: collections.deque[BatchRecord] = collections.deque(maxlen=history)
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def launch(self, entries: list[Entry], plan: Plan, size: int, now: float) -> None:
         """Start ``entries`` as one engine batch of ``size`` rows."""
@@ -260,42 +287,39 @@ class Executor:
             self.run_inline(batch)
             return
         batch_id = self.slots.next_id()
+        timeout, loop = self.options.engine_timeout_s, asyncio.get_running_loop()
+        timer = None
+        if timeout is not None:
+            timer = loop.call_later(timeout, self.timed_out, batch_id, batch, timeout)
+        returned = functools.partial(self.returned, batch_id, batch, timer)
         # Handed to the engine thread now, not when a task gets its turn.
         try:
-            future = self.slots.run(
-                batch_id, self.execute, batch, ends_at=now + self.latency.mean(size)
-            )
+            ends_at = now + self.latency.mean(size)
+            self.slots.start(batch_id, self.execute, batch, ends_at=ends_at, on_done=returned)
         except RuntimeError:  # engine threads already shut down
+            if timer is not None:
+                timer.cancel()
             self.fail(batch, Unavailable("model is unloading; retry"))
-            return
-        task = asyncio.create_task(self.run_batch(batch_id, batch, future))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
-    async def run_batch(
-        self, batch_id: int, batch: Batch, future: concurrent.futures.Future[Any]
+    def returned(
+        self,
+        batch_id: int,
+        batch: Batch,
+        timer: asyncio.TimerHandle | None,
+        result: Result | None,
+        error: BaseException | None,
     ) -> None:
-        """Await the engine call, within the engine timeout."""
-        loop = asyncio.get_running_loop()
-        timeout = self.options.engine_timeout_s
-        timer = (
-            loop.call_later(timeout, self.timed_out, batch_id, batch, timeout)
-            if timeout is not None
-            else None
-        )
-        try:
-            result = await asyncio.wrap_future(future)
-        except Exception as exc:
-            result = exc
+        """The engine call returned (on the event loop): answer its requests."""
         if timer is not None:
             timer.cancel()
         if batch_id in self.slots.hung:
             # Answered at the timeout; what the call returned late is dropped.
             self.slots.hung.discard(batch_id)
             return
-        if isinstance(result, Exception):
-            self.failed(batch, result)
+        if error is not None:
+            self.failed(batch, error if isinstance(error, Exception) else RuntimeError(repr(error)))
             return
+        assert result is not None
         self.complete(batch, result)
 
     def run_inline(self, batch: Batch) -> None:

@@ -67,6 +67,8 @@ class LatencyModel:
         self._known: list[int] = []  # sorted measured sizes
         #: Recent batches' time over their size's mean, as a fraction of it (all sizes).
         self._over: collections.deque[float] = collections.deque(maxlen=window)
+        #: The same values kept sorted, so the quantile costs no sort per batch.
+        self._over_sorted: list[float] = []
         self._spread = 0.0
         self._dirty = False
 
@@ -76,8 +78,7 @@ class LatencyModel:
             self._start(size, seconds)
             return
         if mean > 0:
-            self._over.append(seconds / mean - 1.0)
-            self._dirty = True
+            self._add_over(seconds / mean - 1.0)
         clipped = min(seconds, self.stall_clip * mean)
         first = self._firsts[size]
         if first > 0:
@@ -92,6 +93,14 @@ class LatencyModel:
         self._means[size] = seconds
         self._drift_at[size] = self._drift
 
+    def _add_over(self, value: float) -> None:
+        over, ordered = self._over, self._over_sorted
+        if len(over) == over.maxlen:
+            del ordered[bisect.bisect_left(ordered, over[0])]
+        over.append(value)
+        bisect.insort(ordered, value)
+        self._dirty = True
+
     def seed(self, size: int, samples: list[float]) -> None:
         """Start ``size`` from warmup samples: the median, not the first one,
         so one slow warmup run (a busy host) does not skew the start; every
@@ -100,8 +109,8 @@ class LatencyModel:
         median = ordered[len(ordered) // 2]
         self._start(size, median)
         if median > 0:
-            self._over.extend(value / median - 1.0 for value in ordered)
-            self._dirty = True
+            for value in ordered:
+                self._add_over(value / median - 1.0)
 
     @property
     def sizes(self) -> list[int]:
@@ -141,7 +150,7 @@ class LatencyModel:
     def spread(self) -> float:
         """The ``quantile`` of recent batches' overrun of their size's mean (>= 0)."""
         if self._dirty:
-            ordered = sorted(self._over)
+            ordered = self._over_sorted
             index = min(len(ordered) - 1, math.ceil(self.quantile * len(ordered)) - 1)
             self._spread = max(0.0, ordered[max(0, index)])
             self._dirty = False

@@ -66,4 +66,30 @@ def test_env_must_name_a_variant(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cpu_per_request.main(["--rev", "a=.", "--env", "b:INFERD_X=1"])
     assert exit_info.value.code == 2
-    assert "--env names no --rev variant: b" in capsys.readouterr().err
+    assert "--env/--repository-for name no --rev variant: b" in capsys.readouterr().err
+
+
+def test_repository_for_names_a_variant_and_a_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cpu_per_request.parse_repository_for(f"b={tmp_path}") == ("b", tmp_path)
+    for bad in ("b", "=x", "b="):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cpu_per_request.parse_repository_for(bad)
+    with pytest.raises(SystemExit) as exit_info:
+        cpu_per_request.main(["--rev", "a=.", "--repository-for", f"b={tmp_path}"])
+    assert exit_info.value.code == 2
+    assert "name no --rev variant: b" in capsys.readouterr().err
+
+
+def test_a_short_streaming_run_measures_both_servers_over_one_stream(
+    demo_repository: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--seconds", "1", "--rounds", "1", "--concurrency", "2", "--stream"]
+    assert cpu_per_request.main([*args, "--repository-for", f"now={demo_repository}"]) == 0
+    out = capsys.readouterr().out
+    assert "one stream, 2 in flight" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[-2:]}
+    assert set(rows) == {"bare", "now"}
+    for row in rows.values():
+        assert float(row[-5]) > 0 and float(row[-3]) > 0  # CPU us/req, req/s (bare streams too)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 
 from inferd.server.scheduler.latency import STALL_CLIP, STRICT_STALL_CLIP, LatencyModel
@@ -118,3 +121,20 @@ def test_warmup_seed_takes_the_median_not_the_first_sample() -> None:
     model.seed(4, [0.030, 0.001, 0.001, 0.002, 0.001])
     assert model.mean(4) == pytest.approx(0.001)
     assert model.high(4) >= model.mean(4)
+
+
+def test_spread_is_the_quantile_of_the_window_as_batches_come_and_go() -> None:
+    # The sorted copy of the window must follow the window exactly as old
+    # overruns leave it (seeded ones included), or ``high`` drifts.
+    rng = random.Random(7)
+    model = LatencyModel(quantile=0.9, window=16)
+    model.seed(1, [0.001 * rng.uniform(0.8, 1.5) for _ in range(10)])
+    model.seed(4, [0.002 * rng.uniform(0.8, 1.5) for _ in range(10)])
+    for _ in range(200):
+        size = rng.choice([1, 4])
+        before = model.mean(size)
+        seconds = before * rng.choice([0.5, 1.0, 1.0, 1.2, 3.0])
+        model.observe(size, seconds)
+        window = sorted(model._over)
+        index = min(len(window) - 1, math.ceil(0.9 * len(window)) - 1)
+        assert model.spread == max(0.0, window[index])
