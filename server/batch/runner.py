@@ -178,8 +178,10 @@ async def open_scorer(job: BatchJob) -> Scorer:
 async def run_batch(job: BatchJob, *, progress_stream: TextIO | None = None) -> Summary:
     """Score ``job``; raises ``BatchError`` (its ``exit_code`` says which) when
     the run cannot go on."""
-    if job.part_rows < 1 or not 0 <= job.max_error_fraction <= 1:
-        raise BatchError("part rows must be >= 1 and --max-error-fraction within 0..1")
+    if job.part_rows < 1 or job.batch_size < 0 or not 0 <= job.max_error_fraction <= 1:
+        raise BatchError(
+            "--part-rows must be >= 1, --batch-size >= 0 and --max-error-fraction within 0..1"
+        )
     started = time.monotonic()
     files = [await asyncio.to_thread(describe, p) for p in expand(job.inputs)]
     scorer = await open_scorer(job)

@@ -68,6 +68,7 @@ def test_unreadable_input_exit_3_in_one_line(demo_repository: Path, tmp_path: Pa
     [
         (["--map", "nonsense"], "--map takes COLUMN=INPUT"),
         (["--max-error-fraction", "2"], "--max-error-fraction within 0..1"),
+        (["--batch-size", "-1"], "--batch-size >= 0"),
     ],
 )
 def test_usage_errors_exit_2(demo_repository: Path, tmp_path: Path, flags: list[str],
