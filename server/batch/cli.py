@@ -26,10 +26,18 @@ DESCRIPTION = (
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="inferd batch", description=DESCRIPTION)
+    p = argparse.ArgumentParser(
+        prog="inferd batch",
+        description=DESCRIPTION,
+        epilog="exit codes: 0 done; 1 more bad rows than --max-error-fraction; 2 usage or "
+        "model error; 3 unreadable input file; 4 scoring failed (retry: it resumes). "
+        "See docs/batch.md.",
+    )
     p.add_argument("model", help="model name in the repository")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--model-repository", type=Path, help="score here, from this repository")
+    where.add_argument(
+        "--model-repository", type=Path, metavar="DIR", help="score here, from this repository"
+    )
     where.add_argument("--url", help="score on this running server (host:port, streaming gRPC)")
     p.add_argument(
         "--input",
@@ -69,18 +77,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         type=int,
+        metavar="N",
         default=0,
         help="rows per inference call (default: the model's max_batch_size)",
     )
     p.add_argument(
         "--part-rows",
         type=int,
+        metavar="N",
         default=DEFAULT_PART_ROWS,
         help=f"rows per output part (default {DEFAULT_PART_ROWS})",
     )
     p.add_argument(
         "--max-error-fraction",
         type=float,
+        metavar="F",
         default=0.0,
         help="bad rows allowed, as a fraction of all rows, before exit code 1 (default 0)",
     )
@@ -137,6 +148,9 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_USAGE
     try:
         summary = asyncio.run(run_batch(job))
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
     except BatchError as exc:
         _write_summary(opts.summary, {"exit_code": exc.exit_code, "message": str(exc)})
         print(f"error: {exc}", file=sys.stderr)

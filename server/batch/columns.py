@@ -72,7 +72,7 @@ class _Column:
             for row in range(self.rows):
                 self.bad(row, f"no column '{name}' in the input")
             return np.zeros((self.rows, *(max(d, 1) for d in self.dims)), self.dtype)
-        array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        array = one_array(column)
         flat = self._vectorized(array)
         if flat is None:
             flat = self._row_by_row(array)
@@ -137,7 +137,7 @@ class _Column:
         values = array.values.slice(array.offset * size, len(array) * size)
         if values.null_count:
             return None
-        flat: np.ndarray = values.to_numpy(zero_copy_only=False).reshape(self.rows, size)
+        flat = as_numpy(values).reshape(self.rows, size)
         self._check_integral(flat, np.arange(self.rows))
         return flat.astype(self.dtype, copy=False).reshape(self.rows, *self.dims)
 
@@ -149,7 +149,7 @@ class _Column:
         values = array.values
         if values.null_count:
             return None
-        offsets = array.offsets.to_numpy()
+        offsets = as_numpy(array.offsets)
         lengths = np.diff(offsets)
         nulls = array.is_null().to_numpy(zero_copy_only=False)
         count = self.count
@@ -164,7 +164,7 @@ class _Column:
         for row in np.flatnonzero(~nulls & (lengths != count)):
             self.bad(int(row), f"{lengths[row]} values, the input takes {count} per row")
         good = ~nulls & (lengths == count)
-        flat = values.to_numpy(zero_copy_only=False)
+        flat = as_numpy(values)
         out = np.zeros((self.rows, count), dtype=flat.dtype)
         index = offsets[:-1][good, None] + np.arange(count)
         out[good] = flat[index]
@@ -229,6 +229,27 @@ class _Column:
         except (OverflowError, FloatingPointError):
             self.bad(row, f"value out of range for {self.info.datatype}")
             return None
+
+
+def as_numpy(array: pa.Array) -> np.ndarray:
+    """A view of a numeric array without nulls. Read from its buffer: the first
+    ``to_numpy`` imports pandas where it is installed (half a second)."""
+    kind = array.type
+    if array.null_count == 0 and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        dtype = np.dtype(kind.to_pandas_dtype())
+        data = array.buffers()[1]
+        return np.frombuffer(
+            data, dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize
+        )
+    result: np.ndarray = array.to_numpy(zero_copy_only=False)
+    return result
+
+
+def one_array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The column as one array; a single chunk as it is (combining copies)."""
+    if not isinstance(column, pa.ChunkedArray):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def reject_nan_inputs(parameters: Mapping[str, str], io: ModelIO) -> frozenset[str]:

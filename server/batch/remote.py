@@ -13,6 +13,7 @@ import itertools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import grpc
 import numpy as np
 
 from inferd.clients.aio import AsyncInferenceClient
@@ -23,6 +24,14 @@ from inferd.server.model_io import ModelIO, TensorInfo
 
 #: Chunks in flight on the stream: enough to cover the round trip.
 STREAM_DEPTH = 8
+#: Refusals at the start that say nothing about the job (exit 4, retried).
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 
 
 def io_from_config(config: Mapping[str, Any]) -> ModelIO:
@@ -80,6 +89,8 @@ class RemoteScorer:
             config = await client.model_config(model, version, timeout=30)
         except InferenceServerError as exc:
             await client.close()
+            if exc.code in RETRYABLE:  # the server is down or busy: a re-run may succeed
+                raise ScoringError(f"server {url}: {exc}") from None
             raise BatchError(f"server {url}: {exc}") from None
         scorer = cls(client, config, metadata, version, outputs)
         if not scorer.io.batched:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from inferd.server.batch import manifest as manifest_file
 from inferd.server.batch import writer
-from inferd.server.batch.columns import Converted, convert, reject_nan_inputs
+from inferd.server.batch.columns import Converted, convert, one_array, reject_nan_inputs
 from inferd.server.batch.errors import BatchError
 from inferd.server.batch.job import BatchJob
 from inferd.server.batch.manifest import (
@@ -100,7 +100,7 @@ class _Run:
             return pa.array(np.arange(offset, offset + table.num_rows, dtype=np.int64))
         if self.job.key not in table.column_names:
             raise BatchError(f"input file {source.path} has no key column '{self.job.key}'")
-        return table.column(self.job.key).combine_chunks()
+        return one_array(table.column(self.job.key))
 
     def _convert(self, table: pa.Table) -> Converted:
         return convert(table, self.io, self.column_for, self.reject_nan)
@@ -178,11 +178,16 @@ async def open_scorer(job: BatchJob) -> Scorer:
 async def run_batch(job: BatchJob, *, progress_stream: TextIO | None = None) -> Summary:
     """Score ``job``; raises ``BatchError`` (its ``exit_code`` says which) when
     the run cannot go on."""
-    if job.part_rows < 1 or not 0 <= job.max_error_fraction <= 1:
-        raise BatchError("part rows must be >= 1 and --max-error-fraction within 0..1")
+    if job.part_rows < 1 or job.batch_size < 0 or not 0 <= job.max_error_fraction <= 1:
+        raise BatchError(
+            "--part-rows must be >= 1, --batch-size >= 0 and --max-error-fraction within 0..1"
+        )
     started = time.monotonic()
     files = [await asyncio.to_thread(describe, p) for p in expand(job.inputs)]
     scorer = await open_scorer(job)
+    # pyarrow's first conversion imports pandas where it is installed (about
+    # half a second): start-up, like loading the model, not scoring.
+    pa.array([0])
     scoring_started, scoring_cpu = time.monotonic(), time.process_time()
     busy_before = scorer.engine_busy_s()
     try:

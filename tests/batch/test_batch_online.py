@@ -5,6 +5,7 @@ sizes, and the same through ``--url`` (streaming to the server)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 from inferd.clients.sync import InferenceClient
 from inferd.server.batch import BatchError, BatchJob, run_batch
+from inferd.server.batch.errors import EXIT_SCORING, ScoringError
 from tests.batch.batch_data import digits_rows, write_parquet
 from tests.conftest import ServerThread
 
@@ -102,3 +104,16 @@ def test_url_names_what_the_server_refused(demo_server: ServerThread, tmp_path: 
     job = BatchJob("no_such_model", [source], tmp_path / "out", url=demo_server.address)
     with pytest.raises(BatchError, match="no_such_model"):
         asyncio.run(run_batch(job))
+
+
+def test_an_unreachable_server_is_a_retryable_failure(tmp_path: Path) -> None:
+    """Exit 4, not 2: a Job's retry (deploy/k8s/batch) may find the server up."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    keys, pixels = digits_rows(3)
+    source = str(write_parquet(tmp_path / "in.parquet", keys, pixels))
+    job = BatchJob("digits_mlp", [source], tmp_path / "out", url=f"127.0.0.1:{port}")
+    with pytest.raises(ScoringError, match="UNAVAILABLE") as caught:
+        asyncio.run(run_batch(job))
+    assert caught.value.exit_code == EXIT_SCORING

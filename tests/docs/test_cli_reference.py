@@ -55,6 +55,7 @@ def other_command_flags() -> set[str]:
         *(["models", verb] for verb in verbs),
         ["build-engine"],
         ["demo-models"],
+        ["batch"],
     ]:
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
