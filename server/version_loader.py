@@ -20,7 +20,7 @@ from inferd.server.model_version import ModelVersion, allowed_roles
 from inferd.server.observer import ServerObserver
 from inferd.server.repository import ModelSource, complete_config, engine_options, tree_fingerprint
 from inferd.server.scheduler.dispatch import BatchingScheduler
-from inferd.server.scheduler.options import options_from_config
+from inferd.server.scheduler.options import ignored_triton_options, options_from_config
 from inferd.server.scheduler.planners import new_latency_model
 from inferd.server.scheduler.warmup import synthetic_inputs, warm_up
 from inferd.server.stats import ModelStats
@@ -39,6 +39,8 @@ class VersionLoader:
     engine_timeout_s: float | None = None
     failure_threshold: int = 3
     probe_interval_s: float = 5.0
+    #: Models whose ignored Triton batching options were logged already.
+    noted_ignored: set[str] = dataclasses.field(default_factory=set)
 
     def load(
         self,
@@ -67,6 +69,16 @@ class VersionLoader:
                 failure_threshold=self.failure_threshold,
                 probe_interval_s=self.probe_interval_s,
             )
+            ignored = ignored_triton_options(options)
+            if ignored and name not in self.noted_ignored:
+                self.noted_ignored.add(name)  # once per model, not per version or reload
+                log.info(
+                    "model '%s' (batching_policy %s) ignores %s",
+                    name,
+                    options.policy,
+                    "; ".join(ignored),
+                    extra={"event": "batching_options_ignored", "model": name},
+                )
             latency = new_latency_model(options)
             # Before READY: the first caller must not pay for lazy initialisation,
             # and the batcher must know each size's latency before it plans.

@@ -114,9 +114,11 @@ class AdaptivePlanner(Planner):
     arrival rate says the engine could not keep up at this batch size (its
     utilization would pass ``options.utilization``); then it waits for the
     smallest batch that keeps up, but never past the moment the earliest
-    deadline would be missed (its slack). Batches are cut where the most
-    queued requests finish on time (``cut``); padding up to an engine size is
-    used only when the padded batch still fits.
+    deadline would be missed (its slack), a share of the head's budget
+    (``MAX_WAIT_SHARE``) or Triton's ``max_queue_delay_microseconds`` when
+    set. Batches are cut where the most queued requests finish on time
+    (``cut``); padding up to an engine size is used only when the padded
+    batch still fits.
     """
 
     def deadline(self, requested: float | None, now: float) -> float:
@@ -166,6 +168,8 @@ class AdaptivePlanner(Planner):
         # Waiting is a bet on arrivals; cap it at a share of the head's budget so
         # a lull never spends the slack that admission promised to callers.
         wait_until = head_arrival + MAX_WAIT_SHARE * (head_deadline - head_arrival)
+        if opts.max_queue_delay_s > 0:  # Triton's window: the longest any request waits
+            wait_until = min(wait_until, head_arrival + opts.max_queue_delay_s)
         if now >= wait_until:
             return Plan(size, take, "waited", slack)
         needed = (target - take) / arrival_rate if arrival_rate > 0 else math.inf

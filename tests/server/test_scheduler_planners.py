@@ -185,3 +185,20 @@ def test_batch_size_pads_to_an_engine_size_only_when_batching() -> None:
         BatchingOptions(policy="none", max_batch_size=16, engine_sizes=(1, 4, 16)), latency
     )
     assert alone.batch_size(3) == 3
+
+
+def test_adaptive_plan_waits_no_longer_than_tritons_queue_delay() -> None:
+    # 2,000 rows/s would have it wait for a fuller batch up to 2.5 ms (a tenth
+    # of the budget); a 1 ms max_queue_delay bounds that wait.
+    latency = affine_latency(0.002, 0.0001, range(1, 33))
+    own = AdaptivePlanner(BatchingOptions(max_batch_size=32), latency)
+    bounded = AdaptivePlanner(BatchingOptions(max_batch_size=32, max_queue_delay_s=0.001), latency)
+    state = QueueState(rows=1, head_deadline=0.025, head_arrival=0.0, arrival_rate=2000)
+    unbounded_wait = own.plan(0.0, state)
+    assert unbounded_wait.take == 0 and unbounded_wait.wake_at is not None
+    assert unbounded_wait.wake_at > 0.001
+    wait = bounded.plan(0.0, state)
+    assert wait.take == 0 and wait.wake_at is not None and wait.wake_at <= 0.001
+    due = bounded.plan(0.001, state)
+    assert due.take == 1 and due.reason == "waited"
+    assert own.plan(0.001, state).take == 0  # its own rule would still wait
