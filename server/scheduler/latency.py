@@ -38,6 +38,8 @@ STALL_CLIP = 1.25
 #: The clip for ``admission: strict``: its p99-plus-reserve margin was tuned
 #: against the stall-inclusive mean, and does better with it.
 STRICT_STALL_CLIP = 2.0
+#: Batches ``outside`` needs before it reports.
+MIN_OUTSIDE_SAMPLES = 16
 
 
 class LatencyModel:
@@ -69,6 +71,9 @@ class LatencyModel:
         self._over: collections.deque[float] = collections.deque(maxlen=window)
         self._spread = 0.0
         self._dirty = False
+        #: Recent batches' time outside the engine (dispatch to completion on
+        #: the event loop, less engine time): thread hops, merge, loop lag.
+        self._outside: collections.deque[float] = collections.deque(maxlen=window)
 
     def observe(self, size: int, seconds: float) -> None:
         mean = self._means.get(size)
@@ -91,6 +96,19 @@ class LatencyModel:
             self._firsts[size] = seconds
         self._means[size] = seconds
         self._drift_at[size] = self._drift
+
+    def observe_outside(self, seconds: float) -> None:
+        """One batch's time between dispatch and completion outside the engine."""
+        self._outside.append(max(0.0, seconds))
+
+    def outside(self, quantile: float = 0.95) -> float | None:
+        """The ``quantile`` of recent batches' time outside the engine; None
+        until ``MIN_OUTSIDE_SAMPLES`` batches ran."""
+        samples = self._outside
+        if len(samples) < MIN_OUTSIDE_SAMPLES:
+            return None
+        ordered = sorted(samples)
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
 
     def seed(self, size: int, samples: list[float]) -> None:
         """Start ``size`` from warmup samples: the median, not the first one,

@@ -20,11 +20,18 @@ from inferd.server.scheduler.options import BatchingOptions
 #: fuller batch: the engine idles meanwhile (docs/experiments/adaptive-wait-share.md).
 MAX_WAIT_SHARE = 0.1
 
-#: Least time the adaptive planner keeps before a deadline for work outside the
-#: engine (gRPC, the event loop, merging), as measured on 2 busy cores. It does
-#: not grow with the admission margin: keeping the margin free before every
-#: deadline shrank batches under load, losing the throughput the load needed.
+#: Most time the adaptive planner keeps before a deadline for work outside the
+#: engine (gRPC, the event loop, merging), as measured on 2 busy cores; also
+#: what it keeps before the latency model has seen batches run. It does not grow
+#: with the admission margin: keeping the margin free before every deadline
+#: shrank batches under load, losing the throughput the load needed.
 MIN_RESERVE_S = 0.003
+#: Least reserve, and what is kept on top of the p95 of the batches' measured
+#: time outside the engine (``LatencyModel.outside``): the part after the batch
+#: (the caller's coroutine resuming, encoding) that the batches do not see. A
+#: fixed 3 ms refused and cut for time a quiet host never spends
+#: (docs/experiments/learnt-reserve.md).
+RESERVE_FLOOR_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +67,6 @@ class Planner:
     """Decides, when a slot is free, whether to dispatch and how big; and
     everything else that differs between policies."""
 
-    #: Seconds kept free before each deadline for what happens outside the
-    #: engine. The static policy ignores it, as Triton's does.
-    reserve: float = MIN_RESERVE_S
     #: Queue order after priority: True, by deadline (EDF); False, by arrival.
     by_deadline: bool = True
     #: Whether admission refuses requests predicted to finish late (else it
@@ -72,6 +76,24 @@ class Planner:
     def __init__(self, options: BatchingOptions, latency: LatencyModel) -> None:
         self.options = options
         self.latency = latency
+        self._reserve: float | None = None
+
+    @property
+    def reserve(self) -> float:
+        """Seconds kept free before each deadline for what happens outside
+        the engine: the measured p95 plus ``RESERVE_FLOOR_S``, within
+        ``RESERVE_FLOOR_S``..``MIN_RESERVE_S`` (set: a fixed figure). The
+        static policy ignores it, as Triton's does."""
+        if self._reserve is not None:
+            return self._reserve
+        outside = self.latency.outside()
+        if outside is None:
+            return MIN_RESERVE_S
+        return min(MIN_RESERVE_S, outside + RESERVE_FLOOR_S)
+
+    @reserve.setter
+    def reserve(self, seconds: float) -> None:
+        self._reserve = seconds
 
     def plan(self, now: float, state: QueueState) -> Plan:
         raise NotImplementedError
