@@ -9,7 +9,8 @@ scenarios: adaptive with the 25 ms budget; ``--policy`` names another of the
 scenario's, e.g. ``adaptive-strict``) from git revision REV, checked out
 with ``git worktree`` into a temporary folder that is removed afterwards;
 ``.`` is the working tree as it is, uncommitted edits included. ``--static
-PREFERRED/DELAY_US`` adds a Triton-style static server from the working tree.
+PREFERRED/DELAY_US`` adds a Triton-style static server from the working tree
+(``0/0``: Triton's default, no preferred size and no queue delay).
 
 Why: this host's speed drifts by tens of percent within minutes, so a change
 measured in one run and its baseline in another compares hosts, not code.
@@ -109,12 +110,12 @@ def parse_static(text: str) -> Policy:
         size, delay_us = int(preferred), int(delay)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected PREFERRED/DELAY_US, got {text!r}") from None
-    if not sep or size < 1 or delay_us < 0:
+    if not sep or size < 0 or delay_us < 0:
         raise argparse.ArgumentTypeError(f"expected PREFERRED/DELAY_US, got {text!r}")
     return Policy(
-        f"static p{size}/{delay_us}us",
+        f"static p{size}/{delay_us}us" if size else f"static {delay_us}us",
         params=(("batching_policy", "static"),),
-        preferred_batch_size=(size,),
+        preferred_batch_size=(size,) if size else (),  # 0: none, as Triton's default
         max_queue_delay_us=delay_us,
     )
 

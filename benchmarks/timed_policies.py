@@ -43,11 +43,13 @@ import numpy as np
 from google.protobuf import text_format
 
 from benchmarks import models
-from benchmarks.loadgen import Arrival, Bursty, Poisson, percentiles, schedule
+from benchmarks.loadgen import Arrival, percentiles, schedule
 from benchmarks.oracle import batch_seconds, most_on_time
 from benchmarks.report import GoalSample, judge_samples
 from benchmarks.runner import apply_policy
 from benchmarks.scenarios import BATCHER_ROWS, BUDGET_MS, SCENARIOS, GoodputGoal, Policy
+from benchmarks.traces import TRACES, make_arrival
+from benchmarks.virtual_time import Clock, VirtualThreads
 from inferd.engines import Engine, Signature, TensorSpec
 from inferd.protos import model_config_pb2
 from inferd.server.errors import DeadlineExceeded, Unavailable
@@ -82,6 +84,7 @@ class TimedEngine(Engine):
         stall_rate: float = 0.0,
         stall_factor: float = 1.0,
         seed: int = 0,
+        clock: Clock | None = None,
     ) -> None:
         if fixed_s < 0 or row_s < 0 or not 0 <= stall_rate <= 1 or stall_factor < 1:
             raise ValueError("need times >= 0, 0 <= stall_rate <= 1, stall_factor >= 1")
@@ -90,6 +93,9 @@ class TimedEngine(Engine):
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.calls: list[int] = []  # rows of each call, in order
+        #: Simulated time (``benchmarks.virtual_time``): calls take their time on it, unslept.
+        self.clock = clock
+        self.last_s = 0.0
         spec = TensorSpec("x", np.dtype(np.float32), (-1, -1))
         self._signature = Signature((spec,), (dataclasses.replace(spec, name="y"),))
 
@@ -107,7 +113,11 @@ class TimedEngine(Engine):
         with self._lock:
             stalled = self._rng.random() < self.stall_rate
             self.calls.append(len(x))
-        time.sleep(self.seconds(len(x)) * (self.stall_factor if stalled else 1.0))
+        seconds = self.last_s = self.seconds(len(x)) * (self.stall_factor if stalled else 1.0)
+        if self.clock is None:
+            time.sleep(seconds)
+        elif self.clock.advancing:
+            self.clock.now += seconds
         return {"y": x}
 
     def close(self) -> None:
@@ -204,6 +214,9 @@ async def run_point(
     latency = new_latency_model(options)
     warm_up(engine, io, options, latency)
     sched = BatchingScheduler(engine, ModelStats(), options, latency, name=policy.name)
+    if engine.clock is not None:
+        engine.clock.advancing = False
+        sched.slots.threads = VirtualThreads(lambda: engine.last_s)  # type: ignore[assignment]
     times = schedule(arrival, duration_s, seed=seed)
     budgets = deadlines(len(times), deadline_s, tight, seed)
     inputs = synthetic_inputs(io, rows)
@@ -344,7 +357,7 @@ async def run(
     for r in range(rounds):
         for fraction in fractions:
             rate = fraction * capacity
-            arrival: Arrival = Bursty(rate) if arrival_kind == "bursty" else Poisson(rate)
+            arrival = make_arrival(arrival_kind, rate, duration_s)
             seed = 1000 * r + int(fraction * 100)  # the same arrivals for every policy in a round
             optimum = None
             if tight is None:
@@ -406,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.timed_policies", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--arrival", choices=["bursty", "poisson"], default="bursty")
+    parser.add_argument("--arrival", choices=TRACES, default="bursty")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.15, 0.2, 0.25, 0.3])
     parser.add_argument("--seconds", type=float, default=10.0, help="per point and round")
     parser.add_argument("--rounds", type=int, default=1)

@@ -26,7 +26,11 @@ from inferd.server.repository import ModelSource, complete_config, engine_option
 from inferd.server.repository.engine_settings import CPU_PROVIDER
 from inferd.server.scheduler.dispatch import BatchingScheduler
 from inferd.server.scheduler.latency import LatencyModel
-from inferd.server.scheduler.options import BatchingOptions, options_from_config
+from inferd.server.scheduler.options import (
+    BatchingOptions,
+    ignored_triton_options,
+    options_from_config,
+)
 from inferd.server.scheduler.planners import new_latency_model
 from inferd.server.scheduler.warmup import (
     choose_intra_op_threads,
@@ -71,6 +75,8 @@ class VersionLoader:
             )
         assert settings is not None
         return load_engine(platform, path, settings)
+    #: Models whose ignored Triton batching options were logged already.
+    noted_ignored: set[str] = dataclasses.field(default_factory=set)
 
     def load(
         self,
@@ -109,6 +115,16 @@ class VersionLoader:
                 failure_threshold=self.failure_threshold,
                 probe_interval_s=self.probe_interval_s,
             )
+            ignored = ignored_triton_options(options)
+            if ignored and name not in self.noted_ignored:
+                self.noted_ignored.add(name)  # once per model, not per version or reload
+                log.info(
+                    "model '%s' (batching_policy %s) ignores %s",
+                    name,
+                    options.policy,
+                    "; ".join(ignored),
+                    extra={"event": "batching_options_ignored", "model": name},
+                )
             latency = new_latency_model(options)
             if isinstance(engine, PythonEngine):
                 # A hung model process is killed (and restarted) at the engine timeout.

@@ -79,6 +79,14 @@ class BurstRate:
         return max(self.slow.rate(now), self.fast.rate(now))
 
 
+def deadline_class(seconds_left: float) -> int:
+    """Which octave of milliseconds a request's time to its deadline falls in
+    (requests with no deadline share one class)."""
+    if math.isinf(seconds_left):
+        return -1000
+    return math.floor(math.log2(max(seconds_left, 1e-4) * 1e3))
+
+
 class Admission:
     """Admits or refuses each arriving request, and learns from the answers."""
 
@@ -104,7 +112,10 @@ class Admission:
         #: the admitted rate alone fed back: refusals made batches smaller,
         #: which cut throughput and caused more refusals).
         self.offered = BurstRate()
-        self.margin = Margin(ramp=options.mode.ramp)
+        #: One margin per deadline class (``deadline_class``): a loose
+        #: request's wait behind tighter ones that overtake it is no error of a
+        #: tight request's prediction.
+        self.margins: dict[int, Margin] = {}
         self._capacity = 0.0  # rows/s, see budget_capacity
         self._capacity_at = -math.inf
         #: The latest admitted requests, newest last: the batch a new request
@@ -141,18 +152,23 @@ class Admission:
                 f"{max(0.0, deadline + allowance - now) * 1e3:.1f} ms left, within the "
                 f"{allowance * 1e3:g} ms the answer needs to reach the caller",
             )
-        self.margin.set_load(self.offered_load(now))
+        margin = self.margin_for(deadline - now)
+        margin.set_load(self.offered_load(now))
         if self.queue.count == 0 and self.slots.idle:
             # An idle model always tries: only running corrects a latency model
             # that learned pessimistic figures (e.g. warmup on a busy host),
             # or a margin learnt during a stall.
             return predicted
-        finish = self.padded_finish(now, predicted, queued_behind=ahead > 0)
+        finish = self.padded_finish(now, predicted, queued_behind=ahead > 0, margin=margin)
         if finish > deadline:
             self.refuse_late(finish - now, f"{max(0.0, deadline - now) * 1e3:.1f} ms left")
         batch_deadline = self.batch_deadline(request.rows)
         if finish > batch_deadline and (
-            self.options.mode.whole_batch_rule or self.finish_without(now) <= batch_deadline
+            self.options.mode.whole_batch_rule
+            or (
+                self.finish_without(now) <= batch_deadline
+                and not self.fits_next_batch(now, request.rows, deadline, margin)
+            )
         ):
             self.refuse_late(
                 finish - now,
@@ -171,9 +187,30 @@ class Admission:
         (``finished``; ``now``: when it is learnt)."""
         if not math.isnan(entry.predicted):
             error = finished - entry.arrival - entry.predicted - entry.held
-            self.margin.add(error, now, entry.predicted)
+            self.margin_for(entry.deadline - entry.arrival).add(error, now, entry.predicted)
 
-    def padded_finish(self, now: float, predicted: float, *, queued_behind: bool = True) -> float:
+    @property
+    def margin(self) -> Margin:
+        """The margin of requests due within the model's latency budget."""
+        budget = self.options.budget_s
+        return self.margin_for(budget - self.options.reply_allowance_s if budget else math.inf)
+
+    def margin_for(self, seconds_left: float) -> Margin:
+        """The margin of requests due ``seconds_left`` after arriving."""
+        key = deadline_class(seconds_left)
+        margin = self.margins.get(key)
+        if margin is None:
+            margin = self.margins[key] = Margin(ramp=self.options.mode.ramp)
+        return margin
+
+    def padded_finish(
+        self,
+        now: float,
+        predicted: float,
+        *,
+        queued_behind: bool = True,
+        margin: Margin | None = None,
+    ) -> float:
         """When work predicted to take ``predicted`` s would finish, as
         admission counts it. The margin covers what the engine-time
         prediction misses. Behind queued work, the planner's reserve pads
@@ -183,7 +220,7 @@ class Admission:
         larger one counts, not their sum. A request with nothing queued ahead
         of it runs in the next batch once its slack is short, so only the
         margin pads it (docs/experiments/admission-padding.md)."""
-        pad = self.margin.seconds(predicted)
+        pad = (margin or self.margin).seconds(predicted)
         if queued_behind:
             pad = max(pad, self.planner.reserve)
         return now + predicted + pad
@@ -198,6 +235,16 @@ class Admission:
         admission keeps the whole rule: it would rather refuse than answer
         late (docs/experiments/admission-batch-rule.md)."""
         return self.padded_finish(now, self.backlog_seconds(now, 0))
+
+    def fits_next_batch(self, now: float, rows: int, deadline: float, margin: Margin) -> bool:
+        """Whether a newcomer of ``rows`` rows would still finish in time in a
+        batch of its own after the queued ones: then the planner cuts the
+        batch it would join short rather than make that batch late
+        (``AdaptivePlanner.cut``), and refusing it saves nobody. Under mixed
+        deadlines a loose newcomer was refused for tight requests it would
+        never have delayed (docs/experiments/mixed-deadlines.md)."""
+        alone = self.backlog_seconds(now, 0) + self.latency.mean(rows) / self.slots.total
+        return self.padded_finish(now, alone, margin=margin) <= deadline
 
     def refuse_late(self, predicted: float, why: str, reason: str = "deadline") -> NoReturn:
         self.counters.refused[reason] += 1
@@ -273,12 +320,17 @@ class Admission:
         if total <= 0:
             return 0.0
         full, rest = divmod(total, largest)
-        # Typical times, which the learnt margin corrects: a sum of pessimistic
-        # ones lies far past the pessimistic sum and refused at light load.
-        work = full * lat.mean(largest) + (lat.mean(rest) if rest else 0.0)
         # Until a slot frees: the soonest end among running batches.
         wait = 0.0
         slots = self.slots
         if slots.free == 0 and slots.running:
             wait = max(0.0, min(slots.running.values()) - now)
-        return wait + work / slots.total
+        full_s = full * lat.mean(largest) / slots.total
+        if rest and (wait > 0 or full) and rows and total - rows >= self.queue.rows:
+            # The last batch starts later and takes in what arrives meanwhile
+            # (only when it is last in line: a request that goes ahead of
+            # queued ones has its batch cut short for it, AdaptivePlanner.cut).
+            rest = min(largest, rest + int(self.offered.rate(now) * (wait + full_s)))
+        # Typical times, which the learnt margin corrects: a sum of pessimistic
+        # ones lies far past the pessimistic sum and refused at light load.
+        return wait + full_s + (lat.mean(rest) / slots.total if rest else 0.0)

@@ -367,6 +367,7 @@ class Executor:
         finished = time.monotonic()
         actual = infer_ns / 1e9
         self.latency.observe(size, actual)
+        self.latency.observe_outside(finished - batch.dispatched - actual)
         self.stats.record_execution(rows, len(entries), input_ns, infer_ns, output_ns)
         late = 0
         for entry, out in zip(entries, outputs, strict=True):

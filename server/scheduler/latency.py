@@ -38,6 +38,8 @@ STALL_CLIP = 1.25
 #: The clip for ``admission: strict``: its p99-plus-reserve margin was tuned
 #: against the stall-inclusive mean, and does better with it.
 STRICT_STALL_CLIP = 2.0
+#: Batches ``outside`` needs before it reports.
+MIN_OUTSIDE_SAMPLES = 16
 
 
 class LatencyModel:
@@ -71,6 +73,11 @@ class LatencyModel:
         self._over_sorted: list[float] = []
         self._spread = 0.0
         self._dirty = False
+        #: Recent batches' time outside the engine (dispatch to completion on
+        #: the event loop, less engine time): thread hops, merge, loop lag.
+        self._outside: collections.deque[float] = collections.deque(maxlen=window)
+        #: The same values kept sorted: the planner reads the quantile per request.
+        self._outside_sorted: list[float] = []
 
     def observe(self, size: int, seconds: float) -> None:
         mean = self._means.get(size)
@@ -100,6 +107,23 @@ class LatencyModel:
         over.append(value)
         bisect.insort(ordered, value)
         self._dirty = True
+
+    def observe_outside(self, seconds: float) -> None:
+        """One batch's time between dispatch and completion outside the engine."""
+        outside, ordered = self._outside, self._outside_sorted
+        if len(outside) == outside.maxlen:
+            del ordered[bisect.bisect_left(ordered, outside[0])]
+        value = max(0.0, seconds)
+        outside.append(value)
+        bisect.insort(ordered, value)
+
+    def outside(self, quantile: float = 0.95) -> float | None:
+        """The ``quantile`` of recent batches' time outside the engine; None
+        until ``MIN_OUTSIDE_SAMPLES`` batches ran."""
+        ordered = self._outside_sorted
+        if len(ordered) < MIN_OUTSIDE_SAMPLES:
+            return None
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
 
     def seed(self, size: int, samples: list[float]) -> None:
         """Start ``size`` from warmup samples: the median, not the first one,

@@ -29,7 +29,11 @@ class Margin:
 
     The latency model measures engine time only. Well below capacity
     admitted requests have room before their deadlines, so the margin only
-    needs to correct the error's bias (``Q_LOW``); the error's tail there is
+    needs to correct the error's bias (``Q_LOW``, the median: refuse what is
+    more likely late than not; there a refusal is a request certainly not
+    answered in time, while admitting one that may be late costs nobody else
+    engine time, and the p75 refused what Triton's batcher answered,
+    docs/experiments/admission-deadline-classes.md); the error's tail there is
     host stalls, which no refusal prevents. Under overload every admitted
     request is predicted just inside its deadline, so the margin must cover
     the tail (``Q_HIGH``) and then some (``OVERLOAD_RESERVE``). Quantile and
@@ -43,7 +47,7 @@ class Margin:
     over; an idle engine always admits, and those requests keep the samples
     coming."""
 
-    Q_LOW = 0.75
+    Q_LOW = 0.5
     Q_HIGH = 0.99
     #: Seconds added at full overload on top of the quantile: the error
     #: drifts within the window the samples cover, so a p99 of past errors

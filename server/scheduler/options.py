@@ -18,6 +18,10 @@ Each entry: unit, bounds, default, then how to tune it.
   answers UNAVAILABLE at once. Lower it to shed load earlier.
 - ``preferred_batch_size`` (rows) and ``max_queue_delay_microseconds`` (µs,
   default 0): the static policy's sizes and window, with Triton's meaning.
+  The adaptive policy honours a delay above 0 as the longest it may hold a
+  request for a fuller batch (its own rule still stops the wait earlier) and
+  ignores preferred sizes (it sizes batches by deadlines and the arrival
+  rate); ``ignored_triton_options`` says which, and the model's load logs it.
 - ``priority_levels`` / ``default_priority_level``: requests choose a level
   with the ``priority`` parameter; lower numbers are served first.
 - ``warmup_rounds`` (param, timed runs per batch size, 1..100): default 5.
@@ -161,6 +165,24 @@ class BatchingOptions:
         picked = {s for s in self.sizes if s <= 64 or s & (s - 1) == 0}
         picked.add(self.sizes[-1])
         return tuple(sorted(picked))
+
+
+def ignored_triton_options(options: BatchingOptions) -> list[str]:
+    """The Triton ``dynamic_batching`` options set in a model's config that
+    its policy does not act on, each with why (empty: all honoured)."""
+    if options.policy == "static":
+        return []
+    ignored = []
+    if options.preferred_sizes:
+        why = (
+            "the adaptive policy sizes batches by deadlines and the arrival rate"
+            if options.batched
+            else "requests run one at a time"
+        )
+        ignored.append(f"preferred_batch_size {list(options.preferred_sizes)} ({why})")
+    if options.max_queue_delay_s > 0 and not options.batched:
+        ignored.append("max_queue_delay_microseconds (requests run one at a time)")
+    return ignored
 
 
 def _param(config: model_config_pb2.ModelConfig, key: str) -> str | None:

@@ -20,11 +20,18 @@ from inferd.server.scheduler.options import BatchingOptions
 #: fuller batch: the engine idles meanwhile (docs/experiments/adaptive-wait-share.md).
 MAX_WAIT_SHARE = 0.1
 
-#: Least time the adaptive planner keeps before a deadline for work outside the
-#: engine (gRPC, the event loop, merging), as measured on 2 busy cores. It does
-#: not grow with the admission margin: keeping the margin free before every
-#: deadline shrank batches under load, losing the throughput the load needed.
+#: Most time the adaptive planner keeps before a deadline for work outside the
+#: engine (gRPC, the event loop, merging), as measured on 2 busy cores; also
+#: what it keeps before the latency model has seen batches run. It does not grow
+#: with the admission margin: keeping the margin free before every deadline
+#: shrank batches under load, losing the throughput the load needed.
 MIN_RESERVE_S = 0.003
+#: Least reserve, and what is kept on top of the p95 of the batches' measured
+#: time outside the engine (``LatencyModel.outside``): the part after the batch
+#: (the caller's coroutine resuming, encoding) that the batches do not see. A
+#: fixed 3 ms refused and cut for time a quiet host never spends
+#: (docs/experiments/learnt-reserve.md).
+RESERVE_FLOOR_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +67,6 @@ class Planner:
     """Decides, when a slot is free, whether to dispatch and how big; and
     everything else that differs between policies."""
 
-    #: Seconds kept free before each deadline for what happens outside the
-    #: engine. The static policy ignores it, as Triton's does.
-    reserve: float = MIN_RESERVE_S
     #: Queue order after priority: True, by deadline (EDF); False, by arrival.
     by_deadline: bool = True
     #: Whether admission refuses requests predicted to finish late (else it
@@ -72,6 +76,24 @@ class Planner:
     def __init__(self, options: BatchingOptions, latency: LatencyModel) -> None:
         self.options = options
         self.latency = latency
+        self._reserve: float | None = None
+
+    @property
+    def reserve(self) -> float:
+        """Seconds kept free before each deadline for what happens outside
+        the engine: the measured p95 plus ``RESERVE_FLOOR_S``, within
+        ``RESERVE_FLOOR_S``..``MIN_RESERVE_S`` (set: a fixed figure). The
+        static policy ignores it, as Triton's does."""
+        if self._reserve is not None:
+            return self._reserve
+        outside = self.latency.outside()
+        if outside is None:
+            return MIN_RESERVE_S
+        return min(MIN_RESERVE_S, outside + RESERVE_FLOOR_S)
+
+    @reserve.setter
+    def reserve(self, seconds: float) -> None:
+        self._reserve = seconds
 
     def plan(self, now: float, state: QueueState) -> Plan:
         raise NotImplementedError
@@ -114,9 +136,11 @@ class AdaptivePlanner(Planner):
     arrival rate says the engine could not keep up at this batch size (its
     utilization would pass ``options.utilization``); then it waits for the
     smallest batch that keeps up, but never past the moment the earliest
-    deadline would be missed (its slack). Batches are cut where the most
-    queued requests finish on time (``cut``); padding up to an engine size is
-    used only when the padded batch still fits.
+    deadline would be missed (its slack), a share of the head's budget
+    (``MAX_WAIT_SHARE``) or Triton's ``max_queue_delay_microseconds`` when
+    set. Batches are cut where the most queued requests finish on time
+    (``cut``); padding up to an engine size is used only when the padded
+    batch still fits.
     """
 
     def deadline(self, requested: float | None, now: float) -> float:
@@ -166,6 +190,8 @@ class AdaptivePlanner(Planner):
         # Waiting is a bet on arrivals; cap it at a share of the head's budget so
         # a lull never spends the slack that admission promised to callers.
         wait_until = head_arrival + MAX_WAIT_SHARE * (head_deadline - head_arrival)
+        if opts.max_queue_delay_s > 0:  # Triton's window: the longest any request waits
+            wait_until = min(wait_until, head_arrival + opts.max_queue_delay_s)
         if now >= wait_until:
             return Plan(size, take, "waited", slack)
         needed = (target - take) / arrival_rate if arrival_rate > 0 else math.inf

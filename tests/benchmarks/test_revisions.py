@@ -41,7 +41,9 @@ def test_arguments_name_a_revision_and_a_static_setting() -> None:
             revisions.parse_rev(bad)
     policy = revisions.parse_static("16/2000")
     assert policy.preferred_batch_size == (16,) and policy.max_queue_delay_us == 2000
-    for bad in ("16", "x/2", "0/100", "8/-1"):
+    default = revisions.parse_static("0/0")  # Triton's default: no preferred size, no delay
+    assert default.preferred_batch_size == () and default.max_queue_delay_us == 0
+    for bad in ("16", "x/2", "-1/100", "8/-1"):
         with pytest.raises(argparse.ArgumentTypeError):
             revisions.parse_static(bad)
 

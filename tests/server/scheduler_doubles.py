@@ -109,3 +109,10 @@ def plan_queue(queue: list[tuple[int, float]], arrival_rate: float = 0) -> Plan:
     rows = sum(r for r, _ in queue)
     state = QueueState(rows, queue[0][1], 0.0, arrival_rate, queue=lambda: queue)
     return planner.plan(0.0, state)
+
+
+def expect_no_more_arrivals(sched: BatchingScheduler) -> None:
+    """Pin the offered rate at 0 rows/s: admission then counts no later
+    arrivals into the last batch's size (``Admission.backlog_seconds``), so a
+    test's predictions are the plain sums it states."""
+    sched.admission.offered.rate = lambda now: 0.0  # type: ignore[method-assign]

@@ -66,7 +66,7 @@ def test_margin_is_a_low_quantile_below_capacity_and_never_negative() -> None:
     for i in range(100):
         margin.add(i / 1000, now=10.0, predicted=0.010)  # 0..99 ms late on 10 ms
     margin.set_load(0.5)
-    assert margin.seconds(0.010) == pytest.approx(0.075)  # bias, not the stall tail
+    assert margin.seconds(0.010) == pytest.approx(0.050)  # bias: the median
     for _ in range(100):
         # finishing early never makes the margin negative
         margin.add(-0.005, now=10.0, predicted=0.010)
@@ -84,9 +84,8 @@ def test_margin_is_a_line_over_the_prediction_that_keeps_its_fixed_part() -> Non
         margin.add(0.002 + 0.2 * predicted, now=10.0, predicted=predicted)
     margin.set_load(0.5)
     assert margin.b == pytest.approx(0.2)
-    # The line goes through each half's p75, which sits about 2.4 ms of
-    # prediction past the half's median: about 0.5 ms more error.
-    assert margin.seconds(0.0) == pytest.approx(0.0025, abs=5e-5)
+    # The line goes through each half's median error.
+    assert margin.seconds(0.0) == pytest.approx(0.002, abs=5e-5)
     assert margin.seconds(0.020) - margin.seconds(0.010) == pytest.approx(0.002)
 
 
@@ -131,7 +130,7 @@ def test_margin_slope_is_never_negative() -> None:
         margin.add(0.010 - predicted / 4, now=10.0, predicted=predicted)  # shrinking error
     margin.set_load(0.5)
     assert margin.b == 0.0
-    assert margin.seconds(0.025) == margin.seconds(0.005) > 0
+    assert margin.seconds(0.050) == margin.seconds(0.005) > 0
 
 
 def test_margin_covers_the_error_tail_as_the_offered_load_reaches_capacity() -> None:
@@ -144,13 +143,13 @@ def test_margin_covers_the_error_tail_as_the_offered_load_reaches_capacity() -> 
         values.append(margin.seconds(0.010))
     reserve = Margin.OVERLOAD_RESERVE
     assert values == sorted(values)
-    assert values[0] == pytest.approx(0.075) and values[1] == pytest.approx(0.075)
-    assert 0.075 < values[2] < 0.099 + reserve / 2
+    assert values[0] == pytest.approx(0.050) and values[1] == pytest.approx(0.050)
+    assert 0.050 < values[2] < 0.099 + reserve / 2
     # Overloaded: the p99, plus a fixed reserve for the error's drift.
     assert values[3] == pytest.approx(0.099 + reserve)
     assert values[4] == pytest.approx(0.099 + reserve)
     margin.set_load(0.3)  # the load passed: back to the bias
-    assert margin.seconds(0.010) == pytest.approx(0.075)
+    assert margin.seconds(0.010) == pytest.approx(0.050)
 
 
 def test_strict_admission_covers_the_error_tail_from_a_lower_load() -> None:
@@ -168,9 +167,9 @@ def test_strict_admission_covers_the_error_tail_from_a_lower_load() -> None:
         for load in (0.4, 0.65, 0.8):
             margin.set_load(load)
             values[strict].append(margin.seconds(0.010))
-    assert values[False] == pytest.approx([0.075, 0.075, 0.075])
-    assert values[True][0] == pytest.approx(0.075)
-    assert 0.075 < values[True][1] < 0.099 + reserve / 2
+    assert values[False] == pytest.approx([0.050, 0.050, 0.050])
+    assert values[True][0] == pytest.approx(0.050)
+    assert 0.050 < values[True][1] < 0.099 + reserve / 2
     assert values[True][2] == pytest.approx(0.099 + reserve)
 
 
@@ -198,7 +197,7 @@ async def test_admission_option_is_read_from_config_and_reaches_the_margin() -> 
         sched.admission.margin.set_load(0.8)
         margins.append(sched.admission.margin.seconds(0.010))
         await sched.close()
-    assert margins == pytest.approx([0.060, 0.079 + Margin.OVERLOAD_RESERVE])
+    assert margins == pytest.approx([0.040, 0.079 + Margin.OVERLOAD_RESERVE])
 
 
 def test_margin_forgets_a_stall() -> None:
@@ -256,9 +255,12 @@ async def test_admission_learns_a_margin_instead_of_answering_late() -> None:
         late_by_wave.append(sched.counters.late - before)
     await sched.close()
     # At first the 1 ms estimate admits all four and two answer late; once the
-    # margin has learnt the real error, the excess is refused instead.
+    # margin has learnt the real error, the excess is refused instead: below
+    # capacity by its own reckoning, balanced admission refuses only what the
+    # median error says is more likely late than not (the fourth), so at most
+    # one a wave still answers late.
     assert sum(late_by_wave[:3]) >= 3
-    assert sum(late_by_wave[-10:]) <= 2, late_by_wave
+    assert max(late_by_wave[-10:]) <= 1, late_by_wave
     assert refused >= 20
 
 

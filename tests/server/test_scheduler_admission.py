@@ -7,7 +7,14 @@ import asyncio
 import time
 
 import pytest
-from scheduler_doubles import GatedEngine, affine_latency, hold_first_batch, request, scheduler
+from scheduler_doubles import (
+    GatedEngine,
+    affine_latency,
+    expect_no_more_arrivals,
+    hold_first_batch,
+    request,
+    scheduler,
+)
 
 from inferd.server.errors import DeadlineExceeded, Unavailable
 from inferd.server.scheduler.admission import BurstRate
@@ -34,53 +41,32 @@ async def test_admission_refuses_a_request_that_would_make_its_batch_late() -> N
     # Joining a queued batch makes it bigger and slower: the requests already
     # in it were admitted on the promise of the smaller batch.
     engine = GatedEngine()
-    latency = affine_latency(0.0, 0.1, range(1, 9))  # 100 ms per row
+    latency = affine_latency(0.1, 0.1, range(1, 9))  # 100 ms + 100 ms per row
     sched = scheduler(engine, latency)
+    expect_no_more_arrivals(sched)
     first = await hold_first_batch(sched, engine)
     now = time.monotonic()
-    # Alone behind the running batch: <= 100 + 100 ms + reserve, within 250 ms.
-    tight = asyncio.create_task(sched.submit(request(1.0, deadline=now + 0.25)))
+    # Alone behind the running batch: <= 200 + 200 ms + reserve, within 450 ms.
+    tight = asyncio.create_task(sched.submit(request(1.0, deadline=now + 0.45)))
     await asyncio.sleep(0)
     assert sched.queued == 1
-    # Fits its own 10 s, but in tight's batch it would end ~300 ms in.
+    # In tight's batch it would end ~500 ms in (its own 550 ms allow it, tight's
+    # 450 do not), and in a batch of its own after tight's at ~600 ms, too late.
     with pytest.raises(DeadlineExceeded, match="batch it would join must finish within"):
-        await sched.submit(request(2.0, deadline=now + 10))
+        await sched.submit(request(2.0, deadline=now + 0.55))
+    # Due in 10 s, it can run in the batch after tight's: the planner cuts
+    # tight's batch short rather than make it late, so nobody needs refusing.
+    patient = asyncio.create_task(sched.submit(request(5.0, deadline=now + 10)))
     # Eight rows cannot share tight's batch, so they do not threaten it.
     own_batch = asyncio.create_task(sched.submit(request(3.0, rows=8, deadline=now + 10)))
     await asyncio.sleep(0)
-    assert sched.queued == 2
+    assert sched.queued == 3
     engine.gate.set()
-    await asyncio.gather(first, tight, own_batch)
-    assert engine.batches[1] == [1.0] and engine.batches[2] == [3.0] * 8
+    await asyncio.gather(first, tight, patient, own_batch)
+    assert engine.batches[1][0] == 1.0 and engine.batches[-1] == [3.0] * 8
     # Counted apart from refusals for the request's own deadline: operators
     # see which rule refuses.
     assert sched.counters.refused == {"batch_deadline": 1}
-    await sched.close()
-
-
-async def test_admission_counts_only_the_work_ahead_in_deadline_order() -> None:
-    # Eight rows due in 950 ms queued behind a running batch (100 ms per row:
-    # they need 100 + 800 ms). A request due in 400 ms goes ahead of them
-    # (earliest deadline first): it needs the running batch and its own, so
-    # it is admitted, where counted behind every queued row (1 s) it was not.
-    engine = GatedEngine()
-    latency = affine_latency(0.0, 0.1, range(1, 9))  # 100 ms per row
-    sched = scheduler(engine, latency)
-    first = await hold_first_batch(sched, engine)
-    now = time.monotonic()
-    loose = [asyncio.create_task(sched.submit(request(2.0, deadline=now + 0.95))) for _ in range(8)]
-    await asyncio.sleep(0)
-    assert sched.queued == 8
-    tight = asyncio.create_task(sched.submit(request(1.0, deadline=now + 0.4)))
-    await asyncio.sleep(0)
-    assert sched.queued == 9 and not sched.counters.refused
-    # Due after every queued request, a newcomer still waits for all of them.
-    with pytest.raises(DeadlineExceeded, match=r"predicted 1\d{3}\.\d ms"):
-        await sched.submit(request(3.0, deadline=now + 1.0))
-    engine.gate.set()
-    await asyncio.gather(first, tight, *loose)
-    assert engine.batches[1][0] == 1.0  # the tight request runs first
-    assert sched.counters.late == 0
     await sched.close()
 
 
@@ -93,6 +79,7 @@ async def test_a_batch_predicted_late_already_refuses_newcomers_only_under_stric
     engine = GatedEngine()
     latency = affine_latency(0.0, 0.1, range(1, 9))  # 100 ms per row
     sched = scheduler(engine, latency, admission=admission)
+    expect_no_more_arrivals(sched)
     first = await hold_first_batch(sched, engine)
     now = time.monotonic()
     # Behind the running batch: ~100 + 100 ms + reserve, within 250 ms.
@@ -149,7 +136,9 @@ async def test_admission_pads_with_the_larger_of_margin_and_reserve_not_both() -
     latency = affine_latency(0.05, 0.0, range(1, 9))
     sched = scheduler(engine, latency)
     sched.planner.reserve = 0.03
-    sched.admission.margin.b = 0.2  # 20 % of a ~100 ms prediction: 20 ms
+    expect_no_more_arrivals(sched)
+    margin = sched.admission.margin_for(0.14)  # these requests' deadline class
+    margin.b = 0.2  # 20 % of a ~100 ms prediction: 20 ms
     first = await hold_first_batch(sched, engine)
     # Nothing ahead: <= 100 ms predicted + the 20 ms margin fits 130 ms.
     head = asyncio.create_task(sched.submit(request(0.5, deadline=time.monotonic() + 0.13)))
@@ -158,7 +147,7 @@ async def test_admission_pads_with_the_larger_of_margin_and_reserve_not_both() -
     admitted = asyncio.create_task(sched.submit(request(1.0, deadline=time.monotonic() + 0.14)))
     await asyncio.sleep(0)
     assert sched.queued == 2 and not admitted.done()
-    sched.admission.margin.b = 0.5  # 50 ms: now the margin is the larger, and too large
+    margin.b = 0.5  # 50 ms: now the margin is the larger, and too large
     with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
         await sched.submit(request(2.0, deadline=time.monotonic() + 0.14))
     engine.gate.set()
@@ -290,4 +279,44 @@ async def test_batches_are_sized_for_offered_demand_including_refused_requests()
     assert offered.rate(time.monotonic()) > 30 / offered.SLOW_TAU * 0.9
     engine.gate.set()
     await asyncio.gather(first, queued)
+    await sched.close()
+
+
+async def test_a_loose_requests_margin_does_not_pad_a_tight_request() -> None:
+    # Loose requests wait behind tight ones that overtake them (EDF): their
+    # errors are large and say nothing of a tight request's prediction.
+    engine = GatedEngine()
+    sched = scheduler(engine, affine_latency(0.01, 0.0, range(1, 9)))
+    expect_no_more_arrivals(sched)
+    loose = sched.admission.margin_for(0.1)
+    for i in range(64):
+        loose.add(0.2, now=time.monotonic(), predicted=0.01 + i * 1e-4)
+    assert loose.seconds(0.02) >= 0.1
+    assert sched.admission.margin_for(0.03).seconds(0.02) == 0.0
+    first = await hold_first_batch(sched, engine)
+    # ~20 ms predicted behind the running batch: fits 30 ms unless padded 100 ms.
+    tight = asyncio.create_task(sched.submit(request(1.0, deadline=time.monotonic() + 0.03)))
+    await asyncio.sleep(0)
+    assert sched.queued == 1 and not sched.counters.refused
+    with pytest.raises(DeadlineExceeded, match="cannot finish"):
+        await sched.submit(request(2.0, deadline=time.monotonic() + 0.1))
+    engine.gate.set()
+    await asyncio.gather(first, tight)
+    await sched.close()
+
+
+async def test_the_prediction_counts_rows_arriving_before_the_last_batch_starts() -> None:
+    # Behind a running batch, the batch a newcomer starts takes in what
+    # arrives until it starts: at 2,000 rows/s and ~100 ms to wait, it is full.
+    engine = GatedEngine()
+    sched = scheduler(engine, affine_latency(0.1, 0.01, range(1, 9)))
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    sched.admission.offered.rate = lambda _: 2000.0  # type: ignore[method-assign]
+    busy = sched.admission.backlog_seconds(now, 1)
+    sched.admission.offered.rate = lambda _: 0.0  # type: ignore[method-assign]
+    quiet = sched.admission.backlog_seconds(now, 1)
+    assert busy - quiet == pytest.approx(0.07, abs=0.002)  # 8 rows, not 1: 7 x 10 ms
+    engine.gate.set()
+    await first
     await sched.close()

@@ -185,3 +185,52 @@ def test_batch_size_pads_to_an_engine_size_only_when_batching() -> None:
         BatchingOptions(policy="none", max_batch_size=16, engine_sizes=(1, 4, 16)), latency
     )
     assert alone.batch_size(3) == 3
+
+
+def test_adaptive_plan_waits_no_longer_than_tritons_queue_delay() -> None:
+    # 2,000 rows/s would have it wait for a fuller batch up to 2.5 ms (a tenth
+    # of the budget); a 1 ms max_queue_delay bounds that wait.
+    latency = affine_latency(0.002, 0.0001, range(1, 33))
+    own = AdaptivePlanner(BatchingOptions(max_batch_size=32), latency)
+    bounded = AdaptivePlanner(BatchingOptions(max_batch_size=32, max_queue_delay_s=0.001), latency)
+    state = QueueState(rows=1, head_deadline=0.025, head_arrival=0.0, arrival_rate=2000)
+    unbounded_wait = own.plan(0.0, state)
+    assert unbounded_wait.take == 0 and unbounded_wait.wake_at is not None
+    assert unbounded_wait.wake_at > 0.001
+    wait = bounded.plan(0.0, state)
+    assert wait.take == 0 and wait.wake_at is not None and wait.wake_at <= 0.001
+    due = bounded.plan(0.001, state)
+    assert due.take == 1 and due.reason == "waited"
+    assert own.plan(0.001, state).take == 0  # its own rule would still wait
+
+
+def test_adaptive_reserve_follows_the_measured_time_outside_the_engine() -> None:
+    from inferd.server.scheduler.planners import MIN_RESERVE_S, RESERVE_FLOOR_S
+
+    latency = affine_latency(0.002, 0.0001, range(1, 9))
+    planner = AdaptivePlanner(BatchingOptions(max_batch_size=8), latency)
+    assert planner.reserve == MIN_RESERVE_S  # nothing measured yet: the most
+    for _ in range(16):
+        latency.observe_outside(0.0004)
+    assert planner.reserve == pytest.approx(0.0004 + RESERVE_FLOOR_S)
+    for _ in range(64):
+        latency.observe_outside(0.02)  # a host far busier: capped
+    assert planner.reserve == MIN_RESERVE_S
+    planner.reserve = 0.0  # set: a fixed figure
+    assert planner.reserve == 0.0
+
+
+async def test_batches_report_their_time_outside_the_engine() -> None:
+    import asyncio
+    import time
+
+    from scheduler_doubles import GatedEngine, request, scheduler
+
+    sched = scheduler(GatedEngine(), affine_latency(0.001, 0.0, range(1, 9)))
+    assert sched.latency.outside() is None
+    for i in range(16):
+        await sched.submit(request(float(i), deadline=time.monotonic() + 5))
+    outside = sched.latency.outside()
+    assert outside is not None and 0 <= outside < 5
+    await asyncio.sleep(0)
+    await sched.close()
