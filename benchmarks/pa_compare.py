@@ -3,6 +3,10 @@ side by side in one run (the yardstick the issue's MLServer figures used).
 
     python -m benchmarks.pa_compare [--concurrency 8 32] [--interval-ms 4000]
 
+Prints, per server and mode, throughput, p99 and the server's CPU per request:
+its process CPU time (all threads, /proc) over the whole perf_analyzer run
+divided by the requests perf_analyzer counted (issue 24's yardstick).
+
 Needs the perf_analyzer binary (from the tritonclient wheel, plus Debian's
 libb64-0d and pip's nvidia-cuda-runtime-cu12); 127.0.0.1 only.
 """
@@ -19,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.server_cpu import cpu_seconds
 from inferd.clients import InferenceClient
 
 
@@ -56,19 +61,24 @@ def _wait(address: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 def _perf(
-    binary: str, port: int, concurrency: int, interval_ms: int, streaming: bool
-) -> tuple[float, float]:
+    binary: str, port: int, concurrency: int, interval_ms: int, streaming: bool, pid: int
+) -> tuple[float, float, float]:
+    """(requests/s, p99 ms, server CPU us per request) of one perf_analyzer run."""
     cmd = [binary, "-i", "grpc", "-u", f"127.0.0.1:{port}", "-m", "digits_mlp",
            "--concurrency-range", str(concurrency), "--measurement-interval", str(interval_ms),
            "--stability-percentage", "100"]  # fmt: skip
     if streaming:
         cmd.append("--streaming")
+    cpu = cpu_seconds(pid)
     out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300).stdout
+    cpu = cpu_seconds(pid) - cpu
     thr = re.search(r"Throughput: ([\d.]+) infer/sec", out)
     p99 = re.search(r"p99 latency: (\d+) usec", out)
-    if not thr or not p99:
+    count = re.search(r"Request count: (\d+)", out)
+    if not thr or not p99 or not count:
         raise RuntimeError("perf_analyzer output not understood:\n" + out[-2000:])
-    return float(thr.group(1)), int(p99.group(1)) / 1000
+    per_request = cpu / int(count.group(1)) * 1e6 if int(count.group(1)) else 0.0
+    return float(thr.group(1)), int(p99.group(1)) / 1000, per_request
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,13 +106,18 @@ def main(argv: list[str] | None = None) -> int:
         _wait(f"127.0.0.1:{inferd_port}", inferd)
         time.sleep(1)
         for c in opts.concurrency:
-            b_thr, b_p99 = _perf(binary, bare_port, c, opts.interval_ms, False)
-            i_thr, i_p99 = _perf(binary, inferd_port, c, opts.interval_ms, False)
-            s_thr, s_p99 = _perf(binary, inferd_port, c, opts.interval_ms, True)
+            b_thr, b_p99, b_cpu = _perf(binary, bare_port, c, opts.interval_ms, False, bare.pid)
+            i_thr, i_p99, i_cpu = _perf(binary, inferd_port, c, opts.interval_ms, False, inferd.pid)
+            bs_thr, bs_p99, bs_cpu = _perf(binary, bare_port, c, opts.interval_ms, True, bare.pid)
+            s_thr, s_p99, s_cpu = _perf(binary, inferd_port, c, opts.interval_ms, True, inferd.pid)
             rows.append(
-                f"c={c:<3} bare {b_thr:8.0f}/s p99 {b_p99:6.2f} ms | inferd unary {i_thr:8.0f}/s "
-                f"p99 {i_p99:6.2f} ms ({i_thr / b_thr:5.1%} of bare) | inferd streaming "
-                f"{s_thr:8.0f}/s p99 {s_p99:6.2f} ms"
+                f"c={c:<3} unary:     bare {b_thr:6.0f}/s p99 {b_p99:6.2f} ms {b_cpu:4.0f} us/req"
+                f" | inferd {i_thr:6.0f}/s p99 {i_p99:6.2f} ms {i_cpu:4.0f} us/req"
+                f" ({i_thr / b_thr:4.0%} of bare's req/s, {i_cpu / b_cpu:4.2f}x its CPU)\n"
+                f"c={c:<3} streaming: bare {bs_thr:6.0f}/s p99 {bs_p99:6.2f} ms"
+                f" {bs_cpu:4.0f} us/req"
+                f" | inferd {s_thr:6.0f}/s p99 {s_p99:6.2f} ms {s_cpu:4.0f} us/req"
+                f" ({s_thr / bs_thr:4.0%} of bare's req/s, {s_cpu / bs_cpu:4.2f}x its CPU)"
             )
             print(rows[-1], flush=True)
     finally:
