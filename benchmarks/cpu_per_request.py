@@ -55,6 +55,8 @@ class Variant:
     command: list[str]
     cwd: Path
     results: list[Result] = field(default_factory=list)
+    #: Rows per engine batch in each round (None: the server keeps no statistics).
+    rows_per_batch: list[float] = field(default_factory=list)
     #: Variables set for this variant's server on top of ours.
     env: dict[str, str] = field(default_factory=dict)
     #: The model repository it serves (None: the shared one).
@@ -79,6 +81,22 @@ def parse_repository_for(text: str) -> tuple[str, Path]:
     if not eq or not name or not path:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
     return name, Path(path)
+
+
+def batch_counts(address: str, model: str) -> tuple[int, int] | None:
+    """(rows inferred, engine batches) so far by the model's statistics; None
+    from a server without them (the bare handler)."""
+    from inferd.clients import InferenceClient
+
+    try:
+        with InferenceClient(address) as client:
+            versions = client.model_statistics(model, timeout=5.0)["model_stats"]
+        return (
+            sum(int(v.get("inference_count", 0)) for v in versions),
+            sum(int(v.get("execution_count", 0)) for v in versions),
+        )
+    except Exception:
+        return None
 
 
 def inferd_command(root: Path, repository: Path, port: int) -> list[str]:
@@ -126,13 +144,20 @@ def run(opts: argparse.Namespace) -> list[Variant]:
             for round_no in range(opts.rounds):
                 for variant, proc, address in procs:
                     loop = stream_loop if opts.stream else closed_loop
+                    counts = batch_counts(address, opts.model)
                     result = asyncio.run(
                         loop(address, opts.model, opts.concurrency, opts.seconds, 1.0, proc.pid)
                     )
                     variant.results.append(result)
+                    after = batch_counts(address, opts.model)
+                    per_batch = ""
+                    if counts and after and after[1] > counts[1]:
+                        rows = (after[0] - counts[0]) / (after[1] - counts[1])
+                        variant.rows_per_batch.append(rows)
+                        per_batch = f", {rows:5.2f} rows/batch"
                     print(
                         f"round {round_no + 1} {variant.name:>14}: {result.rate:8.1f} req/s, "
-                        f"{result.cpu_us_per_request:6.0f} server CPU us/request",
+                        f"{result.cpu_us_per_request:6.0f} server CPU us/request{per_batch}",
                         flush=True,
                     )
         finally:
@@ -155,6 +180,7 @@ def report(variants: Sequence[Variant], opts: argparse.Namespace) -> None:
     )
     print(
         f"{'variant':>14} {'CPU us/req':>10} {'x bare':>7} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}"
+        f" {'rows/batch':>10}"
     )
     for variant in variants:
         runs = variant.results
@@ -163,8 +189,10 @@ def report(variants: Sequence[Variant], opts: argparse.Namespace) -> None:
         print(
             f"{variant.name:>14} {cpu:10.0f} {cpu / bare:7.2f} "
             f"{statistics.median(r.rate for r in runs):9.1f} "
-            f"{pooled.percentile_ms(0.5):7.2f} {pooled.percentile_ms(0.99):7.2f}"
-        )
+            f"{pooled.percentile_ms(0.5):7.2f} {pooled.percentile_ms(0.99):7.2f} "
+            + (f"{statistics.median(variant.rows_per_batch):10.2f}" if variant.rows_per_batch
+               else f"{'-':>10}")
+        )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

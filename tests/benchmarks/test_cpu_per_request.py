@@ -44,6 +44,13 @@ def test_a_short_run_measures_both_servers(
     rows = {line.split()[0]: line.split() for line in out.splitlines()[-2:]}
     assert set(rows) == {"bare", "now"}
     assert float(rows["now"][1]) > 0 and float(rows["now"][3]) > 0  # CPU us/req, req/s
+    # Rows per engine batch: from inferd's statistics; the bare handler keeps none.
+    assert float(rows["now"][6]) >= 1.0
+    assert rows["bare"][-1] == "-"
+
+
+def test_batch_counts_needs_a_server_with_statistics() -> None:
+    assert cpu_per_request.batch_counts("127.0.0.1:1", "digits_mlp") is None
 
 
 def test_env_sets_a_variable_for_one_variant_only(tmp_path: Path) -> None:
