@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import ssl
 import urllib.error
 import urllib.request
@@ -31,6 +32,13 @@ DENIED = grpc.StatusCode.PERMISSION_DENIED
 OK = grpc.StatusCode.OK
 #: Load and unload on request, so the control plane has something to do.
 EXPLICIT: dict[str, Any] = {"model_control_mode": "explicit", "load_models": ("*",)}
+
+
+@pytest.fixture
+def demo_repository(demo_repository: Path, tmp_path: Path) -> Path:
+    """A copy of the session's demo repository: loads write lifecycle state
+    (``.inferd``) into the repository, which the shared one must not gain."""
+    return Path(shutil.copytree(demo_repository, tmp_path / "models"))
 
 
 def digits() -> pb.ModelInferRequest:
