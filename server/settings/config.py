@@ -109,13 +109,15 @@ class ServerConfig:
     max_concurrent_streams: int = option(
         256, group=_LIMITS, help="concurrent calls per HTTP/2 connection", minimum=1
     )
-    #: gRPC's overload protection also counts calls answered but not yet released.
+    #: Off: gRPC clients then queue calls over the limit instead of failing
+    #: (docs/experiments/deadline-overload.md#stream-limit-and-clients).
     refuse_unreleased_streams: bool = option(
-        True,
+        False,
         group=_LIMITS,
-        help="refuse a new stream (REFUSED_STREAM) while answered calls not yet released "
-        "take the connection over --max-concurrent-streams (gRPC's overload protection); "
-        "false: only the HTTP/2 limit, which clients honour by queueing",
+        help="also count calls answered but not yet released against "
+        "--max-concurrent-streams and refuse new streams over it (gRPC's overload "
+        "protection: plain gRPC clients see those calls fail UNAVAILABLE); false: only "
+        "the HTTP/2 limit, over which clients queue",
     )
     #: Twice the default model queue; Health/Check and watch streams are not counted.
     max_concurrent_rpcs: int | None = option(
