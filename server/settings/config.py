@@ -109,15 +109,9 @@ class ServerConfig:
     max_concurrent_streams: int = option(
         256, group=_LIMITS, help="concurrent calls per HTTP/2 connection", minimum=1
     )
-    #: Off: gRPC clients then queue calls over the limit instead of failing
-    #: (docs/experiments/deadline-overload.md#stream-limit-and-clients).
+    #: gRPC's overload protection; off, clients queue instead of failing (docs/protocol.md).
     refuse_unreleased_streams: bool = option(
-        False,
-        group=_LIMITS,
-        help="also count calls answered but not yet released against "
-        "--max-concurrent-streams and refuse new streams over it (gRPC's overload "
-        "protection: plain gRPC clients see those calls fail UNAVAILABLE); false: only "
-        "the HTTP/2 limit, over which clients queue",
+        False, group=_LIMITS, help="refuse streams over the limit counting unreleased calls"
     )
     #: Twice the default model queue; Health/Check and watch streams are not counted.
     max_concurrent_rpcs: int | None = option(
