@@ -2,7 +2,8 @@
 
 A gRPC server advertises how many calls one HTTP/2 connection may carry at
 once (inferd: 256). grpc core queues calls over it, but a server with
-overload protection (grpc core's default) keeps counting a finished call
+overload protection (grpc core's default; inferd's
+``refuse_unreleased_streams``, off by default) keeps counting a finished call
 until it has released it, while the client already sees the slot free: calls
 sent in that window are refused with RST_STREAM REFUSED_STREAM, which the
 caller gets as UNAVAILABLE. The clients therefore keep their own count below

@@ -109,6 +109,10 @@ class ServerConfig:
     max_concurrent_streams: int = option(
         256, group=_LIMITS, help="concurrent calls per HTTP/2 connection", minimum=1
     )
+    #: gRPC's overload protection; off, clients queue instead of failing (docs/protocol.md).
+    refuse_unreleased_streams: bool = option(
+        False, group=_LIMITS, help="refuse streams over the limit counting unreleased calls"
+    )
     #: Twice the default model queue; Health/Check and watch streams are not counted.
     max_concurrent_rpcs: int | None = option(
         4096,
@@ -477,6 +481,7 @@ class ServerConfig:
             ("grpc.max_metadata_size", self.max_metadata_bytes),
             ("grpc.absolute_max_metadata_size", self.max_metadata_bytes),
             ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            ("grpc.http.overload_protection", 1 if self.refuse_unreleased_streams else 0),
             ("grpc.keepalive_time_ms", int(self.keepalive_time_s * 1000)),
             ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout_s * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),

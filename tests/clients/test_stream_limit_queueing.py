@@ -54,10 +54,10 @@ def test_sync_client_queues_calls_over_the_stream_limit(
 def test_refused_streams_are_sent_again(
     demo_repository: Path, make_server: Callable[..., ServerThread]
 ) -> None:
-    # As many calls as the server's limit: the server still counts calls it
-    # has answered but not released, and refuses some streams; those are
-    # sent again.
-    server = make_server(demo_repository, max_concurrent_streams=64)
+    # As many calls as the server's limit: a server that still counts calls
+    # it has answered but not released refuses some streams; those are sent
+    # again.
+    server = make_server(demo_repository, max_concurrent_streams=64, refuse_unreleased_streams=True)
 
     async def main() -> list[object]:
         async with AsyncInferenceClient(server.address, max_concurrent_calls=64) as client:

@@ -4,6 +4,7 @@ decompressed sizes are rows of test_abuse_table.py."""
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import time
 from collections.abc import Callable, Iterator
@@ -66,6 +67,50 @@ def test_streams_per_connection_are_limited(
             # Another connection is not affected.
             pb_grpc.GRPCInferenceServiceStub(other).ModelInfer(digits(), timeout=10)
         pb_grpc.GRPCInferenceServiceStub(busy).ModelInfer(digits(), timeout=10)
+
+
+def plain_grpcio_failures(address: str, callers: int = 300, calls_each: int = 3) -> list[str]:
+    """``callers`` closed-loop callers on ONE plain grpc.aio channel, no
+    limit of their own: the failures, as "CODE: details"."""
+
+    async def main() -> list[str]:
+        failures: list[str] = []
+        async with grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+
+            async def caller() -> None:
+                for _ in range(calls_each):
+                    try:
+                        await stub.ModelInfer(digits(), timeout=120)
+                    except grpc.aio.AioRpcError as err:
+                        failures.append(f"{err.code().name}: {err.details()}")
+
+            await asyncio.gather(*(caller() for _ in range(callers)))
+        return failures
+
+    return asyncio.run(main())
+
+
+def test_plain_grpcio_calls_over_the_stream_limit_wait_in_the_client(
+    demo_repository: Path, make_server: Callable[..., ServerThread]
+) -> None:
+    # The defaults: 300 calls at once on one channel, far over the streams a
+    # connection may carry; gRPC's client queues the rest, none fails.
+    server = make_server(demo_repository)
+    failures = plain_grpcio_failures(server.address)
+    assert failures == [], f"{len(failures)} failed, first: {failures[:1]}"
+
+
+def test_refusing_unreleased_streams_fails_plain_grpcio_calls(
+    demo_repository: Path, make_server: Callable[..., ServerThread]
+) -> None:
+    # gRPC's overload protection counts calls answered but not yet released;
+    # the client already counts their streams free, so some of its calls are
+    # refused (REFUSED_STREAM) and a plain grpcio caller sees them fail.
+    server = make_server(demo_repository, max_concurrent_streams=16, refuse_unreleased_streams=True)
+    failures = plain_grpcio_failures(server.address)
+    assert failures, "no stream refused"
+    assert all(f.startswith("UNAVAILABLE") and "error code 7" in f for f in failures), failures[:3]
 
 
 def test_concurrent_rpcs_over_the_limit_get_resource_exhausted(
@@ -131,6 +176,7 @@ def test_grpc_options_carry_every_limit(demo_repository: Path) -> None:
     assert options["grpc.max_metadata_size"] == 3000
     assert options["grpc.absolute_max_metadata_size"] == 3000
     assert options["grpc.max_concurrent_streams"] == 7
+    assert options["grpc.http.overload_protection"] == 0
     assert options["grpc.keepalive_time_ms"] == 11_000
     assert options["grpc.keepalive_timeout_ms"] == 12_000
     assert options["grpc.http2.min_ping_interval_without_data_ms"] == 13_000
