@@ -140,6 +140,23 @@ class VirtualThreads:
         loop.call_at(loop.time() + seconds, future.set_result, result)
         return future
 
+    def post(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        done: Callable[[Any, BaseException | None], None],
+        fn: Callable[..., Any],
+        *args: Any,
+    ) -> None:
+        """``EngineThreads.post``: ``done(result, error)`` once the engine's
+        time for the call has passed on the clock."""
+        try:
+            outputs, _, _, _ = fn(*args)
+        except BaseException as exc:
+            loop.call_soon(done, None, exc)
+            return
+        seconds = self._last_seconds()
+        loop.call_at(loop.time() + seconds, done, (outputs, 0, int(seconds * 1e9), 0), None)
+
     def shutdown(self, *, wait: bool) -> None:
         return None
 
