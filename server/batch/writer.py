@@ -50,9 +50,23 @@ def errors_table(keys: pa.Array, key_name: str, reasons: Sequence[str]) -> pa.Ta
     return pa.table({key_name: keys, REASON_COLUMN: pa.array(reasons, type=pa.string())})
 
 
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Parquet column paths worth dictionary-encoding: all but floating-point
+    ones, whose values rarely repeat (the encoder would try, give up, and
+    leave a larger file: about 7 us a row of a 256-float output)."""
+    paths = []
+    for field in schema:
+        leaf, path = field.type, field.name
+        if pa.types.is_list(leaf) or pa.types.is_fixed_size_list(leaf):
+            leaf, path = leaf.value_type, f"{path}.list.element"
+        if not pa.types.is_floating(leaf):
+            paths.append(path)
+    return paths
+
+
 def write_atomic(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(TMP_PREFIX + path.name)
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, use_dictionary=dictionary_columns(table.schema))
     os.replace(tmp, path)
 
 

@@ -55,6 +55,12 @@ def test_parquet_in_parquet_out_with_manifest(demo_repository: Path, tmp_path: P
     assert entry["size_bytes"] == source.stat().st_size
     assert entry["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert manifest["inferd_version"] and manifest["started"] <= manifest["finished"]
+    # Floats are written plainly (their values rarely repeat); keys and labels
+    # with a dictionary.
+    chunk = pq.ParquetFile(tmp_path / "out" / "part-00000-000000.parquet").metadata.row_group(0)
+    encodings = {chunk.column(i).path_in_schema: chunk.column(i).encodings for i in range(3)}
+    assert "RLE_DICTIONARY" not in encodings["probabilities.list.element"]
+    assert "RLE_DICTIONARY" in encodings["label"] and "RLE_DICTIONARY" in encodings["id"]
 
 
 def test_every_format_gives_the_same_predictions(demo_repository: Path, tmp_path: Path) -> None:
