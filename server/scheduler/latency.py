@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import collections
 import math
+from collections.abc import Iterator
 
 #: A sample counts at most this many times the size's current mean. Real
 #: drift is still followed (each batch moves the mean by ``alpha`` of the
@@ -40,6 +41,35 @@ STALL_CLIP = 1.25
 STRICT_STALL_CLIP = 2.0
 #: Batches ``outside`` needs before it reports.
 MIN_OUTSIDE_SAMPLES = 16
+
+
+class SortedWindow:
+    """The last ``size`` values, also kept sorted so a quantile costs an index,
+    not a sort, per read."""
+
+    __slots__ = ("_order", "_sorted")
+
+    def __init__(self, size: int) -> None:
+        self._order: collections.deque[float] = collections.deque(maxlen=size)
+        self._sorted: list[float] = []
+
+    def add(self, value: float) -> None:
+        order, ordered = self._order, self._sorted
+        if len(order) == order.maxlen:
+            del ordered[bisect.bisect_left(ordered, order[0])]
+        order.append(value)
+        bisect.insort(ordered, value)
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self._order)
+
+    def at(self, index: int) -> float:
+        """The ``index``-th smallest value (clamped to the window)."""
+        ordered = self._sorted
+        return ordered[max(0, min(len(ordered) - 1, index))]
 
 
 class LatencyModel:
@@ -68,16 +98,12 @@ class LatencyModel:
         self._drift_at: dict[int, float] = {}
         self._known: list[int] = []  # sorted measured sizes
         #: Recent batches' time over their size's mean, as a fraction of it (all sizes).
-        self._over: collections.deque[float] = collections.deque(maxlen=window)
-        #: The same values kept sorted, so the quantile costs no sort per batch.
-        self._over_sorted: list[float] = []
+        self._over = SortedWindow(window)
         self._spread = 0.0
         self._dirty = False
         #: Recent batches' time outside the engine (dispatch to completion on
         #: the event loop, less engine time): thread hops, merge, loop lag.
-        self._outside: collections.deque[float] = collections.deque(maxlen=window)
-        #: The same values kept sorted: the planner reads the quantile per request.
-        self._outside_sorted: list[float] = []
+        self._outside = SortedWindow(window)
 
     def observe(self, size: int, seconds: float) -> None:
         mean = self._means.get(size)
@@ -101,29 +127,20 @@ class LatencyModel:
         self._drift_at[size] = self._drift
 
     def _add_over(self, value: float) -> None:
-        over, ordered = self._over, self._over_sorted
-        if len(over) == over.maxlen:
-            del ordered[bisect.bisect_left(ordered, over[0])]
-        over.append(value)
-        bisect.insort(ordered, value)
+        self._over.add(value)
         self._dirty = True
 
     def observe_outside(self, seconds: float) -> None:
         """One batch's time between dispatch and completion outside the engine."""
-        outside, ordered = self._outside, self._outside_sorted
-        if len(outside) == outside.maxlen:
-            del ordered[bisect.bisect_left(ordered, outside[0])]
-        value = max(0.0, seconds)
-        outside.append(value)
-        bisect.insort(ordered, value)
+        self._outside.add(max(0.0, seconds))
 
     def outside(self, quantile: float = 0.95) -> float | None:
         """The ``quantile`` of recent batches' time outside the engine; None
         until ``MIN_OUTSIDE_SAMPLES`` batches ran."""
-        ordered = self._outside_sorted
-        if len(ordered) < MIN_OUTSIDE_SAMPLES:
+        outside = self._outside
+        if len(outside) < MIN_OUTSIDE_SAMPLES:
             return None
-        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
+        return outside.at(int(quantile * len(outside)))
 
     def seed(self, size: int, samples: list[float]) -> None:
         """Start ``size`` from warmup samples: the median, not the first one,
@@ -174,8 +191,7 @@ class LatencyModel:
     def spread(self) -> float:
         """The ``quantile`` of recent batches' overrun of their size's mean (>= 0)."""
         if self._dirty:
-            ordered = self._over_sorted
-            index = min(len(ordered) - 1, math.ceil(self.quantile * len(ordered)) - 1)
-            self._spread = max(0.0, ordered[max(0, index)])
+            over = self._over
+            self._spread = max(0.0, over.at(math.ceil(self.quantile * len(over)) - 1))
             self._dirty = False
         return self._spread
