@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from inferd.server.codec import (
     DEFAULT_MAX_ELEMENTS,
@@ -27,6 +28,7 @@ from inferd.server.grpc.watch_budget import (
     DEFAULT_MAX_WATCH_STREAMS,
     DEFAULT_MAX_WATCH_STREAMS_PER_CONNECTION,
 )
+from inferd.server.monitoring.settings import MonitorSettings
 from inferd.server.settings.checks import connection_age_options
 from inferd.server.settings.options import KiB, MiB, OldFlag, described, option
 
@@ -41,6 +43,15 @@ _SECURITY = "security (docs/security.md)"
 _SPREAD = "load spreading across replicas (docs/kubernetes.md)"
 _PROCESS = "process (inferd serve only)"
 _MONITORING = "model monitoring (docs/monitoring.md)"
+
+
+_MONITOR_DEFAULTS = MonitorSettings()
+
+
+def _monitor(name: str, text: str, minimum: float) -> Any:
+    """A monitoring option whose default is ``MonitorSettings``' own (stated once)."""
+    default = getattr(_MONITOR_DEFAULTS, name)
+    return option(default, group=_MONITORING, help=text, minimum=minimum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,36 +299,19 @@ class ServerConfig:
         group=_MONITORING,
         help="drift, input quality, feature freshness and cost metrics (needs --metrics-port)",
     )
-    monitor_sample_rate: float = option(
-        0.02, group=_MONITORING, help="share of answered requests sampled", minimum=0
+    monitor_sample_rate: float = _monitor("sample_rate", "share of answered requests sampled", 0)
+    monitor_reference_rows: int = _monitor(
+        "reference_rows",
+        "sampled rows captured as the reference of a model without monitoring/reference.json",
+        1,
     )
-    monitor_reference_rows: int = option(
-        1000,
-        group=_MONITORING,
-        help="sampled rows captured as the reference of a model without monitoring/reference.json",
-        minimum=1,
-    )
-    drift_window_rows: int = option(
-        1000, group=_MONITORING, help="sampled rows in a drift window", minimum=4
-    )
-    drift_window_s: float = option(
-        600.0, group=_MONITORING, help="oldest sample a drift window keeps", minimum=0.001
-    )
-    drift_min_rows: int = option(
-        500, group=_MONITORING, help="fewest rows a window needs to give a drift value", minimum=1
-    )
-    drift_psi_threshold: float = option(
-        0.2, group=_MONITORING, help="PSI over which drift is reported (and alerts)", minimum=0
-    )
-    monitor_interval_s: float = option(
-        1.0, group=_MONITORING, help="how often samples and costs are processed", minimum=0.001
-    )
-    cost_per_cpu_hour: float = option(
-        0.0, group=_MONITORING, help="price of one CPU core hour (any currency)", minimum=0
-    )
-    cost_per_gpu_hour: float = option(
-        0.0, group=_MONITORING, help="price of one GPU hour (same currency)", minimum=0
-    )
+    drift_window_rows: int = _monitor("window_rows", "sampled rows in a drift window", 4)
+    drift_window_s: float = _monitor("window_s", "oldest sample a drift window keeps", 0.001)
+    drift_min_rows: int = _monitor("min_rows", "fewest rows a window needs for a drift value", 1)
+    drift_psi_threshold: float = _monitor("psi_threshold", "PSI over which drift alerts", 0)
+    monitor_interval_s: float = _monitor("interval_s", "how often samples are processed", 0.001)
+    cost_per_cpu_hour: float = _monitor("cost_per_cpu_hour", "price of a CPU core hour", 0)
+    cost_per_gpu_hour: float = _monitor("cost_per_gpu_hour", "price of a GPU hour", 0)
 
     #: Freezing the loaded server (``gc.freeze``) spares later full
     #: collections from scanning it (docs/experiments/gc-freeze-and-gil-switch.md).
