@@ -263,6 +263,7 @@ class VersionMetrics:
 
     __slots__ = (
         "_batches",
+        "_cache",
         "_codes",
         "_expired",
         "_labels",
@@ -296,6 +297,7 @@ class VersionMetrics:
         self._refused: dict[str, Any] = {}
         self._expired: dict[str, Any] = {}
         self._batches: dict[str, Any] = {}
+        self._cache: dict[bool, Any] = {}  # bound at the first lookup: no series without a cache
         if requests_only:
             # For requests that reached no version: only request series, and
             # only for the codes that happen (no empty queue/batch series).
@@ -348,8 +350,11 @@ class VersionMetrics:
         child.inc()
 
     def cache(self, hit: bool) -> None:
-        family = self._metrics.cache_hits if hit else self._metrics.cache_misses
-        family.labels(*self._labels).inc()
+        child = self._cache.get(hit)
+        if child is None:
+            family = self._metrics.cache_hits if hit else self._metrics.cache_misses
+            child = self._cache[hit] = family.labels(*self._labels)
+        child.inc()
 
     def batch(self, reason: str, rows: int, compute_s: float, late: int) -> None:
         child = self._batches.get(reason)
