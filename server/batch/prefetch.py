@@ -5,6 +5,7 @@ overlaps scoring and writing the current ones."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -54,4 +55,7 @@ class Prefetch(Generic[T]):
     def close(self) -> None:
         """Stop the thread (it ends at its next item)."""
         self._stop.set()
+        # A consumer cancelled while waiting leaves a worker thread in get(): wake it.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(_END)
         self._thread.join(timeout=5)
