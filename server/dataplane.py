@@ -24,7 +24,7 @@ import numpy as np
 
 from inferd.server.array_request import array_request
 from inferd.server.ensemble.link import StepAnswer, StepCall
-from inferd.server.ensemble.tensors import step_request
+from inferd.server.ensemble.tensors import config_outputs, step_request
 from inferd.server.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -40,7 +40,6 @@ from inferd.server.models import ModelManager
 from inferd.server.monitoring.freshness import feature_timestamp
 from inferd.server.observer import ServerObserver, VersionObserver
 from inferd.server.request import InferRequest
-from inferd.server.reshape import to_config
 from inferd.server.routing import Decision, Router, outputs_agree
 
 if TYPE_CHECKING:
@@ -346,11 +345,7 @@ class DataPlane:
             return array_request(inputs, outputs, io)
 
         answer = await self.infer(model, version, decode, deadline=deadline, protocol="bls")
-        io = answer.version.io
-        return {
-            name: to_config(array, io.outputs[name], io.batched) if name in io.outputs else array
-            for name, array in answer.outputs.items()
-        }
+        return config_outputs(answer.outputs, answer.version.io)
 
     def _record(
         self,
