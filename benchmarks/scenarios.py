@@ -17,7 +17,7 @@ from typing import Literal
 MODEL_INPUTS = {
     "digits_mlp": ("pixels", 64, 16.0),
     "dense_reference": ("x", 1024, 1.0),
-    "batching_reference": ("x", 2048, 1.0),
+    "batching_reference": ("x", 512, 1.0),
 }
 MODEL_OUTPUTS = {"digits_mlp": ("label",), "dense_reference": ("y",), "batching_reference": ("y",)}
 

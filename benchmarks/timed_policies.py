@@ -62,10 +62,9 @@ from inferd.server.scheduler.warmup import synthetic_inputs, warm_up
 from inferd.server.stats import ModelStats
 
 MAX_BATCH = models.MAX_BATCH
-#: batching_reference's shape on a quiet host (raw engine, batch 1 / 16:
-#: 5.1 / 9.2 ms): a fixed cost and a small per-row cost.
-FIXED_MS = 4.85
-ROW_MS = 0.27
+#: batching_reference's shape (its builder sizes the real model to it).
+FIXED_MS = models.FIXED_MS
+ROW_MS = models.ROW_MS
 #: A loopback gRPC round trip of a small request through inferd, engine aside.
 PATH_MS = 1.0
 #: The offline optimum's row in the tables.
