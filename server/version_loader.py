@@ -20,9 +20,15 @@ from inferd.server.model_io import ModelIO
 from inferd.server.model_link import ModelCaller
 from inferd.server.model_version import ModelVersion, allowed_roles
 from inferd.server.observer import ServerObserver
-from inferd.server.python_backend.engine import PYTHON_PLATFORM, PythonEngine
+from inferd.server.python_backend.engine import PythonEngine
 from inferd.server.python_backend.loading import load_python_model
-from inferd.server.repository import ModelSource, complete_config, engine_options, tree_fingerprint
+from inferd.server.repository import (
+    PYTHON_PLATFORM,
+    ModelSource,
+    complete_config,
+    engine_options,
+    tree_fingerprint,
+)
 from inferd.server.repository.engine_settings import CPU_PROVIDER
 from inferd.server.scheduler.dispatch import BatchingScheduler
 from inferd.server.scheduler.latency import LatencyModel

@@ -40,8 +40,6 @@ from inferd.server.python_backend.transport import unpack
 
 log = logging.getLogger("inferd.python_backend")
 
-PYTHON_PLATFORM = "python"
-
 #: Restart delays grow from the first to the last, doubling.
 RESTART_FIRST_S = 0.25
 RESTART_MAX_S = 30.0
