@@ -62,6 +62,7 @@ class PythonEngine(Engine):
         signature: Signature,
         setups: Sequence[dict[str, Any]],
         *,
+        batched: bool,
         caller: ModelCaller | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         hang_timeout_s: float | None = None,
@@ -69,6 +70,8 @@ class PythonEngine(Engine):
     ) -> None:
         self.name = name
         self._signature = signature
+        #: The config's max_batch_size > 0: each output must have the request's rows.
+        self.batched = batched
         self.max_concurrency = len(setups)
         self.caller = caller
         self.loop = loop
@@ -140,7 +143,7 @@ class PythonEngine(Engine):
         return [self.checked(call, result) for call, result in zip(requests, results, strict=True)]
 
     def checked(self, call: RequestCall, result: RequestResult) -> RequestResult:
-        return checked_outputs(self.name, self._signature, call, result)
+        return checked_outputs(self.name, self._signature, self.batched, call, result)
 
     def probe(self) -> None:
         """Raises while an instance is down (the scheduler's health probe)."""

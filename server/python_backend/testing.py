@@ -56,6 +56,7 @@ class LoadedModel:
         model_file = source.versions[chosen]
         self.name = source.name
         self.signature = config_signature(source.config)
+        self._batched = source.config.max_batch_size > 0
         #: ``args["model_config"]`` as a dict.
         self.config: dict[str, Any] = config_json(source.config)
         self._models = dict(models)
@@ -114,7 +115,7 @@ class LoadedModel:
         if error is not None:
             return error
         arrays = {t.name(): t.as_numpy() for t in response.output_tensors()}
-        result = checked_outputs(self.name, self.signature, call, arrays)
+        result = checked_outputs(self.name, self.signature, self._batched, call, arrays)
         if isinstance(result, EngineRequestError):
             code = CODE_OF_STATUS.get(result.status, pb_utils.TritonError.INTERNAL)
             return pb_utils.TritonError(str(result), code)
