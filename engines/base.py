@@ -13,7 +13,7 @@ elements are ``bytes``; BF16 uses ``ml_dtypes.bfloat16``.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,6 +132,9 @@ class Engine(abc.ABC):
     #: True: the scheduler hands a batch to ``infer_requests`` as its separate
     #: requests (no merge, no padding) and each request gets its own answer.
     takes_requests: bool = False
+    #: False: the server never runs it on made-up inputs before READY (no
+    #: warm-up), e.g. user code that may call models not loaded yet.
+    warms_up: bool = True
 
     @property
     @abc.abstractmethod
@@ -156,6 +159,23 @@ class Engine(abc.ABC):
         """Refuse, per request and before batching, inputs this engine cannot
         run (raise ``EngineInputError``), so one bad request never fails a
         batch of good ones. The default accepts everything."""
+        return None
+
+    def probe(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """The scheduler's health probe: raise while the engine cannot serve.
+        The default runs ``inputs`` (made-up ones of the smallest batch)."""
+        self.infer(inputs)
+
+    def use_engine_timeout(self, seconds: float | None) -> None:
+        """The model's engine timeout (None: none). The default ignores it:
+        the scheduler stops waiting on a hung call by itself; an engine that
+        can end a hung call (kill a process) does so here."""
+        return None
+
+    def when_down(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener`` (from any thread) with the reason when a part of
+        the engine goes down on its own, between batches. The default engine
+        has no such part."""
         return None
 
     @abc.abstractmethod

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from inferd import __version__
+from inferd.server.extras import missing_module, needs_extra
 
 DEMO_ENV = "INFERD_DEMO_REPOSITORY"
-SERVER_EXTRA = "pip install 'inferd[server]'"
 
 #: Every subcommand and its ``--help`` line; ``inferd --help`` lists them all.
 COMMANDS: dict[str, str] = {
@@ -56,22 +56,13 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def missing_server_module() -> str | None:
     """The first module ``inferd serve`` imports that is not installed (the
     ``server`` extra is missing), or None."""
-    try:
-        import inferd.engines.onnx
-        import inferd.server.app  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name is None or exc.name.split(".")[0] == "inferd":
-            raise  # a broken install of inferd itself: show the traceback
-        return exc.name
-    return None
+    return missing_module("inferd.engines.onnx", "inferd.server.app")
 
 
 def _serve(opts: argparse.Namespace) -> int:
     missing = missing_server_module()
     if missing is not None:
-        return _error(
-            f"inferd serve needs the server extra ({SERVER_EXTRA}): {missing} is not installed"
-        )
+        return _error(needs_extra("serve", "server", missing))
     from inferd.server.app import StartupError, serve
     from inferd.server.settings import SettingsError, read_serve_settings
     from inferd.server.telemetry.logs import resolve_format

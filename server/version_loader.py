@@ -20,9 +20,14 @@ from inferd.server.model_io import ModelIO
 from inferd.server.model_link import ModelCaller
 from inferd.server.model_version import ModelVersion, allowed_roles
 from inferd.server.observer import ServerObserver
-from inferd.server.python_backend.engine import PYTHON_PLATFORM, PythonEngine
 from inferd.server.python_backend.loading import load_python_model
-from inferd.server.repository import ModelSource, complete_config, engine_options, tree_fingerprint
+from inferd.server.repository import (
+    PYTHON_PLATFORM,
+    ModelSource,
+    complete_config,
+    engine_options,
+    tree_fingerprint,
+)
 from inferd.server.repository.engine_settings import CPU_PROVIDER
 from inferd.server.scheduler.dispatch import BatchingScheduler
 from inferd.server.scheduler.latency import LatencyModel
@@ -126,16 +131,12 @@ class VersionLoader:
                     extra={"event": "batching_options_ignored", "model": name},
                 )
             latency = new_latency_model(options)
-            if isinstance(engine, PythonEngine):
-                # A hung model process is killed (and restarted) at the engine timeout.
-                engine.hang_timeout_s = options.engine_timeout_s
-            # As in Triton, a Python model's code never runs on made-up inputs
-            # (a BLS model would call models that may not be loaded yet).
             if settings is not None and choose_threads:
                 engine = self._choose_threads(
                     name, version, engine, platform, path, settings, io, options
                 )
-            if not isinstance(engine, PythonEngine):
+            engine.use_engine_timeout(options.engine_timeout_s)
+            if engine.warms_up:
                 self._warm_up(name, version, engine, io, options, latency)
         except BaseException:
             engine.close()
@@ -145,8 +146,8 @@ class VersionLoader:
         observer = self.observer.version(name, version, device)
         probe_inputs = synthetic_inputs(io, options.sizes[0] if io.batched else 1)
 
-        def probe() -> object:
-            return engine.infer(probe_inputs)
+        def probe() -> None:
+            engine.probe(probe_inputs)
 
         scheduler = BatchingScheduler(
             engine,
@@ -155,16 +156,16 @@ class VersionLoader:
             latency,
             name=name,
             observer=observer,
-            probe=engine.probe if isinstance(engine, PythonEngine) else probe,
+            probe=probe,
             on_health_change=self.on_health_change,
         )
-        if isinstance(engine, PythonEngine) and self.loop is not None:
+        if self.loop is not None:
             loop = self.loop
 
             def down(reason: str) -> None:
                 loop.call_soon_threadsafe(scheduler.health.set_unhealthy, reason)
 
-            engine.on_down = down
+            engine.when_down(down)
         return ModelVersion(
             name=name,
             version=version,

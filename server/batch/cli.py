@@ -17,6 +17,7 @@ from typing import Any
 
 from inferd.server.batch.errors import EXIT_USAGE
 from inferd.server.batch.job import DEFAULT_PART_ROWS
+from inferd.server.extras import missing_module, needs_extra
 
 DESCRIPTION = (
     "Score input files (Parquet, CSV, JSON Lines, .npy/.npz; paths or globs) with a model "
@@ -117,16 +118,16 @@ def _write_summary(path: Path | None, summary: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str]) -> int:
     opts = parser().parse_args(argv)
-    try:
-        from inferd.server.batch import BatchError, BatchJob, run_batch
-        from inferd.server.telemetry.logs import setup_logging
-    except ModuleNotFoundError as exc:
-        print(
-            "error: inferd batch needs the batch extra (pip install 'inferd[batch]'): "
-            f"{exc.name} is not installed",
-            file=sys.stderr,
-        )
+    needed = ["inferd.server.batch.runner", "inferd.server.telemetry.logs"]
+    if opts.model_repository is not None:  # scoring here loads the model, as `inferd serve` does
+        needed.append("inferd.engines.onnx")
+    missing = missing_module(*needed)
+    if missing is not None:
+        print(f"error: {needs_extra('batch', 'batch', missing)}", file=sys.stderr)
         return EXIT_USAGE
+    from inferd.server.batch import BatchError, BatchJob, run_batch
+    from inferd.server.telemetry.logs import setup_logging
+
     setup_logging(opts.log_level.upper(), "auto")
     try:
         job = BatchJob(

@@ -15,12 +15,13 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
 
 from inferd.clients.aio import AsyncInferenceClient
 from inferd.clients.errors import InferenceServerError
-from inferd.protos.datatypes import CONFIG_TO_V2
+from inferd.protos import model_config_pb2
 from inferd.server.batch.errors import BatchError, ScoringError
-from inferd.server.model_io import ModelIO, TensorInfo
+from inferd.server.model_io import ModelIO
 
 #: Chunks in flight on the stream: enough to cover the round trip.
 STREAM_DEPTH = 8
@@ -35,20 +36,15 @@ RETRYABLE = frozenset(
 
 
 def io_from_config(config: Mapping[str, Any]) -> ModelIO:
-    """What the server says the model takes, in the config's (wire) shapes."""
-    max_batch = int(config.get("max_batch_size", 0))
-    lead = (-1,) if max_batch > 0 else ()
-
-    def info(t: Mapping[str, Any]) -> TensorInfo:
-        datatype = CONFIG_TO_V2[str(t.get("data_type", "TYPE_FP32"))]
-        dims = lead + tuple(int(d) for d in t.get("dims", ()))
-        return TensorInfo(t["name"], datatype, dims, bool(t.get("optional", False)))
-
-    return ModelIO(
-        {t["name"]: info(t) for t in config.get("input", ())},
-        {t["name"]: info(t) for t in config.get("output", ())},
-        max_batch,
+    """What the server says the model takes (its config as the client gives
+    it), in the config's wire shapes: the server applies a ``reshape``
+    itself, so the rows must go out as ``dims`` say."""
+    message = json_format.ParseDict(
+        dict(config), model_config_pb2.ModelConfig(), ignore_unknown_fields=True
     )
+    for tensor in (*message.input, *message.output):
+        tensor.ClearField("reshape")
+    return ModelIO.from_config(message)
 
 
 class RemoteScorer:

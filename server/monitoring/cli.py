@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inferd.server.extras import missing_module, needs_extra
 from inferd.server.monitoring.readers import InputFileError, read_inputs
 from inferd.server.monitoring.reference import REFERENCE_PATH, Reference, build
 
@@ -63,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output", type=Path, default=None, help=f"default: DIR/MODEL/{REFERENCE_PATH}"
     )
     opts = parser.parse_args(argv)
+    missing = missing_module("inferd.engines.onnx")  # scoring loads the model's engine
+    if missing is not None:
+        print(f"error: {needs_extra('monitor', 'server', missing)}", file=sys.stderr)
+        return 2
     try:
         reference = score(
             opts.model_repository, opts.model, opts.input, opts.version, opts.max_rows

@@ -4,10 +4,12 @@ The scheduler hands it each batch as its separate requests
 (``takes_requests``); one idle instance process runs them through
 ``execute``. What comes back is checked against the config (an output it
 does not declare, the wrong datatype or shape is INTERNAL naming the
-output). An instance that dies fails its batch UNAVAILABLE, tells
-``on_down`` (the scheduler marks the version unhealthy, so it reports
-not-ready) and is restarted with backoff; ``probe`` passes again once every
-instance runs.
+output). An instance that dies fails its batch UNAVAILABLE, tells the
+``when_down`` listener (the scheduler marks the version unhealthy, so it
+reports not-ready) and is restarted with backoff; ``probe`` passes again
+once every instance runs. As in Triton, the model's code never runs on
+made-up inputs (``warms_up``): a BLS model would call models that may not
+be loaded yet.
 """
 
 from __future__ import annotations
@@ -40,8 +42,6 @@ from inferd.server.python_backend.transport import unpack
 
 log = logging.getLogger("inferd.python_backend")
 
-PYTHON_PLATFORM = "python"
-
 #: Restart delays grow from the first to the last, doubling.
 RESTART_FIRST_S = 0.25
 RESTART_MAX_S = 30.0
@@ -57,6 +57,7 @@ def restart_delay_s(failures: int) -> float:
 
 class PythonEngine(Engine):
     takes_requests = True
+    warms_up = False
 
     def __init__(
         self,
@@ -64,6 +65,7 @@ class PythonEngine(Engine):
         signature: Signature,
         setups: Sequence[dict[str, Any]],
         *,
+        batched: bool,
         caller: ModelCaller | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         hang_timeout_s: float | None = None,
@@ -71,13 +73,15 @@ class PythonEngine(Engine):
     ) -> None:
         self.name = name
         self._signature = signature
+        #: The config's max_batch_size > 0: each output must have the request's rows.
+        self.batched = batched
         self.max_concurrency = len(setups)
         self.caller = caller
         self.loop = loop
         self.hang_timeout_s = hang_timeout_s
         self.start_timeout_s = start_timeout_s
         #: Told (from a reader thread) why an instance went down.
-        self.on_down: Callable[[str], None] | None = None
+        self._on_down: Callable[[str], None] | None = None
         self._closed = False
         self._idle: queue.SimpleQueue[ModelProcess] = queue.SimpleQueue()
         self._processes = [
@@ -142,13 +146,20 @@ class PythonEngine(Engine):
         return [self.checked(call, result) for call, result in zip(requests, results, strict=True)]
 
     def checked(self, call: RequestCall, result: RequestResult) -> RequestResult:
-        return checked_outputs(self.name, self._signature, call, result)
+        return checked_outputs(self.name, self._signature, self.batched, call, result)
 
-    def probe(self) -> None:
-        """Raises while an instance is down (the scheduler's health probe)."""
+    def probe(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """Raises while an instance is down; the model's code never sees ``inputs``."""
         down = [p.label for p in self._processes if not p.alive]
         if down:
             raise EngineError(f"{down[0]} is restarting")
+
+    def use_engine_timeout(self, seconds: float | None) -> None:
+        """A hung model process is killed (and restarted) at the engine timeout."""
+        self.hang_timeout_s = seconds
+
+    def when_down(self, listener: Callable[[str], None]) -> None:
+        self._on_down = listener
 
     # -- BLS -------------------------------------------------------------------------------
 
@@ -212,9 +223,9 @@ class PythonEngine(Engine):
             reason,
             extra={"event": "model_process_exited", "model": self.name, "reason": reason},
         )
-        if self.on_down is not None:
+        if self._on_down is not None:
             try:
-                self.on_down(f"{process.label} exited ({reason})")
+                self._on_down(f"{process.label} exited ({reason})")
             except Exception:
                 log.exception("on_down listener failed")
         threading.Thread(

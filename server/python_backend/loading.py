@@ -94,7 +94,9 @@ def load_python_model(
         }
         for i in range(len(instances(config)))
     ]
-    return PythonEngine(name, signature, setups, caller=caller, loop=loop)
+    return PythonEngine(
+        name, signature, setups, batched=config.max_batch_size > 0, caller=caller, loop=loop
+    )
 
 
 def environment_python(

@@ -14,13 +14,15 @@ from inferd.protos.datatypes import v2_datatype
 
 
 def checked_outputs(
-    model: str, signature: Signature, call: RequestCall, result: RequestResult
+    model: str, signature: Signature, batched: bool, call: RequestCall, result: RequestResult
 ) -> RequestResult:
     """The outputs the caller asked for (all declared ones when it named
-    none), or an INTERNAL error naming the first output that is wrong."""
+    none), or an INTERNAL error naming the first output that is wrong.
+    ``batched``: the config's ``max_batch_size`` > 0; only then must each
+    output have the request's rows (an unbatched model's -1 first dimension
+    is any size, not a batch)."""
     if isinstance(result, EngineRequestError):
         return result
-    batched = bool(signature.inputs) and signature.inputs[0].shape[:1] == (-1,)
     rows = next(iter(call.inputs.values())).shape[0] if batched and call.inputs else 1
     for name, array in result.items():
         problem = output_problem(signature, name, array, rows if batched else None)

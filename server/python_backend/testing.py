@@ -35,7 +35,7 @@ from inferd.server.python_backend import pb_utils
 from inferd.server.python_backend.loading import config_json, config_signature, initialize_args
 from inferd.server.python_backend.outputs import as_request_arrays, checked_outputs
 from inferd.server.python_backend.stub import CODE_OF_STATUS, load_model_class
-from inferd.server.repository import ModelRepository
+from inferd.server.repository import PYTHON_PLATFORM, ModelRepository
 
 #: A stand-in for a model a BLS call reaches: input arrays -> output arrays.
 FakeModel = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
@@ -50,12 +50,13 @@ class LoadedModel:
         self, directory: Path, version: int | None, models: Mapping[str, FakeModel]
     ) -> None:
         source = ModelRepository(directory.parent).source(directory.name)
-        if source.platform != "python":
+        if source.platform != PYTHON_PLATFORM:
             raise ValueError(f"model '{directory.name}' is not a Python model")
         chosen = version if version is not None else max(source.policy_versions)
         model_file = source.versions[chosen]
         self.name = source.name
         self.signature = config_signature(source.config)
+        self._batched = source.config.max_batch_size > 0
         #: ``args["model_config"]`` as a dict.
         self.config: dict[str, Any] = config_json(source.config)
         self._models = dict(models)
@@ -114,7 +115,7 @@ class LoadedModel:
         if error is not None:
             return error
         arrays = {t.name(): t.as_numpy() for t in response.output_tensors()}
-        result = checked_outputs(self.name, self.signature, call, arrays)
+        result = checked_outputs(self.name, self.signature, self._batched, call, arrays)
         if isinstance(result, EngineRequestError):
             code = CODE_OF_STATUS.get(result.status, pb_utils.TritonError.INTERNAL)
             return pb_utils.TritonError(str(result), code)

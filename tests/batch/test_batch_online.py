@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from lifecycle_models import plus
 
 from inferd.clients.sync import InferenceClient
 from inferd.server.batch import BatchError, BatchJob, run_batch
@@ -96,6 +98,32 @@ def test_url_scores_on_the_server_with_the_same_bytes(
     assert remote.equals(local)
     manifest = (tmp_path / "remote" / "manifest.json").read_text()
     assert '"version": "1"' in manifest and "training_commit" in manifest
+
+
+RESHAPED_CONFIG = """
+name: "reshaped"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input { name: "x" data_type: TYPE_FP32 dims: [ 1, 2 ] reshape { shape: [ 2 ] } }
+output { name: "y" data_type: TYPE_FP32 dims: [ 2 ] }
+"""
+
+
+def test_url_sends_the_configs_dims_when_the_server_reshapes(
+    make_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    """The server applies a config's ``reshape`` to what arrives, so the
+    rows go out as ``dims`` say ([1, 2] here), not as the model sees them."""
+    root = tmp_path / "models"
+    plus(root / "reshaped" / "1" / "model.onnx", 1)
+    (root / "reshaped" / "config.pbtxt").write_text(RESHAPED_CONFIG)
+    server = make_server(root)
+    x = np.random.default_rng(3).uniform(-1, 1, size=(20, 2)).astype(np.float32)
+    source = str(write_parquet(tmp_path / "in.parquet", np.arange(20), x, column="x"))
+    remote = batch_outputs(
+        BatchJob("reshaped", [source], tmp_path / "out", url=server.address, key="id")
+    )
+    np.testing.assert_allclose(column(remote, "y"), x + 1, rtol=1e-6)
 
 
 def test_url_names_what_the_server_refused(demo_server: ServerThread, tmp_path: Path) -> None:
