@@ -6,6 +6,7 @@ are charged to the request-bytes budget gRPC messages are."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import socket
 import threading
@@ -76,6 +77,17 @@ def held_http(port: int, count: int, content_length: int = 100) -> Iterator[None
             head = f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: {content_length}\r\n\r\n"
             sock.sendall(head.encode() + b"{")
         yield
+
+
+def chunked(port: int, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    """An HTTP inference request whose body is sent chunked (no Content-Length)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", INFER, body=iter([body[:10], body[10:]]), encode_chunked=True)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
 
 
 def assert_probes_answer(port: int, address: str) -> None:
@@ -162,6 +174,9 @@ def test_http_body_over_the_bytes_budget_is_refused(
         reason = json.loads(answer)["error"]
         assert f"limit of {budget} bytes of requests in flight" in reason
         assert "--max-inflight-request-bytes" in reason
+        # A chunked body (no Content-Length) is charged once read.
+        status, _, answer = chunked(port, body)
+        assert status == 429 and json.loads(answer)["error"] == reason
         # One budget: a gRPC message that would go over it is refused the same way.
         with grpc.insecure_channel(server.address) as channel:
             with pytest.raises(grpc.RpcError) as info:
@@ -171,4 +186,6 @@ def test_http_body_over_the_bytes_budget_is_refused(
     wait_for_active(server, 0)
     assert server.server.request_bytes.held == 0
     assert request(port, "POST", INFER, body)[0] == 200
+    status, _, answer = chunked(port, body)
+    assert status == 200 and "outputs" in json.loads(answer)  # the handler gets the body read
     assert server.server.request_bytes.held == 0  # released when answered
