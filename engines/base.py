@@ -117,6 +117,9 @@ class RequestCall:
     deadline: float | None = None
     id: str = ""
     parameters: Mapping[str, bool | int | float | str] = field(default_factory=dict)
+    #: Who the request runs for, opaque to engines (the Python backend's BLS
+    #: calls act for it); None: nobody in particular.
+    caller: object | None = None
 
 
 #: What ``infer_requests`` gives back for each request: its outputs or its failure.

@@ -38,6 +38,7 @@ from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 from inferd.protos.inferd.admin.v1 import admin_pb2 as admin_pb
 from inferd.protos.inferd.admin.v1 import admin_pb2_grpc as admin_grpc
 from inferd.server.about import SERVER_VERSION
+from inferd.server.admission_limits import AdmissionLimits
 from inferd.server.audit import AuditLog
 from inferd.server.auth import ROLE_ADMIN, AuthConfigError, MethodPolicy
 from inferd.server.auth.gate import AuthGate
@@ -52,7 +53,6 @@ from inferd.server.dataplane import DataPlane
 from inferd.server.grpc.admin import ADMIN_METHODS, AdminServicer
 from inferd.server.grpc.call_limit import CallLimit
 from inferd.server.grpc.malformed import add_servicer
-from inferd.server.grpc.request_bytes import RequestBytes
 from inferd.server.grpc.servicer import InferenceServicer
 from inferd.server.grpc.watch_budget import WatchBudget, add_budgeted
 from inferd.server.health import HealthReporter
@@ -64,6 +64,7 @@ from inferd.server.monitoring.settings import monitor_settings
 from inferd.server.monitoring.worker import Monitoring
 from inferd.server.ports import port_free
 from inferd.server.repository import ModelRepository
+from inferd.server.request_bytes import RequestBytes
 from inferd.server.response_cache import ResponseCache
 from inferd.server.routing import Router
 from inferd.server.settings import ServerConfig, check
@@ -199,8 +200,10 @@ class InferdServer:
             allow_unauthenticated_admin=config.allow_unauthenticated_admin,
         )
         self._interceptors = tuple(interceptors)
-        #: Request-message bytes held by unary calls (server.grpc.request_bytes).
+        #: Request-message bytes held by calls in flight (server.request_bytes).
         self.request_bytes = RequestBytes(config.inflight_request_bytes)
+        #: Calls admitted at once, gRPC and HTTP together (server.admission_limits).
+        self.admission = AdmissionLimits(config.max_concurrent_rpcs, self.request_bytes)
         #: The HTTP/REST front end (None: ``allow_http`` is off).
         self.http: HttpServer | None = None
         if config.allow_http:
@@ -211,7 +214,7 @@ class InferdServer:
                 max_body_bytes=config.max_message_bytes,
                 gate=self.gate,
                 certificates=self.certificates,
-                max_concurrent=config.max_concurrent_rpcs,
+                admission=self.admission,
             )
         self._server: grpc.aio.Server | None = None
         self._metrics_server: MetricsServer | None = None
@@ -225,7 +228,7 @@ class InferdServer:
         # Outermost: nothing runs for a caller who may not call.
         auth = auth_interceptors(self.gate, self.certificates)
         # Then the RPC limit and the bytes budget: a refused caller takes no slot.
-        limits = CallLimit(self.config.max_concurrent_rpcs, self.request_bytes)
+        limits = CallLimit(self.admission)
         return [*auth, limits, *self._interceptors]
 
     async def start(self, *, load: bool = True) -> int:

@@ -33,7 +33,7 @@ from inferd.server.errors import (
     PermissionDenied,
     Unavailable,
 )
-from inferd.server.identity import current_principal
+from inferd.server.identity import Principal, current_principal, reset_principal, set_principal
 from inferd.server.model_io import ModelIO
 from inferd.server.model_version import ModelVersion
 from inferd.server.models import ModelManager
@@ -214,15 +214,18 @@ class DataPlane:
         span: Span | None = None,
         protocol: str = "grpc",
         nested: bool = False,
+        check_roles: bool = True,
     ) -> Answer:
         """Answer one request for ``model`` (``version`` "" lets the route
         choose; an explicit one bypasses routes). ``routing_key`` is called
         only for A/B routes; ``deadline`` is a ``time.monotonic()`` time or
         None; ``span`` is the request's trace span (tracing on); ``protocol``
-        names the front end for metrics (``"grpc"``, ``"http"``, ``"ensemble"``);
-        ``nested``: a step of a request already admitted and authorized (an
-        ensemble's), which a drain must not refuse. Raises ``InferdError``
-        subclasses, or ``CancelledError``."""
+        names the front end for metrics (``"grpc"``, ``"http"``, ``"ensemble"``,
+        ``"bls"``); ``nested``: part of a request already admitted (an
+        ensemble's step, a BLS call of a batch), which a drain must not refuse
+        nor count again; ``check_roles`` False: the request is already
+        authorized (an ensemble step: its model is the ensemble's choice, not
+        the caller's). Raises ``InferdError`` subclasses, or ``CancelledError``."""
         start = time.monotonic_ns()
         answering: ModelVersion | None = None
         decision: Decision | None = None
@@ -254,6 +257,7 @@ class DataPlane:
                 self.inflight += 1
                 self.admitted += 1
                 self._idle.clear()
+            if check_roles:
                 self.authorize(answering)
             # Phase spans only for sampled requests: an unsampled one keeps its
             # (non-recording) span for context and log correlation, nothing more.
@@ -267,6 +271,7 @@ class DataPlane:
                 )
             with tracing.phase("decode", span) if tracing and span else contextlib.nullcontext():
                 request = decode(answering.io)
+                request.principal = current_principal()
                 request.deadline = request_deadline(request, deadline)
                 request.priority = request_priority(request)
                 feature_timestamp(request.parameters)  # checked here, read by monitoring
@@ -328,6 +333,7 @@ class DataPlane:
             span=span,
             protocol="ensemble",
             nested=True,
+            check_roles=False,
         )
 
     async def call_model(
@@ -337,14 +343,31 @@ class DataPlane:
         inputs: dict[str, np.ndarray],
         outputs: tuple[str, ...],
         deadline: float | None,
+        acting_for: Principal | None = None,
     ) -> dict[str, np.ndarray]:
         """One request from inside the server (a Python model's BLS call),
-        routed and scheduled like any other; outputs in the config's shape."""
+        routed and scheduled like any other; outputs in the config's shape.
+        ``acting_for``: who the calling batch runs for; the call is then part
+        of that admitted request (a drain lets it through) and the callee's
+        roles are checked against that caller's. None (a call not made while
+        a batch ran): a request of its own, by an anonymous caller."""
 
         def decode(io: ModelIO) -> InferRequest:
             return array_request(inputs, outputs, io)
 
-        answer = await self.infer(model, version, decode, deadline=deadline, protocol="bls")
+        token = set_principal(acting_for) if acting_for is not None else None
+        try:
+            answer = await self.infer(
+                model,
+                version,
+                decode,
+                deadline=deadline,
+                protocol="bls",
+                nested=acting_for is not None,
+            )
+        finally:
+            if token is not None:
+                reset_principal(token)
         return config_outputs(answer.outputs, answer.version.io)
 
     def _record(
@@ -417,6 +440,7 @@ class DataPlane:
         ok, agree, dropped = False, None, False
         try:
             request = decode(shadow.io)
+            request.principal = current_principal()
             request.deadline = start + SHADOW_TIMEOUT_S
             outputs = await shadow.scheduler.submit(request)
             ok = True

@@ -8,7 +8,9 @@ manager owns a ``ModelLink``; ensembles and Python models hold it from load
 time, and the data plane binds its two entries into it when it is built
 (``DataPlane.__init__``). Each path keeps its own entry because their
 semantics differ: a step is part of its ensemble request's admission and gets
-a trace span of its own; a BLS call is admitted as a request of its own.
+a trace span of its own; a BLS call made while a batch runs is part of that
+batch's admission too, but acts for its caller (whose roles the callee
+checks), and one made outside a batch is admitted as a request of its own.
 Imports stay one-directional: nothing below the data plane imports it. Until
 the link is bound (a manager without a data plane), a call answers UNAVAILABLE.
 """
@@ -22,6 +24,7 @@ import numpy as np
 
 from inferd.server.ensemble.link import StepAnswer, StepCall
 from inferd.server.errors import Unavailable
+from inferd.server.identity import Principal
 
 StepRunner = Callable[[StepCall], Awaitable[StepAnswer]]
 
@@ -36,6 +39,7 @@ class ModelCaller(Protocol):
         inputs: dict[str, np.ndarray],
         outputs: tuple[str, ...],
         deadline: float | None,
+        acting_for: Principal | None = None,
     ) -> Coroutine[Any, Any, dict[str, np.ndarray]]: ...
 
 
@@ -70,9 +74,11 @@ class ModelLink:
         inputs: dict[str, np.ndarray],
         outputs: tuple[str, ...],
         deadline: float | None,
+        acting_for: Principal | None = None,
     ) -> dict[str, np.ndarray]:
-        """One BLS request (a ``ModelCaller``)."""
+        """One BLS request (a ``ModelCaller``); ``acting_for``: who the calling
+        batch runs for (None: a call made outside a batch)."""
         call_model = self._call_model
         if call_model is None:
             raise Unavailable("BLS calls are not available: no data plane is serving")
-        return await call_model(model, version, inputs, outputs, deadline)
+        return await call_model(model, version, inputs, outputs, deadline, acting_for)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from inferd.server.identity import Principal
+
 ParamValue = bool | int | float | str
 
 
@@ -34,3 +36,6 @@ class InferRequest:
     compute_input_ns: int = 0
     compute_infer_ns: int = 0
     compute_output_ns: int = 0
+    #: Who the request runs for (set by the data plane; None: from inside the
+    #: server, e.g. warmup). A Python model's BLS calls act for it.
+    principal: Principal | None = None

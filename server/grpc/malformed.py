@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from inferd.server.grpc.request_bytes import OverBudget, RequestBytes
+from inferd.server.request_bytes import OverBudget, RequestBytes
 
 log = logging.getLogger("inferd.servicer")
 
@@ -77,7 +77,7 @@ def _tolerant(
 ) -> Callable[[bytes], Any]:
     if budget is not None:
         # A unary request: its bytes count against the server's budget, and
-        # one that would go over is not parsed (``grpc.request_bytes``).
+        # one that would go over is not parsed (``server.request_bytes``).
         def counted(data: bytes) -> Any:
             if not budget.take(len(data)):
                 return budget.refusal

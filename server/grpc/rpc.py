@@ -20,7 +20,7 @@ from inferd.server.errors import (
     status_of,
 )
 from inferd.server.grpc.malformed import MALFORMED, REASON, note_malformed
-from inferd.server.grpc.request_bytes import OverBudget
+from inferd.server.request_bytes import OverBudget
 from inferd.server.telemetry.tracing import Tracing
 
 log = logging.getLogger("inferd.servicer")
@@ -63,7 +63,7 @@ def rpc(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
             if request is MALFORMED:  # bytes that did not parse (server.grpc.malformed)
                 note_malformed(method)
                 raise InvalidArgument(REASON)
-            if isinstance(request, OverBudget):  # not parsed (server.grpc.request_bytes)
+            if isinstance(request, OverBudget):  # not parsed (server.request_bytes)
                 raise ResourceExhausted(request.reason)
             return await fn(self, request, context)
         except InferdError as exc:

@@ -1,11 +1,14 @@
 """The HTTP/REST front end's server: aiohttp on the gRPC server's event loop.
 
-One middleware does, in order, what gRPC's transport and interceptor do:
+One middleware does, in order, what gRPC's transport and interceptors do:
 refuses a body over ``max_message_bytes`` from its Content-Length before
 reading it (aiohttp's own limit stops a chunked or compressed body at the same
 size while it is read), authenticates the caller and checks the role of the
-endpoint's gRPC twin (one policy table for both), sets the principal, and
-turns every error into ``{"error": ...}`` with its status (``http.status``).
+endpoint's gRPC twin (one policy table for both), sets the principal, takes a
+slot of the server's ``AdmissionLimits`` (shared with gRPC; the twin says
+whether the route counts) and charges an inference body to the request-bytes
+budget (429, as gRPC's RESOURCE_EXHAUSTED), and turns every error into
+``{"error": ...}`` with its status (``http.status``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from inferd.server.admission_limits import UNCOUNTED, AdmissionLimits
 from inferd.server.auth.certificate_roles import Identity, peercert_identities
 from inferd.server.auth.gate import AuthGate
 from inferd.server.http import openapi
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("inferd.http")
 
+#: The twin whose body is charged to the request-bytes budget.
+_INFER = "/inference.GRPCInferenceService/ModelInfer"
 #: Key of the route's gRPC twin in aiohttp's per-route info.
 _TWIN = web.AppKey("inferd_twins", dict)
 #: What a connection still open at shutdown gets to finish, seconds.
@@ -60,17 +66,16 @@ class HttpServer:
         max_body_bytes: int,
         gate: AuthGate | None = None,
         certificates: CertificateFiles | None = None,
-        max_concurrent: int | None = None,
+        admission: AdmissionLimits | None = None,
     ) -> None:
         self.endpoints = HttpEndpoints(dataplane, lifecycle=lifecycle, limits=limits)
         self.max_body_bytes = max_body_bytes
         #: Who may call what, as for gRPC (None: everything open, for embedding code).
         self.gate = gate
         self.certificates = certificates
-        #: Requests handled at once before 429 (gRPC's max_concurrent_rpcs,
-        #: counted for this port on its own); None: no limit.
-        self.max_concurrent = max_concurrent
-        self.active = 0
+        #: The server's concurrent-call limit and bytes budget, shared with
+        #: gRPC (None: no limit, for embedding code).
+        self.admission = admission
         self._ssl = ssl_context(certificates) if certificates is not None else None
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -111,16 +116,25 @@ class HttpServer:
                 413,
                 f"request body of {length} bytes is over the limit of {self.max_body_bytes} bytes",
             )
-        if self.max_concurrent is not None and self.active >= self.max_concurrent:
-            return error_response(
-                429, f"over {self.max_concurrent} concurrent requests; retry later"
-            )
-        self.active += 1
         token = None
+        counted: AdmissionLimits | None = None  # the limits this call took a slot of
+        held = 0
         try:
             twin = self._twin(request)
             if twin is not None:
                 token = set_principal(self._admit(request, twin))
+                admission = self.admission
+                if admission is not None and twin not in UNCOUNTED:
+                    refused = admission.admit()
+                    if refused is not None:
+                        return error_response(429, refused)
+                    counted = admission
+                    if twin == _INFER:
+                        # Charged before the body is read; a chunked one once read.
+                        size = length if length is not None else len(await request.read())
+                        if not admission.request_bytes.hold(size):
+                            return error_response(429, admission.request_bytes.reason)
+                        held = size
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
             return error_response(
@@ -138,7 +152,10 @@ class HttpServer:
         except Exception as exc:  # domain errors and the unexpected alike
             return response_for(exc)
         finally:
-            self.active -= 1
+            if counted is not None:
+                counted.release()
+                if held:
+                    counted.request_bytes.release(held)
             if token is not None:
                 reset_principal(token)
 

@@ -35,6 +35,7 @@ from inferd.engines.base import (
     Signature,
 )
 from inferd.server.errors import InferdError
+from inferd.server.identity import Principal, acting_for
 from inferd.server.model_link import ModelCaller
 from inferd.server.python_backend.outputs import checked_outputs
 from inferd.server.python_backend.process import ModelProcess
@@ -167,6 +168,7 @@ class PythonEngine(Engine):
         self,
         process: ModelProcess,
         bls_id: int,
+        call_id: int | None,
         model: str,
         version: str,
         wires: dict[str, Any],
@@ -174,7 +176,8 @@ class PythonEngine(Engine):
         remaining: float | None,
     ) -> None:
         """A BLS request from ``process`` (its reader thread): run it on the
-        server's loop and send the answer back when it is done."""
+        server's loop, for the callers of the batch it was made in, and send
+        the answer back when it is done."""
         if self.caller is None or self.loop is None:
             self._reply(process, bls_id, ("error", "UNAVAILABLE", "BLS calls are not available"))
             return
@@ -184,9 +187,22 @@ class PythonEngine(Engine):
             self._reply(process, bls_id, ("error", "INTERNAL", "cannot read the BLS inputs"))
             return
         deadline = None if remaining is None else time.monotonic() + remaining
-        call = self.caller(model, version, inputs, outputs, deadline)
+        call = self.caller(
+            model, version, inputs, outputs, deadline, self._acting_for(process, call_id)
+        )
         future = asyncio.run_coroutine_threadsafe(call, self.loop)
         future.add_done_callback(lambda f: self._answered(process, bls_id, f))
+
+    @staticmethod
+    def _acting_for(process: ModelProcess, call_id: int | None) -> Principal | None:
+        """Who a BLS call made in batch ``call_id`` acts for: its requests'
+        callers together; None when any of them is nobody (warmup) or the call
+        was made outside a batch."""
+        callers = process.callers.get(call_id) if call_id is not None else None
+        if not callers:
+            return None
+        principals = [c for c in callers if isinstance(c, Principal)]
+        return acting_for(principals) if len(principals) == len(callers) else None
 
     def _answered(
         self,

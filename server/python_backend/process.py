@@ -32,10 +32,12 @@ from inferd.server.python_backend.transport import Transport, sweep, unpack
 
 log = logging.getLogger("inferd.python_backend")
 
-#: Called for a BLS request: (process, bls_id, model, version, inputs wires,
-#: output names, remaining seconds or None).
+#: Called for a BLS request: (process, bls_id, the call id of the batch it
+#: was made in or None, model, version, inputs wires, output names,
+#: remaining seconds or None).
 BlsHook = Callable[
-    ["ModelProcess", int, str, str, dict[str, Any], tuple[str, ...], float | None], None
+    ["ModelProcess", int, int | None, str, str, dict[str, Any], tuple[str, ...], float | None],
+    None,
 ]
 
 
@@ -94,6 +96,8 @@ class ModelProcess:
         self._conn: Connection | None = None
         self._send_lock = threading.Lock()
         self._pending: dict[int, concurrent.futures.Future[list[RequestResult]]] = {}
+        #: Who each batch executing now runs for, by call id (its BLS calls act for them).
+        self.callers: dict[int, tuple[object | None, ...]] = {}
         self._ids = itertools.count()
         self._finalized = threading.Event()
         self._finalize_reason: str | None = None
@@ -171,6 +175,19 @@ class ModelProcess:
         call_id = next(self._ids)
         future: concurrent.futures.Future[list[RequestResult]] = concurrent.futures.Future()
         self._pending[call_id] = future
+        self.callers[call_id] = tuple(c.caller for c in calls)
+        try:
+            return self._execute(call_id, future, calls, timeout_s)
+        finally:
+            del self.callers[call_id]
+
+    def _execute(
+        self,
+        call_id: int,
+        future: concurrent.futures.Future[list[RequestResult]],
+        calls: Sequence[RequestCall],
+        timeout_s: float | None,
+    ) -> list[RequestResult]:
         deadlines = [c.deadline for c in calls if c.deadline is not None]
         remaining = min(deadlines) - time.monotonic() if deadlines else None
         requests = [

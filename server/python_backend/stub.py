@@ -8,8 +8,9 @@ Messages (tuples; tensors as ``transport`` wires), server -> model:
 ``("bls_result", bls_id, answer)``; ``("finalize",)``.
 Model -> server: ``("ready",)`` or ``("failed", reason)`` once;
 ``("result", call_id, answers)`` with each answer ``("ok", wires)`` or
-``("error", status, message)``; ``("bls", bls_id, model, version, wires,
-output_names, remaining_s)``; ``("finalized", reason_or_None)``.
+``("error", status, message)``; ``("bls", bls_id, call_id, model, version,
+wires, output_names, remaining_s)`` with the ``call_id`` of the batch being
+executed (None outside ``execute``); ``("finalized", reason_or_None)``.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class Stub:
         self._bls_ids = itertools.count()
         #: ``time.monotonic()`` deadline of the batch being executed (BLS inherits it).
         self.deadline: float | None = None
+        #: The batch being executed: its BLS calls act for its callers.
+        self.call_id: int | None = None
         self.loop = asyncio.new_event_loop()
 
     def send(self, message: tuple[Any, ...]) -> None:
@@ -131,13 +134,15 @@ class Stub:
         arrays = {t.name(): t.as_numpy() for t in request.inputs()}
         outputs = tuple(request.requested_output_names())
         wires = self.transport.pack(arrays)
-        self.send(("bls", bls_id, request.model_name(), version, wires, outputs, remaining))
+        name = request.model_name()
+        self.send(("bls", bls_id, self.call_id, name, version, wires, outputs, remaining))
         return future
 
     def execute(
         self, model: Any, call_id: int, requests: list[Any], remaining: float | None
     ) -> None:
         self.deadline = None if remaining is None else time.monotonic() + remaining
+        self.call_id = call_id
         batch = []
         try:
             for wires, outputs, request_id, parameters in requests:
@@ -158,6 +163,7 @@ class Stub:
             answers = [("error", "INTERNAL", describe(exc))] * len(requests)
         finally:
             self.deadline = None
+            self.call_id = None
         try:
             self.send(("result", call_id, answers))
         except Exception as exc:  # an output numpy cannot pickle

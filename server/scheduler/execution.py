@@ -440,6 +440,7 @@ class Executor:
                 e.request.deadline,
                 e.request.id,
                 e.request.parameters,
+                e.request.principal,
             )
             for e in batch.entries
         ]

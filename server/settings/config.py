@@ -124,12 +124,13 @@ class ServerConfig:
     refuse_unreleased_streams: bool = option(
         False, group=_LIMITS, help="refuse streams over the limit counting unreleased calls"
     )
-    #: Twice the default model queue; Health/Check and watch streams are not counted.
+    #: Twice the default model queue; probes, metadata and watch streams are not counted.
     max_concurrent_rpcs: int | None = option(
         4096,
         group=_LIMITS,
-        help="concurrent RPCs on the server before RESOURCE_EXHAUSTED, health/reflection "
-        "streams apart (--max-watch-streams); 0: no limit",
+        help="concurrent calls on the server, gRPC and HTTP together, before "
+        "RESOURCE_EXHAUSTED (HTTP 429); health, readiness and metadata are not counted, nor "
+        "health/reflection streams (--max-watch-streams); 0: no limit",
         zero_is_none=True,
         minimum=1,
     )
@@ -149,13 +150,14 @@ class ServerConfig:
     )
 
     #: Four largest messages: a few big callers at once, memory bounded by
-    #: configuration (server.grpc.request_bytes says what it cannot bound).
+    #: configuration (server.request_bytes says what it cannot bound).
     max_inflight_request_bytes: int | None = option(
         None,
         group=_LIMITS,
-        help="request-message bytes held by unary calls across the server (default: 4 x "
-        "--max-message-bytes); a message over it is not parsed and while it is full new "
-        "calls are refused before they are read: RESOURCE_EXHAUSTED",
+        help="request-message bytes held by unary calls and HTTP inference bodies across "
+        "the server (default: 4 x --max-message-bytes); a message over it is not parsed and "
+        "while it is full new calls are refused before they are read: RESOURCE_EXHAUSTED "
+        "(HTTP 429)",
     )
     stream_max_inflight: int = option(
         DEFAULT_STREAM_MAX_INFLIGHT,

@@ -81,15 +81,17 @@ def test_concurrent_requests_over_the_limit_get_429(demo_repository: Path) -> No
                 b"Content-Length: 100\r\n\r\n{"
             )
             deadline = time.monotonic() + 10
-            while server.server is not None and server.server.http is not None:
-                if server.server.http.active or time.monotonic() > deadline:
+            while server.server is not None:
+                if server.server.admission.active or time.monotonic() > deadline:
                     break
                 time.sleep(0.01)
-            status, _, body = request(port, "GET", "/v2/health/live")
-            assert status == 429 and b"concurrent requests" in body
+            status, _, body = request(port, "POST", "/v2/models/digits_mlp/infer", PIXELS)
+            assert status == 429 and b"Concurrent RPC limit of 1 reached" in body
+            # Probes are not counted (as gRPC's Health/Check).
+            assert request(port, "GET", "/v2/health/live")[0] == 200
         # The held request is gone: the next one is served.
         deadline = time.monotonic() + 10
-        while request(port, "GET", "/v2/health/live")[0] != 200:
+        while request(port, "POST", "/v2/models/digits_mlp/infer", PIXELS)[0] != 200:
             assert time.monotonic() < deadline
             time.sleep(0.05)
     finally:

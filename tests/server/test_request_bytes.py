@@ -1,6 +1,6 @@
 """Request bodies cannot fill the server's memory: callers without
 credentials are refused before their message is read (server.auth), and the
-bytes of requests in flight have a server-wide budget (server.grpc.request_bytes)."""
+bytes of requests in flight have a server-wide budget (server.request_bytes)."""
 
 from __future__ import annotations
 
