@@ -37,6 +37,10 @@ ADMISSION_REFUSAL = "cannot finish within the deadline"
 #: (``Admission.budget_capacity``): it follows the latency model, which
 #: moves a little with every batch.
 CAPACITY_REFRESH_S = 0.1
+#: Admission is starving the engine when it admits fewer rows/s than this
+#: fraction of what the engine could serve of the offered rows
+#: (``Admission.starving``).
+STARVED = 0.5
 
 
 class Rate:
@@ -118,6 +122,9 @@ class Admission:
         self.margins: dict[int, Margin] = {}
         self._capacity = 0.0  # rows/s, see budget_capacity
         self._capacity_at = -math.inf
+        #: Rows admitted: what refusals leave the engine (``starving``).
+        self.admitted_rows = Rate(0.5)
+        self._starving = False
         #: The latest admitted requests, newest last: the batch a new request
         #: would join is made of the last queued ones (see ``batch_deadline``).
         self._admitted: collections.deque[Entry] = collections.deque(maxlen=options.largest)
@@ -153,7 +160,8 @@ class Admission:
                 f"{allowance * 1e3:g} ms the answer needs to reach the caller",
             )
         margin = self.margin_for(deadline - now)
-        margin.set_load(self.offered_load(now))
+        load = self.offered_load(now)
+        margin.set_load(0.0 if self._starving else load)
         if self.queue.count == 0 and self.slots.idle:
             # An idle model always tries: only running corrects a latency model
             # that learned pessimistic figures (e.g. warmup on a busy host),
@@ -181,6 +189,7 @@ class Admission:
     def admitted(self, entry: Entry) -> None:
         """``entry`` was admitted and is about to be queued."""
         self._admitted.append(entry)
+        self.admitted_rows.add(entry.rows, entry.arrival)
 
     def learn(self, entry: Entry, finished: float, now: float) -> None:
         """Teach the margin how late a predicted ``entry`` finished
@@ -284,9 +293,28 @@ class Admission:
         if now - self._capacity_at > CAPACITY_REFRESH_S:
             self._capacity_at = now
             self._capacity = self.budget_capacity()
+            self._starving = self.starving(now)
         if self._capacity <= 0:
             return 0.0
         return self.offered.rate(now) / self._capacity
+
+    def starving(self, now: float) -> bool:
+        """Whether refusals leave the engine less than ``STARVED`` of the
+        offered rows it could serve at its best batch size.
+
+        On a host whose engine times swing by multiples between calls (a CPU
+        shared with other work) the error tail the overload margin covers is
+        as long as the budget: admission then refuses all but the requests
+        that find the engine idle, those run in batches of one, the engine
+        serves a fraction of its capacity, and its times stay long. Static
+        batching answered half of such a load on time where this answered a
+        tenth. While starving, the margin covers only the error's bias, so the
+        queue fills the engine's batches again
+        (docs/experiments/admission-starvation.md)."""
+        lat = self.latency
+        best = max((size / lat.mean(size) for size in lat.sizes if lat.mean(size) > 0), default=0.0)
+        servable = min(self.offered.rate(now), best * self.slots.total)
+        return servable > 0 and self.admitted_rows.rate(now) < STARVED * servable
 
     def budget_capacity(self) -> float:
         """Rows/s of the engine, on every slot, at the batch size with the most

@@ -4,6 +4,7 @@ batch-deadline rule, the load signal and the offered rate."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -319,4 +320,38 @@ async def test_the_prediction_counts_rows_arriving_before_the_last_batch_starts(
     assert busy - quiet == pytest.approx(0.07, abs=0.002)  # 8 rows, not 1: 7 x 10 ms
     engine.gate.set()
     await first
+    await sched.close()
+
+
+async def test_a_starved_engine_admits_on_the_error_bias_not_its_tail() -> None:
+    # A host whose engine times swing by multiples: the overload margin (the
+    # p99 of the errors) is longer than the budget. Refusing on it left the
+    # engine running one request per batch at a tenth of its capacity.
+    engine = GatedEngine()
+    latency = affine_latency(0.01, 0.0, range(1, 17))  # 10 ms per batch, any size
+    sched = scheduler(engine, latency, max_batch_size=16, budget_s=0.1)
+    admission = sched.admission
+    margin = admission.margin_for(0.06)  # the class of the requests below
+    start = time.monotonic()
+    for i in range(64):  # errors: most 1 ms, a tail of 60 ms
+        margin.add(0.06 if i % 8 == 0 else 0.001, start, 0.02)
+    first = await hold_first_batch(sched, engine)
+    for starving in (False, True):
+        now = time.monotonic()
+        admission.offered.add(400, now)  # ~1,600 rows/s offered: overload
+        admission.admitted_rows = BurstRate().slow
+        admission.admitted_rows.add(0 if starving else 800, now)
+        admission._capacity_at = -math.inf  # re-read the load at the next arrival
+        # <= 10 ms for the running batch + 10 ms: fits 60 ms, unless padded by 60.
+        task = asyncio.create_task(sched.submit(request(1.0, deadline=now + 0.06)))
+        await asyncio.sleep(0)
+        if starving:
+            assert admission.starving(time.monotonic())
+            assert not task.done() and sched.queued == 1
+        else:
+            assert not admission.starving(time.monotonic())
+            with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
+                await task
+    engine.gate.set()
+    await asyncio.gather(first, task)
     await sched.close()
