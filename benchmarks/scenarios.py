@@ -123,6 +123,9 @@ def _static_candidates(budget_ms: float) -> tuple[Policy, ...]:
 
 
 BUDGET_MS = 25.0
+#: The shifting trace's phases as multiples of its mean rate: at 0.6x of
+#: capacity it runs 0.2x -> 0.8x -> 0.3x -> 1.1x, each a quarter of the run.
+SHIFT = (0.2 / 0.6, 0.8 / 0.6, 0.3 / 0.6, 1.1 / 0.6)
 #: Rows per request in the batcher scenarios: two keeps the offered requests/s
 #: within what a Python open-loop client holds on 2 cores, and exercises merge/split.
 BATCHER_ROWS = 2
@@ -236,6 +239,21 @@ SCENARIOS: dict[str, Scenario] = {
             deadline_ms=BUDGET_MS,
             policies=(_ADAPTIVE,),
             targets=Targets(p99_ms=25, min_slo=0.95),
+        ),
+        Scenario(
+            name="batcher-shifting",
+            description="As batcher-poisson with the batching grid's shifting load: Poisson "
+            "phases at 1/3, 4/3, 1/2 and 11/6 of each point's mean load, a quarter of the run "
+            "each (0.2x -> 0.8x -> 0.3x -> 1.1x at 0.6x).",
+            model="batching_reference",
+            mode="open",
+            load_fractions=(0.2, 0.4, 0.6, 0.8),
+            arrival="step",
+            step_pattern=SHIFT,
+            duration_s=12.0,
+            batch=BATCHER_ROWS,
+            deadline_ms=BUDGET_MS,
+            policies=(_ADAPTIVE, _STATIC),
         ),
     )
 }

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.loadgen import Arrival, Bursty, Poisson, Step
-
-#: The shifting trace's phases as multiples of its mean rate: at 0.6x of
-#: capacity it runs 0.2x -> 0.8x -> 0.3x -> 1.1x, each a quarter of the run.
-SHIFT = (0.2 / 0.6, 0.8 / 0.6, 0.3 / 0.6, 1.1 / 0.6)
+from benchmarks.scenarios import SHIFT
 TRACES = ("bursty", "poisson", "shifting")
 
 
