@@ -122,8 +122,10 @@ class Admission:
         self.margins: dict[int, Margin] = {}
         self._capacity = 0.0  # rows/s, see budget_capacity
         self._capacity_at = -math.inf
-        #: Rows admitted: what refusals leave the engine (``starving``).
-        self.admitted_rows = Rate(0.5)
+        #: Rows admitted: what refusals leave the engine (``starving``), on
+        #: the slow average's time constant, so it lags a burst as much as
+        #: the offered rows it is compared with.
+        self.admitted_rows = Rate(BurstRate.SLOW_TAU)
         self._starving = False
         #: The latest admitted requests, newest last: the batch a new request
         #: would join is made of the last queued ones (see ``batch_deadline``).
@@ -162,12 +164,17 @@ class Admission:
         margin = self.margin_for(deadline - now)
         load = self.offered_load(now)
         margin.set_load(0.0 if self._starving else load)
+        # Below the margin's ramp a refusal saves nobody else engine time: refuse
+        # only what typical engine times already make late.
+        light = load < self.options.mode.ramp[0]
         if self.queue.count == 0 and self.slots.idle:
             # An idle model always tries: only running corrects a latency model
             # that learned pessimistic figures (e.g. warmup on a busy host),
             # or a margin learnt during a stall.
             return predicted
-        finish = self.padded_finish(now, predicted, queued_behind=ahead > 0, margin=margin)
+        finish = self.padded_finish(
+            now, predicted, queued_behind=ahead > 0, margin=margin, light=light
+        )
         if finish > deadline:
             self.refuse_late(finish - now, f"{max(0.0, deadline - now) * 1e3:.1f} ms left")
         batch_deadline = self.batch_deadline(request.rows)
@@ -175,7 +182,7 @@ class Admission:
             self.options.mode.whole_batch_rule
             or (
                 self.finish_without(now) <= batch_deadline
-                and not self.fits_next_batch(now, request.rows, deadline, margin)
+                and not self.fits_next_batch(now, request.rows, deadline, margin, light)
             )
         ):
             self.refuse_late(
@@ -219,6 +226,7 @@ class Admission:
         *,
         queued_behind: bool = True,
         margin: Margin | None = None,
+        light: bool = False,
     ) -> float:
         """When work predicted to take ``predicted`` s would finish, as
         admission counts it. The margin covers what the engine-time
@@ -228,7 +236,12 @@ class Admission:
         predicted. Both stand for the same time outside the engine, so the
         larger one counts, not their sum. A request with nothing queued ahead
         of it runs in the next batch once its slack is short, so only the
-        margin pads it (docs/experiments/admission-padding.md)."""
+        margin pads it (docs/experiments/admission-padding.md). ``light``:
+        the offered load is below the margin's ramp, where admitting work
+        that may be late costs nobody else engine time and a refusal is a
+        certain miss: nothing pads (docs/experiments/admission-starvation.md)."""
+        if light:
+            return now + predicted
         pad = (margin or self.margin).seconds(predicted)
         if queued_behind:
             pad = max(pad, self.planner.reserve)
@@ -245,7 +258,9 @@ class Admission:
         late (docs/experiments/admission-batch-rule.md)."""
         return self.padded_finish(now, self.backlog_seconds(now, 0))
 
-    def fits_next_batch(self, now: float, rows: int, deadline: float, margin: Margin) -> bool:
+    def fits_next_batch(
+        self, now: float, rows: int, deadline: float, margin: Margin, light: bool = False
+    ) -> bool:
         """Whether a newcomer of ``rows`` rows would still finish in time in a
         batch of its own after the queued ones: then the planner cuts the
         batch it would join short rather than make that batch late
@@ -253,7 +268,7 @@ class Admission:
         deadlines a loose newcomer was refused for tight requests it would
         never have delayed (docs/experiments/mixed-deadlines.md)."""
         alone = self.backlog_seconds(now, 0) + self.latency.mean(rows) / self.slots.total
-        return self.padded_finish(now, alone, margin=margin) <= deadline
+        return self.padded_finish(now, alone, margin=margin, light=light) <= deadline
 
     def refuse_late(self, predicted: float, why: str, reason: str = "deadline") -> NoReturn:
         self.counters.refused[reason] += 1
@@ -313,7 +328,7 @@ class Admission:
         (docs/experiments/admission-starvation.md)."""
         lat = self.latency
         best = max((size / lat.mean(size) for size in lat.sizes if lat.mean(size) > 0), default=0.0)
-        servable = min(self.offered.rate(now), best * self.slots.total)
+        servable = min(self.offered.slow.rate(now), best * self.slots.total)
         return servable > 0 and self.admitted_rows.rate(now) < STARVED * servable
 
     def budget_capacity(self) -> float:

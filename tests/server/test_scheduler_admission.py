@@ -19,7 +19,14 @@ from scheduler_doubles import (
 
 from inferd.server.errors import DeadlineExceeded, Unavailable
 from inferd.server.scheduler.admission import BurstRate
+from inferd.server.scheduler.dispatch import BatchingScheduler
 from inferd.server.scheduler.latency import LatencyModel
+
+
+def under_load(sched: BatchingScheduler, load: float = 0.95) -> None:
+    """Pin the offered load at ``load`` of the budget capacity: above the
+    margin's ramp start, where admission pads its predictions."""
+    sched.admission.offered_load = lambda now: load  # type: ignore[method-assign]
 
 
 async def test_admission_refuses_what_cannot_finish_in_time() -> None:
@@ -117,6 +124,7 @@ async def test_admission_keeps_the_planners_reserve_behind_queued_work_only() ->
     sched = scheduler(engine, latency)
     sched.planner.reserve = 0.05
     first = await hold_first_batch(sched, engine)
+    under_load(sched)
     # Predicted <= 100 ms (the running batch, then its own): fits 110 ms
     # without the reserve, and nothing is queued ahead of it.
     head = asyncio.create_task(sched.submit(request(1.0, deadline=time.monotonic() + 0.11)))
@@ -141,6 +149,7 @@ async def test_admission_pads_with_the_larger_of_margin_and_reserve_not_both() -
     margin = sched.admission.margin_for(0.14)  # these requests' deadline class
     margin.b = 0.2  # 20 % of a ~100 ms prediction: 20 ms
     first = await hold_first_batch(sched, engine)
+    under_load(sched)
     # Nothing ahead: <= 100 ms predicted + the 20 ms margin fits 130 ms.
     head = asyncio.create_task(sched.submit(request(0.5, deadline=time.monotonic() + 0.13)))
     await asyncio.sleep(0)
@@ -168,9 +177,10 @@ def test_load_is_measured_against_what_the_engine_serves_within_the_budget() -> 
     assert budgeted.admission.budget_capacity() == pytest.approx(10 / 0.011)
     unbounded = scheduler(GatedEngine(), latency, max_batch_size=16)
     assert unbounded.admission.budget_capacity() == pytest.approx(16 / 0.014)
-    budgeted.admission.offered.add(500, time.monotonic())
-    load = budgeted.admission.offered_load(time.monotonic())
-    offered = budgeted.admission.offered.rate(time.monotonic())
+    now = time.monotonic()
+    budgeted.admission.offered.add(500, now)
+    load = budgeted.admission.offered_load(now)
+    offered = budgeted.admission.offered.rate(now)
     assert load == pytest.approx(offered * 0.011 / 10, rel=1e-3)
 
 
@@ -295,6 +305,7 @@ async def test_a_loose_requests_margin_does_not_pad_a_tight_request() -> None:
     assert loose.seconds(0.02) >= 0.1
     assert sched.admission.margin_for(0.03).seconds(0.02) == 0.0
     first = await hold_first_batch(sched, engine)
+    under_load(sched)
     # ~20 ms predicted behind the running batch: fits 30 ms unless padded 100 ms.
     tight = asyncio.create_task(sched.submit(request(1.0, deadline=time.monotonic() + 0.03)))
     await asyncio.sleep(0)
@@ -354,4 +365,39 @@ async def test_a_starved_engine_admits_on_the_error_bias_not_its_tail() -> None:
                 await task
     engine.gate.set()
     await asyncio.gather(first, task)
+    await sched.close()
+
+
+async def test_below_the_ramp_admission_refuses_only_what_typical_times_make_late() -> None:
+    # At light load a refusal is a certain miss and admitting costs nobody
+    # else engine time: the margin and the reserve pad nothing there.
+    engine = GatedEngine()
+    latency = affine_latency(0.01, 0.0, range(1, 17))  # 10 ms per batch, any size
+    sched = scheduler(engine, latency, max_batch_size=16, budget_s=0.1)
+    admission = sched.admission
+    margin = admission.margin_for(0.025)  # the class of the requests below
+    start = time.monotonic()
+    for _ in range(64):  # every prediction 20 ms short: a 20 ms margin at any quantile
+        margin.add(0.02, start, 0.02)
+    first = await hold_first_batch(sched, engine)
+    tasks = []
+    for load, admitted in ((0.2, True), (1.0, False)):
+        now = time.monotonic()
+        admission.offered = BurstRate()
+        admission.admitted_rows = BurstRate().slow
+        capacity = admission.budget_capacity()
+        admission.offered.slow.add(round(load * capacity * BurstRate.SLOW_TAU), now)
+        admission.admitted_rows.add(round(load * capacity * BurstRate.SLOW_TAU), now)
+        admission._capacity_at = -math.inf  # re-read the load at the next arrival
+        # <= 10 ms for the running batch + 10 ms: fits 25 ms, not with 20 ms more.
+        task = asyncio.create_task(sched.submit(request(1.0, deadline=now + 0.025)))
+        await asyncio.sleep(0)
+        if admitted:
+            assert not task.done() and sched.queued == 1
+            tasks.append(task)
+        else:
+            with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
+                await task
+    engine.gate.set()
+    await asyncio.gather(first, *tasks)
     await sched.close()
