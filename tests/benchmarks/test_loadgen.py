@@ -246,6 +246,23 @@ def test_mixed_deadlines_are_drawn_in_their_shares_from_the_seed() -> None:
             dataclasses.replace(DIGITS, deadline_mix=bad)
 
 
+def test_batcher_mixed_offers_the_grids_mixed_deadlines() -> None:
+    from benchmarks.batching_grid import TRACES, grid_policies
+    from benchmarks.runner import capacity_workload, workload
+
+    scenario = SCENARIOS["batcher-mixed"]
+    wl = workload(scenario)
+    grid = next(t for t in TRACES if t.name == "mixed")
+    assert grid.tight is not None
+    assert wl.deadline_mix == ((grid.tight.share, grid.tight.seconds * 1e3),
+                               (1 - grid.tight.share, grid.deadline_s * 1e3))  # fmt: skip
+    # Where one bound is needed (drain, the adaptive budget) it is the loose one.
+    assert wl.longest_deadline_ms == scenario.deadline_ms == 50.0
+    assert loadgen._drain_s(wl, None) == pytest.approx(2.05)
+    assert scenario.policies[0].params == grid_policies(grid)[0].params
+    assert set(capacity_workload(scenario).deadlines_s(100, seed=0)) == {math.inf}
+
+
 def test_admitted_on_time_counts_queue_expiries_as_admitted_misses() -> None:
     # OK fast, OK late, UNAVAILABLE at arrival, inferd's admission refusal,
     # expired in the queue (early DEADLINE_EXCEEDED, but admitted), client
