@@ -11,8 +11,8 @@ gRPC itself. Both are selectable (``Workload.call_style``).
 Workers run in ``spawn``-ed processes so the generator never shares a GIL
 with the caller (or, in tests, the server). With several workers the load is
 split (closed loop: concurrency; open loop: every N-th arrival of one
-schedule, each with its deadline, so bursts stay synchronized) and the raw per-request samples are
-concatenated, never percentiles averaged.
+schedule, each with its deadline, so bursts stay synchronized) and the raw
+per-request samples are concatenated, never percentiles averaged.
 
 Open loop pacing uses a timer thread (``time.sleep`` is precise to tens of
 µs, epoll-based event loops only to 1 ms) that hands due arrivals to the event
