@@ -33,7 +33,14 @@ from collections.abc import Sequence
 from benchmarks import virtual_time
 from benchmarks.loadgen import schedule
 from benchmarks.oracle import batch_seconds, most_on_time
-from benchmarks.scenarios import BATCHER_ROWS, BUDGET_MS, Policy
+from benchmarks.scenarios import (
+    BATCHER_ROWS,
+    BUDGET_MS,
+    MIXED_LOOSE_MS,
+    MIXED_TIGHT_MS,
+    MIXED_TIGHT_SHARE,
+    Policy,
+)
 from benchmarks.timed_policies import (
     FIXED_MS,
     MAX_BATCH,
@@ -69,7 +76,7 @@ class Trace:
 TRACES = (
     Trace("poisson", "poisson", BUDGET_MS / 1e3),
     Trace("bursty", "bursty", BUDGET_MS / 1e3),
-    Trace("mixed", "bursty", 0.050, Tight(0.015, 0.3)),
+    Trace("mixed", "bursty", MIXED_LOOSE_MS / 1e3, Tight(MIXED_TIGHT_MS / 1e3, MIXED_TIGHT_SHARE)),
     Trace("shifting", "shifting", BUDGET_MS / 1e3),
 )
 

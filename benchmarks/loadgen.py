@@ -11,8 +11,8 @@ gRPC itself. Both are selectable (``Workload.call_style``).
 Workers run in ``spawn``-ed processes so the generator never shares a GIL
 with the caller (or, in tests, the server). With several workers the load is
 split (closed loop: concurrency; open loop: every N-th arrival of one
-schedule, so bursts stay synchronized) and the raw per-request samples are
-concatenated, never percentiles averaged.
+schedule, each with its deadline, so bursts stay synchronized) and the raw
+per-request samples are concatenated, never percentiles averaged.
 
 Open loop pacing uses a timer thread (``time.sleep`` is precise to tens of
 µs, epoll-based event loops only to 1 ms) that hands due arrivals to the event
@@ -95,11 +95,42 @@ class Workload:
     outputs: tuple[str, ...] = ()
     #: Per-request SLO (ms) for goodput and SLO attainment; None = no deadline.
     deadline_ms: float | None = None
+    #: Mixed deadlines instead: (share, deadline_ms) pairs, shares summing to
+    #: 1; each request draws its own from the run's seed. Empty: ``deadline_ms``.
+    deadline_mix: tuple[tuple[float, float], ...] = ()
     #: Also send the deadline as the gRPC timeout (the server then sheds late work).
     grpc_timeout: bool = True
     distinct_payloads: int = 4
     seed: int = 0
     call_style: Literal["raw", "stub"] = "raw"
+
+    def __post_init__(self) -> None:
+        if self.deadline_mix:
+            shares = [share for share, _ in self.deadline_mix]
+            if (
+                min(shares) < 0
+                or not math.isclose(sum(shares), 1.0, abs_tol=1e-9)
+                or min(ms for _, ms in self.deadline_mix) <= 0
+            ):
+                raise ValueError("deadline_mix needs shares >= 0 that sum to 1 and deadlines > 0")
+
+    @property
+    def longest_deadline_ms(self) -> float | None:
+        """The loosest deadline any request gets (where one bound is needed)."""
+        if self.deadline_mix:
+            return max(ms for _, ms in self.deadline_mix)
+        return self.deadline_ms
+
+    def deadlines_s(self, count: int, seed: int) -> np.ndarray:
+        """The deadlines (s; inf: none) of ``count`` requests in send order,
+        the same for the same seed so paired runs see the same sequence."""
+        if not self.deadline_mix:
+            return np.full(count, math.inf if self.deadline_ms is None else self.deadline_ms / 1e3)
+        bounds = np.cumsum([share for share, _ in self.deadline_mix])
+        values = np.asarray([ms / 1e3 for _, ms in self.deadline_mix])
+        # A stream of its own: the arrival schedule draws from random.Random(seed).
+        picks = np.searchsorted(bounds, np.random.default_rng([seed, 1]).random(count), "right")
+        return values[np.minimum(picks, len(values) - 1)]
 
     @property
     def rows(self) -> int:
@@ -213,6 +244,12 @@ def schedule(arrival: Arrival, duration: float, seed: int = 0) -> np.ndarray:
 
 # --------------------------------------------------------------------------- results
 
+
+def deadline_key(seconds: float) -> str:
+    """How a deadline names its share of the figures: milliseconds."""
+    return f"{seconds * 1e3:g}"
+
+
 UNFINISHED = -1  # no answer before the hard stop
 STATUS_NAMES = {c.value[0]: c.name for c in grpc.StatusCode} | {UNFINISHED: "UNFINISHED"}
 _REFUSALS = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
@@ -256,11 +293,13 @@ class Samples:
     #: RESOURCE_EXHAUSTED, or inferd's admission refusal (``ADMISSION_REFUSAL``).
     #: A request that expired in the queue was admitted.
     refused: np.ndarray
+    #: Each request's own deadline (s after it was sent; inf: none).
+    deadline: np.ndarray
 
     @classmethod
     def empty(cls) -> Samples:
         z = np.zeros(0)
-        return cls(z, z, z, np.zeros(0, dtype=np.int16), np.zeros(0, dtype=bool))
+        return cls(z, z, z, np.zeros(0, dtype=np.int16), np.zeros(0, dtype=bool), z)
 
     @classmethod
     def concat(cls, parts: Sequence[Samples]) -> Samples:
@@ -296,6 +335,8 @@ class Summary:
     valid: bool
     client_priority: str = ""
     invalid_reason: str = ""
+    #: Mixed deadlines: SLO attainment of the requests due in each (key: ms).
+    slo_by_deadline_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -307,7 +348,7 @@ class LoadResult:
     model: str
     rows_per_request: int
     duration_s: float  # the measured window
-    deadline_s: float | None
+    deadline_s: float | None  # the longest; each sample carries its own
     concurrency: int | None
     offered_rps: float | None
     workers: int
@@ -345,7 +386,7 @@ class LoadResult:
         ok = s.status == 0
         done_at = s.sent + np.nan_to_num(s.latency, nan=np.inf)
         in_window = done_at <= window
-        deadline = self.deadline_s if self.deadline_s is not None else math.inf
+        deadline = s.deadline
         timely = ok & (s.latency <= deadline)
         refused = np.isin(s.status, list(_REFUSALS)) | (
             (s.status == _DEADLINE) & (s.latency < deadline)
@@ -371,6 +412,11 @@ class LoadResult:
         for code, count in zip(*np.unique(s.status[~ok], return_counts=True), strict=True):
             errors[STATUS_NAMES.get(int(code), str(code))] = int(count)
         ok_in_window = int(np.count_nonzero(ok & in_window))
+        by_deadline: dict[str, float] = {}
+        kinds = np.unique(deadline[np.isfinite(deadline)])
+        for due in kinds if kinds.size > 1 else ():
+            mine = deadline == due
+            by_deadline[deadline_key(due)] = float(np.count_nonzero(timely & mine) / mine.sum())
         return Summary(
             sent=len(s),
             sent_rps=len(s) / window,
@@ -390,10 +436,15 @@ class LoadResult:
             valid=valid,
             invalid_reason="" if valid else reason,
             client_priority=self.client_priority,
+            slo_by_deadline_ms=by_deadline,
         )
 
 
 # --------------------------------------------------------------------------- worker
+
+
+#: Closed loop: how many mixed deadlines a worker draws and cycles through.
+_CLOSED_DEADLINES = 4096
 
 
 @dataclass(frozen=True)
@@ -406,6 +457,7 @@ class _Job:
     drain_s: float
     concurrency: int = 0
     offsets: np.ndarray | None = None  # open loop: this worker's share of the schedule
+    deadlines: np.ndarray | None = None  # open loop: each offset's deadline (s)
     offered_rps: float | None = None
     priority: str = "normal"
 
@@ -420,11 +472,21 @@ class _Recorder:
         self.latency: list[float] = []
         self.status: list[int] = []
         self.refused: list[bool] = []
+        self.deadline: list[float] = []
         self.details: dict[str, str] = {}
 
-    def add(self, scheduled: float, sent: float, done: float, code: int, detail: str = "") -> None:
+    def add(
+        self,
+        scheduled: float,
+        sent: float,
+        done: float,
+        deadline: float,
+        code: int,
+        detail: str = "",
+    ) -> None:
         if scheduled - self.t0 < self.skip_before:
             return  # warm-up
+        self.deadline.append(deadline)
         self.scheduled.append(scheduled - self.t0 - self.skip_before)
         self.sent.append(sent - self.t0 - self.skip_before)
         self.latency.append(done - sent if code != UNFINISHED else math.nan)
@@ -440,6 +502,7 @@ class _Recorder:
             np.asarray(self.latency),
             np.asarray(self.status, dtype=np.int16),
             np.asarray(self.refused, dtype=bool),
+            np.asarray(self.deadline, dtype=np.float64),
         )
 
 
@@ -468,39 +531,48 @@ async def _run_job(job: _Job, ready: Callable[[], float]) -> tuple[Samples, dict
     async with grpc.aio.insecure_channel(job.target, options=options) as channel:
         method = _method(channel, wl.call_style)
         await channel.channel_ready()
-        timeout = wl.deadline_ms / 1e3 if wl.deadline_ms is not None and wl.grpc_timeout else None
+        # Precomputed so that a request only indexes: open loop, one per
+        # arrival; closed loop, a cycle drawn from the worker's seed.
+        if job.deadlines is not None:
+            dues: list[float] = job.deadlines.tolist()
+        else:
+            dues = wl.deadlines_s(_CLOSED_DEADLINES, wl.seed).tolist()
+        timeouts = [d if wl.grpc_timeout and math.isfinite(d) else None for d in dues]
         t0 = ready()  # shared monotonic start (all workers)
         end = t0 + job.warmup_s + job.duration_s
         rec = _Recorder(t0, job.warmup_s)
         inflight: set[asyncio.Task[None]] = set()
         counter = 0
 
-        async def one(scheduled: float) -> None:
-            nonlocal counter
-            payload = payloads[counter % len(payloads)]
-            counter += 1
+        async def one(scheduled: float, i: int) -> None:
+            payload = payloads[i % len(payloads)]
+            k = i % len(dues)
+            due = dues[k]
             sent = time.monotonic()
             try:
-                await method(payload, timeout=timeout)
-                rec.add(scheduled, sent, time.monotonic(), 0)
+                await method(payload, timeout=timeouts[k])
+                rec.add(scheduled, sent, time.monotonic(), due, 0)
             except grpc.aio.AioRpcError as err:
-                rec.add(scheduled, sent, time.monotonic(), err.code().value[0], err.details() or "")
+                code, detail = err.code().value[0], err.details() or ""
+                rec.add(scheduled, sent, time.monotonic(), due, code, detail)
             except asyncio.CancelledError:
-                rec.add(scheduled, sent, 0.0, UNFINISHED)
+                rec.add(scheduled, sent, 0.0, due, UNFINISHED)
                 raise
             except Exception as exc:  # a client-side failure still counts as an answer
-                rec.add(scheduled, sent, time.monotonic(), _UNKNOWN, repr(exc))
+                rec.add(scheduled, sent, time.monotonic(), due, _UNKNOWN, repr(exc))
 
         cpu0 = time.process_time()
         await asyncio.sleep(max(0.0, t0 - time.monotonic()))
         if job.mode == "closed":
 
             async def user() -> None:
+                nonlocal counter
                 while True:
                     now = time.monotonic()
                     if now >= end:
                         return
-                    await one(now)
+                    counter += 1
+                    await one(now, counter - 1)
 
             inflight = {asyncio.ensure_future(user()) for _ in range(job.concurrency)}
         else:
@@ -519,10 +591,10 @@ async def _run_job(job: _Job, ready: Callable[[], float]) -> tuple[Samples, dict
 
 async def _paced(
     due: np.ndarray,
-    one: Callable[[float], Any],
+    one: Callable[[float, int], Any],
     inflight: set[asyncio.Task[None]],
 ) -> None:
-    """Start ``one(t)`` at each monotonic time in ``due``; returns once all started."""
+    """Start ``one(t, i)`` at each monotonic time ``t = due[i]``; returns once all started."""
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     cursor = 0
@@ -532,7 +604,7 @@ async def _paced(
         nonlocal cursor
         now = time.monotonic()
         while cursor < len(due) and due[cursor] <= now:
-            task = loop.create_task(one(float(due[cursor])))
+            task = loop.create_task(one(float(due[cursor]), cursor))
             inflight.add(task)
             task.add_done_callback(inflight.discard)
             cursor += 1
@@ -654,7 +726,7 @@ def _run(jobs: list[_Job], target: str, workload: Workload) -> LoadResult:
                     model=workload.model,
                     rows_per_request=workload.rows,
                     duration_s=job.duration_s,
-                    deadline_s=None if workload.deadline_ms is None else workload.deadline_ms / 1e3,
+                    deadline_s=_seconds(workload.longest_deadline_ms),
                     concurrency=job.concurrency if job.mode == "closed" else None,
                     offered_rps=job.offered_rps,
                     workers=1,
@@ -679,7 +751,7 @@ def _run(jobs: list[_Job], target: str, workload: Workload) -> LoadResult:
             workload.model,
             workload.rows,
             job0.duration_s,
-            None if workload.deadline_ms is None else workload.deadline_ms / 1e3,
+            _seconds(workload.longest_deadline_ms),
             None,
             None,
             0,
@@ -691,10 +763,14 @@ def _run(jobs: list[_Job], target: str, workload: Workload) -> LoadResult:
     return merged
 
 
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1e3
+
+
 def _drain_s(workload: Workload, drain_s: float | None) -> float:
     if drain_s is not None:
         return drain_s
-    return 2.0 + (workload.deadline_ms or 0) / 1e3
+    return 2.0 + (workload.longest_deadline_ms or 0) / 1e3
 
 
 def run_closed(
@@ -747,6 +823,7 @@ def run_open(
     a slow server does not slow the sender)."""
     check_target(target, allow_remote)
     offsets = schedule(arrival, warmup_s + duration_s, seed)
+    deadlines = workload.deadlines_s(len(offsets), seed)
     drain = _drain_s(workload, drain_s)
     workers = max(1, workers)
     jobs = [
@@ -758,6 +835,7 @@ def run_open(
             warmup_s,
             drain,
             offsets=offsets[i::workers],
+            deadlines=deadlines[i::workers],  # each arrival keeps its deadline
             offered_rps=arrival.rate / workers,
             priority=priority,
         )

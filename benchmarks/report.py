@@ -277,8 +277,9 @@ def write_plots(report: RunReport, directory: Path) -> list[Path]:
             y = [p.summary.latency_ms.get(key, math.nan) for p in pts]
             ax.plot(x, y, style, marker="o", color=f"C{i}", label=f"{policy} {key}")
         _mark_invalid(ax, pts, [p.summary.latency_ms.get("p99", math.nan) for p in pts])
-    if scenario.deadline_ms:
-        ax.axhline(scenario.deadline_ms, color="grey", lw=0.8, label="deadline")
+    lines = sorted({ms for _, ms in scenario.deadline_mix} or {scenario.deadline_ms or 0})
+    for ms in filter(None, lines):
+        ax.axhline(ms, color="grey", lw=0.8, label=f"deadline {ms:g} ms")
     ax.set(xlabel=xlabel, ylabel="latency (ms)", title=f"{scenario.name}: latency vs load")
     if closed:
         _concurrency_axis(ax, scenario.points)

@@ -224,7 +224,13 @@ def workload(scenario: Scenario) -> Workload:
         inputs=(InputSpec(name, (scenario.batch, features), high=high),),
         outputs=MODEL_OUTPUTS.get(scenario.model, ()),
         deadline_ms=scenario.deadline_ms,
+        deadline_mix=scenario.deadline_mix,
     )
+
+
+def capacity_workload(scenario: Scenario) -> Workload:
+    """The scenario's requests with no deadline: capacity is saturation."""
+    return dataclasses.replace(workload(scenario), deadline_ms=None, deadline_mix=())
 
 
 def arrival_for(scenario: Scenario, rate: float, duration_s: float) -> Arrival:
@@ -476,7 +482,7 @@ def measure_capacity(runner: Runner, source: Path, tmp: Path, out_dir: Path) -> 
             runner.progress.start(f"capacity c={sc.capacity_concurrency}")
         res, _ = runner.load(
             address, sc.capacity_concurrency, duration_s=runner.times.capacity_s,
-            wl=dataclasses.replace(workload(sc), deadline_ms=None), closed=True,
+            wl=capacity_workload(sc), closed=True,
         )  # fmt: skip
         summary = res.summary(runner.lag_limit_ms)
         if runner.progress:

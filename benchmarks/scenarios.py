@@ -83,6 +83,9 @@ class Scenario:
     warmup_s: float = 1.0
     batch: int = 1  # rows per request
     deadline_ms: float | None = None  # client SLO, also sent as the gRPC timeout
+    #: Mixed deadlines: (share, deadline_ms) per request (``Workload.deadline_mix``);
+    #: ``deadline_ms`` is then the longest of them.
+    deadline_mix: tuple[tuple[float, float], ...] = ()
     policies: tuple[Policy, ...] = (Policy("default"),)
     targets: Targets = Targets()
     #: Per-point targets keyed by concurrency or load fraction; else ``targets``.
@@ -126,6 +129,10 @@ BUDGET_MS = 25.0
 #: The shifting trace's phases as multiples of its mean rate: at 0.6x of
 #: capacity it runs 0.2x -> 0.8x -> 0.3x -> 1.1x, each a quarter of the run.
 SHIFT = (0.2 / 0.6, 0.8 / 0.6, 0.3 / 0.6, 1.1 / 0.6)
+#: The mixed-deadline trace: this share of requests is due in the tight
+#: deadline, the rest in the loose one.
+MIXED_TIGHT_SHARE, MIXED_TIGHT_MS, MIXED_LOOSE_MS = 0.3, 15.0, 50.0
+MIXED_DEADLINES = ((MIXED_TIGHT_SHARE, MIXED_TIGHT_MS), (1 - MIXED_TIGHT_SHARE, MIXED_LOOSE_MS))
 #: Rows per request in the batcher scenarios: two keeps the offered requests/s
 #: within what a Python open-loop client holds on 2 cores, and exercises merge/split.
 BATCHER_ROWS = 2
@@ -138,6 +145,12 @@ _ADAPTIVE = Policy(
 #: some of it for more requests answered on time.
 _ADAPTIVE_STRICT = Policy("adaptive-strict", params=(*_ADAPTIVE.params, ("admission", "strict")))
 _STATIC = Policy("static", candidates=_static_candidates(BUDGET_MS))
+# The budget is the callers' loosest SLO, as in the batching grid: tighter
+# requests carry their own deadline in the gRPC timeout.
+_ADAPTIVE_MIXED = Policy(
+    "adaptive",
+    params=(("batching_policy", "adaptive"), ("latency_budget_ms", f"{MIXED_LOOSE_MS:g}")),
+)
 _BATCHER_TARGETS = (
     (0.3, Targets(p95_ms=15, p99_ms=25, min_slo=0.99)),
     (0.5, Targets(p95_ms=15, p99_ms=25, min_slo=0.99)),
@@ -254,6 +267,21 @@ SCENARIOS: dict[str, Scenario] = {
             batch=BATCHER_ROWS,
             deadline_ms=BUDGET_MS,
             policies=(_ADAPTIVE, _STATIC),
+        ),
+        Scenario(
+            name="batcher-mixed",
+            description="As batcher-poisson with the batching grid's mixed deadlines: "
+            f"{MIXED_TIGHT_SHARE:.0%} of requests due in {MIXED_TIGHT_MS:g} ms, the rest in "
+            f"{MIXED_LOOSE_MS:g} ms (each sent as its gRPC timeout); adaptive's budget is "
+            f"the loose {MIXED_LOOSE_MS:g} ms.",
+            model="batching_reference",
+            mode="open",
+            load_fractions=_FRACTIONS,
+            arrival="poisson",
+            batch=BATCHER_ROWS,
+            deadline_ms=MIXED_LOOSE_MS,
+            deadline_mix=MIXED_DEADLINES,
+            policies=(_ADAPTIVE_MIXED, _STATIC),
         ),
     )
 }

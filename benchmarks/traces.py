@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from benchmarks.loadgen import Arrival, Bursty, Poisson, Step
 from benchmarks.scenarios import SHIFT
+
 TRACES = ("bursty", "poisson", "shifting")
 
 

@@ -99,6 +99,42 @@ def test_open_loop_poisson_follows_the_schedule(server_address: str) -> None:
     np.testing.assert_allclose(scheduled, planned[planned >= warmup] - warmup, atol=1e-9)
 
 
+def test_open_loop_mixed_deadlines_go_with_their_arrivals(server_address: str) -> None:
+    # A 10 µs deadline cannot be met over gRPC: those requests come back
+    # DEADLINE_EXCEEDED (their own timeout was sent; gRPC's timers are coarse,
+    # so a quick answer now and then beats it, and still counts late), the 1 s
+    # ones OK.
+    mix = ((0.4, 0.01), (0.6, 1000.0))
+    mixed = dataclasses.replace(DIGITS, deadline_mix=mix)
+    arrival, duration, warmup = Poisson(300), 1.0, 0.2
+    result = run_open(server_address, mixed, arrival=arrival, duration_s=duration,
+                      warmup_s=warmup, seed=5, workers=2, priority="normal")  # fmt: skip
+    samples = result.samples
+    planned = schedule(arrival, warmup + duration, seed=5)
+    due = mixed.deadlines_s(len(planned), seed=5)[planned >= warmup]
+    order = np.argsort(samples.scheduled)
+    np.testing.assert_array_equal(samples.deadline[order], due)  # each kept its deadline
+    tight = samples.deadline == 1e-5
+    assert np.mean(tight) == pytest.approx(0.4, abs=0.08)
+    deadline_exceeded = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert np.mean(samples.status[tight] == deadline_exceeded) > 0.8
+    assert np.all(samples.status[~tight] == 0)
+    s = result.summary(lag_limit_ms=math.inf)
+    assert s.slo_attainment == pytest.approx(np.mean(~tight))
+    assert result.deadline_s == 1.0  # the longest
+
+
+def test_closed_loop_cycles_through_mixed_deadlines(server_address: str) -> None:
+    mixed = dataclasses.replace(DIGITS, deadline_mix=((0.5, 0.01), (0.5, 1000.0)))
+    result = run_closed(server_address, mixed, concurrency=2, duration_s=0.5, warmup_s=0.1,
+                        priority="normal")  # fmt: skip
+    samples = result.samples
+    assert len(samples) > 50
+    assert np.mean(samples.deadline == 1e-5) == pytest.approx(0.5, abs=0.15)
+    assert np.all(samples.status[samples.deadline == 1.0] == 0)
+    assert result.summary().slo_attainment == pytest.approx(np.mean(samples.deadline == 1.0))
+
+
 # --------------------------------------------------------------------------- target guard
 
 
@@ -150,13 +186,16 @@ def _result(
     *,
     lag_ms: float = 0.0,
     refused: list[bool] | None = None,
+    deadline_ms: list[float] | None = None,
 ) -> LoadResult:
     n = len(status)
     sent = np.linspace(0, 0.5, n)
     if refused is None:
         refused = [code in (8, 14) for code in status]
+    deadline = np.asarray(deadline_ms if deadline_ms is not None else [25.0] * n) / 1e3
     samples = Samples(sent - lag_ms / 1e3, sent, np.asarray(latency_ms) / 1e3,
-                      np.asarray(status, dtype=np.int16), np.asarray(refused))  # fmt: skip
+                      np.asarray(status, dtype=np.int16), np.asarray(refused),
+                      deadline)  # fmt: skip
     return LoadResult("open", "127.0.0.1:1", "m", 2, 1.0, 0.025, None, 100.0, 1, samples)
 
 
@@ -172,6 +211,56 @@ def test_summary_throughput_goodput_slo_and_refusals() -> None:
     assert s.refusal_rate == pytest.approx(2 / 6)
     assert s.errors == {"UNAVAILABLE": 1, "DEADLINE_EXCEEDED": 2, "UNFINISHED": 1}
     assert s.valid and s.lag_ms["p99"] == pytest.approx(0.0)
+
+
+def test_each_request_is_counted_against_its_own_deadline() -> None:
+    # Both answered OK in 20 ms: on time for 50 ms, late for 15 ms. A
+    # DEADLINE_EXCEEDED after 10 ms is early (a refusal) for 15 ms, and one
+    # after 15 ms is the tight request's own timeout, not a refusal.
+    res = _result([20, 20, 10, 15], [0, 0, 4, 4], deadline_ms=[50, 15, 15, 15],
+                  refused=[False, False, True, False])  # fmt: skip
+    s = res.summary()
+    assert s.slo_attainment == pytest.approx(1 / 4)
+    assert s.goodput_rps == 1.0
+    assert s.refusal_rate == pytest.approx(1 / 4)
+    assert s.admitted_on_time == pytest.approx(1 / 3)
+    assert s.latency_ms["p99"] == pytest.approx(20.0)
+    assert s.slo_by_deadline_ms == {"15": 0.0, "50": 1.0}
+    assert _result([20], [0]).summary().slo_by_deadline_ms == {}  # one deadline: no split
+
+
+def test_mixed_deadlines_are_drawn_in_their_shares_from_the_seed() -> None:
+    mixed = dataclasses.replace(DIGITS, deadline_mix=((0.3, 15.0), (0.7, 50.0)))
+    due = mixed.deadlines_s(20_000, seed=3)
+    assert set(np.unique(due)) == {0.015, 0.05}
+    assert np.mean(due == 0.015) == pytest.approx(0.3, abs=0.015)
+    np.testing.assert_array_equal(due, mixed.deadlines_s(20_000, seed=3))  # paired runs
+    assert not np.array_equal(due, mixed.deadlines_s(20_000, seed=4))
+    assert mixed.longest_deadline_ms == 50.0
+    assert loadgen._drain_s(mixed, None) == pytest.approx(2.05)  # waits for the loosest
+    single = dataclasses.replace(DIGITS, deadline_ms=25.0)
+    assert set(single.deadlines_s(10, seed=0)) == {0.025}
+    assert set(DIGITS.deadlines_s(10, seed=0)) == {math.inf}  # no deadline
+    for bad in (((0.5, 15.0),), ((0.5, 15.0), (0.6, 50.0)), ((1.0, 0.0),), ((-0.1, 1), (1.1, 2))):
+        with pytest.raises(ValueError, match="deadline_mix"):
+            dataclasses.replace(DIGITS, deadline_mix=bad)
+
+
+def test_batcher_mixed_offers_the_grids_mixed_deadlines() -> None:
+    from benchmarks.batching_grid import TRACES, grid_policies
+    from benchmarks.runner import capacity_workload, workload
+
+    scenario = SCENARIOS["batcher-mixed"]
+    wl = workload(scenario)
+    grid = next(t for t in TRACES if t.name == "mixed")
+    assert grid.tight is not None
+    assert wl.deadline_mix == ((grid.tight.share, grid.tight.seconds * 1e3),
+                               (1 - grid.tight.share, grid.deadline_s * 1e3))  # fmt: skip
+    # Where one bound is needed (drain, the adaptive budget) it is the loose one.
+    assert wl.longest_deadline_ms == scenario.deadline_ms == 50.0
+    assert loadgen._drain_s(wl, None) == pytest.approx(2.05)
+    assert scenario.policies[0].params == grid_policies(grid)[0].params
+    assert set(capacity_workload(scenario).deadlines_s(100, seed=0)) == {math.inf}
 
 
 def test_admitted_on_time_counts_queue_expiries_as_admitted_misses() -> None:

@@ -8,9 +8,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import revisions
+from benchmarks.loadgen import LoadResult, Samples
 from benchmarks.runner import ROOT, RunError
 from benchmarks.scenarios import SCENARIOS
 
@@ -61,6 +63,22 @@ def test_policy_must_be_one_the_scenario_serves_without_tuning(
         with pytest.raises(SystemExit):
             revisions.main(["--rev", "a=.", "--policy", bad])
         assert "--policy must be one of adaptive, adaptive-strict" in capsys.readouterr().err
+
+
+def test_totals_pool_attainment_per_deadline_over_rounds() -> None:
+    def one_round(latency_ms: list[float], deadline_ms: list[float]) -> LoadResult:
+        n = len(latency_ms)
+        sent = np.linspace(0, 0.5, n)
+        samples = Samples(sent, sent, np.asarray(latency_ms) / 1e3, np.zeros(n, dtype=np.int16),
+                          np.zeros(n, dtype=bool), np.asarray(deadline_ms) / 1e3)  # fmt: skip
+        return LoadResult("open", "127.0.0.1:1", "m", 2, 1.0, 0.05, None, 10.0, 1, samples)
+
+    total = revisions.Total("work", 0.5)
+    for res in (one_round([20, 20, 5], [15, 50, 15]), one_round([20, 5], [15, 50])):
+        total.add(res, res.summary(lag_limit_ms=math.inf))
+    assert (total.sent, total.on_time) == (5, 3)
+    assert total.slo_by_deadline_ms == {"15": pytest.approx(1 / 3), "50": 1.0}
+    assert "SLO 0.600 (15 ms 0.333, 50 ms 1.000)" in total.line()
 
 
 @needs_git
