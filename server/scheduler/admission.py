@@ -37,6 +37,9 @@ ADMISSION_REFUSAL = "cannot finish within the deadline"
 #: (``Admission.budget_capacity``): it follows the latency model, which
 #: moves a little with every batch.
 CAPACITY_REFRESH_S = 0.1
+#: Below this share of the start of the margin's ramp the load is light:
+#: nothing pads a prediction (``Admission.padded_finish``).
+LIGHT_SHARE = 0.5
 #: Admission is starving the engine when it admits fewer rows/s than this
 #: fraction of what the engine could serve of the offered rows
 #: (``Admission.starving``).
@@ -122,10 +125,12 @@ class Admission:
         self.margins: dict[int, Margin] = {}
         self._capacity = 0.0  # rows/s, see budget_capacity
         self._capacity_at = -math.inf
-        #: Rows admitted: what refusals leave the engine (``starving``), on
-        #: the slow average's time constant, so it lags a burst as much as
-        #: the offered rows it is compared with.
-        self.admitted_rows = Rate(BurstRate.SLOW_TAU)
+        #: Rows admitted: what refusals leave the engine (``starving``). On a
+        #: slower average than the offered rate it is compared with, so the
+        #: first requests of a burst count as starving too: taken in on the
+        #: median margin they fill batches (measured better than like for
+        #: like, docs/experiments/admission-starvation.md).
+        self.admitted_rows = Rate(0.5)
         self._starving = False
         #: The latest admitted requests, newest last: the batch a new request
         #: would join is made of the last queued ones (see ``batch_deadline``).
@@ -164,9 +169,9 @@ class Admission:
         margin = self.margin_for(deadline - now)
         load = self.offered_load(now)
         margin.set_load(0.0 if self._starving else load)
-        # Below the margin's ramp a refusal saves nobody else engine time: refuse
-        # only what typical engine times already make late.
-        light = load < self.options.mode.ramp[0]
+        # Far below the margin's ramp a refusal saves nobody else engine time:
+        # refuse only what typical engine times already make late.
+        light = load < LIGHT_SHARE * self.options.mode.ramp[0]
         if self.queue.count == 0 and self.slots.idle:
             # An idle model always tries: only running corrects a latency model
             # that learned pessimistic figures (e.g. warmup on a busy host),
@@ -237,7 +242,7 @@ class Admission:
         larger one counts, not their sum. A request with nothing queued ahead
         of it runs in the next batch once its slack is short, so only the
         margin pads it (docs/experiments/admission-padding.md). ``light``:
-        the offered load is below the margin's ramp, where admitting work
+        the offered load is far below the margin's ramp, where admitting work
         that may be late costs nobody else engine time and a refusal is a
         certain miss: nothing pads (docs/experiments/admission-starvation.md)."""
         if light:
@@ -328,7 +333,7 @@ class Admission:
         (docs/experiments/admission-starvation.md)."""
         lat = self.latency
         best = max((size / lat.mean(size) for size in lat.sizes if lat.mean(size) > 0), default=0.0)
-        servable = min(self.offered.slow.rate(now), best * self.slots.total)
+        servable = min(self.offered.rate(now), best * self.slots.total)
         return servable > 0 and self.admitted_rows.rate(now) < STARVED * servable
 
     def budget_capacity(self) -> float:
