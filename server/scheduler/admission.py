@@ -170,8 +170,12 @@ class Admission:
         load = self.offered_load(now)
         margin.set_load(0.0 if self._starving else load)
         # Far below the margin's ramp a refusal saves nobody else engine time:
-        # refuse only what typical engine times already make late.
-        light = load < LIGHT_SHARE * self.options.mode.ramp[0]
+        # refuse only what typical engine times already make late. Not for a
+        # request that cannot wait out a full batch and run in the next: the
+        # planner cuts batches short for it, which costs the others.
+        light = load < LIGHT_SHARE * self.options.mode.ramp[0] and (
+            deadline - now >= 2 * self.latency.mean(self.options.largest)
+        )
         if self.queue.count == 0 and self.slots.idle:
             # An idle model always tries: only running corrects a latency model
             # that learned pessimistic figures (e.g. warmup on a busy host),
@@ -308,15 +312,19 @@ class Admission:
         return earliest
 
     def offered_load(self, now: float) -> float:
-        """Rows offered per second as a fraction of the most the engine can
-        serve within the model's latency budget (0 while unmeasured)."""
+        """Rows offered per second, on the slow average, as a fraction of the
+        most the engine can serve within the model's latency budget (0 while
+        unmeasured). Sustained load, not the fast one the planner sizes
+        batches for: a burst the queue absorbs is no overload, and margins
+        sized for overload refused a tenth of the requests of a 0.2x bursty
+        load that static batching answered in time."""
         if now - self._capacity_at > CAPACITY_REFRESH_S:
             self._capacity_at = now
             self._capacity = self.budget_capacity()
             self._starving = self.starving(now)
         if self._capacity <= 0:
             return 0.0
-        return self.offered.rate(now) / self._capacity
+        return self.offered.slow.rate(now) / self._capacity
 
     def starving(self, now: float) -> bool:
         """Whether refusals leave the engine less than ``STARVED`` of the

@@ -180,7 +180,7 @@ def test_load_is_measured_against_what_the_engine_serves_within_the_budget() -> 
     now = time.monotonic()
     budgeted.admission.offered.add(500, now)
     load = budgeted.admission.offered_load(now)
-    offered = budgeted.admission.offered.rate(now)
+    offered = budgeted.admission.offered.slow.rate(now)  # sustained, not the burst
     assert load == pytest.approx(offered * 0.011 / 10, rel=1e-3)
 
 
@@ -349,7 +349,7 @@ async def test_a_starved_engine_admits_on_the_error_bias_not_its_tail() -> None:
     first = await hold_first_batch(sched, engine)
     for starving in (False, True):
         now = time.monotonic()
-        admission.offered.add(400, now)  # ~1,600 rows/s offered: overload
+        admission.offered.add(2000, now)  # ~8,000 rows/s offered: overload
         admission.admitted_rows = BurstRate().slow
         admission.admitted_rows.add(0 if starving else 800, now)
         admission._capacity_at = -math.inf  # re-read the load at the next arrival
@@ -400,4 +400,54 @@ async def test_below_the_ramp_admission_refuses_only_what_typical_times_make_lat
                 await task
     engine.gate.set()
     await asyncio.gather(first, *tasks)
+    await sched.close()
+
+
+async def test_light_load_still_pads_a_request_that_cannot_wait_out_a_batch() -> None:
+    # Due sooner than two full batches, a request makes the planner cut the
+    # running queue's batches short for it: admitting it is not free.
+    engine = GatedEngine()
+    latency = affine_latency(0.01, 0.0, range(1, 17))  # 10 ms per batch, any size
+    sched = scheduler(engine, latency, max_batch_size=16, budget_s=0.1)
+    margin = sched.admission.margin_for(0.018)
+    start = time.monotonic()
+    for _ in range(64):  # a 20 ms margin at any quantile
+        margin.add(0.02, start, 0.02)
+    under_load(sched, 0.1)  # light
+    first = await hold_first_batch(sched, engine)
+    await asyncio.sleep(0.006)  # the running batch has <= 4 ms left
+    # Typical: <= 4 + 10 ms, fits 18 ms; padded by 20 ms it does not, and 18 ms
+    # is less than two 10 ms batches.
+    with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
+        await sched.submit(request(1.0, deadline=time.monotonic() + 0.018))
+    engine.gate.set()
+    await first
+    await sched.close()
+
+
+async def test_a_burst_the_queue_absorbs_does_not_raise_the_margin() -> None:
+    # The margin follows the sustained load: a burst's fast rate is what the
+    # planner sizes batches for, not an overload to refuse for.
+    engine = GatedEngine()
+    latency = affine_latency(0.01, 0.0, range(1, 17))  # 10 ms per batch, any size
+    sched = scheduler(engine, latency, max_batch_size=16, budget_s=0.1)
+    admission = sched.admission
+    margin = admission.margin_for(0.06)
+    start = time.monotonic()
+    for i in range(64):  # errors: most 1 ms, a tail of 60 ms
+        margin.add(0.06 if i % 8 == 0 else 0.001, start, 0.02)
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    capacity = admission.budget_capacity()
+    admission.offered.slow.add(0.6 * capacity * admission.offered.SLOW_TAU, now)
+    admission.offered.fast.add(5 * capacity * admission.offered.FAST_TAU, now)  # a burst
+    admission.admitted_rows.add(capacity, now)  # not starving
+    admission._capacity_at = -math.inf
+    # <= 10 ms for the running batch + 10 ms + the median 1 ms: fits 60 ms;
+    # with the p99 (60 ms) it would not.
+    task = asyncio.create_task(sched.submit(request(1.0, deadline=now + 0.06)))
+    await asyncio.sleep(0)
+    assert not task.done() and sched.queued == 1
+    engine.gate.set()
+    await asyncio.gather(first, task)
     await sched.close()
