@@ -334,18 +334,26 @@ async def test_the_prediction_counts_rows_arriving_before_the_last_batch_starts(
     await sched.close()
 
 
+def ten_ms_engine(margin_tail: float) -> tuple[GatedEngine, BatchingScheduler]:
+    """A 10 ms-per-batch engine (any size, up to 16 rows, 100 ms budget) whose
+    60 ms-class margin learnt errors of 1 ms with a tail of ``margin_tail`` s
+    in one of eight requests."""
+    engine = GatedEngine()
+    latency = affine_latency(0.01, 0.0, range(1, 17))
+    sched = scheduler(engine, latency, max_batch_size=16, budget_s=0.1)
+    margin = sched.admission.margin_for(0.06)  # the class of 60 ms requests
+    start = time.monotonic()
+    for i in range(64):
+        margin.add(margin_tail if i % 8 == 0 else 0.001, start, 0.02)
+    return engine, sched
+
+
 async def test_a_starved_engine_admits_on_the_error_bias_not_its_tail() -> None:
     # A host whose engine times swing by multiples: the overload margin (the
     # p99 of the errors) is longer than the budget. Refusing on it left the
     # engine running one request per batch at a tenth of its capacity.
-    engine = GatedEngine()
-    latency = affine_latency(0.01, 0.0, range(1, 17))  # 10 ms per batch, any size
-    sched = scheduler(engine, latency, max_batch_size=16, budget_s=0.1)
+    engine, sched = ten_ms_engine(margin_tail=0.06)
     admission = sched.admission
-    margin = admission.margin_for(0.06)  # the class of the requests below
-    start = time.monotonic()
-    for i in range(64):  # errors: most 1 ms, a tail of 60 ms
-        margin.add(0.06 if i % 8 == 0 else 0.001, start, 0.02)
     first = await hold_first_batch(sched, engine)
     for starving in (False, True):
         now = time.monotonic()
@@ -428,14 +436,8 @@ async def test_light_load_still_pads_a_request_that_cannot_wait_out_a_batch() ->
 async def test_a_burst_the_queue_absorbs_does_not_raise_the_margin() -> None:
     # The margin follows the sustained load: a burst's fast rate is what the
     # planner sizes batches for, not an overload to refuse for.
-    engine = GatedEngine()
-    latency = affine_latency(0.01, 0.0, range(1, 17))  # 10 ms per batch, any size
-    sched = scheduler(engine, latency, max_batch_size=16, budget_s=0.1)
+    engine, sched = ten_ms_engine(margin_tail=0.06)
     admission = sched.admission
-    margin = admission.margin_for(0.06)
-    start = time.monotonic()
-    for i in range(64):  # errors: most 1 ms, a tail of 60 ms
-        margin.add(0.06 if i % 8 == 0 else 0.001, start, 0.02)
     first = await hold_first_batch(sched, engine)
     now = time.monotonic()
     capacity = admission.budget_capacity()
