@@ -33,8 +33,9 @@ from inferd.server.errors import (
     PermissionDenied,
     Unavailable,
 )
-from inferd.server.identity import Principal, current_principal, reset_principal, set_principal
+from inferd.server.identity import current_principal, reset_principal, set_principal
 from inferd.server.model_io import ModelIO
+from inferd.server.model_link import ModelCall
 from inferd.server.model_version import ModelVersion
 from inferd.server.models import ModelManager
 from inferd.server.monitoring.freshness import feature_timestamp
@@ -336,32 +337,25 @@ class DataPlane:
             check_roles=False,
         )
 
-    async def call_model(
-        self,
-        model: str,
-        version: str,
-        inputs: dict[str, np.ndarray],
-        outputs: tuple[str, ...],
-        deadline: float | None,
-        acting_for: Principal | None = None,
-    ) -> dict[str, np.ndarray]:
+    async def call_model(self, call: ModelCall) -> dict[str, np.ndarray]:
         """One request from inside the server (a Python model's BLS call),
         routed and scheduled like any other; outputs in the config's shape.
-        ``acting_for``: who the calling batch runs for; the call is then part
-        of that admitted request (a drain lets it through) and the callee's
-        roles are checked against that caller's. None (a call not made while
-        a batch ran): a request of its own, by an anonymous caller."""
+        ``call.acting_for``: who the calling batch runs for; the call is then
+        part of that admitted request (a drain lets it through) and the
+        callee's roles are checked against that caller's. None (a call not
+        made while a batch ran): a request of its own, by an anonymous caller."""
 
         def decode(io: ModelIO) -> InferRequest:
-            return array_request(inputs, outputs, io)
+            return array_request(call.inputs, call.outputs, io)
 
+        acting_for = call.acting_for
         token = set_principal(acting_for) if acting_for is not None else None
         try:
             answer = await self.infer(
-                model,
-                version,
+                call.model,
+                call.version,
                 decode,
-                deadline=deadline,
+                deadline=call.deadline,
                 protocol="bls",
                 nested=acting_for is not None,
             )

@@ -18,7 +18,8 @@ the link is bound (a manager without a data plane), a call answers UNAVAILABLE.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,18 +30,23 @@ from inferd.server.identity import Principal
 StepRunner = Callable[[StepCall], Awaitable[StepAnswer]]
 
 
-class ModelCaller(Protocol):
-    """Runs a BLS request on a model of this server; outputs in the config's shape."""
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    """One BLS request from a Python model, as the data plane runs it."""
 
-    def __call__(
-        self,
-        model: str,
-        version: str,
-        inputs: dict[str, np.ndarray],
-        outputs: tuple[str, ...],
-        deadline: float | None,
-        acting_for: Principal | None = None,
-    ) -> Coroutine[Any, Any, dict[str, np.ndarray]]: ...
+    model: str
+    #: "" lets the model's version policy and routes choose.
+    version: str
+    inputs: dict[str, np.ndarray]
+    outputs: tuple[str, ...]
+    #: ``time.monotonic()`` time, or None.
+    deadline: float | None
+    #: Who the calling batch runs for; None: a call made outside a batch.
+    acting_for: Principal | None = None
+
+
+#: Runs a BLS request on a model of this server; outputs in the config's shape.
+ModelCaller = Callable[[ModelCall], Coroutine[Any, Any, dict[str, np.ndarray]]]
 
 
 class ModelLink:
@@ -67,18 +73,9 @@ class ModelLink:
             raise Unavailable(f"ensemble '{call.ensemble}' cannot run: no data plane is serving")
         return await run_step(call)
 
-    async def call_model(
-        self,
-        model: str,
-        version: str,
-        inputs: dict[str, np.ndarray],
-        outputs: tuple[str, ...],
-        deadline: float | None,
-        acting_for: Principal | None = None,
-    ) -> dict[str, np.ndarray]:
-        """One BLS request (a ``ModelCaller``); ``acting_for``: who the calling
-        batch runs for (None: a call made outside a batch)."""
+    async def call_model(self, call: ModelCall) -> dict[str, np.ndarray]:
+        """One BLS request (a ``ModelCaller``)."""
         call_model = self._call_model
         if call_model is None:
             raise Unavailable("BLS calls are not available: no data plane is serving")
-        return await call_model(model, version, inputs, outputs, deadline, acting_for)
+        return await call_model(call)

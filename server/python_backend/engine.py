@@ -36,7 +36,7 @@ from inferd.engines.base import (
 )
 from inferd.server.errors import InferdError
 from inferd.server.identity import Principal, acting_for
-from inferd.server.model_link import ModelCaller
+from inferd.server.model_link import ModelCall, ModelCaller
 from inferd.server.python_backend.outputs import checked_outputs
 from inferd.server.python_backend.process import ModelProcess
 from inferd.server.python_backend.transport import unpack
@@ -187,10 +187,9 @@ class PythonEngine(Engine):
             self._reply(process, bls_id, ("error", "INTERNAL", "cannot read the BLS inputs"))
             return
         deadline = None if remaining is None else time.monotonic() + remaining
-        call = self.caller(
-            model, version, inputs, outputs, deadline, self._acting_for(process, call_id)
-        )
-        future = asyncio.run_coroutine_threadsafe(call, self.loop)
+        acting_for = self._acting_for(process, call_id)
+        call = ModelCall(model, version, inputs, outputs, deadline, acting_for)
+        future = asyncio.run_coroutine_threadsafe(self.caller(call), self.loop)
         future.add_done_callback(lambda f: self._answered(process, bls_id, f))
 
     @staticmethod
