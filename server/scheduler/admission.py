@@ -29,6 +29,7 @@ from inferd.server.scheduler.options import BatchingOptions
 from inferd.server.scheduler.planners import Planner
 from inferd.server.scheduler.queue import Entry, RequestQueue
 from inferd.server.scheduler.records import Counters
+from inferd.server.scheduler.tight import NONE, TightArrivals, Tightest, deadline_class
 
 #: How every admission refusal's message begins (load generators key on it).
 ADMISSION_REFUSAL = "cannot finish within the deadline"
@@ -86,14 +87,6 @@ class BurstRate:
         return max(self.slow.rate(now), self.fast.rate(now))
 
 
-def deadline_class(seconds_left: float) -> int:
-    """Which octave of milliseconds a request's time to its deadline falls in
-    (requests with no deadline share one class)."""
-    if math.isinf(seconds_left):
-        return -1000
-    return math.floor(math.log2(max(seconds_left, 1e-4) * 1e3))
-
-
 class Admission:
     """Admits or refuses each arriving request, and learns from the answers."""
 
@@ -119,6 +112,10 @@ class Admission:
         #: the admitted rate alone fed back: refusals made batches smaller,
         #: which cut throughput and caused more refusals).
         self.offered = BurstRate()
+        #: The tightest recent deadlines: what the engine's capacity is
+        #: measured against, and (at light load) what the planner keeps
+        #: batches short for.
+        self.tight = TightArrivals()
         #: One margin per deadline class (``deadline_class``): a loose
         #: request's wait behind tighter ones that overtake it is no error of a
         #: tight request's prediction.
@@ -132,6 +129,8 @@ class Admission:
         #: like, docs/experiments/admission-starvation.md).
         self.admitted_rows = Rate(0.5)
         self._starving = False
+        #: Whether the latest prediction found the load light (``admit``).
+        self.light = True
         #: The latest admitted requests, newest last: the batch a new request
         #: would join is made of the last queued ones (see ``batch_deadline``).
         self._admitted: collections.deque[Entry] = collections.deque(maxlen=options.largest)
@@ -141,6 +140,8 @@ class Admission:
         request's or the model's default); returns the predicted seconds to
         finish, before the margin (NaN when no prediction was needed)."""
         self.offered.add(request.rows, now)
+        if deadline < math.inf:
+            self.tight.add(deadline - now, request.rows, now)
         levels = self.options.priority_levels
         if request.priority and levels and not 1 <= request.priority <= levels:
             raise InvalidArgument(f"parameter 'priority' must be between 1 and {levels}")
@@ -169,13 +170,10 @@ class Admission:
         margin = self.margin_for(deadline - now)
         load = self.offered_load(now)
         margin.set_load(0.0 if self._starving else load)
-        # Far below the margin's ramp a refusal saves nobody else engine time:
-        # refuse only what typical engine times already make late. Not for a
-        # request that cannot wait out a full batch and run in the next: the
-        # planner cuts batches short for it, which costs the others.
-        light = load < LIGHT_SHARE * self.options.mode.ramp[0] and (
-            deadline - now >= 2 * self.latency.mean(self.options.largest)
-        )
+        # Far below the margin's ramp (measured within the tightest deadlines
+        # callers send) a refusal saves nobody else engine time: refuse only
+        # what typical engine times already make late.
+        self.light = light = load < LIGHT_SHARE * self.options.mode.ramp[0]
         if self.queue.count == 0 and self.slots.idle:
             # An idle model always tries: only running corrects a latency model
             # that learned pessimistic figures (e.g. warmup on a busy host),
@@ -279,6 +277,17 @@ class Admission:
         alone = self.backlog_seconds(now, 0) + self.latency.mean(rows) / self.slots.total
         return self.padded_finish(now, alone, margin=margin, light=light) <= deadline
 
+    def tightest(self, now: float) -> Tightest:
+        """The tightest class of recent deadlines (``tight.Tightest``),
+        counted only when some batch size could serve it: a caller whose
+        deadline no batch can meet must not shrink everyone's batches."""
+        tight = self.tight.tightest(now)
+        lat = self.latency
+        smallest = self.options.sizes[0]
+        if not tight.counts or tight.seconds < 2 * lat.mean(smallest) + self.planner.reserve:
+            return NONE
+        return tight
+
     def refuse_late(self, predicted: float, why: str, reason: str = "deadline") -> NoReturn:
         self.counters.refused[reason] += 1
         self.observer.on_refused(reason)
@@ -356,6 +365,10 @@ class Admission:
         (docs/experiments/admission-ramp.md)."""
         lat = self.latency
         budget = self.options.budget_s
+        tight = self.tightest(time.monotonic())
+        if tight.counts:
+            tight_budget = tight.seconds + self.options.reply_allowance_s
+            budget = tight_budget if budget is None else min(budget, tight_budget)
         limit = math.inf if budget is None else (budget - self.planner.reserve) / 2
         best = 0.0
         for size in lat.sizes:

@@ -45,6 +45,7 @@ from inferd.server.scheduler.options import BatchingOptions
 from inferd.server.scheduler.planners import Planner, QueueState, make_planner, new_latency_model
 from inferd.server.scheduler.queue import Entry, RequestQueue
 from inferd.server.scheduler.records import Counters
+from inferd.server.scheduler.tight import NONE as NO_TIGHT
 from inferd.server.stats import ModelStats
 
 log = logging.getLogger("inferd.batcher")
@@ -254,12 +255,17 @@ class BatchingScheduler(Scheduler):
             if head is None:
                 self._hold_since = None  # nothing left to hold
                 break
+            # Batches kept short for tight callers only at light load: under
+            # load the throughput of full batches serves more of them.
+            tight = self.admission.tightest(now) if self.admission.light else NO_TIGHT
             state = QueueState(
                 self.queue.rows,
                 head.deadline,
                 head.arrival,
                 self.admission.offered.rate(now),
                 functools.partial(self.queue.view, head, 2 * self.options.largest),
+                tight.seconds,
+                tight.rows,
             )
             plan = self.planner.plan(now, state)
             if plan.take == 0:

@@ -61,6 +61,11 @@ class QueueState:
     #: deadline), enough for two batches; called only when a batch may need
     #: cutting (building the view costs more than the rest of a plan).
     queue: Callable[[], Sequence[tuple[int, float]]] = tuple
+    #: Seconds to its deadline of the tightest recent arrival, and its rows,
+    #: when batches are to be kept short for such requests (``tight``): inf
+    #: when not.
+    tight_s: float = math.inf
+    tight_rows: int = 0
 
 
 class Planner:
@@ -165,7 +170,7 @@ class AdaptivePlanner(Planner):
         rows, head_arrival, arrival_rate = state.rows, state.head_arrival, state.arrival_rate
         head_deadline = state.head_deadline - self.reserve
         largest = opts.largest
-        take = min(rows, largest)
+        take = min(rows, largest, self.tight_cap(state))
         if now + lat.mean(self.cover(take)) > head_deadline:
             # The head would be late in the whole batch: weigh cutting it.
             # (Otherwise a cut only delays the rest. A batch cut short needs
@@ -196,6 +201,25 @@ class AdaptivePlanner(Planner):
             return Plan(size, take, "waited", slack)
         needed = (target - take) / arrival_rate if arrival_rate > 0 else math.inf
         return Plan(wake_at=min(now + min(target_slack, needed), wait_until))
+
+    def tight_cap(self, state: QueueState) -> int:
+        """Most rows a batch may take so that the tightest recent arrival,
+        landing just after it leaves, still finishes on time in the next one;
+        never below what keeps up with the arrival rate (the engine must
+        keep up first), and no cap when the tight request cannot make it
+        even behind the smallest batch."""
+        if math.isinf(state.tight_s):
+            return self.options.largest
+        lat = self.latency
+        budget = state.tight_s - self.reserve - lat.mean(self.cover(max(1, state.tight_rows)))
+        cap = 0
+        for s in self.options.sizes:
+            if lat.mean(s) > budget:
+                break
+            cap = s
+        if cap == 0:
+            return self.options.largest
+        return max(cap, self.keep_up_size(state.arrival_rate))
 
     def cut(self, now: float, queue: Sequence[tuple[int, float]], take: int) -> int:
         """How many of ``take`` rows to run now: the cut (at a request

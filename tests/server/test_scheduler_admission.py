@@ -411,26 +411,31 @@ async def test_below_the_ramp_admission_refuses_only_what_typical_times_make_lat
     await sched.close()
 
 
-async def test_light_load_still_pads_a_request_that_cannot_wait_out_a_batch() -> None:
-    # Due sooner than two full batches, a request makes the planner cut the
-    # running queue's batches short for it: admitting it is not free.
-    engine = GatedEngine()
-    latency = affine_latency(0.01, 0.0, range(1, 17))  # 10 ms per batch, any size
-    sched = scheduler(engine, latency, max_batch_size=16, budget_s=0.1)
-    margin = sched.admission.margin_for(0.018)
-    start = time.monotonic()
-    for _ in range(64):  # a 20 ms margin at any quantile
-        margin.add(0.02, start, 0.02)
-    under_load(sched, 0.1)  # light
-    first = await hold_first_batch(sched, engine)
-    await asyncio.sleep(0.006)  # the running batch has <= 4 ms left
-    # Typical: <= 4 + 10 ms, fits 18 ms; padded by 20 ms it does not, and 18 ms
-    # is less than two 10 ms batches.
-    with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
-        await sched.submit(request(1.0, deadline=time.monotonic() + 0.018))
-    engine.gate.set()
-    await first
-    await sched.close()
+def test_load_is_measured_within_the_tightest_deadlines_callers_send() -> None:
+    # Under a 100 ms budget a 21 ms batch of 16 rows fits twice; callers due
+    # in 20 ms leave room for 3-row batches only. Measured against the
+    # budget alone, a load crowding them read light and went unpadded.
+    latency = affine_latency(0.005, 0.001, range(1, 17))  # 5 ms + 1 ms per row
+    sched = scheduler(GatedEngine(), latency, max_batch_size=16, budget_s=0.1)
+    admission = sched.admission
+    admission.planner.reserve = 0.003
+    loose = admission.budget_capacity()
+    assert loose == 16 / 0.021
+    now = time.monotonic()
+    for _ in range(9):
+        admission.tight.add(0.08, 1, now)
+    admission.tight.add(0.02 - admission.options.reply_allowance_s, 1, now)  # one in ten
+    # (20 ms - 3 ms reserve) / 2 = 8.5 ms: 3 rows in 8 ms.
+    assert admission.budget_capacity() == 3 / 0.008
+    # A stray caller (under a tenth of the rows) does not count...
+    for _ in range(2):
+        admission.tight.add(0.08, 1, now)
+    assert admission.budget_capacity() == loose
+    # ...nor does one no batch could serve: two one-row batches take 12 ms.
+    stray = scheduler(GatedEngine(), latency, max_batch_size=16, budget_s=0.1)
+    stray.admission.planner.reserve = 0.003
+    stray.admission.tight.add(0.012, 1, now)
+    assert stray.admission.budget_capacity() == loose
 
 
 async def test_a_burst_the_queue_absorbs_does_not_raise_the_margin() -> None:

@@ -1,0 +1,118 @@
+"""The tightest recent deadlines (``scheduler.tight``) and what the planner
+and admission do with them: batches kept short for tight callers at light
+load, and the engine's capacity measured within their deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import pytest
+from scheduler_doubles import (
+    GatedEngine,
+    affine_latency,
+    expect_no_more_arrivals,
+    hold_first_batch,
+    request,
+    scheduler,
+)
+
+from inferd.server.scheduler.options import BatchingOptions
+from inferd.server.scheduler.planners import AdaptivePlanner, QueueState
+from inferd.server.scheduler.tight import MIN_SHARE, TightArrivals, deadline_class
+
+
+def test_tightest_is_a_sliding_minimum_over_one_to_two_windows() -> None:
+    tight = TightArrivals(window_s=1.0)
+    assert math.isinf(tight.tightest(0.0).seconds)
+    tight.add(0.015, 2, 10.2)
+    tight.add(0.050, 2, 10.3)
+    assert (tight.tightest(10.4).seconds, tight.tightest(10.4).rows) == (0.015, 2)
+    # Still in view from the previous window...
+    tight.add(0.050, 2, 11.5)
+    assert tight.tightest(11.6).seconds == 0.015
+    # ...gone two windows on.
+    tight.add(0.050, 2, 12.1)
+    assert tight.tightest(12.2).seconds == 0.050
+    tight.add(0.050, 2, 20.0)  # a gap of several windows forgets everything before
+    assert tight.tightest(20.0).seconds == 0.050
+
+
+def test_tightest_share_counts_the_rows_of_its_octave_class() -> None:
+    tight = TightArrivals(window_s=1.0)
+    for i in range(10):
+        tight.add(0.050, 1, 0.01 * i)
+    tight.add(0.015, 1, 0.2)  # one of eleven: a stray caller
+    stray = tight.tightest(0.3)
+    assert stray.seconds == 0.015 and not stray.counts
+    assert stray.share < MIN_SHARE
+    tight.add(0.014, 1, 0.4)  # same octave (8-16 ms) as 15 ms
+    tight.add(0.013, 1, 0.5)
+    mix = tight.tightest(0.6)
+    assert mix.seconds == 0.013 and mix.share == 3 / 13 and mix.counts
+    assert deadline_class(0.013) == deadline_class(0.015) != deadline_class(0.050)
+
+
+def _planner() -> AdaptivePlanner:
+    # 2 ms + 1 ms per row, up to 16 rows, no reserve.
+    planner = AdaptivePlanner(
+        BatchingOptions(max_batch_size=16), affine_latency(0.002, 0.001, range(1, 17))
+    )
+    planner.reserve = 0.0
+    return planner
+
+
+def _state(tight_s: float, arrival_rate: float = 0.0) -> QueueState:
+    # Sixteen loose rows queued, due in 50 ms.
+    return QueueState(16, 0.05, 0.0, arrival_rate, tight_s=tight_s, tight_rows=1)
+
+
+def test_plan_keeps_batches_short_enough_for_a_tight_arrival() -> None:
+    planner = _planner()
+    assert planner.plan(0.0, _state(math.inf)).take == 16
+    # A 15 ms request arriving as the batch leaves waits for it, then runs
+    # alone in 3 ms: the batch may take 12 ms, 10 rows.
+    plan = planner.plan(0.0, _state(0.015))
+    assert plan.take == 10 and plan.reason == "ready"
+
+
+def test_plan_caps_no_lower_than_keeping_up_with_arrivals() -> None:
+    planner = _planner()
+    # 1,300 rows/s: 10-row batches (12 ms) serve ~830 rows/s; the engine
+    # keeps up first.
+    plan = planner.plan(0.0, _state(0.015, arrival_rate=1300.0))
+    assert plan.take == planner.keep_up_size(1300.0) > 10
+
+
+def test_plan_does_not_cap_for_a_deadline_no_batch_can_meet() -> None:
+    # 4 ms: even behind a one-row batch (3 ms) it needs 6 ms.
+    assert _planner().plan(0.0, _state(0.004)).take == 16
+
+
+@pytest.mark.parametrize("light", [True, False])
+async def test_scheduler_keeps_batches_short_for_tight_callers_only_at_light_load(
+    light: bool,
+) -> None:
+    # Under load full batches serve more tight requests than short ones:
+    # their throughput is what the load needs.
+    engine = GatedEngine()
+    sched = scheduler(engine, affine_latency(0.002, 0.001, range(1, 17)), max_batch_size=16)
+    expect_no_more_arrivals(sched)
+    sched.admission.planner.reserve = 0.0
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    loose = [
+        asyncio.create_task(sched.submit(request(float(i), deadline=now + 1.0)))
+        for i in range(16)
+    ]
+    await asyncio.sleep(0)
+    assert sched.queued == 16
+    for _ in range(4):  # a fifth of the rows due in 15 ms
+        sched.admission.tight.add(0.015, 1, time.monotonic())
+    sched.admission.light = light
+    engine.gate.set()
+    await asyncio.gather(first, *loose)
+    # 15 ms - 3 ms for the tight request alone: batches of <= 10 rows (12 ms).
+    assert len(engine.batches[1]) == (10 if light else 16)
+    await sched.close()
