@@ -66,8 +66,8 @@ class VersionObserver:
 
     def on_refused(self, reason: str) -> None:
         """A request was refused before queueing (``deadline``,
-        ``batch_deadline``, ``queue_full``, ``unloading``, ``draining``,
-        ``expired_on_arrival``)."""
+        ``batch_deadline``, ``overtakes``, ``queue_full``, ``unloading``,
+        ``draining``, ``expired_on_arrival``)."""
 
     def on_expired(self, entry: Queued, reason: str, now: float) -> None:
         """A queued request was answered DEADLINE_EXCEEDED without running

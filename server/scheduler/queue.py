@@ -140,6 +140,13 @@ class RequestQueue:
             e.rows for p, d, _, e in self._heap if not e.done and (p, d) <= (priority, deadline)
         )
 
+    def behind(self, priority: int, deadline: float) -> list[tuple[float, int]]:
+        """(deadline, rows) of the queued entries a request of ``priority``
+        due at ``deadline`` goes ahead of, in dispatch order."""
+        key = (priority, deadline)
+        later = sorted((p, d, e.rows) for p, d, _, e in self._heap if not e.done and (p, d) > key)
+        return [(d, rows) for _, d, rows in later]
+
     def view(self, head: Entry, limit: int) -> list[tuple[int, float]]:
         """(rows, deadline) of the first queued entries shaped like ``head``,
         in dispatch order, until ``limit`` rows."""

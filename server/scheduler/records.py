@@ -33,7 +33,9 @@ class BatchRecord:
 class Counters:
     """Requests refused at arrival (by reason: ``deadline``: it would finish
     late; ``batch_deadline``: the queued batch it would join would then finish
-    late for the requests already in it; ``queue_full``; ``unloading``),
+    late for the requests already in it; ``overtakes``: going ahead of queued
+    requests due later would make one of them late; ``queue_full``;
+    ``unloading``),
     expired in the queue, or answered late."""
 
     refused: collections.Counter[str] = field(default_factory=collections.Counter)

@@ -438,6 +438,37 @@ def test_load_is_measured_within_the_tightest_deadlines_callers_send() -> None:
     assert stray.admission.budget_capacity() == loose
 
 
+async def test_a_tight_request_that_would_make_queued_ones_late_is_refused() -> None:
+    # Earliest deadline first lets a tight request go ahead of a loose one;
+    # where the loose one has no slack to give, that trades one on-time
+    # answer for another.
+    engine = GatedEngine()
+    latency = affine_latency(0.1, 0.0, range(1, 9))  # 100 ms per batch, any size
+    sched = scheduler(engine, latency)
+    expect_no_more_arrivals(sched)
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    # Eight rows fill a batch: behind the running one it ends ~200 ms in.
+    loose = asyncio.create_task(sched.submit(request(1.0, rows=8, deadline=now + 0.26)))
+    roomy = asyncio.create_task(sched.submit(request(2.0, rows=8, deadline=now + 0.6)))
+    await asyncio.sleep(0)
+    assert sched.queued == 2
+    # Due in 240 ms it would finish ~200 ms in, itself on time, and push the
+    # loose batch to ~300 ms, past its 260.
+    with pytest.raises(DeadlineExceeded, match="would make one of them late"):
+        await sched.submit(request(3.0, deadline=now + 0.24))
+    assert sched.counters.refused == {"overtakes": 1}
+    # Due in 500 ms it goes ahead of the roomy batch only (ends ~400 ms
+    # instead of ~300, within 600): admitted, and run before it.
+    tight = asyncio.create_task(sched.submit(request(4.0, deadline=now + 0.5)))
+    await asyncio.sleep(0)
+    assert sched.queued == 3 and sched.counters.refused == {"overtakes": 1}
+    engine.gate.set()
+    await asyncio.gather(first, loose, tight, roomy)
+    assert [b[0] for b in engine.batches[1:]] == [1.0, 4.0, 2.0]
+    await sched.close()
+
+
 async def test_a_burst_the_queue_absorbs_does_not_raise_the_margin() -> None:
     # The margin follows the sustained load: a burst's fast rate is what the
     # planner sizes batches for, not an overload to refuse for.
