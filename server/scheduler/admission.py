@@ -39,6 +39,8 @@ ADMISSION_REFUSAL = "cannot finish within the deadline"
 #: (``Admission.budget_capacity``): it follows the latency model, which
 #: moves a little with every batch.
 CAPACITY_REFRESH_S = 0.1
+#: Steps in which a request's time to its deadline is read for its load.
+CAPACITY_STEP_S = 0.0005
 #: Below this share of the start of the margin's ramp the load is light:
 #: nothing pads a prediction (``Admission.padded_finish``).
 LIGHT_SHARE = 0.5
@@ -121,7 +123,9 @@ class Admission:
         #: request's wait behind tighter ones that overtake it is no error of a
         #: tight request's prediction.
         self.margins: dict[int, Margin] = {}
-        self._capacity = 0.0  # rows/s, see budget_capacity
+        #: Rows/s within each deadline class's time (``capacity_within``),
+        #: recomputed every ``CAPACITY_REFRESH_S``.
+        self._capacity: dict[int, float] = {}
         self._capacity_at = -math.inf
         #: Rows admitted: what refusals leave the engine (``starving``). On a
         #: slower average than the offered rate it is compared with, so the
@@ -130,8 +134,6 @@ class Admission:
         #: like, docs/experiments/admission-starvation.md).
         self.admitted_rows = Rate(0.5)
         self._starving = False
-        #: Whether the latest prediction found the load light (``admit``).
-        self.light = True
         #: The latest admitted requests, newest last: the batch a new request
         #: would join is made of the last queued ones (see ``batch_deadline``).
         self._admitted: collections.deque[Entry] = collections.deque(maxlen=options.largest)
@@ -171,10 +173,10 @@ class Admission:
         margin = self.margin_for(deadline - now)
         load = self.offered_load(now)
         margin.set_load(0.0 if self._starving else load)
-        # Far below the margin's ramp (measured within the tightest deadlines
-        # callers send) a refusal saves nobody else engine time: refuse only
-        # what typical engine times already make late.
-        self.light = light = load < LIGHT_SHARE * self.options.mode.ramp[0]
+        # Far below the margin's ramp (the load measured within this request's
+        # time) a refusal saves nobody else engine time: refuse only what
+        # typical engine times already make late.
+        light = self.is_light(self.offered_load(now, deadline - now))
         if self.queue.count == 0 and self.slots.idle:
             # An idle model always tries: only running corrects a latency model
             # that learned pessimistic figures (e.g. warmup on a busy host),
@@ -350,20 +352,51 @@ class Admission:
                 break
         return earliest
 
-    def offered_load(self, now: float) -> float:
+    def offered_load(self, now: float, seconds_left: float = math.inf) -> float:
         """Rows offered per second, on the slow average, as a fraction of the
-        most the engine can serve within the model's latency budget (0 while
-        unmeasured). Sustained load, not the fast one the planner sizes
-        batches for: a burst the queue absorbs is no overload, and margins
-        sized for overload refused a tenth of the requests of a 0.2x bursty
-        load that static batching answered in time."""
+        most the engine can serve within the time a request due
+        ``seconds_left`` from now has (the model's latency budget at most; 0
+        while unmeasured).
+
+        Sustained load, not the fast one the planner sizes batches for: a
+        burst the queue absorbs is no overload, and margins sized for
+        overload refused a tenth of the requests of a 0.2x bursty load that
+        static batching answered in time. Within the request's own time: a
+        request due sooner than two full batches is served only while the
+        engine runs short ones, so the same rows are a heavier load for it
+        than for a patient one (docs/experiments/tight-deadlines.md)."""
         if now - self._capacity_at > CAPACITY_REFRESH_S:
             self._capacity_at = now
-            self._capacity = self.budget_capacity()
+            self._capacity.clear()
             self._starving = self.starving(now)
-        if self._capacity <= 0:
+        budget = self.options.budget_s
+        if budget is not None:
+            seconds_left = min(seconds_left, budget - self.options.reply_allowance_s)
+        lat = self.latency
+        if seconds_left >= 2 * lat.mean(self.options.largest) + self.planner.reserve:
+            key = -1  # time for two full batches: the engine's whole capacity
+        else:  # in steps of CAPACITY_STEP_S, rounded down
+            key = max(0, int(seconds_left / CAPACITY_STEP_S))
+        capacity = self._capacity.get(key)
+        if capacity is None:
+            within = None if key < 0 else key * CAPACITY_STEP_S + self.options.reply_allowance_s
+            capacity = self._capacity[key] = self.capacity_within(within)
+        if capacity <= 0:
             return 0.0
-        return self.offered.slow.rate(now) / self._capacity
+        return self.offered.slow.rate(now) / capacity
+
+    def is_light(self, load: float) -> bool:
+        """Whether ``load`` (``offered_load``) is far enough below the
+        margin's ramp that a refusal would save nobody else engine time."""
+        return load < LIGHT_SHARE * self.options.mode.ramp[0]
+
+    def tight_at_light_load(self, now: float) -> Tightest:
+        """The tightest deadline class (``tightest``) while the load within
+        its deadline is light; ``NONE`` otherwise."""
+        tight = self.tightest(now)
+        if tight.counts and self.is_light(self.offered_load(now, tight.seconds)):
+            return tight
+        return NONE
 
     def starving(self, now: float) -> bool:
         """Whether refusals leave the engine less than ``STARVED`` of the
@@ -384,9 +417,14 @@ class Admission:
         return servable > 0 and self.admitted_rows.rate(now) < STARVED * servable
 
     def budget_capacity(self) -> float:
+        """Rows/s of the engine within the model's latency budget
+        (``capacity_within``)."""
+        return self.capacity_within(self.options.budget_s)
+
+    def capacity_within(self, budget: float | None) -> float:
         """Rows/s of the engine, on every slot, at the batch size with the most
-        rows/s among those whose mean time fits in half of the latency budget
-        (less the planner's reserve); the largest size without a budget.
+        rows/s among those whose mean time fits in half of ``budget`` (less
+        the planner's reserve); the largest size without a budget.
 
         Under load a request waits for the batch running when it arrives and
         then runs in the next, so two batch times must fit in its budget: a
@@ -394,11 +432,6 @@ class Admission:
         against the largest batch the load signal stayed low near capacity
         (docs/experiments/admission-ramp.md)."""
         lat = self.latency
-        budget = self.options.budget_s
-        tight = self.tightest(time.monotonic())
-        if tight.counts:
-            tight_budget = tight.seconds + self.options.reply_allowance_s
-            budget = tight_budget if budget is None else min(budget, tight_budget)
         limit = math.inf if budget is None else (budget - self.planner.reserve) / 2
         best = 0.0
         for size in lat.sizes:

@@ -45,7 +45,6 @@ from inferd.server.scheduler.options import BatchingOptions
 from inferd.server.scheduler.planners import Planner, QueueState, make_planner, new_latency_model
 from inferd.server.scheduler.queue import Entry, RequestQueue
 from inferd.server.scheduler.records import Counters
-from inferd.server.scheduler.tight import NONE as NO_TIGHT
 from inferd.server.stats import ModelStats
 
 log = logging.getLogger("inferd.batcher")
@@ -257,7 +256,7 @@ class BatchingScheduler(Scheduler):
                 break
             # Batches kept short for tight callers only at light load: under
             # load the throughput of full batches serves more of them.
-            tight = self.admission.tightest(now) if self.admission.light else NO_TIGHT
+            tight = self.admission.tight_at_light_load(now)
             state = QueueState(
                 self.queue.rows,
                 head.deadline,

@@ -3,11 +3,10 @@
 A request arriving while a batch runs waits for that batch, then runs in
 the next: when some callers' deadlines are shorter than two batch times, a
 batch sized for the others makes every such request that lands during it
-late, however empty the queue was when the batch left. The planner keeps
-batches short enough for them at light load (``AdaptivePlanner.tight_cap``)
-and admission measures the load against what the engine serves within
-their deadline (``Admission.budget_capacity``); this says how tight, from
-what arrived lately, and whether such requests are more than a stray few.
+late, however empty the queue was when the batch left. While the load
+within their deadline is light the planner keeps batches short enough for
+them (``AdaptivePlanner.tight_cap``); this says how short, from what arrived
+lately, and whether such requests are more than a stray few.
 """
 
 from __future__ import annotations
@@ -49,22 +48,31 @@ def deadline_class(seconds_left: float) -> int:
 
 
 class _Bucket:
-    __slots__ = ("klass", "klass_rows", "rows", "seconds", "seconds_rows")
+    __slots__ = ("bottom", "klass", "klass_rows", "rows", "seconds", "seconds_rows", "top")
 
     def __init__(self) -> None:
         self.seconds, self.seconds_rows = math.inf, 0
         self.klass, self.klass_rows = 1000, 0
+        #: Seconds where ``klass`` starts and where the class above it starts:
+        #: no logarithm per request for the common case of one class.
+        self.bottom = self.top = math.inf
         self.rows = 0
 
     def add(self, seconds_left: float, rows: int) -> None:
         self.rows += rows
         if seconds_left < self.seconds:
             self.seconds, self.seconds_rows = seconds_left, rows
-        klass = deadline_class(seconds_left)
-        if klass < self.klass:
-            self.klass, self.klass_rows = klass, 0
-        if klass == self.klass:
+        if seconds_left >= self.top:
+            return  # a looser class than the tightest
+        if seconds_left >= self.bottom:
             self.klass_rows += rows
+            return
+        klass = deadline_class(seconds_left)
+        if klass == self.klass:  # below the class's floor only by the clamp
+            self.klass_rows += rows
+            return
+        self.klass, self.klass_rows = klass, rows
+        self.bottom, self.top = 2.0**klass / 1e3, 2.0 ** (klass + 1) / 1e3
 
 
 class TightArrivals:

@@ -26,7 +26,7 @@ from inferd.server.scheduler.latency import LatencyModel
 def under_load(sched: BatchingScheduler, load: float = 0.95) -> None:
     """Pin the offered load at ``load`` of the budget capacity: above the
     margin's ramp start, where admission pads its predictions."""
-    sched.admission.offered_load = lambda now: load  # type: ignore[method-assign]
+    sched.admission.offered_load = lambda now, seconds_left=math.inf: load  # type: ignore[method-assign]
 
 
 async def test_admission_refuses_what_cannot_finish_in_time() -> None:
@@ -411,31 +411,52 @@ async def test_below_the_ramp_admission_refuses_only_what_typical_times_make_lat
     await sched.close()
 
 
-def test_load_is_measured_within_the_tightest_deadlines_callers_send() -> None:
-    # Under a 100 ms budget a 21 ms batch of 16 rows fits twice; callers due
-    # in 20 ms leave room for 3-row batches only. Measured against the
-    # budget alone, a load crowding them read light and went unpadded.
+def test_a_requests_load_is_read_within_its_own_time() -> None:
+    # Under a 100 ms budget a 21 ms batch of 16 rows fits twice; a request
+    # due in 20 ms leaves room for 3-row batches only, so the same rows are
+    # a heavier load for it.
     latency = affine_latency(0.005, 0.001, range(1, 17))  # 5 ms + 1 ms per row
     sched = scheduler(GatedEngine(), latency, max_batch_size=16, budget_s=0.1)
     admission = sched.admission
     admission.planner.reserve = 0.003
-    loose = admission.budget_capacity()
-    assert loose == 16 / 0.021
+    assert admission.budget_capacity() == pytest.approx(16 / 0.021)
     now = time.monotonic()
-    for _ in range(9):
-        admission.tight.add(0.08, 1, now)
-    admission.tight.add(0.02 - admission.options.reply_allowance_s, 1, now)  # one in ten
+    admission.offered.slow.add(round(0.1 * 16 / 0.021 * BurstRate.SLOW_TAU), now)
+    loose = admission.offered_load(now)
+    assert loose == pytest.approx(0.1, rel=0.05)
     # (20 ms - 3 ms reserve) / 2 = 8.5 ms: 3 rows in 8 ms.
-    assert admission.budget_capacity() == 3 / 0.008
-    # A stray caller (under a tenth of the rows) does not count...
-    for _ in range(2):
-        admission.tight.add(0.08, 1, now)
-    assert admission.budget_capacity() == loose
-    # ...nor does one no batch could serve: two one-row batches take 12 ms.
-    stray = scheduler(GatedEngine(), latency, max_batch_size=16, budget_s=0.1)
-    stray.admission.planner.reserve = 0.003
-    stray.admission.tight.add(0.012, 1, now)
-    assert stray.admission.budget_capacity() == loose
+    tight = admission.offered_load(now, 0.02 - admission.options.reply_allowance_s)
+    assert tight == pytest.approx(loose * (16 / 0.021) / (3 / 0.008))
+    assert admission.offered_load(now, 0.05) == loose  # time for two full batches
+
+
+async def test_light_load_still_pads_a_request_that_cannot_wait_out_a_batch() -> None:
+    # Light for requests that can wait out a full batch, not for one due in
+    # 18 ms: within its time only one 10 ms batch fits, and the planner cuts
+    # the queue's batches short for it.
+    engine = GatedEngine()
+    latency = affine_latency(0.01, 0.0, range(1, 17))  # 10 ms per batch, any size
+    sched = scheduler(engine, latency, max_batch_size=16, budget_s=0.1)
+    admission = sched.admission
+    margin = admission.margin_for(0.018)
+    start = time.monotonic()
+    for _ in range(64):  # a 20 ms margin at any quantile
+        margin.add(0.02, start, 0.02)
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    rows = round(0.1 * admission.budget_capacity() * BurstRate.SLOW_TAU)  # 0.1x
+    admission.offered.slow.add(rows, now)
+    admission.admitted_rows.add(rows, now)  # not starving
+    admission._capacity_at = -math.inf
+    assert admission.is_light(admission.offered_load(now))
+    assert not admission.is_light(admission.offered_load(now, 0.018))
+    await asyncio.sleep(0.006)  # the running batch has <= 4 ms left
+    # Typical: <= 4 + 10 ms, fits 18 ms; padded by 20 ms it does not.
+    with pytest.raises(DeadlineExceeded, match="cannot finish within the deadline"):
+        await sched.submit(request(1.0, deadline=time.monotonic() + 0.018))
+    engine.gate.set()
+    await first
+    await sched.close()
 
 
 async def test_a_tight_request_that_would_make_queued_ones_late_is_refused() -> None:

@@ -103,14 +103,14 @@ async def test_scheduler_keeps_batches_short_for_tight_callers_only_at_light_loa
     first = await hold_first_batch(sched, engine)
     now = time.monotonic()
     loose = [
-        asyncio.create_task(sched.submit(request(float(i), deadline=now + 1.0)))
-        for i in range(16)
+        asyncio.create_task(sched.submit(request(float(i), deadline=now + 1.0))) for i in range(16)
     ]
     await asyncio.sleep(0)
     assert sched.queued == 16
     for _ in range(4):  # a fifth of the rows due in 15 ms
         sched.admission.tight.add(0.015, 1, time.monotonic())
-    sched.admission.light = light
+    load = 0.1 if light else 1.0  # within the tight deadline
+    sched.admission.offered_load = lambda now, seconds_left=math.inf: load  # type: ignore[method-assign]
     engine.gate.set()
     await asyncio.gather(first, *loose)
     # 15 ms - 3 ms for the tight request alone: batches of <= 10 rows (12 ms).
