@@ -200,7 +200,10 @@ class AdaptivePlanner(Planner):
         if now >= wait_until:
             return Plan(size, take, "waited", slack)
         needed = (target - take) / arrival_rate if arrival_rate > 0 else math.inf
-        return Plan(wake_at=min(now + min(target_slack, needed), wait_until))
+        wake_at = min(now + min(target_slack, needed), wait_until)
+        if wake_at <= now:  # slack below the clock's resolution: no wait to time
+            return Plan(size, take, "deadline", slack)
+        return Plan(wake_at=wake_at)
 
     def tight_cap(self, state: QueueState) -> int:
         """Most rows a batch may take so that the tightest recent arrival,

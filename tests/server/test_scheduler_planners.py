@@ -234,3 +234,23 @@ async def test_batches_report_their_time_outside_the_engine() -> None:
     assert outside is not None and 0 <= outside < 5
     await asyncio.sleep(0)
     await sched.close()
+
+
+def test_adaptive_plan_never_waits_until_now() -> None:
+    # Slack left below the clock's resolution: now + slack == now. Waiting
+    # "until now" re-planned at once, forever on a simulated clock and in a
+    # busy loop on a real one.
+    now, rate = 1000.0, 4000.0  # rows/s: a bigger batch is worth waiting for
+    for j in range(64):  # engine times that fall between the clock's representable times
+        latency = affine_latency(0.002 + j * 1.3e-7, 0.0005, range(1, 17))
+        planner = AdaptivePlanner(BatchingOptions(max_batch_size=16), latency)
+        planner.reserve = 0.0
+        target = planner.keep_up_size(rate)
+        assert target > 1
+        deadline = math.nextafter(now + latency.high(planner.cover(target)), -math.inf)
+        for _ in range(3):
+            state = QueueState(rows=1, head_deadline=deadline, head_arrival=now - 0.0005,
+                               arrival_rate=rate)  # fmt: skip
+            plan = planner.plan(now, state)
+            assert plan.take > 0 or (plan.wake_at is not None and plan.wake_at > now), plan
+            deadline = math.nextafter(deadline, math.inf)
