@@ -201,18 +201,22 @@ async def run_point(
     tight: Tight | None = None,
     rows: int = BATCHER_ROWS,
     path_s: float = 0.0,
+    reserve_s: float | None = None,
 ) -> Point:
     """Offer ``arrival`` for ``duration_s`` to a fresh, warmed-up scheduler,
     each request due ``deadline_s`` after it arrives (``tight``: a share of
     them sooner). ``path_s`` stands for the way to and from the scheduler
     (gRPC, decoding): the scheduler sees that much less of the deadline and
-    every answer counts it."""
+    every answer counts it. ``reserve_s`` pins the planner's reserve (else it
+    is learnt from the time outside the engine, ~0 on simulated time)."""
     config = served_config(policy)
     options = options_from_config(config)
     io = ModelIO.from_config(config)
     latency = new_latency_model(options)
     warm_up(engine, io, options, latency)
     sched = BatchingScheduler(engine, ModelStats(), options, latency, name=policy.name)
+    if reserve_s is not None:
+        sched.admission.planner.reserve = reserve_s
     if engine.clock is not None:
         engine.clock.advancing = False
         sched.slots.threads = VirtualThreads(lambda: engine.last_s)  # type: ignore[assignment]

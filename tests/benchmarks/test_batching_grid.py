@@ -77,3 +77,16 @@ def test_verdicts_name_the_points_that_miss() -> None:
     lines = grid.verdicts(results)
     assert lines[0].startswith("1.") and "NOT MET" in lines[0] and "poisson 0.90x" in lines[0]
     assert lines[3].startswith("4.") and "MET (1.0000 / 1.0000)" in lines[3]
+
+
+def test_a_noisy_host_stalls_engine_calls_and_pins_the_reserve() -> None:
+    trace = grid.TRACES[0]  # poisson
+    quiet = grid.run_trace(trace, [0.4], rounds=1, seconds=1.0)
+    noisy = grid.run_trace(trace, [0.4], rounds=1, seconds=1.0, host=grid.NOISY)
+    by = {p.policy: p for p in quiet}
+    loud = {p.policy: p for p in noisy}
+    # Same arrivals; stalls make every policy slower, never faster.
+    assert loud[grid.TRITON].sent == by[grid.TRITON].sent
+    assert max(loud[grid.TRITON].latency_ms) > max(by[grid.TRITON].latency_ms)
+    assert loud[grid.ADAPTIVE].on_time <= by[grid.ADAPTIVE].on_time
+    assert grid.NOISY.reserve_s == 0.003 and grid.QUIET.reserve_s is None
