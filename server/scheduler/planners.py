@@ -260,16 +260,11 @@ class AdaptivePlanner(Planner):
 
     def keep_up_size(self, arrival_rate: float) -> int:
         """Smallest size whose throughput serves ``arrival_rate`` rows/s at the
-        utilization target; 1 when the rate is unknown or low. Throughput by
-        the pessimistic batch time (``LatencyModel.high``), the one the
-        engine can count on: on a host whose engine times stall, sizing for
-        the mean ran small batches that the stalls then queued behind, and
-        bursty load at 0.2x kept 0.78 where static batching kept 0.86
-        (docs/experiments/batching-grid.md)."""
+        utilization target; 1 when the rate is unknown or low."""
         if arrival_rate <= 0:
             return 1
         for s in self.options.sizes:
-            per_batch = self.latency.high(s)
+            per_batch = self.latency.mean(s)
             if per_batch <= 0 or arrival_rate * per_batch / s <= self.options.utilization:
                 return s
         return self.options.sizes[-1]

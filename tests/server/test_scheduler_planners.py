@@ -254,23 +254,3 @@ def test_adaptive_plan_never_waits_until_now() -> None:
             plan = planner.plan(now, state)
             assert plan.take > 0 or (plan.wake_at is not None and plan.wake_at > now), plan
             deadline = math.nextafter(deadline, math.inf)
-
-
-def test_adaptive_keeps_up_by_the_batch_time_it_can_count_on() -> None:
-    # Engine times that stall now and then (a tenth of batches at 2.5x):
-    # sizing batches for the mean ran them small and the stalls queued the
-    # load behind them. The same mean time without stalls keeps its size.
-    opts = BatchingOptions(max_batch_size=16)
-    steady, stalling = LatencyModel(), LatencyModel()
-    for _ in range(40):
-        for s in range(1, 17):
-            seconds = 0.002 + 0.0005 * s
-            steady.observe(s, seconds)
-            stalling.observe(s, seconds)
-        for s in range(1, 17, 3):  # every third size stalls once a round
-            stalling.observe(s, 2.5 * (0.002 + 0.0005 * s))
-    rate = 500.0  # rows/s
-    calm = AdaptivePlanner(opts, steady).keep_up_size(rate)
-    noisy = AdaptivePlanner(opts, stalling).keep_up_size(rate)
-    assert stalling.high(4) > 1.5 * steady.high(4)
-    assert noisy > calm
