@@ -115,9 +115,8 @@ class Admission:
         #: the admitted rate alone fed back: refusals made batches smaller,
         #: which cut throughput and caused more refusals).
         self.offered = BurstRate()
-        #: The tightest recent deadlines: what the engine's capacity is
-        #: measured against, and (at light load) what the planner keeps
-        #: batches short for.
+        #: The tightest recent deadlines: what the planner keeps batches
+        #: short for while the load within them is light.
         self.tight = TightArrivals()
         #: One margin per deadline class (``deadline_class``): a loose
         #: request's wait behind tighter ones that overtake it is no error of a
@@ -170,13 +169,16 @@ class Admission:
                 f"{max(0.0, deadline + allowance - now) * 1e3:.1f} ms left, within the "
                 f"{allowance * 1e3:g} ms the answer needs to reach the caller",
             )
-        margin = self.margin_for(deadline - now)
+        seconds_left = deadline - now
+        margin = self.margin_for(seconds_left)
         load = self.offered_load(now)
         margin.set_load(0.0 if self._starving else load)
         # Far below the margin's ramp (the load measured within this request's
         # time) a refusal saves nobody else engine time: refuse only what
         # typical engine times already make late.
-        light = self.is_light(self.offered_load(now, deadline - now))
+        if not self.fits_two_full_batches(seconds_left):
+            load = self.offered_load(now, seconds_left)
+        light = self.is_light(load)
         if self.queue.count == 0 and self.slots.idle:
             # An idle model always tries: only running corrects a latency model
             # that learned pessimistic figures (e.g. warmup on a busy host),
@@ -293,32 +295,21 @@ class Admission:
     ) -> bool:
         """Whether a newcomer of ``rows`` rows (``ahead``: the queued rows
         dispatched before it), going ahead of the queued requests due after
-        ``deadline``, would push one of them, predicted
-        on time, past its deadline (typical engine times, unpadded).
+        ``deadline``, would push one of them, predicted on time, past its
+        deadline (typical engine times, unpadded).
 
         Earliest deadline first lets a tight request overtake looser ones,
         which is free while they have slack to give; where they do not, it
         trades one on-time answer for another and wastes the batch slots the
         tight request takes. Under mixed deadlines at bursty load the loose
         requests lost this way outnumbered the tight ones saved
-        (docs/experiments/mixed-deadlines.md)."""
+        (docs/experiments/tight-deadlines.md)."""
         for due, queued_rows in self.queue.behind(priority, deadline):
             without = now + self.backlog_seconds(now, queued_rows, ahead)
             if without <= due < now + self.backlog_seconds(now, queued_rows, ahead + rows):
                 return True
             ahead += queued_rows
         return False
-
-    def tightest(self, now: float) -> Tightest:
-        """The tightest class of recent deadlines (``tight.Tightest``),
-        counted only when some batch size could serve it: a caller whose
-        deadline no batch can meet must not shrink everyone's batches."""
-        tight = self.tight.tightest(now)
-        lat = self.latency
-        smallest = self.options.sizes[0]
-        if not tight.counts or tight.seconds < 2 * lat.mean(smallest) + self.planner.reserve:
-            return NONE
-        return tight
 
     def refuse_late(self, predicted: float, why: str, reason: str = "deadline") -> NoReturn:
         self.counters.refused[reason] += 1
@@ -372,9 +363,8 @@ class Admission:
         budget = self.options.budget_s
         if budget is not None:
             seconds_left = min(seconds_left, budget - self.options.reply_allowance_s)
-        lat = self.latency
-        if seconds_left >= 2 * lat.mean(self.options.largest) + self.planner.reserve:
-            key = -1  # time for two full batches: the engine's whole capacity
+        if self.fits_two_full_batches(seconds_left):
+            key = -1  # the engine's whole capacity
         else:  # in steps of CAPACITY_STEP_S, rounded down
             key = max(0, int(seconds_left / CAPACITY_STEP_S))
         capacity = self._capacity.get(key)
@@ -385,15 +375,21 @@ class Admission:
             return 0.0
         return self.offered.slow.rate(now) / capacity
 
+    def fits_two_full_batches(self, seconds_left: float) -> bool:
+        """Whether a request due ``seconds_left`` from now can wait out a full
+        batch and run in the next: its load is then the budget's."""
+        reserve = self.planner.reserve
+        return seconds_left >= 2 * self.latency.mean(self.options.largest) + reserve
+
     def is_light(self, load: float) -> bool:
         """Whether ``load`` (``offered_load``) is far enough below the
         margin's ramp that a refusal would save nobody else engine time."""
         return load < LIGHT_SHARE * self.options.mode.ramp[0]
 
     def tight_at_light_load(self, now: float) -> Tightest:
-        """The tightest deadline class (``tightest``) while the load within
-        its deadline is light; ``NONE`` otherwise."""
-        tight = self.tightest(now)
+        """The tightest deadline class (``tight.Tightest``) while the load
+        within its deadline is light; ``NONE`` otherwise."""
+        tight = self.tight.tightest(now)
         if tight.counts and self.is_light(self.offered_load(now, tight.seconds)):
             return tight
         return NONE

@@ -215,6 +215,8 @@ class AdaptivePlanner(Planner):
             return self.options.largest
         lat = self.latency
         budget = state.tight_s - self.reserve - lat.mean(self.cover(max(1, state.tight_rows)))
+        if lat.mean(self.options.largest) <= budget:
+            return self.options.largest  # the usual case: no cap binds
         cap = 0
         for s in self.options.sizes:
             if lat.mean(s) > budget:
