@@ -202,10 +202,25 @@ def service_handlers(
     return capture.service, capture.handlers
 
 
+#: The methods registered with gRPC by name; every other one is found through
+#: the generic handler, with the same answer. grpc.aio's server keeps a pending
+#: task per registered method and waits on all of them for each call it accepts,
+#: so every registered method costs every call (docs/experiments/registered-methods.md).
+REGISTERED_METHODS = frozenset(
+    {
+        "/inference.GRPCInferenceService/ModelInfer",
+        "/inference.GRPCInferenceService/ModelStreamInfer",
+    }
+)
+
+
 def register(server: Any, service: str, handlers: dict[str, Any]) -> None:
-    """Register ``handlers`` as the generated ``add_*_to_server`` would."""
+    """Register ``handlers`` as the generated ``add_*_to_server`` would, by
+    name only those in ``REGISTERED_METHODS``."""
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
-    server.add_registered_method_handlers(service, handlers)
+    named = {n: h for n, h in handlers.items() if f"/{service}/{n}" in REGISTERED_METHODS}
+    if named:
+        server.add_registered_method_handlers(service, named)
 
 
 def add_servicer(

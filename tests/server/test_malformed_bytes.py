@@ -3,6 +3,7 @@ with a one-line reason, no traceback in the log, and the server goes on."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 
@@ -13,7 +14,8 @@ from conftest import ServerThread
 
 from inferd.protos import grpc_service_pb2 as pb
 from inferd.protos import grpc_service_pb2_grpc as pb_grpc
-from inferd.server.grpc.malformed import REASON
+from inferd.protos.inferd.admin.v1 import admin_pb2_grpc as admin_grpc
+from inferd.server.grpc.malformed import REASON, add_servicer
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 #: model_name (field 1) holding bytes that are not UTF-8.
@@ -95,3 +97,54 @@ def test_a_malformed_stream_message_never_leaves_the_call_hanging(
                 code = err.code().name
             codes[code] = codes.get(code, 0) + 1
     assert codes == {"INVALID_ARGUMENT": 100}
+
+
+def test_a_method_served_through_the_generic_handler_answers_malformed_bytes_too(
+    demo_server: ServerThread,
+) -> None:
+    # ModelMetadata is not registered by name (REGISTERED_METHODS): gRPC finds it
+    # through the generic handler, which must carry the same deserializer.
+    with grpc.insecure_channel(demo_server.address) as channel:
+        raw = channel.unary_unary("/inference.GRPCInferenceService/ModelMetadata")
+        with pytest.raises(grpc.RpcError) as info:
+            raw(GARBAGE, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == REASON
+        reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelMetadata(
+            pb.ModelMetadataRequest(name="digits_mlp"), timeout=10
+        )
+        assert reply.name == "digits_mlp"
+
+
+def test_only_the_inference_methods_are_registered_by_name() -> None:
+    # grpc.aio waits on one pending task per method registered by name for
+    # every call it accepts: the other methods go through the generic handler.
+    asyncio.run(_register_both_services())
+
+
+async def _register_both_services() -> None:
+    server = grpc.aio.server()
+    named: dict[str, list[str]] = {}
+    generic: list[object] = []
+    add_named = server.add_registered_method_handlers
+    add_generic = server.add_generic_rpc_handlers
+
+    def record_named(service: str, handlers: dict[str, object]) -> None:
+        named[service] = sorted(handlers)
+        add_named(service, handlers)
+
+    def record_generic(handlers: tuple[object, ...]) -> None:
+        generic.extend(handlers)
+        add_generic(handlers)
+
+    server.add_registered_method_handlers = record_named  # type: ignore[method-assign]
+    server.add_generic_rpc_handlers = record_generic  # type: ignore[method-assign]
+    inference = pb_grpc.GRPCInferenceServiceServicer()
+    add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, inference, server)
+    add_servicer(
+        admin_grpc.add_ModelAdminServicer_to_server, admin_grpc.ModelAdminServicer(), server
+    )
+    assert named == {"inference.GRPCInferenceService": ["ModelInfer", "ModelStreamInfer"]}
+    assert len(generic) == 2  # every method of both services, by the generic handler
+    details = type("Details", (), {"method": "/inference.GRPCInferenceService/ServerLive"})()
+    assert generic[0].service(details) is not None  # type: ignore[attr-defined]
