@@ -9,7 +9,9 @@ unary calls. Every server is up at once (an idle one costs no CPU) and at each r
 take turns under the same closed loop from one asyncio client, so that the
 host's drift hits every variant alike. Reports, per variant, the median server
 CPU time per answered request (user + system of the server process, /proc)
-and its ratio to the bare handler's, plus throughput and latency. ``--rev``
+and its ratio to the bare handler's, plus throughput and latency. ``--bare-engine
+thread`` adds a bare server that runs the model through one engine thread
+(``inline``: on the loop), the floor of a server with fault isolation. ``--rev``
 checks a git revision out into a temporary worktree (``.``: this tree as it
 is); revisions from before the ``inferd`` import root run as ``server.cli``.
 ``--env NAME:VAR=VALUE`` sets a variable in variant NAME's server only, so two
@@ -117,6 +119,16 @@ def run(opts: argparse.Namespace) -> list[Variant]:
     with contextlib.ExitStack() as stack:
         parent = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cpu-req-")))
         variants = [Variant(BARE, ["-m", "benchmarks.bare_server"], ROOT)]
+        onnx_file = Path(repository) / opts.model / "1" / "model.onnx"
+        if opts.bare_generic:
+            variants.append(Variant(
+                "bare, 2 named", ["-m", "benchmarks.bare_server", "--generic"], ROOT
+            ))  # fmt: skip
+        for mode in opts.bare_engine:
+            variants.append(Variant(
+                f"bare+{mode} ORT", ["-m", "benchmarks.bare_server", "--engine", mode,
+                                     "--model", str(onnx_file)], ROOT,
+            ))  # fmt: skip
         for name, rev in opts.rev:
             root = stack.enter_context(checkout(rev, parent))
             env = {var: value for variant, var, value in opts.env if variant == name}
@@ -126,7 +138,7 @@ def run(opts: argparse.Namespace) -> list[Variant]:
         try:
             for variant in variants:
                 port = free_port()
-                if variant.name == BARE:
+                if variant.command:  # a bare server
                     command = [sys.executable, *variant.command, "--host", "127.0.0.1",
                                "--port", str(port)]  # fmt: skip
                 else:
@@ -212,6 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="digits_mlp", choices=sorted(INPUTS))
     parser.add_argument("--seconds", type=float, default=8.0, help="per variant and round (<=60)")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--bare-engine",
+        action="append",
+        default=[],
+        choices=("inline", "thread"),
+        help="also a bare server that runs the model on the loop or one engine thread (repeatable)",
+    )
+    parser.add_argument(
+        "--bare-generic",
+        action="store_true",
+        help="also a bare server with only the inference methods registered by name",
+    )
     parser.add_argument(
         "--stream", action="store_true",
         help="one ModelStreamInfer stream per variant (the bare server streams too)",
