@@ -2,13 +2,17 @@
 side by side in one run (the yardstick the issue's MLServer figures used).
 
     python -m benchmarks.pa_compare [--concurrency 8 32] [--interval-ms 4000] [--rounds 1]
+        [--pytriton PEER_PYTHON] [--bare-engine thread] [--modes unary streaming]
 
 Prints, per server and mode, throughput, p99 and the server's CPU per request:
 its process CPU time (all threads, /proc) over the whole perf_analyzer run
 divided by the requests perf_analyzer counted (issue 24's yardstick), for
 unary calls and for ModelStreamInfer (the bare server streams too). The runs
-are ~6 s each, one after the other: on a shared host use ``--rounds`` so bare
-and inferd take turns, and read the medians.
+are ~6 s each, one after the other: on a shared host use ``--rounds`` so the
+servers take turns, and read the medians. ``--pytriton PYTHON`` adds the real
+Triton front end (2.51 through PyTriton 0.7, benchmarks.pytriton_server) run by
+that interpreter; its CPU is summed over its processes (launcher, tritonserver,
+Python stub).
 
 Needs the perf_analyzer binary (from the tritonclient wheel, plus Debian's
 libb64-0d and pip's nvidia-cuda-runtime-cu12); 127.0.0.1 only.
@@ -17,18 +21,24 @@ libb64-0d and pip's nvidia-cuda-runtime-cu12); 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.server_cpu import cpu_seconds
+from benchmarks.server_cpu import cpu_seconds, tree_cpu_seconds
 from inferd.clients import InferenceClient
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _port() -> int:
@@ -56,7 +66,9 @@ def _wait(address: str, proc: subprocess.Popen[bytes]) -> None:
             raise RuntimeError("server exited during start-up")
         try:
             with InferenceClient(address) as client:
-                if client.is_server_ready(timeout=1):
+                if client.is_server_ready(timeout=1) and client.is_model_ready(
+                    "digits_mlp", timeout=1
+                ):
                     return
         except Exception:
             pass
@@ -65,17 +77,18 @@ def _wait(address: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 def _perf(
-    binary: str, port: int, concurrency: int, interval_ms: int, streaming: bool, pid: int
-) -> tuple[float, float, float]:
+    binary: str, server: Server, concurrency: int, interval_ms: int, streaming: bool
+) -> Figures:
     """(requests/s, p99 ms, server CPU us per request) of one perf_analyzer run."""
-    cmd = [binary, "-i", "grpc", "-u", f"127.0.0.1:{port}", "-m", "digits_mlp",
+    cmd = [binary, "-i", "grpc", "-u", f"127.0.0.1:{server.port}", "-m", "digits_mlp",
            "--concurrency-range", str(concurrency), "--measurement-interval", str(interval_ms),
            "--stability-percentage", "100"]  # fmt: skip
     if streaming:
         cmd.append("--streaming")
-    cpu = cpu_seconds(pid)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300).stdout
-    cpu = cpu_seconds(pid) - cpu
+    cpu = server.cpu()
+    timeout = max(60, 15 * interval_ms // 1000)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout).stdout
+    cpu = server.cpu() - cpu
     thr = re.search(r"Throughput: ([\d.]+) infer/sec", out)
     p99 = re.search(r"p99 latency: (\d+) usec", out)
     count = re.search(r"Request count: (\d+)", out)
@@ -89,7 +102,30 @@ def _perf(
 Figures = tuple[float, float, float]
 
 
-def _median(runs: list[Figures]) -> Figures:
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    #: Its CPU seconds so far: the process's, or its whole tree's (PyTriton).
+    cpu: Callable[[], float]
+
+
+def _try_perf(
+    binary: str, server: Server, concurrency: int, interval_ms: int, streaming: bool
+) -> Figures | None:
+    """``_perf``, or None (and why, on stderr) when perf_analyzer hangs or fails:
+    the other servers' runs still count."""
+    try:
+        return _perf(binary, server, concurrency, interval_ms, streaming)
+    except (subprocess.TimeoutExpired, RuntimeError) as exc:
+        print(f"{server.name} c={concurrency}: {str(exc)[:300]}", file=sys.stderr, flush=True)
+        return None
+
+
+def _median(runs: list[Figures]) -> Figures | None:
+    if not runs:
+        return None
     return (
         statistics.median(r[0] for r in runs),
         statistics.median(r[1] for r in runs),
@@ -97,13 +133,42 @@ def _median(runs: list[Figures]) -> Figures:
     )
 
 
-def _row(c: int, mode: str, bare: Figures, inferd: Figures) -> str:
-    (b_thr, b_p99, b_cpu), (i_thr, i_p99, i_cpu) = bare, inferd
-    return (
-        f"c={c:<3} {mode + ':':10} bare {b_thr:6.0f}/s p99 {b_p99:6.2f} ms {b_cpu:4.0f} us/req"
-        f" | inferd {i_thr:6.0f}/s p99 {i_p99:6.2f} ms {i_cpu:4.0f} us/req"
-        f" ({i_thr / b_thr:4.0%} of bare's req/s, {i_cpu / b_cpu:4.2f}x its CPU)"
+def _row(c: int, mode: str, name: str, figures: Figures | None, bare: Figures | None) -> str:
+    head = f"c={c:<3} {mode + ':':10} {name:>11}"
+    if figures is None:
+        return f"{head} failed (perf_analyzer hung or could not measure)"
+    thr, p99, cpu = figures
+    row = f"{head} {thr:6.0f}/s p99 {p99:6.2f} ms {cpu:4.0f} us/req"
+    if bare is None or figures is bare:
+        return row
+    b_thr, _, b_cpu = bare
+    return f"{row}  ({thr / b_thr:4.0%} of bare's req/s, {cpu / b_cpu:4.2f}x its CPU)"
+
+
+def _start(name: str, command: list[str], port: int, tree: bool = False) -> Server:
+    # A session of its own: stopping it stops every process it started.
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
+    pid = proc.pid
+    cpu = (lambda: tree_cpu_seconds(pid)) if tree else (lambda: cpu_seconds(pid))
+    return Server(name, proc, port, cpu)
+
+
+def _stop(server: Server) -> None:
+    """SIGTERM to the server's process group (PyTriton's tritonserver and its
+    stubs too), SIGKILL to what is left after 30 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.proc.wait(30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(10)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,48 +177,77 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval-ms", type=int, default=4000)
     parser.add_argument(
         "--rounds", type=int, default=1,
-        help="repeat every run, bare and inferd taking turns, and print medians",
+        help="repeat every run, the servers taking turns, and print medians",
     )  # fmt: skip
+    parser.add_argument(
+        "--pytriton", metavar="PYTHON",
+        help="an interpreter with nvidia-pytriton and onnxruntime: adds Triton 2.51 "
+        "through PyTriton (benchmarks.pytriton_server) as a peer",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bare-engine", action="append", default=[], choices=("inline", "thread"),
+        help="also a bare server that runs the model per request (benchmarks.bare_server)",
+    )  # fmt: skip
+    parser.add_argument("--modes", nargs="+", default=["unary", "streaming"],
+                        choices=("unary", "streaming"))  # fmt: skip
     opts = parser.parse_args(argv)
     binary = shutil.which("perf_analyzer") or str(Path(sys.executable).parent / "perf_analyzer")
     from inferd.server.cli import default_demo_repository
     from inferd.server.demo_models import build_demo_repository
 
     repo = build_demo_repository(default_demo_repository())
-    bare_port, inferd_port = _port(), _port()
-    bare = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.bare_server", "--port", str(bare_port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    inferd = subprocess.Popen(
-        [sys.executable, "-m", "inferd", "serve", "--model-repository", str(repo),
-         "--grpc-port", str(inferd_port), "--log-level", "WARNING"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    #: (concurrency, mode) -> per round: (bare, inferd) figures of one perf_analyzer run each.
-    runs: dict[tuple[int, str], list[tuple[Figures, Figures]]] = {}
+    servers: list[Server] = []
     try:
-        _wait(f"127.0.0.1:{inferd_port}", inferd)
+        port = _port()
+        servers.append(_start("bare", [sys.executable, "-m", "benchmarks.bare_server",
+                                       "--port", str(port)], port))  # fmt: skip
+        for mode in opts.bare_engine:
+            port = _port()
+            servers.append(_start(f"bare+{mode}", [
+                sys.executable, "-m", "benchmarks.bare_server", "--port", str(port),
+                "--engine", mode, "--model", str(repo / "digits_mlp" / "1" / "model.onnx"),
+            ], port))  # fmt: skip
+        port = _port()
+        servers.append(_start("inferd", [
+            sys.executable, "-m", "inferd", "serve", "--model-repository", str(repo),
+            "--grpc-port", str(port), "--log-level", "WARNING",
+        ], port))  # fmt: skip
+        if opts.pytriton:
+            port = _port()
+            servers.append(_start("pytriton", [
+                opts.pytriton, "-m", "benchmarks.pytriton_server",
+                "--model", str(repo / "digits_mlp" / "1" / "model.onnx"),
+                "--grpc-port", str(port), "--http-port", str(_port()),
+                "--metrics-port", str(_port()),
+            ], port, tree=True))  # fmt: skip
+        for server in servers:
+            _wait(f"127.0.0.1:{server.port}", server.proc)
         time.sleep(1)
+        #: (concurrency, mode) -> per round: each server's figures of one run.
+        runs: dict[tuple[int, str], list[list[Figures]]] = {}
         for round_no in range(opts.rounds):
             for c in opts.concurrency:
-                for mode in ("unary", "streaming"):
+                for mode in opts.modes:
                     streaming = mode == "streaming"
-                    pair = (
-                        _perf(binary, bare_port, c, opts.interval_ms, streaming, bare.pid),
-                        _perf(binary, inferd_port, c, opts.interval_ms, streaming, inferd.pid),
-                    )
-                    runs.setdefault((c, mode), []).append(pair)
-                    print(f"round {round_no + 1} {_row(c, mode, *pair)}", flush=True)
+                    figures = [
+                        _try_perf(binary, s, c, opts.interval_ms, streaming) for s in servers
+                    ]
+                    runs.setdefault((c, mode), []).append(figures)
+                    for server, f in zip(servers, figures, strict=True):
+                        print(f"round {round_no + 1} {_row(c, mode, server.name, f, figures[0])}",
+                              flush=True)  # fmt: skip
         if opts.rounds > 1:
             print("medians:")
-            for (c, mode), pairs in runs.items():
-                bare_med, inferd_med = (_median([p[i] for p in pairs]) for i in (0, 1))
-                print(_row(c, mode, bare_med, inferd_med), flush=True)
+            for (c, mode), rounds in runs.items():
+                medians = [
+                    _median([f for r in rounds if (f := r[i]) is not None])
+                    for i in range(len(servers))
+                ]
+                for server, m in zip(servers, medians, strict=True):
+                    print(_row(c, mode, server.name, m, medians[0]), flush=True)
     finally:
-        for proc in (bare, inferd):
-            proc.terminate()
-            proc.wait(30)
+        for server in servers:
+            _stop(server)
     return 0
 
 
