@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 
 from benchmarks import cpu_per_request
-from benchmarks.server_cpu import Result, cpu_seconds
+from benchmarks.server_cpu import Result, cpu_seconds, free_port, tree_cpu_seconds, wait_ready
+from inferd.clients import InferenceClient
 
 
 def test_old_revisions_run_as_server_cli(tmp_path: Path) -> None:
@@ -100,3 +106,42 @@ def test_a_short_streaming_run_measures_both_servers_over_one_stream(
     assert set(rows) == {"bare", "now"}
     for row in rows.values():
         assert float(row[-5]) > 0 and float(row[-3]) > 0  # CPU us/req, req/s (bare streams too)
+
+
+def test_tree_cpu_counts_the_children_too() -> None:
+    # PyTriton is a launcher, tritonserver and a stub: its CPU is the tree's.
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; t = time.process_time()\n"
+         "while time.process_time() - t < 0.3: pass\ntime.sleep(30)"]
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while cpu_seconds(child.pid) < 0.25:
+            assert time.monotonic() < deadline, "the child never burnt its CPU"
+            time.sleep(0.05)
+        mine = cpu_seconds(os.getpid())
+        assert tree_cpu_seconds(os.getpid()) >= mine + 0.25
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_bare_server_runs_the_model_through_its_thread(demo_repository: Path) -> None:
+    model = demo_repository / "digits_mlp" / "1" / "model.onnx"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.bare_server", "--port", str(port),
+         "--engine", "thread", "--model", str(model), "--generic"],
+        cwd=Path(cpu_per_request.__file__).resolve().parent.parent,
+    )  # fmt: skip
+    try:
+        wait_ready(proc, f"127.0.0.1:{port}")
+        pixels = np.random.default_rng(0).random((1, 64), dtype=np.float32)
+        with InferenceClient(f"127.0.0.1:{port}") as client:
+            answer = client.infer("digits_mlp", {"pixels": pixels}, timeout=10)
+            assert client.is_server_live(timeout=10)  # a method served generically
+        expected = ort.InferenceSession(str(model)).run(["probabilities"], {"pixels": pixels})[0]
+        np.testing.assert_allclose(answer["probabilities"], expected, rtol=1e-5)
+    finally:
+        proc.terminate()
+        proc.wait(15)
