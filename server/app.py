@@ -43,7 +43,7 @@ from inferd.server.audit import AuditLog
 from inferd.server.auth import ROLE_ADMIN, AuthConfigError, MethodPolicy
 from inferd.server.auth.gate import AuthGate
 from inferd.server.credentials import (
-    auth_interceptors,
+    auth_interceptor,
     load_authenticator,
     load_certificate_roles,
     load_certificates,
@@ -51,6 +51,7 @@ from inferd.server.credentials import (
 )
 from inferd.server.dataplane import DataPlane
 from inferd.server.grpc.admin import ADMIN_METHODS, AdminServicer
+from inferd.server.grpc.call_gate import CallGate
 from inferd.server.grpc.call_limit import CallLimit
 from inferd.server.grpc.malformed import add_servicer
 from inferd.server.grpc.servicer import InferenceServicer
@@ -225,11 +226,10 @@ class InferdServer:
         self.metrics_port = 0
 
     def _all_interceptors(self) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
-        # Outermost: nothing runs for a caller who may not call.
-        auth = auth_interceptors(self.gate, self.certificates)
-        # Then the RPC limit and the bytes budget: a refused caller takes no slot.
-        limits = CallLimit(self.admission)
-        return [*auth, limits, *self._interceptors]
+        # Who may call, then the RPC limit and the bytes budget, before the
+        # request is read: a refused caller takes no slot.
+        auth = auth_interceptor(self.gate, self.certificates)
+        return [CallGate(auth, CallLimit(self.admission)), *self._interceptors]
 
     async def start(self, *, load: bool = True) -> int:
         """Bind, serve, load the models; returns the bound port."""

@@ -7,10 +7,6 @@ start instead of at the first handshake or call.
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
 from inferd.server.auth import (
     Authenticator,
     AuthInterceptor,
@@ -55,14 +51,14 @@ def load_certificate_roles(config: ServerConfig) -> CertificateRoles | None:
     return CertificateRoles(config.tls_client_roles_file)
 
 
-def auth_interceptors(
+def auth_interceptor(
     gate: AuthGate, certificates: CertificateFiles | None
-) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
-    """The interceptor that refuses callers who may not call, if any is needed."""
+) -> AuthInterceptor | None:
+    """The interceptor that refuses callers who may not call, if one is needed."""
     mutual = certificates is not None and certificates.mutual
     if gate.open_admin and not mutual:
-        return []  # everything is open: nothing to decide, no principal to name
-    return [AuthInterceptor(gate, peer_certificates=mutual)]
+        return None  # everything is open: nothing to decide, no principal to name
+    return AuthInterceptor(gate, peer_certificates=mutual)
 
 
 def transport_name(certificates: CertificateFiles | None) -> str:

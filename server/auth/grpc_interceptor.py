@@ -61,17 +61,25 @@ class AuthInterceptor(_ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        return self.decide(handler, handler_call_details)[0]
+
+    def decide(
+        self,
+        handler: grpc.RpcMethodHandler[Any, Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> tuple[grpc.RpcMethodHandler[Any, Any], bool]:
+        """The handler to run for this call, and whether it is a refusal. Runs
+        on the call's own task, which then runs the handler."""
         method = handler_call_details.method
         peer = _no_peer if self.peer_certificates else _no_certificate
         try:
             principal = self.gate.admit(method, handler_call_details.invocation_metadata, peer)
         except _PeerNeeded:
-            return _wrap(handler, functools.partial(self._admit, method))
+            return _wrap(handler, functools.partial(self._admit, method)), False
         except InferdError as exc:
-            return refusal(GRPC_CODES[exc.code], exc.message)
-        # This runs on the call's own task, which then runs the handler.
+            return refusal(GRPC_CODES[exc.code], exc.message), True
         set_principal(principal)
-        return handler
+        return handler, False
 
     def _admit(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         return self.gate.admit(

@@ -50,7 +50,14 @@ class CallLimit(_ServerInterceptor):
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Any:
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method in UNCOUNTED:
+        if handler is None:
+            return handler
+        return self.check(handler, handler_call_details)
+
+    def check(self, handler: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        """``handler``, its call counted for as long as its task runs, or a
+        RESOURCE_EXHAUSTED refusal (on the call's own task)."""
+        if handler_call_details.method in UNCOUNTED:
             return handler
         task = asyncio.current_task()
         if task is None:  # no call task to tie a slot to: not counted
