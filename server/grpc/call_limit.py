@@ -2,7 +2,7 @@
 
 gRPC's own ``maximum_concurrent_rpcs`` counts every call, so open
 Health/Watch streams (which need no credentials) took the slots of inference
-and of Health/Check, and it knows nothing of the HTTP port. This interceptor
+and of Health/Check, and it knows nothing of the HTTP port. This check
 takes its slots from the server's ``AdmissionLimits`` (``admission_limits``),
 shared with the HTTP front end and leaving the same calls uncounted. It runs
 on the call's own task before gRPC reads the request, so a refusal costs no
@@ -15,16 +15,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
 from inferd.server.admission_limits import UNCOUNTED, AdmissionLimits
-
-if TYPE_CHECKING:  # grpc-stubs makes it generic; at run time it is not
-    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    _ServerInterceptor = grpc.aio.ServerInterceptor
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Any]]
 
@@ -39,20 +34,13 @@ def refusal(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler[Any, A
     return grpc.stream_unary_rpc_method_handler(refuse)
 
 
-class CallLimit(_ServerInterceptor):
+class CallLimit:
     """Counts each call (but ``UNCOUNTED`` ones) in ``limits`` for as long as
-    its task runs; a call ``limits`` refuses gets RESOURCE_EXHAUSTED."""
+    its task runs; a call ``limits`` refuses gets RESOURCE_EXHAUSTED. Run by
+    the server's one interceptor (``call_gate.CallGate``) after the auth decision."""
 
     def __init__(self, limits: AdmissionLimits) -> None:
         self.limits = limits
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return self.check(handler, handler_call_details)
 
     def check(self, handler: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
         """``handler``, its call counted for as long as its task runs, or a
