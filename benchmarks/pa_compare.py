@@ -59,16 +59,14 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _wait(address: str, proc: subprocess.Popen[bytes]) -> None:
+def _wait(address: str, proc: subprocess.Popen[bytes], model: str = "digits_mlp") -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError("server exited during start-up")
         try:
             with InferenceClient(address) as client:
-                if client.is_server_ready(timeout=1) and client.is_model_ready(
-                    "digits_mlp", timeout=1
-                ):
+                if client.is_server_ready(timeout=1) and client.is_model_ready(model, timeout=1):
                     return
         except Exception:
             pass

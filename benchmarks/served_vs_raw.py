@@ -1,0 +1,108 @@
+"""Rows/s inferd serves to Triton's perf_analyzer against the raw engine's at the
+batch size the server ran (issue 24's compute-bound target).
+
+    python -m benchmarks.served_vs_raw [--model dense_reference] [--rows 8]
+        [--concurrency 8 16] [--rounds 2] [--interval-ms 3000]
+
+Per round and concurrency: perf_analyzer sends ``--rows``-row requests to
+``inferd serve`` on the demo repository; the model's statistics give the rows
+per engine batch; then the server sits idle while ``raw_engine.measure_engine``
+times the model in process at the rows per batch rounded up; the ratio is
+served rows/s over raw rows/s. perf_analyzer (C++) takes less of the cores than
+a Python load generator, but it still shares them with the server. 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import statistics
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from benchmarks.pa_compare import ROOT, _env, _port, _wait
+from benchmarks.raw_engine import measure_engine
+from inferd.clients import InferenceClient
+
+
+def counts(stats: Mapping[str, Any]) -> tuple[int, int]:
+    """(inference count, execution count) of a ModelStatistics answer's first model."""
+    model = (stats.get("model_stats") or stats.get("modelStats") or [{}])[0]
+    inferences = model.get("inference_count", model.get("inferenceCount", 0))
+    executions = model.get("execution_count", model.get("executionCount", 0))
+    return int(inferences), int(executions)
+
+
+def rows_per_batch(before: tuple[int, int], after: tuple[int, int]) -> float:
+    executions = after[1] - before[1]
+    return (after[0] - before[0]) / executions if executions > 0 else float("nan")
+
+
+def served(out: str) -> tuple[float, float]:
+    """(rows/s, p99 ms) from perf_analyzer's output; its infer/sec counts rows."""
+    thr = re.search(r"Throughput: ([\d.]+) infer/sec", out)
+    p99 = re.search(r"p99 latency: (\d+) usec", out)
+    if not thr or not p99:
+        raise RuntimeError("perf_analyzer output not understood:\n" + out[-2000:])
+    return float(thr.group(1)), int(p99.group(1)) / 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="dense_reference")
+    parser.add_argument("--rows", type=int, default=8, help="rows per request")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--interval-ms", type=int, default=3000)
+    opts = parser.parse_args(argv)
+    from inferd.server.cli import default_demo_repository
+    from inferd.server.demo_models import build_demo_repository
+
+    repo = Path(build_demo_repository(default_demo_repository()))
+    binary = str(Path(sys.executable).parent / "perf_analyzer")
+    port = _port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inferd", "serve", "--model-repository", str(repo),
+         "--grpc-port", str(port), "--log-level", "WARNING"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    ratios: list[float] = []
+    try:
+        _wait(f"127.0.0.1:{port}", proc, opts.model)
+        with InferenceClient(f"127.0.0.1:{port}") as client:
+            for round_no in range(opts.rounds):
+                for c in opts.concurrency:
+                    before = counts(client.model_statistics(opts.model, timeout=10))
+                    out = subprocess.run(
+                        [binary, "-i", "grpc", "-u", f"127.0.0.1:{port}", "-m", opts.model,
+                         "-b", str(opts.rows), "--concurrency-range", str(c),
+                         "--measurement-interval", str(opts.interval_ms),
+                         "--stability-percentage", "100"],
+                        capture_output=True, text=True, env=_env(), timeout=300,
+                    ).stdout  # fmt: skip
+                    rows_s, p99 = served(out)
+                    per_batch = rows_per_batch(
+                        before, counts(client.model_statistics(opts.model, timeout=10))
+                    )
+                    batch = max(1, math.ceil(per_batch))  # padded up, as the server runs it
+                    raw = measure_engine(repo, opts.model, [batch], seconds_per_size=1.5)[0]
+                    ratios.append(rows_s / raw.rows_per_s)
+                    print(
+                        f"round {round_no + 1} c={c}: served {rows_s:7.0f} rows/s (p99 "
+                        f"{p99:.1f} ms, {per_batch:.1f} rows per batch), raw engine at "
+                        f"{batch} rows {raw.rows_per_s:7.0f} rows/s: {ratios[-1]:.2f}",
+                        flush=True,
+                    )
+        print(f"served / raw, median of {len(ratios)}: {statistics.median(ratios):.2f}")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

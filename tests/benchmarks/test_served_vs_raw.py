@@ -1,0 +1,31 @@
+"""benchmarks.served_vs_raw: what it reads from perf_analyzer and the statistics
+(perf_analyzer itself runs in the benchmark, not here)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks import served_vs_raw
+
+PA_OUTPUT = """
+  Client:
+    Request count: 1234
+    Throughput: 4513.25 infer/sec
+    p99 latency: 19012 usec
+"""
+
+
+def test_rows_per_second_and_p99_come_from_perf_analyzer() -> None:
+    assert served_vs_raw.served(PA_OUTPUT) == (4513.25, 19.012)
+    with pytest.raises(RuntimeError, match="not understood"):
+        served_vs_raw.served("perf_analyzer: error while loading shared libraries")
+
+
+def test_rows_per_batch_from_two_statistics_readings() -> None:
+    before = served_vs_raw.counts({"model_stats": [{"inference_count": 80, "execution_count": 4}]})
+    after = served_vs_raw.counts({"modelStats": [{"inferenceCount": 400, "executionCount": 14}]})
+    assert served_vs_raw.rows_per_batch(before, after) == 32.0
+    assert math.isnan(served_vs_raw.rows_per_batch(after, after))  # no batch ran
+    assert served_vs_raw.counts({}) == (0, 0)
