@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,19 +34,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.server_cpu import cpu_seconds, tree_cpu_seconds
+from benchmarks.server_cpu import cpu_seconds, free_port, tree_cpu_seconds
 from inferd.clients import InferenceClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env() -> dict[str, str]:
+def perf_analyzer_env() -> dict[str, str]:
+    """This environment, with the CUDA runtime the perf_analyzer binary links on its path."""
     env = dict(os.environ)
     try:
         import nvidia.cuda_runtime as rt  # type: ignore[import-not-found]
@@ -59,7 +53,10 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _wait(address: str, proc: subprocess.Popen[bytes], model: str = "digits_mlp") -> None:
+def wait_model_ready(
+    address: str, proc: subprocess.Popen[bytes], model: str = "digits_mlp"
+) -> None:
+    """Return once the server at ``address`` says it and ``model`` are ready."""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -74,26 +71,44 @@ def _wait(address: str, proc: subprocess.Popen[bytes], model: str = "digits_mlp"
     raise RuntimeError("server not ready")
 
 
-def _perf(
-    binary: str, server: Server, concurrency: int, interval_ms: int, streaming: bool
-) -> Figures:
-    """(requests/s, p99 ms, server CPU us per request) of one perf_analyzer run."""
-    cmd = [binary, "-i", "grpc", "-u", f"127.0.0.1:{server.port}", "-m", "digits_mlp",
-           "--concurrency-range", str(concurrency), "--measurement-interval", str(interval_ms),
-           "--stability-percentage", "100"]  # fmt: skip
-    if streaming:
-        cmd.append("--streaming")
-    cpu = server.cpu()
-    timeout = max(60, 15 * interval_ms // 1000)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout).stdout
-    cpu = server.cpu() - cpu
+def perf_analyzer() -> str:
+    """The perf_analyzer binary: on PATH, else the tritonclient wheel's beside this interpreter."""
+    return shutil.which("perf_analyzer") or str(Path(sys.executable).parent / "perf_analyzer")
+
+
+def read_perf(out: str) -> tuple[float, float, int]:
+    """(infer/s, p99 ms, request count) from perf_analyzer's output; with
+    ``-b N`` its infer/s counts rows."""
     thr = re.search(r"Throughput: ([\d.]+) infer/sec", out)
     p99 = re.search(r"p99 latency: (\d+) usec", out)
     count = re.search(r"Request count: (\d+)", out)
     if not thr or not p99 or not count:
         raise RuntimeError("perf_analyzer output not understood:\n" + out[-2000:])
-    per_request = cpu / int(count.group(1)) * 1e6 if int(count.group(1)) else 0.0
-    return float(thr.group(1)), int(p99.group(1)) / 1000, per_request
+    return float(thr.group(1)), int(p99.group(1)) / 1000, int(count.group(1))
+
+
+def run_perf(
+    port: int, model: str, concurrency: int, interval_ms: int, *, streaming: bool = False,
+    rows: int = 1,
+) -> tuple[float, float, int]:  # fmt: skip
+    """One perf_analyzer run against 127.0.0.1:``port`` (``read_perf``'s figures)."""
+    cmd = [perf_analyzer(), "-i", "grpc", "-u", f"127.0.0.1:{port}", "-m", model,
+           "-b", str(rows), "--concurrency-range", str(concurrency),
+           "--measurement-interval", str(interval_ms), "--stability-percentage", "100",
+           *(["--streaming"] if streaming else [])]  # fmt: skip
+    timeout = max(60, 15 * interval_ms // 1000)
+    env = perf_analyzer_env()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout).stdout
+    return read_perf(out)
+
+
+def _perf(server: Server, concurrency: int, interval_ms: int, streaming: bool) -> Figures:
+    """(requests/s, p99 ms, server CPU us per request) of one perf_analyzer run."""
+    cpu = server.cpu()
+    thr, p99, count = run_perf(server.port, "digits_mlp", concurrency, interval_ms,
+                               streaming=streaming)  # fmt: skip
+    cpu = server.cpu() - cpu
+    return thr, p99, cpu / count * 1e6 if count else 0.0
 
 
 #: One perf_analyzer run: requests/s, p99 ms, server CPU us per request.
@@ -110,12 +125,12 @@ class Server:
 
 
 def _try_perf(
-    binary: str, server: Server, concurrency: int, interval_ms: int, streaming: bool
+    server: Server, concurrency: int, interval_ms: int, streaming: bool
 ) -> Figures | None:
     """``_perf``, or None (and why, on stderr) when perf_analyzer hangs or fails:
     the other servers' runs still count."""
     try:
-        return _perf(binary, server, concurrency, interval_ms, streaming)
+        return _perf(server, concurrency, interval_ms, streaming)
     except (subprocess.TimeoutExpired, RuntimeError) as exc:
         print(f"{server.name} c={concurrency}: {str(exc)[:300]}", file=sys.stderr, flush=True)
         return None
@@ -189,37 +204,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", default=["unary", "streaming"],
                         choices=("unary", "streaming"))  # fmt: skip
     opts = parser.parse_args(argv)
-    binary = shutil.which("perf_analyzer") or str(Path(sys.executable).parent / "perf_analyzer")
     from inferd.server.cli import default_demo_repository
     from inferd.server.demo_models import build_demo_repository
 
     repo = build_demo_repository(default_demo_repository())
     servers: list[Server] = []
     try:
-        port = _port()
+        port = free_port()
         servers.append(_start("bare", [sys.executable, "-m", "benchmarks.bare_server",
                                        "--port", str(port)], port))  # fmt: skip
         for mode in opts.bare_engine:
-            port = _port()
+            port = free_port()
             servers.append(_start(f"bare+{mode}", [
                 sys.executable, "-m", "benchmarks.bare_server", "--port", str(port),
                 "--engine", mode, "--model", str(repo / "digits_mlp" / "1" / "model.onnx"),
             ], port))  # fmt: skip
-        port = _port()
+        port = free_port()
         servers.append(_start("inferd", [
             sys.executable, "-m", "inferd", "serve", "--model-repository", str(repo),
             "--grpc-port", str(port), "--log-level", "WARNING",
         ], port))  # fmt: skip
         if opts.pytriton:
-            port = _port()
+            port = free_port()
             servers.append(_start("pytriton", [
                 opts.pytriton, "-m", "benchmarks.pytriton_server",
                 "--model", str(repo / "digits_mlp" / "1" / "model.onnx"),
-                "--grpc-port", str(port), "--http-port", str(_port()),
-                "--metrics-port", str(_port()),
+                "--grpc-port", str(port), "--http-port", str(free_port()),
+                "--metrics-port", str(free_port()),
             ], port, tree=True))  # fmt: skip
         for server in servers:
-            _wait(f"127.0.0.1:{server.port}", server.proc)
+            wait_model_ready(f"127.0.0.1:{server.port}", server.proc)
         time.sleep(1)
         #: (concurrency, mode) -> per round: each server's figures of one run.
         runs: dict[tuple[int, str], list[list[Figures]]] = {}
@@ -227,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             for c in opts.concurrency:
                 for mode in opts.modes:
                     streaming = mode == "streaming"
-                    figures = [
-                        _try_perf(binary, s, c, opts.interval_ms, streaming) for s in servers
-                    ]
+                    figures = [_try_perf(s, c, opts.interval_ms, streaming) for s in servers]
                     runs.setdefault((c, mode), []).append(figures)
                     for server, f in zip(servers, figures, strict=True):
                         print(f"round {round_no + 1} {_row(c, mode, server.name, f, figures[0])}",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import statistics
 import subprocess
 import sys
@@ -24,8 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.pa_compare import ROOT, _env, _port, _wait
+from benchmarks.pa_compare import ROOT, run_perf, wait_model_ready
 from benchmarks.raw_engine import measure_engine
+from benchmarks.server_cpu import free_port
 from inferd.clients import InferenceClient
 
 
@@ -42,15 +42,6 @@ def rows_per_batch(before: tuple[int, int], after: tuple[int, int]) -> float:
     return (after[0] - before[0]) / executions if executions > 0 else float("nan")
 
 
-def served(out: str) -> tuple[float, float]:
-    """(rows/s, p99 ms) from perf_analyzer's output; its infer/sec counts rows."""
-    thr = re.search(r"Throughput: ([\d.]+) infer/sec", out)
-    p99 = re.search(r"p99 latency: (\d+) usec", out)
-    if not thr or not p99:
-        raise RuntimeError("perf_analyzer output not understood:\n" + out[-2000:])
-    return float(thr.group(1)), int(p99.group(1)) / 1000
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="dense_reference")
@@ -63,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from inferd.server.demo_models import build_demo_repository
 
     repo = Path(build_demo_repository(default_demo_repository()))
-    binary = str(Path(sys.executable).parent / "perf_analyzer")
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "inferd", "serve", "--model-repository", str(repo),
          "--grpc-port", str(port), "--log-level", "WARNING"],
@@ -72,19 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     ratios: list[float] = []
     try:
-        _wait(f"127.0.0.1:{port}", proc, opts.model)
+        wait_model_ready(f"127.0.0.1:{port}", proc, opts.model)
         with InferenceClient(f"127.0.0.1:{port}") as client:
             for round_no in range(opts.rounds):
                 for c in opts.concurrency:
                     before = counts(client.model_statistics(opts.model, timeout=10))
-                    out = subprocess.run(
-                        [binary, "-i", "grpc", "-u", f"127.0.0.1:{port}", "-m", opts.model,
-                         "-b", str(opts.rows), "--concurrency-range", str(c),
-                         "--measurement-interval", str(opts.interval_ms),
-                         "--stability-percentage", "100"],
-                        capture_output=True, text=True, env=_env(), timeout=300,
-                    ).stdout  # fmt: skip
-                    rows_s, p99 = served(out)
+                    rows_s, p99, _ = run_perf(port, opts.model, c, opts.interval_ms, rows=opts.rows)
                     per_batch = rows_per_batch(
                         before, counts(client.model_statistics(opts.model, timeout=10))
                     )

@@ -1,5 +1,5 @@
-"""benchmarks.served_vs_raw: what it reads from perf_analyzer and the statistics
-(perf_analyzer itself runs in the benchmark, not here)."""
+"""benchmarks.served_vs_raw: what it reads from perf_analyzer (pa_compare.read_perf)
+and the statistics (perf_analyzer itself runs in the benchmark, not here)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from benchmarks import served_vs_raw
+from benchmarks import pa_compare, served_vs_raw
 
 PA_OUTPUT = """
   Client:
@@ -18,9 +18,9 @@ PA_OUTPUT = """
 
 
 def test_rows_per_second_and_p99_come_from_perf_analyzer() -> None:
-    assert served_vs_raw.served(PA_OUTPUT) == (4513.25, 19.012)
+    assert pa_compare.read_perf(PA_OUTPUT) == (4513.25, 19.012, 1234)
     with pytest.raises(RuntimeError, match="not understood"):
-        served_vs_raw.served("perf_analyzer: error while loading shared libraries")
+        pa_compare.read_perf("perf_analyzer: error while loading shared libraries")
 
 
 def test_rows_per_batch_from_two_statistics_readings() -> None:
