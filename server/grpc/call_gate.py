@@ -9,17 +9,20 @@ comes first, a refused caller takes no slot, and the pair costs one layer.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from inferd.server.auth.grpc_interceptor import AuthInterceptor
-from inferd.server.grpc.call_limit import CallLimit, Continuation
+from inferd.server.grpc.call_limit import CallLimit
 
 if TYPE_CHECKING:  # grpc-stubs makes it generic; at run time it is not
     _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
     _ServerInterceptor = grpc.aio.ServerInterceptor
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Any]]
 
 
 class CallGate(_ServerInterceptor):

@@ -14,14 +14,11 @@ calls are refused here too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from inferd.server.admission_limits import UNCOUNTED, AdmissionLimits
-
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Any]]
 
 
 def refusal(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler[Any, Any]:
