@@ -2,7 +2,8 @@
 side by side in one run (the yardstick the issue's MLServer figures used).
 
     python -m benchmarks.pa_compare [--concurrency 8 32] [--interval-ms 4000] [--rounds 1]
-        [--pytriton PEER_PYTHON] [--bare-engine thread] [--modes unary streaming]
+        [--pytriton PEER_PYTHON] [--mlserver PEER_PYTHON] [--bare-engine thread]
+        [--modes unary streaming]
 
 Prints, per server and mode, throughput, p99 and the server's CPU per request:
 its process CPU time (all threads, /proc) over the whole perf_analyzer run
@@ -12,7 +13,10 @@ are ~6 s each, one after the other: on a shared host use ``--rounds`` so the
 servers take turns, and read the medians. ``--pytriton PYTHON`` adds the real
 Triton front end (2.51 through PyTriton 0.7, benchmarks.pytriton_server) run by
 that interpreter; its CPU is summed over its processes (launcher, tritonserver,
-Python stub).
+Python stub). ``--mlserver PYTHON`` adds Seldon MLServer 1.7
+(benchmarks.mlserver_server: a custom onnxruntime runtime, inference in its
+main process) the same way; MLServer's ModelStreamInfer is not Triton's, so its
+streaming runs show as failed.
 
 Needs the perf_analyzer binary (from the tritonclient wheel, plus Debian's
 libb64-0d and pip's nvidia-cuda-runtime-cu12); 127.0.0.1 only.
@@ -120,7 +124,7 @@ class Server:
     name: str
     proc: subprocess.Popen[bytes]
     port: int
-    #: Its CPU seconds so far: the process's, or its whole tree's (PyTriton).
+    #: Its CPU seconds so far: the process's, or its whole tree's (PyTriton, MLServer).
     cpu: Callable[[], float]
 
 
@@ -198,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         "through PyTriton (benchmarks.pytriton_server) as a peer",
     )  # fmt: skip
     parser.add_argument(
+        "--mlserver", metavar="PYTHON",
+        help="an interpreter with mlserver and onnxruntime: adds Seldon MLServer "
+        "(benchmarks.mlserver_server) as a peer",
+    )  # fmt: skip
+    parser.add_argument(
         "--bare-engine", action="append", default=[], choices=("inline", "thread"),
         help="also a bare server that runs the model per request (benchmarks.bare_server)",
     )  # fmt: skip
@@ -228,6 +237,14 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             servers.append(_start("pytriton", [
                 opts.pytriton, "-m", "benchmarks.pytriton_server",
+                "--model", str(repo / "digits_mlp" / "1" / "model.onnx"),
+                "--grpc-port", str(port), "--http-port", str(free_port()),
+                "--metrics-port", str(free_port()),
+            ], port, tree=True))  # fmt: skip
+        if opts.mlserver:
+            port = free_port()
+            servers.append(_start("mlserver", [
+                opts.mlserver, "-m", "benchmarks.mlserver_server",
                 "--model", str(repo / "digits_mlp" / "1" / "model.onnx"),
                 "--grpc-port", str(port), "--http-port", str(free_port()),
                 "--metrics-port", str(free_port()),
