@@ -3,7 +3,7 @@ side by side in one run (the yardstick the issue's MLServer figures used).
 
     python -m benchmarks.pa_compare [--concurrency 8 32] [--interval-ms 4000] [--rounds 1]
         [--pytriton PEER_PYTHON] [--mlserver PEER_PYTHON] [--bare-engine thread]
-        [--modes unary streaming]
+        [--modes unary streaming] [--rev NAME=REV ...]
 
 Prints, per server and mode, throughput, p99 and the server's CPU per request:
 its process CPU time (all threads, /proc) over the whole perf_analyzer run
@@ -16,7 +16,9 @@ that interpreter; its CPU is summed over its processes (launcher, tritonserver,
 Python stub). ``--mlserver PYTHON`` adds Seldon MLServer 1.7
 (benchmarks.mlserver_server: a custom onnxruntime runtime, inference in its
 main process) the same way; MLServer's ModelStreamInfer is not Triton's, so its
-streaming runs show as failed.
+streaming runs show as failed. ``--rev NAME=REV`` (repeatable) serves inferd
+from git revision REV under the name NAME (``.``: this tree as it is), so two
+revisions are measured side by side; without it, this tree runs as "inferd".
 
 Needs the perf_analyzer binary (from the tritonclient wheel, plus Debian's
 libb64-0d and pip's nvidia-cuda-runtime-cu12); 127.0.0.1 only.
@@ -33,11 +35,13 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.revisions import checkout, parse_rev
 from benchmarks.server_cpu import cpu_seconds, free_port, tree_cpu_seconds
 from inferd.clients import InferenceClient
 
@@ -162,11 +166,13 @@ def _row(c: int, mode: str, name: str, figures: Figures | None, bare: Figures | 
     return f"{row}  ({thr / b_thr:4.0%} of bare's req/s, {cpu / b_cpu:4.2f}x its CPU)"
 
 
-def _start(name: str, command: list[str], port: int, tree: bool = False) -> Server:
+def _start(
+    name: str, command: list[str], port: int, tree: bool = False, cwd: Path = ROOT
+) -> Server:
     # A session of its own: stopping it stops every process it started.
     proc = subprocess.Popen(
         command,
-        cwd=ROOT,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -212,12 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--modes", nargs="+", default=["unary", "streaming"],
                         choices=("unary", "streaming"))  # fmt: skip
+    parser.add_argument(
+        "--rev", action="append", type=parse_rev, default=[], metavar="NAME=REV",
+        help="serve inferd at git revision REV as NAME ('.': this tree); repeatable",
+    )  # fmt: skip
     opts = parser.parse_args(argv)
     from inferd.server.cli import default_demo_repository
     from inferd.server.demo_models import build_demo_repository
 
     repo = build_demo_repository(default_demo_repository())
     servers: list[Server] = []
+    stack = contextlib.ExitStack()
+    parent = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pa-compare-")))
     try:
         port = free_port()
         servers.append(_start("bare", [sys.executable, "-m", "benchmarks.bare_server",
@@ -228,11 +240,13 @@ def main(argv: list[str] | None = None) -> int:
                 sys.executable, "-m", "benchmarks.bare_server", "--port", str(port),
                 "--engine", mode, "--model", str(repo / "digits_mlp" / "1" / "model.onnx"),
             ], port))  # fmt: skip
-        port = free_port()
-        servers.append(_start("inferd", [
-            sys.executable, "-m", "inferd", "serve", "--model-repository", str(repo),
-            "--grpc-port", str(port), "--log-level", "WARNING",
-        ], port))  # fmt: skip
+        for name, rev in opts.rev or [("inferd", ".")]:
+            root = stack.enter_context(checkout(rev, parent))
+            port = free_port()
+            servers.append(_start(name, [
+                sys.executable, "-m", "inferd", "serve", "--model-repository", str(repo),
+                "--grpc-port", str(port), "--log-level", "WARNING",
+            ], port, cwd=root))  # fmt: skip
         if opts.pytriton:
             port = free_port()
             servers.append(_start("pytriton", [
@@ -275,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in servers:
             _stop(server)
+        stack.close()
     return 0
 
 
