@@ -143,6 +143,12 @@ def _wrap(method: str, handler: Any, budget: RequestBytes | None = None) -> Any:
             checked_out, request_deserializer=deserializer, response_serializer=serializer
         )
     streaming: Any = handler.stream_stream or handler.stream_unary
+    if handler.stream_stream is not None and getattr(streaming, "checks_malformed", False):
+        # The handler reads the stream itself and refuses MALFORMED once the
+        # messages read before it are answered: no generator layers per message.
+        return grpc.stream_stream_rpc_method_handler(
+            streaming, request_deserializer=deserializer, response_serializer=serializer
+        )
 
     async def checked_in(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for request in requests:

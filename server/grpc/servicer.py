@@ -25,6 +25,7 @@ from inferd.protos import grpc_service_pb2_grpc as pb_grpc
 from inferd.server.codec import DEFAULT_LIMITS, RequestLimits, decode_request, encode_response
 from inferd.server.dataplane import Answer, DataPlane
 from inferd.server.errors import InferdError, InvalidArgument
+from inferd.server.grpc.malformed import MALFORMED, REASON, note_malformed
 from inferd.server.grpc.metadata import MetadataRpcs
 from inferd.server.grpc.rpc import code_of, grpc_status, rpc
 from inferd.server.grpc.stream_budget import (
@@ -33,6 +34,7 @@ from inferd.server.grpc.stream_budget import (
     StreamBudget,
     arrays_bytes,
 )
+from inferd.server.grpc.stream_writer import StreamWriter
 from inferd.server.grpc.unoffered import UnofferedRpcs
 from inferd.server.model_io import ModelIO
 from inferd.server.request import InferRequest
@@ -48,6 +50,8 @@ ROUTING_KEY_PARAMETER = "routing_key"
 ROUTING_KEY_METADATA = "x-routing-key"
 #: Longest routing key used; the rest is ignored.
 MAX_ROUTING_KEY = 256
+#: What ``context.read()`` returns at the end of a stream (not in grpc's stubs).
+_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 
 
 def _final(response: pb.ModelInferResponse) -> None:
@@ -158,18 +162,23 @@ class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServic
         self,
         request_iterator: AsyncIterator[pb.ModelInferRequest],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    ) -> None:
         """Triton's streaming semantics: requests run concurrently (and batch
         with everything else), responses carry the request id and come back as
         they finish, a failed request answers ``error_message`` and the stream
         goes on. What the stream holds is bounded (``StreamBudget``): when
-        full, the next message is not read until an answer has been written."""
+        full, the next message is not read until an answer has been written.
+        A message that does not parse ends the stream with INVALID_ARGUMENT
+        once the requests read before it are answered.
+
+        The reader/writer API: this task reads (``context.read``), each
+        request's task writes its own answer (``StreamWriter``)."""
         self.dataplane.last_call = time.monotonic()
-        results: asyncio.Queue[tuple[pb.ModelStreamInferResponse, int] | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
         tracing = self.tracing
         limits = self.limits
         budget = StreamBudget(self.stream_max_inflight, self.stream_max_buffered_bytes)
+        writer = StreamWriter(context, budget)
         stream_span = tracing.start_rpc("ModelStreamInfer", context) if tracing else None
 
         async def one(msg: pb.ModelInferRequest) -> None:
@@ -216,37 +225,41 @@ class InferenceServicer(MetadataRpcs, UnofferedRpcs, pb_grpc.GRPCInferenceServic
                 answer_bytes = 0
                 item = pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
             budget.charge(answer_bytes - request_bytes)
-            results.put_nowait((item, answer_bytes))
+            await writer.write(item, answer_bytes)
 
-        async def reader() -> None:
-            try:
-                async for msg in request_iterator:
-                    budget.take()
-                    task = asyncio.create_task(one(msg))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                    if budget.full():
-                        await budget.wait_for_room()
-                while tasks:
-                    await asyncio.gather(*list(tasks))
-            finally:
-                results.put_nowait(None)
-
-        read_task = asyncio.create_task(reader())
         code = grpc.StatusCode.OK
         self.open_streams.add(budget)
         try:
-            while (item := await results.get()) is not None:
-                yield item[0]
-                budget.release(item[1])
-            await read_task
+            read = context.read
+            malformed = False
+            while (msg := await read()) is not _EOF:
+                if msg is MALFORMED:  # bytes that did not parse (server.grpc.malformed)
+                    malformed = True
+                    break
+                budget.take()
+                task = asyncio.create_task(one(msg))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                if budget.full():
+                    await budget.wait_for_room()
+            while tasks:
+                await asyncio.gather(*list(tasks))
+            if malformed:
+                # Aborted here, with every write done: an abort racing a write could hang the call.
+                note_malformed("ModelStreamInfer")
+                code = grpc.StatusCode.INVALID_ARGUMENT
+                await context.abort(code, REASON)
+        except grpc.aio.AbortError:
+            raise
         except BaseException as exc:
             code = code_of(exc)
             raise
         finally:
             self.open_streams.discard(budget)
-            read_task.cancel()
             for task in list(tasks):
                 task.cancel()
             if stream_span is not None:
                 Tracing.end_rpc(stream_span, code)
+
+    #: Refuses MALFORMED messages itself (``server.grpc.malformed``).
+    ModelStreamInfer.checks_malformed = True  # type: ignore[attr-defined]

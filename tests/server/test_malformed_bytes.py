@@ -99,6 +99,34 @@ def test_a_malformed_stream_message_never_leaves_the_call_hanging(
     assert codes == {"INVALID_ARGUMENT": 100}
 
 
+def test_requests_read_before_a_malformed_message_are_answered_first(
+    demo_server: ServerThread,
+) -> None:
+    """A stream's accepted requests are not lost to a bad message behind
+    them: each is answered, then the call ends with INVALID_ARGUMENT."""
+    with grpc.insecure_channel(demo_server.address) as channel:
+        stream = channel.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            response_deserializer=pb.ModelStreamInferResponse.FromString,
+        )
+
+        def messages() -> Iterator[bytes]:
+            for n in range(8):
+                msg = good()
+                msg.id = f"r{n}"
+                yield msg.SerializeToString()
+            yield GARBAGE
+
+        for _ in range(10):
+            answered: list[str] = []
+            with pytest.raises(grpc.RpcError) as info:
+                for reply in stream(messages(), timeout=10):
+                    assert not reply.error_message
+                    answered.append(reply.infer_response.id)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert sorted(answered) == [f"r{n}" for n in range(8)]
+
+
 def test_a_method_served_through_the_generic_handler_answers_malformed_bytes_too(
     demo_server: ServerThread,
 ) -> None:
