@@ -107,11 +107,14 @@ def bound_point(trace: Trace, times: Sequence[float], fraction: float, rate: flo
 @dataclasses.dataclass(frozen=True)
 class Host:
     """What the simulated host adds: a share of engine calls stalled by a
-    factor, and the planner's reserve pinned (None: learnt, ~0 here)."""
+    factor, and the planner's reserve pinned (None: learnt, ~0 here). With
+    ``spell_s``, the stalls are slow spells of that mean length covering that
+    share of the time instead, met alike by every policy of a round."""
 
     stall_rate: float = 0.0
     stall_factor: float = 1.0
     reserve_s: float | None = None
+    spell_s: float = 0.0
 
 
 #: No host: the engine's times exactly, the reserve learnt.
@@ -120,7 +123,10 @@ QUIET = Host()
 #: 1.7-1.9x its median, and a reserve of 3 ms learnt from the time outside
 #: the engine (docs/experiments/batching-grid.md).
 NOISY = Host(stall_rate=0.1, stall_factor=2.5, reserve_s=0.003)
-HOSTS = {"quiet": QUIET, "noisy": NOISY}
+#: The same host with its stalls paired: slow spells of 10 ms on average (about
+#: two batches) over a tenth of the time, the same spells for every policy.
+NOISY_PAIRED = Host(stall_rate=0.1, stall_factor=2.5, reserve_s=0.003, spell_s=0.01)
+HOSTS = {"quiet": QUIET, "noisy": NOISY, "noisy-paired": NOISY_PAIRED}
 
 
 def run_trace(
@@ -142,6 +148,7 @@ def run_trace(
                 engine = TimedEngine(
                     FIXED_MS / 1e3, ROW_MS / 1e3, clock=clock, seed=seed,
                     stall_rate=host.stall_rate, stall_factor=host.stall_factor,
+                    spell_s=host.spell_s,
                 )  # fmt: skip
                 point = run_point(
                     engine, policy, arrival, seconds, fraction=fraction, seed=seed,
@@ -265,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(HOSTS),
         default="quiet",
         help="noisy: a tenth of engine calls stalled to 2.5x and a 3 ms reserve, as this "
-        "host's real server sees it (default quiet: none)",
+        "host's real server sees it; noisy-paired: the same as slow spells in time, the "
+        "same for every policy (default quiet: none)",
     )
     opts = parser.parse_args(argv)
     loads = opts.loads or (QUICK_LOADS if opts.quick else LOADS)
@@ -275,7 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rounds >= 1, --seconds and --loads > 0")
     chosen = [t for t in TRACES if not opts.trace or t.name in opts.trace]
     host = HOSTS[opts.host]
-    noise = (f"; host {opts.host}: {host.stall_rate:.0%} of calls stalled to "
+    stalled = (f"{host.spell_s * 1e3:g} ms spells over {host.stall_rate:.0%} of the time"
+               if host.spell_s else f"{host.stall_rate:.0%} of calls")  # fmt: skip
+    noise = (f"; host {opts.host}: {stalled} stalled to "
              f"{host.stall_factor:g}x, reserve {(host.reserve_s or 0) * 1e3:g} ms "
              "(the targets are set for a quiet host)") if host != QUIET else ""  # fmt: skip
     print(f"engine {FIXED_MS:g} ms + {ROW_MS:g} ms/row on simulated time; {rounds} paired "

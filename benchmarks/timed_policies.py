@@ -48,6 +48,7 @@ from benchmarks.oracle import batch_seconds, most_on_time
 from benchmarks.report import GoalSample, judge_samples
 from benchmarks.runner import apply_policy
 from benchmarks.scenarios import BATCHER_ROWS, BUDGET_MS, SCENARIOS, GoodputGoal, Policy
+from benchmarks.slow_spells import SlowSpells
 from benchmarks.traces import TRACES, make_arrival
 from benchmarks.virtual_time import Clock, VirtualThreads
 from inferd.engines import Engine, Signature, TensorSpec
@@ -73,7 +74,10 @@ OPTIMUM = "optimum (offline)"
 
 class TimedEngine(Engine):
     """y = x after sleeping ``fixed_s + rows x row_s``; with ``stall_rate``,
-    that fraction of calls (seeded) takes ``stall_factor`` times as long."""
+    that fraction of calls (seeded) takes ``stall_factor`` times as long.
+    With ``spell_s`` too (simulated time only), the stalls are slow spells of
+    that mean length covering ``stall_rate`` of the time from ``origin`` on
+    (``benchmarks.slow_spells``): the same for every policy with the seed."""
 
     def __init__(
         self,
@@ -84,6 +88,7 @@ class TimedEngine(Engine):
         stall_factor: float = 1.0,
         seed: int = 0,
         clock: Clock | None = None,
+        spell_s: float = 0.0,
     ) -> None:
         if fixed_s < 0 or row_s < 0 or not 0 <= stall_rate <= 1 or stall_factor < 1:
             raise ValueError("need times >= 0, 0 <= stall_rate <= 1, stall_factor >= 1")
@@ -95,6 +100,13 @@ class TimedEngine(Engine):
         #: Simulated time (``benchmarks.virtual_time``): calls take their time on it, unslept.
         self.clock = clock
         self.last_s = 0.0
+        self.spells = (
+            SlowSpells(stall_rate, stall_factor, spell_s, seed)
+            if spell_s > 0 and stall_rate > 0
+            else None
+        )
+        #: Where the spells' time line starts on the clock (set when load starts).
+        self.origin: float | None = None
         spec = TensorSpec("x", np.dtype(np.float32), (-1, -1))
         self._signature = Signature((spec,), (dataclasses.replace(spec, name="y"),))
 
@@ -109,10 +121,14 @@ class TimedEngine(Engine):
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         x = inputs["x"]
+        seconds = self.seconds(len(x))
         with self._lock:
-            stalled = self._rng.random() < self.stall_rate
             self.calls.append(len(x))
-        seconds = self.last_s = self.seconds(len(x)) * (self.stall_factor if stalled else 1.0)
+            if self.spells is None:
+                seconds *= self.stall_factor if self._rng.random() < self.stall_rate else 1.0
+            elif self.clock is not None and self.origin is not None:
+                seconds = self.spells.duration(self.clock.now - self.origin, seconds)
+        self.last_s = seconds
         if self.clock is None:
             time.sleep(seconds)
         elif self.clock.advancing:
@@ -226,6 +242,7 @@ async def run_point(
     latencies: list[float] = []
     counts = {"on_time": 0, "late": 0, "refused": 0}
     start = time.monotonic() + 0.05
+    engine.origin = start
 
     async def one(at: float, budget: float) -> None:
         delay = start + at - time.monotonic()
