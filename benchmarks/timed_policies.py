@@ -77,7 +77,9 @@ class TimedEngine(Engine):
     that fraction of calls (seeded) takes ``stall_factor`` times as long.
     With ``spell_s`` too (simulated time only), the stalls are slow spells of
     that mean length covering ``stall_rate`` of the time from ``origin`` on
-    (``benchmarks.slow_spells``): the same for every policy with the seed."""
+    (``benchmarks.slow_spells``): the same for every policy with the seed,
+    and ``outside_s`` of each call's time is spent outside the engine after
+    it (slowed by the spells too), which the scheduler measures as such."""
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class TimedEngine(Engine):
         seed: int = 0,
         clock: Clock | None = None,
         spell_s: float = 0.0,
+        outside_s: float = 0.0,
     ) -> None:
         if fixed_s < 0 or row_s < 0 or not 0 <= stall_rate <= 1 or stall_factor < 1:
             raise ValueError("need times >= 0, 0 <= stall_rate <= 1, stall_factor >= 1")
@@ -100,6 +103,9 @@ class TimedEngine(Engine):
         #: Simulated time (``benchmarks.virtual_time``): calls take their time on it, unslept.
         self.clock = clock
         self.last_s = 0.0
+        self.outside_s = outside_s
+        #: The last call's time outside the engine (``outside_s``, spells applied).
+        self.last_outside_s = 0.0
         self.spells = (
             SlowSpells(stall_rate, stall_factor, spell_s, seed)
             if spell_s > 0 and stall_rate > 0
@@ -127,7 +133,10 @@ class TimedEngine(Engine):
             if self.spells is None:
                 seconds *= self.stall_factor if self._rng.random() < self.stall_rate else 1.0
             elif self.clock is not None and self.origin is not None:
-                seconds = self.spells.duration(self.clock.now - self.origin, seconds)
+                start = self.clock.now - self.origin
+                seconds = self.spells.duration(start, seconds)
+                if self.outside_s:
+                    self.last_outside_s = self.spells.duration(start + seconds, self.outside_s)
         self.last_s = seconds
         if self.clock is None:
             time.sleep(seconds)
@@ -235,7 +244,9 @@ async def run_point(
         sched.admission.planner.reserve = reserve_s
     if engine.clock is not None:
         engine.clock.advancing = False
-        sched.slots.threads = VirtualThreads(lambda: engine.last_s)  # type: ignore[assignment]
+        sched.slots.threads = VirtualThreads(  # type: ignore[assignment]
+            lambda: engine.last_s, lambda: engine.last_outside_s
+        )
     times = schedule(arrival, duration_s, seed=seed)
     budgets = deadlines(len(times), deadline_s, tight, seed)
     inputs = synthetic_inputs(io, rows)

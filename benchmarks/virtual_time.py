@@ -120,11 +120,17 @@ class VirtualLoop(asyncio.SelectorEventLoop):
 class VirtualThreads:
     """Stands in for a scheduler's ``EngineThreads``: runs the call at once on
     the loop thread (the engine does not sleep) and completes its future when
-    the engine's time for it has passed on the clock; the result's engine
-    nanoseconds are that time."""
+    the engine's time for it has passed on the clock, plus ``last_outside``'s
+    time outside the engine (thread hops, a busy loop); the result's engine
+    nanoseconds are the engine's time alone."""
 
-    def __init__(self, last_seconds: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        last_seconds: Callable[[], float],
+        last_outside: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self._last_seconds = last_seconds
+        self._last_outside = last_outside
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -137,7 +143,7 @@ class VirtualThreads:
             return future
         seconds = self._last_seconds()
         result = (outputs, 0, int(seconds * 1e9), 0)
-        loop.call_at(loop.time() + seconds, future.set_result, result)
+        loop.call_at(loop.time() + seconds + self._last_outside(), future.set_result, result)
         return future
 
     def post(
@@ -155,7 +161,8 @@ class VirtualThreads:
             loop.call_soon(done, None, exc)
             return
         seconds = self._last_seconds()
-        loop.call_at(loop.time() + seconds, done, (outputs, 0, int(seconds * 1e9), 0), None)
+        ended = loop.time() + seconds + self._last_outside()
+        loop.call_at(ended, done, (outputs, 0, int(seconds * 1e9), 0), None)
 
     def shutdown(self, *, wait: bool) -> None:
         return None
