@@ -85,6 +85,19 @@ def test_plan_caps_no_lower_than_keeping_up_with_arrivals() -> None:
     assert plan.take == planner.keep_up_size(1300.0) > 10
 
 
+@pytest.mark.parametrize(("due", "take"), [(0.05, 10), (0.02, 16)])
+def test_plan_caps_only_where_the_requests_left_behind_stay_on_time(due: float, take: int) -> None:
+    # Sixteen one-row requests queued. Capped at 10 rows (12 ms), the six
+    # left behind run after it and a tight request's batch (3 ms), in 8 ms:
+    # done at 23 ms. Due at 50 ms they can wait; due at 20 ms the cap would
+    # make them late for a tight caller who may never come.
+    queued = [(1, due)] * 16
+    state = QueueState(
+        16, due, 0.0, 0.0, lambda: queued, tight_s=0.015, tight_rows=1
+    )  # fmt: skip
+    assert _planner().plan(0.0, state).take == take
+
+
 def test_plan_does_not_cap_for_a_deadline_no_batch_can_meet() -> None:
     # 4 ms: even behind a one-row batch (3 ms) it needs 6 ms.
     assert _planner().plan(0.0, _state(0.004)).take == 16
