@@ -34,6 +34,13 @@ MIN_RESERVE_S = 0.003
 RESERVE_FLOOR_S = 0.001
 
 
+#: A batch is cut short for its head only when some of it is due this many of
+#: the batch's own times after the head: requests due about when the head is
+#: share its fate, and cutting for it pushed them a batch later and cost the
+#: throughput a burst needed (docs/experiments/cut-spread.md).
+CUT_SPREAD = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What to do now: dispatch ``size`` rows (``take`` real ones), or wait."""
@@ -112,6 +119,11 @@ class Planner:
         """Whether queued work due at ``deadline`` must be expired unrun
         (``busy``: some batch is running)."""
         return deadline <= now
+
+    def may_defer(self, head_deadline: float, deadline: float, rows: int) -> bool:
+        """Whether a batch of ``rows`` rows may be cut short for a head due at
+        ``head_deadline``, leaving out a request due at ``deadline``."""
+        return False
 
     def batch_size(self, rows: int) -> int:
         """The engine batch size that runs ``rows`` real rows."""
@@ -251,6 +263,24 @@ class AdaptivePlanner(Planner):
         start = now + lat.mean(self.cover(cap)) + tight_batch
         return start + lat.mean(self.cover(min(rest, largest))) + self.reserve <= due
 
+    def may_defer(self, head_deadline: float, deadline: float, rows: int) -> bool:
+        """Only a request due more than ``CUT_SPREAD`` batch times after the
+        head is worth leaving to the next batch."""
+        return deadline - head_deadline > CUT_SPREAD * self.latency.mean(self.cover(rows))
+
+    def _deferrable(self, queue: Sequence[tuple[int, float]], take: int) -> bool:
+        """Whether any request of the first ``take`` rows may be left out."""
+        if not queue:
+            return False
+        head, total = queue[0][1], 0
+        for rows, deadline in queue:
+            if total >= take:
+                break
+            if self.may_defer(head, deadline, take):
+                return True
+            total += rows
+        return False
+
     def cut(self, now: float, queue: Sequence[tuple[int, float]], take: int) -> int:
         """How many of ``take`` rows to run now: the cut (at a request
         boundary, in queue order) under which the most requests finish on
@@ -259,6 +289,8 @@ class AdaptivePlanner(Planner):
         can save a tight head, but it also pushes the rest a whole batch
         later, which under load costs more requests than it saves."""
         lat, reserve, largest = self.latency, self.reserve, self.options.largest
+        if not self._deferrable(queue, take):
+            return take
         rows_before: list[int] = []
         total = 0
         for rows, _ in queue:

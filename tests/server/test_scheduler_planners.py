@@ -57,6 +57,18 @@ def test_adaptive_plan_keeps_the_batch_whole_when_cutting_would_make_the_rest_la
     assert plan.take == 12
 
 
+def test_adaptive_plan_cuts_only_for_a_head_due_well_before_the_rest() -> None:
+    # Twelve rows take 13 ms; the head is due at 10 ms. Cut to one row, it
+    # makes it and the other eleven, due at 20 ms, still finish at 14 ms in
+    # the next batch: by these two batches a cut wins. But they are due
+    # within two batch times (26 ms) of the head: under load such a queue is
+    # the common case, and cutting for each late head halves the batches the
+    # load needs. The batch stays whole.
+    assert plan_queue([(1, 0.010)] + [(1, 0.020)] * 11).take == 12
+    # Due 30 ms after the head (more than two batch times): cut for it.
+    assert plan_queue([(1, 0.010)] + [(1, 0.040)] * 11).take < 12
+
+
 def test_adaptive_plan_fires_a_full_batch_at_once() -> None:
     opts = BatchingOptions(max_batch_size=8)
     planner = AdaptivePlanner(opts, affine_latency(0.001, 0.0001, range(1, 9)))
