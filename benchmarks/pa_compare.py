@@ -84,6 +84,14 @@ def perf_analyzer() -> str:
     return shutil.which("perf_analyzer") or str(Path(sys.executable).parent / "perf_analyzer")
 
 
+def _failure_line(out: str) -> str:
+    """The line of perf_analyzer's output that says why it measured nothing:
+    its last error line, else its last line (its settings banner is noise)."""
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    errors = [line for line in lines if re.search(r"error|fail|unavailable", line, re.I)]
+    return (errors or lines or ["(no output)"])[-1][:300]
+
+
 def read_perf(out: str) -> tuple[float, float, int]:
     """(infer/s, p99 ms, request count) from perf_analyzer's output; with
     ``-b N`` its infer/s counts rows."""
@@ -91,7 +99,7 @@ def read_perf(out: str) -> tuple[float, float, int]:
     p99 = re.search(r"p99 latency: (\d+) usec", out)
     count = re.search(r"Request count: (\d+)", out)
     if not thr or not p99 or not count:
-        raise RuntimeError("perf_analyzer output not understood:\n" + out[-2000:])
+        raise RuntimeError(f"perf_analyzer output not understood: {_failure_line(out)}")
     return float(thr.group(1)), int(p99.group(1)) / 1000, int(count.group(1))
 
 

@@ -21,6 +21,13 @@ def test_rows_per_second_and_p99_come_from_perf_analyzer() -> None:
     assert pa_compare.read_perf(PA_OUTPUT) == (4513.25, 19.012, 1234)
     with pytest.raises(RuntimeError, match="not understood"):
         pa_compare.read_perf("perf_analyzer: error while loading shared libraries")
+    # A failed run names its error line, not the settings banner before it.
+    banner = "*** Measurement Settings ***\n  Batch size: 1\n\nRequest concurrency: 8\n"
+    with pytest.raises(RuntimeError) as info:
+        pa_compare.read_perf(banner + "Failed to retrieve results from inference request.\n")
+    assert str(info.value).endswith(": Failed to retrieve results from inference request.")
+    with pytest.raises(RuntimeError, match=r"not understood: Request concurrency: 8$"):
+        pa_compare.read_perf(banner)
 
 
 def test_rows_per_batch_from_two_statistics_readings() -> None:
