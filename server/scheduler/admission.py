@@ -287,9 +287,9 @@ class Admission:
         (``AdaptivePlanner.cut``), and refusing it saves nobody. Under mixed
         deadlines a loose newcomer was refused for tight requests it would
         never have delayed (docs/experiments/mixed-deadlines.md). A newcomer
-        due about when that batch's head is (``Planner.may_defer``) keeps
-        the batch whole and may make its head late instead; refusing it then
-        lost more than it saved (docs/experiments/cut-spread.md)."""
+        due about when that batch's head is (``AdaptivePlanner.deferrable``)
+        keeps the batch whole and may make its head late instead; refusing
+        it then lost more than it saved (docs/experiments/cut-spread.md)."""
         alone = self.backlog_seconds(now, 0) + self.latency.mean(rows) / self.slots.total
         return self.padded_finish(now, alone, margin=margin, light=light) <= deadline
 

@@ -120,11 +120,6 @@ class Planner:
         (``busy``: some batch is running)."""
         return deadline <= now
 
-    def may_defer(self, head_deadline: float, deadline: float, rows: int) -> bool:
-        """Whether a batch of ``rows`` rows may be cut short for a head due at
-        ``head_deadline``, leaving out a request due at ``deadline``."""
-        return False
-
     def batch_size(self, rows: int) -> int:
         """The engine batch size that runs ``rows`` real rows."""
         return self.cover(rows) if self.options.batched else rows
@@ -254,8 +249,10 @@ class AdaptivePlanner(Planner):
         lat, largest = self.latency, self.options.largest
         total, rest, due = 0, 0, math.inf
         for rows, deadline in state.queue():
+            if rest >= largest:
+                break
             total += rows
-            if total > cap and rest < largest:
+            if total > cap:
                 rest += rows
                 due = min(due, deadline)
         if rest == 0:
@@ -263,23 +260,20 @@ class AdaptivePlanner(Planner):
         start = now + lat.mean(self.cover(cap)) + tight_batch
         return start + lat.mean(self.cover(min(rest, largest))) + self.reserve <= due
 
-    def may_defer(self, head_deadline: float, deadline: float, rows: int) -> bool:
-        """Only a request due more than ``CUT_SPREAD`` batch times after the
-        head is worth leaving to the next batch."""
-        return deadline - head_deadline > CUT_SPREAD * self.latency.mean(self.cover(rows))
-
-    def _deferrable(self, queue: Sequence[tuple[int, float]], take: int) -> bool:
-        """Whether any request of the first ``take`` rows may be left out."""
+    def deferrable(self, queue: Sequence[tuple[int, float]], take: int) -> bool:
+        """Whether some request of the first ``take`` rows is due more than
+        ``CUT_SPREAD`` batch times after the head: only such a request is
+        worth leaving to the next batch."""
         if not queue:
             return False
-        head, total = queue[0][1], 0
+        head = latest = queue[0][1]
+        total = 0
         for rows, deadline in queue:
             if total >= take:
                 break
-            if self.may_defer(head, deadline, take):
-                return True
+            latest = max(latest, deadline)
             total += rows
-        return False
+        return latest - head > CUT_SPREAD * self.latency.mean(self.cover(take))
 
     def cut(self, now: float, queue: Sequence[tuple[int, float]], take: int) -> int:
         """How many of ``take`` rows to run now: the cut (at a request
@@ -289,7 +283,7 @@ class AdaptivePlanner(Planner):
         can save a tight head, but it also pushes the rest a whole batch
         later, which under load costs more requests than it saves."""
         lat, reserve, largest = self.latency, self.reserve, self.options.largest
-        if not self._deferrable(queue, take):
+        if not self.deferrable(queue, take):
             return take
         rows_before: list[int] = []
         total = 0
