@@ -77,9 +77,10 @@ class TimedEngine(Engine):
     that fraction of calls (seeded) takes ``stall_factor`` times as long.
     With ``spell_s`` too (simulated time only), the stalls are slow spells of
     that mean length covering ``stall_rate`` of the time from ``origin`` on
-    (``benchmarks.slow_spells``): the same for every policy with the seed,
-    and ``outside_s`` of each call's time is spent outside the engine after
-    it (slowed by the spells too), which the scheduler measures as such."""
+    (``benchmarks.slow_spells``): the same for every policy with the seed.
+    ``outside_s`` (simulated time, once load starts) is spent outside the
+    engine after each call (slowed by any spell), which the scheduler
+    measures as such."""
 
     def __init__(
         self,
@@ -128,15 +129,21 @@ class TimedEngine(Engine):
     ) -> dict[str, np.ndarray]:
         x = inputs["x"]
         seconds = self.seconds(len(x))
+        # Seconds on the spells' time line (None: before load starts, or slept).
+        start: float | None = None
+        if self.clock is not None and self.origin is not None:
+            start = self.clock.now - self.origin
         with self._lock:
             self.calls.append(len(x))
             if self.spells is None:
                 seconds *= self.stall_factor if self._rng.random() < self.stall_rate else 1.0
-            elif self.clock is not None and self.origin is not None:
-                start = self.clock.now - self.origin
+            elif start is not None:
                 seconds = self.spells.duration(start, seconds)
-                if self.outside_s:
-                    self.last_outside_s = self.spells.duration(start + seconds, self.outside_s)
+            if start is not None and self.outside_s:
+                outside = self.outside_s
+                if self.spells is not None:
+                    outside = self.spells.duration(start + seconds, outside)
+                self.last_outside_s = outside
         self.last_s = seconds
         if self.clock is None:
             time.sleep(seconds)

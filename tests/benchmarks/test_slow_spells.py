@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from benchmarks import batching_grid as grid
 from benchmarks.slow_spells import SlowSpells
 from benchmarks.timed_policies import TimedEngine
+from benchmarks.virtual_time import Clock
 
 
 def test_a_call_runs_slower_only_for_the_part_inside_a_spell() -> None:
@@ -51,3 +53,14 @@ def test_the_paired_host_slows_every_policy_on_the_same_spells() -> None:
     assert max(paired[grid.TRITON].latency_ms) > max(quiet[grid.TRITON].latency_ms)
     engine = TimedEngine(0.005, 0.0, stall_rate=0.1, stall_factor=2.5, spell_s=0.01)
     assert engine.spells is not None and engine.origin is None
+
+
+def test_time_outside_the_engine_follows_calls_once_load_starts() -> None:
+    clock = Clock()
+    engine = TimedEngine(0.005, 0.0, clock=clock, outside_s=0.001)  # no spells
+    x = {"x": np.zeros((2, 1), np.float32)}
+    engine.infer(x)
+    assert engine.last_outside_s == 0.0  # warmup: before the load's origin
+    engine.origin = clock.now
+    engine.infer(x)
+    assert engine.last_outside_s == 0.001 and engine.last_s == pytest.approx(0.005)
