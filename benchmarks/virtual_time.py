@@ -32,6 +32,7 @@ PATCHED_MODULES = (
     "inferd.server.scheduler.dispatch",
     "inferd.server.scheduler.admission",
     "inferd.server.scheduler.execution",
+    "inferd.server.scheduler.slots",
     "inferd.server.scheduler.warmup",
     "benchmarks.timed_policies",
 )

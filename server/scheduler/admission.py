@@ -23,13 +23,13 @@ from typing import NoReturn
 from inferd.server.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from inferd.server.observer import VersionObserver
 from inferd.server.request import InferRequest
-from inferd.server.scheduler.execution import Slots
 from inferd.server.scheduler.latency import LatencyModel
 from inferd.server.scheduler.margin import Margin
 from inferd.server.scheduler.options import BatchingOptions
 from inferd.server.scheduler.planners import Planner
 from inferd.server.scheduler.queue import Entry, RequestQueue
 from inferd.server.scheduler.records import Counters
+from inferd.server.scheduler.slots import Slots
 from inferd.server.scheduler.tight import NONE, TightArrivals, Tightest, deadline_class
 
 #: How every admission refusal's message begins (load generators key on it).

@@ -38,13 +38,14 @@ from inferd.server.observer import NULL_VERSION_OBSERVER, VersionObserver
 from inferd.server.request import InferRequest
 from inferd.server.scheduler.admission import Admission
 from inferd.server.scheduler.base import Scheduler
-from inferd.server.scheduler.execution import Executor, Slots
+from inferd.server.scheduler.execution import Executor
 from inferd.server.scheduler.health import Health
 from inferd.server.scheduler.latency import LatencyModel
 from inferd.server.scheduler.options import BatchingOptions
 from inferd.server.scheduler.planners import Planner, QueueState, make_planner, new_latency_model
 from inferd.server.scheduler.queue import Entry, RequestQueue
 from inferd.server.scheduler.records import Counters
+from inferd.server.scheduler.slots import Slots
 from inferd.server.stats import ModelStats
 
 log = logging.getLogger("inferd.batcher")

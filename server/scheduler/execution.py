@@ -1,7 +1,7 @@
-"""Running batches on the engine: threads, slots, timeouts, merge and split.
+"""Running batches on the engine: timeouts, merge and split.
 
-Batches run in this scheduler's own daemon threads (``EngineThreads``), one
-per execution slot (``Slots``). Requests are merged along the batch
+Batches run in this scheduler's own daemon threads, one per execution slot
+(``slots``). Requests are merged along the batch
 dimension and their outputs handed back as views of the batch's outputs (no
 copy).
 
@@ -23,16 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
-import itertools
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -52,6 +48,7 @@ from inferd.server.scheduler.options import BatchingOptions
 from inferd.server.scheduler.planners import Plan
 from inferd.server.scheduler.queue import Entry
 from inferd.server.scheduler.records import BatchRecord, Counters
+from inferd.server.scheduler.slots import Slots
 from inferd.server.stats import ModelStats
 
 if TYPE_CHECKING:
@@ -78,146 +75,6 @@ def request_error(exc: EngineRequestError) -> InferdError:
     """The caller's error for one request's engine failure (INTERNAL unless
     the engine named another status)."""
     return _REQUEST_ERRORS.get(exc.status, EngineFailure)(str(exc))
-
-
-class EngineThreads:
-    """A fixed set of daemon threads that run engine calls.
-
-    Unlike ``ThreadPoolExecutor`` workers (joined at interpreter exit), daemon
-    threads let the process exit while an engine call hangs. Threads start on
-    the first job."""
-
-    def __init__(self, count: int, name: str) -> None:
-        self._count = count
-        self._name = name
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._closed = False
-
-    def post(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        done: Callable[[Any, BaseException | None], None],
-        fn: Callable[..., Any],
-        *args: Any,
-    ) -> None:
-        """Run ``fn(*args)`` on a thread, then ``done(result, error)`` on
-        ``loop``: one wake-up of the loop per call, no futures
-        (docs/experiments/engine-call-handoff.md)."""
-        if self._closed:
-            raise RuntimeError("engine threads are shut down")
-        if not self._threads:
-            for i in range(self._count):
-                thread = threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
-        self._jobs.put(functools.partial(_then_call, loop, done, fn, args))
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job()
-            del job
-
-    def shutdown(self, *, wait: bool) -> None:
-        """Stop taking work; ``wait``: join the threads (only when none hangs)."""
-        self._closed = True
-        for _ in self._threads:
-            self._jobs.put(None)
-        if wait:
-            for thread in self._threads:
-                thread.join()
-
-
-def _then_call(
-    loop: asyncio.AbstractEventLoop,
-    done: Callable[[Any, BaseException | None], None],
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-) -> None:
-    result: Any = None
-    error: BaseException | None = None
-    try:
-        result = fn(*args)
-    except BaseException as exc:
-        error = exc
-    with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
-        loop.call_soon_threadsafe(done, result, error)
-
-
-class Slots:
-    """The engine's execution slots (``engine.max_concurrency``) and the calls
-    that hold them. ``on_free`` runs on the event loop each time a slot frees."""
-
-    def __init__(self, total: int, name: str, on_free: Callable[[], None]) -> None:
-        self.total = total
-        self.free = total
-        #: Running batches: call id -> predicted end (monotonic s).
-        self.running: dict[int, float] = {}
-        #: Ids of engine calls past their timeout that have not returned yet.
-        self.hung: set[int] = set()
-        self.threads = EngineThreads(total, f"engine-{name}")
-        self._ids = itertools.count()
-        self._on_free = on_free
-
-    def next_id(self) -> int:
-        return next(self._ids)
-
-    @property
-    def idle(self) -> bool:
-        return self.free == self.total
-
-    def run(
-        self, call_id: int, fn: Callable[..., Any], *args: Any, ends_at: float | None = None
-    ) -> asyncio.Future[Any]:
-        """``start`` with a future for the call's outcome, resolved once its
-        slot is given back."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def settle(result: Any, error: BaseException | None) -> None:
-            if not future.cancelled():
-                if error is None:
-                    future.set_result(result)
-                else:
-                    future.set_exception(error)
-
-        self.start(call_id, fn, *args, ends_at=ends_at, on_done=settle)
-        return future
-
-    def start(
-        self,
-        call_id: int,
-        fn: Callable[..., Any],
-        *args: Any,
-        ends_at: float | None = None,
-        on_done: Callable[[Any, BaseException | None], None],
-    ) -> None:
-        """Take a slot and run ``fn(*args)`` on an engine thread (``ends_at``:
-        record it as a running batch). When the call really ends (even after a
-        timeout gave up on it) the slot is given back (``on_free``), then
-        ``on_done(result, error)`` runs, on the event loop. Raises
-        RuntimeError, with the slot given back, once shut down."""
-        if ends_at is not None:
-            self.running[call_id] = ends_at
-        self.free -= 1
-
-        def finish(result: Any, error: BaseException | None) -> None:
-            self.running.pop(call_id, None)
-            self.free += 1
-            try:
-                self._on_free()
-            finally:
-                on_done(result, error)
-
-        try:
-            self.threads.post(asyncio.get_running_loop(), finish, fn, *args)
-        except RuntimeError:
-            self.running.pop(call_id, None)
-            self.free += 1
-            raise
-
-    def shutdown(self) -> None:
-        # Idle threads exit at once; a hung one would block forever.
-        self.threads.shutdown(wait=not self.hung)
 
 
 @dataclass(slots=True)

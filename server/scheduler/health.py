@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from inferd.server.errors import Unavailable
-from inferd.server.scheduler.execution import Slots
 from inferd.server.scheduler.options import BatchingOptions
+from inferd.server.scheduler.slots import Slots
 
 log = logging.getLogger("inferd.batcher")
 

@@ -16,7 +16,6 @@ from inferd.server.observer import NULL_VERSION_OBSERVER
 from inferd.server.request import InferRequest
 from inferd.server.scheduler.execution import (
     Executor,
-    Slots,
     merge_inputs,
     split_outputs,
     union_outputs,
@@ -27,6 +26,7 @@ from inferd.server.scheduler.options import BatchingOptions
 from inferd.server.scheduler.planners import Plan
 from inferd.server.scheduler.queue import Entry
 from inferd.server.scheduler.records import Counters
+from inferd.server.scheduler.slots import Slots
 from inferd.server.stats import ModelStats
 
 

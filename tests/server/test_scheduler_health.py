@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Callable
 
 from inferd.server.errors import Unavailable
-from inferd.server.scheduler.execution import Slots
 from inferd.server.scheduler.health import Health
 from inferd.server.scheduler.options import BatchingOptions
+from inferd.server.scheduler.slots import Slots
 
 
 class Probe:
