@@ -252,7 +252,7 @@ async def run_point(
     if engine.clock is not None:
         engine.clock.advancing = False
         sched.slots.threads = VirtualThreads(  # type: ignore[assignment]
-            lambda: engine.last_s, lambda: engine.last_outside_s
+            lambda: engine.last_s, lambda: engine.last_outside_s, sched.slots.total
         )
     times = schedule(arrival, duration_s, seed=seed)
     budgets = deadlines(len(times), deadline_s, tight, seed)

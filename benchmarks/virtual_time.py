@@ -19,7 +19,7 @@ the scheduler modules see for the clock while it is active, and
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import collections
 import contextlib
 import selectors
 import time
@@ -119,33 +119,25 @@ class VirtualLoop(asyncio.SelectorEventLoop):
 
 
 class VirtualThreads:
-    """Stands in for a scheduler's ``EngineThreads``: runs the call at once on
-    the loop thread (the engine does not sleep) and completes its future when
-    the engine's time for it has passed on the clock, plus ``last_outside``'s
-    time outside the engine (thread hops, a busy loop); the result's engine
-    nanoseconds are the engine's time alone."""
+    """Stands in for a scheduler's ``EngineThreads``: runs each call on the
+    loop thread (the engine does not sleep) when one of ``count`` threads is
+    free, in the order posted; the thread is free again once the engine's
+    time for the call has passed on the clock, and ``done`` runs after that
+    plus ``last_outside``'s time outside the engine (thread hops, a busy
+    loop); the result's engine nanoseconds are the engine's time alone."""
 
     def __init__(
         self,
         last_seconds: Callable[[], float],
         last_outside: Callable[[], float] = lambda: 0.0,
+        count: int = 1,
     ) -> None:
         self._last_seconds = last_seconds
         self._last_outside = last_outside
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        future.set_running_or_notify_cancel()
-        loop = asyncio.get_running_loop()
-        try:
-            outputs, _, _, _ = fn(*args)
-        except BaseException as exc:
-            loop.call_soon(future.set_exception, exc)
-            return future
-        seconds = self._last_seconds()
-        result = (outputs, 0, int(seconds * 1e9), 0)
-        loop.call_at(loop.time() + seconds + self._last_outside(), future.set_result, result)
-        return future
+        self._idle = count
+        self._jobs: collections.deque[
+            tuple[Callable[[Any, BaseException | None], None], Callable[..., Any], tuple[Any, ...]]
+        ] = collections.deque()
 
     def post(
         self,
@@ -156,14 +148,29 @@ class VirtualThreads:
     ) -> None:
         """``EngineThreads.post``: ``done(result, error)`` once the engine's
         time for the call has passed on the clock."""
+        self._jobs.append((done, fn, args))
+        if self._idle:
+            self._idle -= 1
+            self._next(loop)
+
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A thread takes the next job, or goes idle."""
+        if not self._jobs:
+            self._idle += 1
+            return
+        done, fn, args = self._jobs.popleft()
         try:
             outputs, _, _, _ = fn(*args)
         except BaseException as exc:
             loop.call_soon(done, None, exc)
+            loop.call_soon(self._next, loop)
             return
         seconds = self._last_seconds()
-        ended = loop.time() + seconds + self._last_outside()
-        loop.call_at(ended, done, (outputs, 0, int(seconds * 1e9), 0), None)
+        now = loop.time()
+        loop.call_at(now + seconds, self._next, loop)
+        loop.call_at(
+            now + seconds + self._last_outside(), done, (outputs, 0, int(seconds * 1e9), 0), None
+        )
 
     def shutdown(self, *, wait: bool) -> None:
         return None

@@ -147,7 +147,8 @@ class Admission:
         levels = self.options.priority_levels
         if request.priority and levels and not 1 <= request.priority <= levels:
             raise InvalidArgument(f"parameter 'priority' must be between 1 and {levels}")
-        queued = self.queue.count
+        # Requests handed ahead still wait for the engine: they count.
+        queued = self.queue.count + self.slots.waiting_requests
         if queued >= self.options.max_queue:
             self.counters.refused["queue_full"] += 1
             self.observer.on_refused("queue_full")
@@ -451,11 +452,10 @@ class Admission:
         if total <= 0:
             return 0.0
         full, rest = divmod(total, largest)
-        # Until a slot frees: the soonest end among running batches.
-        wait = 0.0
+        # Until a slot frees for the queue: after the running batches and
+        # those handed ahead of it.
         slots = self.slots
-        if slots.free == 0 and slots.running:
-            wait = max(0.0, min(slots.running.values()) - now)
+        wait = slots.next_free_at(now) - now
         full_s = full * lat.mean(largest) / slots.total
         if rest and (wait > 0 or full) and rows and total - rows >= self.queue.rows:
             # The last batch starts later and takes in what arrives meanwhile

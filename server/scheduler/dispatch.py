@@ -42,13 +42,22 @@ from inferd.server.scheduler.execution import Executor
 from inferd.server.scheduler.health import Health
 from inferd.server.scheduler.latency import LatencyModel
 from inferd.server.scheduler.options import BatchingOptions
-from inferd.server.scheduler.planners import Planner, QueueState, make_planner, new_latency_model
+from inferd.server.scheduler.planners import (
+    Plan,
+    Planner,
+    QueueState,
+    make_planner,
+    new_latency_model,
+)
 from inferd.server.scheduler.queue import Entry, RequestQueue
 from inferd.server.scheduler.records import Counters
 from inferd.server.scheduler.slots import Slots
 from inferd.server.stats import ModelStats
 
 log = logging.getLogger("inferd.batcher")
+
+#: How early a wake-up to hand a batch ahead may fire and still count as on time.
+AHEAD_TOLERANCE_S = 1e-6
 
 
 class BatchingScheduler(Scheduler):
@@ -116,6 +125,7 @@ class BatchingScheduler(Scheduler):
             self.counters,
             self.observer,
         )
+        self.execution.on_expired = self._expired
         #: The most recent batches (size, reason, slack, predicted vs actual).
         self.batches = self.execution.batches
         self._pending = 0
@@ -123,6 +133,8 @@ class BatchingScheduler(Scheduler):
         self._idle = asyncio.Event()
         self._idle.set()
         self._timer: asyncio.TimerHandle | None = None
+        #: Wakes the dispatcher when a batch may be handed ahead (``_dispatch_ahead``).
+        self._ahead_timer: asyncio.TimerHandle | None = None
         #: When the planner started holding the queue with a slot free; None: not holding.
         self._hold_since: float | None = None
         #: The dispatcher task, started by the first request.
@@ -246,28 +258,17 @@ class BatchingScheduler(Scheduler):
         task, a freed slot waits for the task's turn on the event loop behind
         the answers being sent, and the engine idles meanwhile
         (docs/experiments/dispatch-refill.md)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._ahead_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._ahead_timer = None
         while self.slots.free > 0 and self.health.healthy:
             now = time.monotonic()
             head = self.queue.head(now, self._hopeless, self._expire)
             if head is None:
                 self._hold_since = None  # nothing left to hold
                 break
-            # Batches kept short for tight callers only at light load: under
-            # load the throughput of full batches serves more of them.
-            tight = self.admission.tight_at_light_load(now)
-            state = QueueState(
-                self.queue.rows,
-                head.deadline,
-                head.arrival,
-                self.admission.offered.rate(now),
-                functools.partial(self.queue.view, head, 2 * self.options.largest),
-                tight.seconds,
-                tight.rows,
-            )
-            plan = self.planner.plan(now, state)
+            plan = self.planner.plan(now, self._state(head, now))
             if plan.take == 0:
                 if self._hold_since is None:
                     self._hold_since = now
@@ -285,6 +286,70 @@ class BatchingScheduler(Scheduler):
                 # The smallest engine size that holds the rows actually taken
                 # (fewer than planned when some were withdrawn or shaped differently).
                 self.execution.launch(entries, plan, self.planner.batch_size(rows), now)
+        if self.slots.free == 0 and self.queue.rows >= self.options.largest:
+            self._dispatch_ahead()
+
+    def _state(self, head: Entry, now: float) -> QueueState:
+        """What the planner sees of the queue at ``now``."""
+        # Batches kept short for tight callers only at light load: under
+        # load the throughput of full batches serves more of them.
+        tight = self.admission.tight_at_light_load(now)
+        return QueueState(
+            self.queue.rows,
+            head.deadline,
+            head.arrival,
+            self.admission.offered.rate(now),
+            functools.partial(self.queue.view, head, 2 * self.options.largest),
+            tight.seconds,
+            tight.rows,
+        )
+
+    def _dispatch_ahead(self) -> None:
+        """With every slot busy and a full batch queued, hand that batch to
+        the engine threads shortly before a slot frees, so the engine starts
+        it the moment a call ends instead of after the event loop has heard
+        of the end (``slots``). Only a full batch, whose rows would not
+        change by waiting; only one that the planner would dispatch then,
+        behind a head that is not hopeless; and only within the time a batch
+        spends outside the engine (its p95) of the slot freeing, so that a
+        tight request arriving before then still goes ahead of it. Anything
+        else is planned when a slot frees."""
+        if (
+            not self.options.batched
+            or self.engine.takes_requests
+            or self.slots.waiting >= self.slots.total
+            or not self.health.healthy
+        ):
+            return
+        now = time.monotonic()
+        start = self.slots.next_free_at(now)
+        early = start - (self.latency.outside() or 0.0) - now
+        if early > AHEAD_TOLERANCE_S:
+            loop = asyncio.get_running_loop()
+            self._ahead_timer = loop.call_at(loop.time() + early, self._wake.set)
+            return
+        head = self.queue.head(now, self._hopeless, self._expire)
+        if head is None:
+            return
+        largest = self.options.largest
+        view = self.queue.view(head, largest + 1)
+        rows, due, count = 0, math.inf, 0
+        for entry_rows, deadline in view:
+            if rows + entry_rows > largest:
+                break
+            rows, due, count = rows + entry_rows, min(due, deadline), count + 1
+        if rows < largest and count == len(view):
+            return  # the queue holds no more than a part of a batch of this shape
+        size = self.planner.batch_size(rows)
+        # The batch the planner would dispatch when the slot frees, or none.
+        # The rates and windows admission keeps are read at now: they only move forward.
+        if self.planner.plan(start, self._state(head, now)).take < rows:
+            return
+        entries = self.queue.take(rows, head, now, self._expire)
+        if entries:
+            taken = sum(e.rows for e in entries)
+            plan = Plan(size, taken, "ahead", due - start)
+            self.execution.launch(entries, plan, self.planner.batch_size(taken), now, ahead=True)
 
     def _end_hold(self, now: float) -> None:
         """The planner stops holding: every queued request was delayed by the
@@ -300,9 +365,12 @@ class BatchingScheduler(Scheduler):
         return self.planner.hopeless(entry.deadline, entry.rows, now, busy=bool(self.slots.running))
 
     def _expire(self, entry: Entry, reason: str, now: float) -> None:
+        self._withdraw(entry)
+        self._expired(entry, reason, now)
+
+    def _expired(self, entry: Entry, reason: str, now: float) -> None:
         # Admitted and then failed its deadline: the least error it had.
         self.admission.learn(entry, max(now, entry.deadline), now)
-        self._withdraw(entry)
         self.counters.expired += 1
         self.observer.on_expired(entry, reason, now)
         if not entry.future.done():

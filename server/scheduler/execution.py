@@ -1,7 +1,8 @@
 """Running batches on the engine: timeouts, merge and split.
 
 Batches run in this scheduler's own daemon threads, one per execution slot
-(``slots``). Requests are merged along the batch
+(``slots``); a full batch may be handed ahead while every slot is busy
+(``Executor.launch(..., ahead=True)``). Requests are merged along the batch
 dimension and their outputs handed back as views of the batch's outputs (no
 copy).
 
@@ -26,8 +27,8 @@ import collections
 import functools
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -93,6 +94,20 @@ class Batch:
     token: object
     #: When ``execute`` began merging inputs (``time.monotonic()``).
     started: float = 0.0
+    #: Handed ahead while every slot was busy (``Slots.start``).
+    ahead: bool = False
+    #: Given up on before it started (the call ahead of it hung): not run.
+    abandoned: bool = False
+    #: The engine timeout's timer, while armed.
+    timer: asyncio.TimerHandle | None = None
+    #: Its engine call's id (``Slots``).
+    call_id: int = -1
+    #: Requests of a batch handed ahead already late when it started: not run.
+    expired: list[Entry] = field(default_factory=list)
+    #: A batch handed ahead's inputs, merged on the event loop while the call
+    #: before it runs: its engine thread would wait for the interpreter lock
+    #: to merge them, with the engine idle.
+    inputs: dict[str, np.ndarray] | None = None
 
 
 class Executor:
@@ -123,52 +138,88 @@ class Executor:
         self.name = name
         #: The most recent batches (size, reason, slack, predicted vs actual).
         self.batches: collections.deque[BatchRecord] = collections.deque(maxlen=history)
+        #: Batches handed ahead that no slot has taken yet.
+        self.waiting: list[Batch] = []
+        #: Answers a request found late when its batch started (the scheduler
+        #: counts it as expired in the queue).
+        self.on_expired: Callable[[Entry, str, float], None] = _refuse_late
 
-    def launch(self, entries: list[Entry], plan: Plan, size: int, now: float) -> None:
-        """Start ``entries`` as one engine batch of ``size`` rows."""
+    def launch(
+        self, entries: list[Entry], plan: Plan, size: int, now: float, *, ahead: bool = False
+    ) -> None:
+        """Start ``entries`` as one engine batch of ``size`` rows; ``ahead``:
+        hand it to the engine threads while every slot is busy, to start as
+        soon as one frees (its queue time is counted until then)."""
         rows = sum(e.rows for e in entries)
         predicted = self.latency.high(size)
-        for entry in entries:
-            queued = entry.request.queue_ns = int((now - entry.arrival) * 1e9)
-            self.stats.record_queue(queued)
+        if not ahead:
+            self.record_queue(entries, now)
         try:
             token = self.observer.on_dispatch(entries, plan.reason, plan.slack, now)
         except Exception:  # telemetry must never stop a batch
             log.exception("telemetry hook on_dispatch failed")
             token = None
-        batch = Batch(entries, size, rows, plan, predicted, now, token)
+        batch = Batch(entries, size, rows, plan, predicted, now, token, ahead=ahead)
         # Never inline an engine that takes requests apart: a Python model's
         # BLS calls need the event loop this would block.
         inline = 0 < predicted <= self.options.inline_max_s and self.slots.total == 1
-        if inline and not self.engine.takes_requests:
+        if inline and not ahead and not self.engine.takes_requests:
             self.run_inline(batch)
             return
-        batch_id = self.slots.next_id()
-        timeout, loop = self.options.engine_timeout_s, asyncio.get_running_loop()
-        timer = None
-        if timeout is not None:
-            timer = loop.call_later(timeout, self.timed_out, batch_id, batch, timeout)
-        returned = functools.partial(self.returned, batch_id, batch, timer)
+        batch_id = batch.call_id = self.slots.next_id()
+        start = self.slots.next_free_at(now) if ahead else now
+        # A batch handed ahead is timed from its predicted start, then again
+        # from its real one (``started``).
+        self.arm_timer(batch, start - now)
+        returned = functools.partial(self.returned, batch_id, batch)
+        mean = self.latency.mean(size)
+        handover = (mean, functools.partial(self.started, batch), len(entries)) if ahead else None
+        if ahead:
+            self.waiting.append(batch)
+            if not self.engine.takes_requests:
+                batch.inputs = merge_inputs([e.request.inputs for e in entries], size - rows)
         # Handed to the engine thread now, not when a task gets its turn.
         try:
-            ends_at = now + self.latency.mean(size)
-            self.slots.start(batch_id, self.execute, batch, ends_at=ends_at, on_done=returned)
+            self.slots.start(
+                batch_id, self.execute, batch, ends_at=start + mean, on_done=returned,
+                ahead=handover,
+            )  # fmt: skip
         except RuntimeError:  # engine threads already shut down
-            if timer is not None:
-                timer.cancel()
+            self.disarm(batch)
             self.fail(batch, Unavailable("model is unloading; retry"))
 
+    def record_queue(self, entries: list[Entry], now: float) -> None:
+        for entry in entries:
+            queued = entry.request.queue_ns = int((now - entry.arrival) * 1e9)
+            self.stats.record_queue(queued)
+
+    def arm_timer(self, batch: Batch, extra: float = 0.0) -> None:
+        timeout = self.options.engine_timeout_s
+        if timeout is not None:
+            batch.timer = asyncio.get_running_loop().call_later(
+                timeout + extra, self.timed_out, batch, timeout
+            )
+
+    def disarm(self, batch: Batch) -> None:
+        if batch.timer is not None:
+            batch.timer.cancel()
+            batch.timer = None
+        if batch.ahead and batch in self.waiting:
+            self.waiting.remove(batch)
+
+    def started(self, batch: Batch) -> None:
+        """A batch handed ahead took a slot (on the event loop)."""
+        if batch.abandoned:
+            return
+        self.disarm(batch)
+        self.record_queue(batch.entries, batch.started or time.monotonic())
+        self.arm_timer(batch)
+
     def returned(
-        self,
-        batch_id: int,
-        batch: Batch,
-        timer: asyncio.TimerHandle | None,
-        result: Result | None,
-        error: BaseException | None,
+        self, batch_id: int, batch: Batch, result: Result | None, error: BaseException | None
     ) -> None:
         """The engine call returned (on the event loop): answer its requests."""
-        if timer is not None:
-            timer.cancel()
+        self.disarm(batch)
         if batch_id in self.slots.hung:
             # Answered at the timeout; what the call returned late is dropped.
             self.slots.hung.discard(batch_id)
@@ -189,16 +240,23 @@ class Executor:
             return
         self.complete(batch, result)
 
-    def timed_out(self, batch_id: int, batch: Batch, timeout: float) -> None:
-        """The engine call is past its timeout: answer its requests now."""
-        self.slots.hung.add(batch_id)
-        self.fail(
-            batch,
-            Unavailable(
-                f"model '{self.name}' did not finish within its engine timeout of "
-                f"{timeout * 1e3:.0f} ms; retry later or on another replica"
-            ),
+    def timed_out(self, batch: Batch, timeout: float) -> None:
+        """The engine call is past its timeout: answer its requests now, and
+        those of the batches handed ahead, which would start after it (they
+        are not run: ``abandoned``)."""
+        error = Unavailable(
+            f"model '{self.name}' did not finish within its engine timeout of "
+            f"{timeout * 1e3:.0f} ms; retry later or on another replica"
         )
+        batch.timer = None
+        now = time.monotonic()
+        for gone in [batch, *(b for b in self.waiting if b is not batch)]:
+            if gone in self.waiting:
+                gone.abandoned = True
+                self.record_queue(gone.entries, now)
+            self.slots.hung.add(gone.call_id)
+            self.disarm(gone)
+            self.fail(gone, error)
         self.health.set_unhealthy(f"an engine call exceeded the {timeout * 1e3:.0f} ms timeout")
 
     def failed(self, batch: Batch, exc: Exception) -> None:
@@ -209,7 +267,7 @@ class Executor:
         self.health.batch_failed()
 
     def fail(self, batch: Batch, error: Exception) -> None:
-        for entry in batch.entries:
+        for entry in [*batch.entries, *batch.expired]:
             if not entry.future.done():
                 entry.future.set_exception(error)
         try:
@@ -220,11 +278,22 @@ class Executor:
     def complete(self, batch: Batch, result: Result) -> None:
         entries, size, rows = batch.entries, batch.size, batch.rows
         outputs, input_ns, infer_ns, output_ns = result
-        self.health.batch_succeeded()
         finished = time.monotonic()
+        for entry in batch.expired:
+            self.on_expired(entry, "deadline_passed", finished)
+        if not entries:  # none ran: end what telemetry opened at dispatch
+            try:
+                error = DeadlineExceeded("every request expired before the batch started")
+                self.observer.on_failed(batch.token, [], error, finished)
+            except Exception:
+                log.exception("telemetry hook on_failed failed")
+            return
+        self.health.batch_succeeded()
         actual = infer_ns / 1e9
         self.latency.observe(size, actual)
-        self.latency.observe_outside(finished - batch.dispatched - actual)
+        # A batch handed ahead waited for a slot, not for the way to the engine.
+        since = batch.started if batch.ahead else batch.dispatched
+        self.latency.observe_outside(finished - since - actual)
         self.stats.record_execution(rows, len(entries), input_ns, infer_ns, output_ns)
         late = 0
         for entry, out in zip(entries, outputs, strict=True):
@@ -266,11 +335,24 @@ class Executor:
     def execute(self, batch: Batch) -> Result:
         """Merge, run and split one batch (on an engine thread)."""
         entries, size, rows = batch.entries, batch.size, batch.rows
-        batch.started = time.monotonic()
+        batch.started = now = time.monotonic()
+        if batch.abandoned:
+            return [], 0, 0, 0  # answered at the timeout of the call before it
+        if batch.ahead and any(e.deadline <= now for e in entries):
+            # Late by the time a slot took it (the calls before it ran long):
+            # not run, as the queue would not have run them.
+            batch.expired = [e for e in entries if e.deadline <= now]
+            entries = batch.entries = [e for e in entries if e.deadline > now]
+            rows = batch.rows = sum(e.rows for e in entries)
+            if not entries:
+                return [], 0, 0, 0
+            size = batch.size = next((s for s in self.options.sizes if s >= rows), size)
         if self.engine.takes_requests:
             return self.execute_requests(batch)
         t0 = time.perf_counter_ns()
-        inputs = merge_inputs([e.request.inputs for e in entries], size - rows)
+        inputs = batch.inputs if batch.inputs is not None and not batch.expired else None
+        if inputs is None:
+            inputs = merge_inputs([e.request.inputs for e in entries], size - rows)
         wanted = union_outputs([e.request.outputs for e in entries])
         t1 = time.perf_counter_ns()
         try:
@@ -312,6 +394,13 @@ class Executor:
             request_error(a) if isinstance(a, EngineRequestError) else a for a in answers
         ]
         return results, 0, time.perf_counter_ns() - t0, 0
+
+
+def _refuse_late(entry: Entry, reason: str, now: float) -> None:
+    if not entry.future.done():
+        entry.future.set_exception(
+            DeadlineExceeded("deadline expired while the request was queued")
+        )
 
 
 def merge_inputs(inputs: list[dict[str, np.ndarray]], pad: int) -> dict[str, np.ndarray]:

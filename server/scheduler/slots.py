@@ -1,23 +1,29 @@
-"""The engine's threads and execution slots.
+"""The engine's threads and execution slots, and the calls handed to them ahead.
 
-Batches run in a scheduler's own daemon threads (``EngineThreads``), one per
-execution slot (``Slots``).
+A call handed ahead (``Slots.start(..., ahead=True)``) is given to the engine
+threads while every slot is busy: the thread that finishes first takes it
+without waiting for the event loop to hear of the end and plan again, so a
+saturated engine does not idle between batches while the loop is busy
+(docs/experiments/dispatch-ahead.md). It holds no slot until then; when the
+call before it ends, the slot passes to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 
 class EngineThreads:
-    """A fixed set of daemon threads that run engine calls.
+    """A fixed set of daemon threads that run engine calls, in the order posted.
 
     Unlike ``ThreadPoolExecutor`` workers (joined at interpreter exit), daemon
     threads let the process exit while an engine call hangs. Threads start on
@@ -81,17 +87,25 @@ def _then_call(
 
 
 class Slots:
-    """The engine's execution slots (``engine.max_concurrency``) and the calls
-    that hold them. ``on_free`` runs on the event loop each time a slot frees."""
+    """The engine's execution slots (``engine.max_concurrency``), the calls
+    that hold them and the calls handed ahead. ``on_free`` runs on the event
+    loop each time a slot frees."""
 
     def __init__(self, total: int, name: str, on_free: Callable[[], None]) -> None:
         self.total = total
         self.free = total
-        #: Running batches: call id -> predicted end (monotonic s).
+        #: Running and waiting calls: call id -> predicted end (monotonic s).
         self.running: dict[int, float] = {}
         #: Ids of engine calls past their timeout that have not returned yet.
         self.hung: set[int] = set()
         self.threads = EngineThreads(total, f"engine-{name}")
+        #: Calls handed ahead, in the order a thread takes them: (id, predicted
+        #: seconds, called once it holds a slot, requests it answers).
+        self._waiting: collections.deque[tuple[int, float, Callable[[], None], int]] = (
+            collections.deque()
+        )
+        #: Requests in the calls handed ahead.
+        self.waiting_requests = 0
         self._ids = itertools.count()
         self._on_free = on_free
 
@@ -101,6 +115,20 @@ class Slots:
     @property
     def idle(self) -> bool:
         return self.free == self.total
+
+    @property
+    def waiting(self) -> int:
+        """Calls handed ahead that no slot has taken yet."""
+        return len(self._waiting)
+
+    def next_free_at(self, now: float) -> float:
+        """When the queue's next batch could start: now while a slot is free,
+        else the predicted end of the call that frees a slot no call handed
+        ahead takes (those take the first ones)."""
+        if self.free > 0 or not self.running:
+            return now
+        ends = sorted(self.running.values())
+        return max(now, ends[min(len(self._waiting), len(ends) - 1)])
 
     def run(
         self, call_id: int, fn: Callable[..., Any], *args: Any, ends_at: float | None = None
@@ -126,19 +154,35 @@ class Slots:
         *args: Any,
         ends_at: float | None = None,
         on_done: Callable[[Any, BaseException | None], None],
+        ahead: tuple[float, Callable[[], None], int] | None = None,
     ) -> None:
         """Take a slot and run ``fn(*args)`` on an engine thread (``ends_at``:
         record it as a running batch). When the call really ends (even after a
         timeout gave up on it) the slot is given back (``on_free``), then
-        ``on_done(result, error)`` runs, on the event loop. Raises
+        ``on_done(result, error)`` runs, on the event loop. ``ahead`` =
+        (predicted seconds, on_start): hand the call over while no slot is
+        free; ``on_start`` runs (on the loop) once a slot passes to it;
+        ``requests``: how many it answers (``waiting_requests``). Raises
         RuntimeError, with the slot given back, once shut down."""
         if ends_at is not None:
             self.running[call_id] = ends_at
-        self.free -= 1
+        if ahead is None:
+            self.free -= 1
+        else:
+            self._waiting.append((call_id, *ahead))
+            self.waiting_requests += ahead[2]
 
         def finish(result: Any, error: BaseException | None) -> None:
             self.running.pop(call_id, None)
-            self.free += 1
+            if self._waiting:
+                # The thread this call held has taken the call handed ahead.
+                next_id, seconds, on_start, requests = self._waiting.popleft()
+                self.waiting_requests -= requests
+                if next_id in self.running:
+                    self.running[next_id] = time.monotonic() + seconds
+                on_start()
+            else:
+                self.free += 1
             try:
                 self._on_free()
             finally:
@@ -148,7 +192,11 @@ class Slots:
             self.threads.post(asyncio.get_running_loop(), finish, fn, *args)
         except RuntimeError:
             self.running.pop(call_id, None)
-            self.free += 1
+            if ahead is None:
+                self.free += 1
+            else:
+                self._waiting.pop()
+                self.waiting_requests -= ahead[2]
             raise
 
     def shutdown(self) -> None:

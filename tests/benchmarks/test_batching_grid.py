@@ -43,6 +43,42 @@ def test_simulated_time_restores_the_scheduler_modules_clock() -> None:
     assert dispatch.time is time
 
 
+def test_virtual_threads_run_a_call_posted_while_busy_when_the_engine_is_free() -> None:
+    # One thread: the second call starts when the first's engine time ends
+    # (not after its time outside the engine), as a batch handed ahead does.
+    import asyncio
+
+    clock = vt.Clock()
+    seconds = iter([0.010, 0.004])
+    last = [0.0]
+    threads = vt.VirtualThreads(lambda: last[0], lambda: 0.002, count=1)
+    log: list[tuple[str, float]] = []
+
+    def call(name: str) -> tuple[object, int, int, int]:
+        log.append((f"start {name}", clock.now))
+        last[0] = next(seconds)
+        return name, 0, 0, 0
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def finished(name: str, result: object, error: BaseException | None) -> None:
+            log.append((f"done {name}", clock.now))
+            if name == "b":
+                done.set_result(None)
+
+        t0 = clock.now
+        threads.post(loop, lambda r, e: finished("a", r, e), call, "a")
+        threads.post(loop, lambda r, e: finished("b", r, e), call, "b")
+        await done
+        assert [(n, round(t - t0, 6)) for n, t in log] == [
+            ("start a", 0.0), ("start b", 0.010), ("done a", 0.012), ("done b", 0.016),
+        ]  # fmt: skip
+
+    vt.run(clock, main())
+
+
 def test_a_loop_with_nothing_left_to_wait_for_says_so() -> None:
     import asyncio
 
