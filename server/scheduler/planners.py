@@ -281,8 +281,11 @@ class AdaptivePlanner(Planner):
         time, counting this batch and the one after it, by mean engine times
         (the likeliest outcome); ties go to the larger batch. A smaller batch
         can save a tight head, but it also pushes the rest a whole batch
-        later, which under load costs more requests than it saves."""
-        lat, reserve, largest = self.latency, self.reserve, self.options.largest
+        later, which under load costs more requests than it saves. The
+        reserve is not counted: counting it wrote off heads a smaller batch
+        saves, and the tie then went to the whole batch, which made them late
+        (docs/experiments/cut-count.md)."""
+        lat, largest = self.latency, self.options.largest
         if not self.deferrable(queue, take):
             return take
         rows_before: list[int] = []
@@ -295,7 +298,7 @@ class AdaptivePlanner(Planner):
             first = rows_before[k] if k < len(queue) else total
             if first > take:
                 break
-            end1 = now + lat.mean(self.cover(first)) + reserve
+            end1 = now + lat.mean(self.cover(first))
             score = sum(1 for _, deadline in queue[:k] if deadline >= end1)
             rows2, later = 0, []
             for rows, deadline in queue[k:]:

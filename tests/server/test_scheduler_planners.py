@@ -69,6 +69,22 @@ def test_adaptive_plan_cuts_only_for_a_head_due_well_before_the_rest() -> None:
     assert plan_queue([(1, 0.010)] + [(1, 0.040)] * 11).take < 12
 
 
+def test_adaptive_plan_counts_a_cut_by_engine_times_without_the_reserve() -> None:
+    # 1 ms + 1 ms/row, a 1 ms reserve. The head is due at 4.5 ms, two more at
+    # 14.5 ms, nine at 100 ms. Cut to the first three rows, all three finish
+    # at 4 ms and the nine at 14 ms in the next batch: everyone on time.
+    # Counting the reserve, the head looked lost in that cut (4 + 1 > 4.5),
+    # the cut tied with the whole batch, and the whole batch (13 ms) made the
+    # head late for certain.
+    planner = AdaptivePlanner(
+        BatchingOptions(max_batch_size=32), affine_latency(0.001, 0.001, range(1, 33))
+    )
+    planner.reserve = 0.001
+    queue = [(1, 0.0045)] + [(1, 0.0145)] * 2 + [(1, 0.100)] * 9
+    state = QueueState(12, queue[0][1], 0.0, 0.0, queue=lambda: queue)
+    assert planner.plan(0.0, state).take == 3
+
+
 def test_adaptive_plan_fires_a_full_batch_at_once() -> None:
     opts = BatchingOptions(max_batch_size=8)
     planner = AdaptivePlanner(opts, affine_latency(0.001, 0.0001, range(1, 9)))
