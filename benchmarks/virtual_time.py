@@ -165,7 +165,8 @@ class VirtualThreads:
             loop.call_soon(done, None, exc)
             loop.call_soon(self._next, loop)
             return
-        seconds = self._last_seconds()
+        # A call that never reached the engine (all its requests late) took no time.
+        seconds = self._last_seconds() if outputs else 0.0
         now = loop.time()
         loop.call_at(now + seconds, self._next, loop)
         loop.call_at(

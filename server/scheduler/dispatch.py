@@ -286,8 +286,9 @@ class BatchingScheduler(Scheduler):
                 # The smallest engine size that holds the rows actually taken
                 # (fewer than planned when some were withdrawn or shaped differently).
                 self.execution.launch(entries, plan, self.planner.batch_size(rows), now)
-        if self.slots.free == 0 and self.queue.rows >= self.options.largest:
-            self._dispatch_ahead()
+        while self.slots.free == 0 and self.queue.rows >= self.options.largest:
+            if not self._dispatch_ahead():
+                break
 
     def _state(self, head: Entry, now: float) -> QueueState:
         """What the planner sees of the queue at ``now``."""
@@ -304,7 +305,7 @@ class BatchingScheduler(Scheduler):
             tight.rows,
         )
 
-    def _dispatch_ahead(self) -> None:
+    def _dispatch_ahead(self) -> bool:
         """With every slot busy and a full batch queued, hand that batch to
         the engine threads shortly before a slot frees, so the engine starts
         it the moment a call ends instead of after the event loop has heard
@@ -320,17 +321,17 @@ class BatchingScheduler(Scheduler):
             or self.slots.waiting >= self.slots.total
             or not self.health.healthy
         ):
-            return
+            return False
         now = time.monotonic()
         start = self.slots.next_free_at(now)
         early = start - (self.latency.outside() or 0.0) - now
         if early > AHEAD_TOLERANCE_S:
             loop = asyncio.get_running_loop()
             self._ahead_timer = loop.call_at(loop.time() + early, self._wake.set)
-            return
+            return False
         head = self.queue.head(now, self._hopeless, self._expire)
         if head is None:
-            return
+            return False
         largest = self.options.largest
         view = self.queue.view(head, largest + 1)
         rows, due, count = 0, math.inf, 0
@@ -339,17 +340,18 @@ class BatchingScheduler(Scheduler):
                 break
             rows, due, count = rows + entry_rows, min(due, deadline), count + 1
         if rows < largest and count == len(view):
-            return  # the queue holds no more than a part of a batch of this shape
+            return False  # the queue holds no more than a part of a batch of this shape
         size = self.planner.batch_size(rows)
         # The batch the planner would dispatch when the slot frees, or none.
         # The rates and windows admission keeps are read at now: they only move forward.
         if self.planner.plan(start, self._state(head, now)).take < rows:
-            return
+            return False
         entries = self.queue.take(rows, head, now, self._expire)
         if entries:
             taken = sum(e.rows for e in entries)
             plan = Plan(size, taken, "ahead", due - start)
             self.execution.launch(entries, plan, self.planner.batch_size(taken), now, ahead=True)
+        return bool(entries)
 
     def _end_hold(self, now: float) -> None:
         """The planner stops holding: every queued request was delayed by the

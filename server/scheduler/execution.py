@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -102,8 +103,6 @@ class Batch:
     timer: asyncio.TimerHandle | None = None
     #: Its engine call's id (``Slots``).
     call_id: int = -1
-    #: Requests of a batch handed ahead already late when it started: not run.
-    expired: list[Entry] = field(default_factory=list)
     #: A batch handed ahead's inputs, merged on the event loop while the call
     #: before it runs: its engine thread would wait for the interpreter lock
     #: to merge them, with the engine idle.
@@ -143,6 +142,8 @@ class Executor:
         #: Answers a request found late when its batch started (the scheduler
         #: counts it as expired in the queue).
         self.on_expired: Callable[[Entry, str, float], None] = _refuse_late
+        #: The event loop batches handed ahead answer on.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def launch(
         self, entries: list[Entry], plan: Plan, size: int, now: float, *, ahead: bool = False
@@ -152,14 +153,9 @@ class Executor:
         soon as one frees (its queue time is counted until then)."""
         rows = sum(e.rows for e in entries)
         predicted = self.latency.high(size)
-        if not ahead:
-            self.record_queue(entries, now)
-        try:
-            token = self.observer.on_dispatch(entries, plan.reason, plan.slack, now)
-        except Exception:  # telemetry must never stop a batch
-            log.exception("telemetry hook on_dispatch failed")
-            token = None
-        batch = Batch(entries, size, rows, plan, predicted, now, token, ahead=ahead)
+        batch = Batch(entries, size, rows, plan, predicted, now, None, ahead=ahead)
+        if not ahead:  # a batch handed ahead leaves the queue when it starts
+            self.dispatched(batch, now)
         # Never inline an engine that takes requests apart: a Python model's
         # BLS calls need the event loop this would block.
         inline = 0 < predicted <= self.options.inline_max_s and self.slots.total == 1
@@ -176,8 +172,10 @@ class Executor:
         handover = (mean, functools.partial(self.started, batch), len(entries)) if ahead else None
         if ahead:
             self.waiting.append(batch)
+            self.loop = asyncio.get_running_loop()
             if not self.engine.takes_requests:
-                batch.inputs = merge_inputs([e.request.inputs for e in entries], size - rows)
+                with contextlib.suppress(Exception):  # else merged, or failed, as any batch
+                    batch.inputs = merge_inputs([e.request.inputs for e in entries], size - rows)
         # Handed to the engine thread now, not when a task gets its turn.
         try:
             self.slots.start(
@@ -187,6 +185,16 @@ class Executor:
         except RuntimeError:  # engine threads already shut down
             self.disarm(batch)
             self.fail(batch, Unavailable("model is unloading; retry"))
+
+    def dispatched(self, batch: Batch, now: float) -> None:
+        """The batch leaves the queue for the engine: its queue time ends."""
+        self.record_queue(batch.entries, now)
+        try:
+            batch.token = self.observer.on_dispatch(
+                batch.entries, batch.plan.reason, batch.plan.slack, now
+            )
+        except Exception:  # telemetry must never stop a batch
+            log.exception("telemetry hook on_dispatch failed")
 
     def record_queue(self, entries: list[Entry], now: float) -> None:
         for entry in entries:
@@ -212,8 +220,15 @@ class Executor:
         if batch.abandoned:
             return
         self.disarm(batch)
-        self.record_queue(batch.entries, batch.started or time.monotonic())
+        self.dispatched(batch, batch.started or time.monotonic())
         self.arm_timer(batch)
+
+    def answer_expired(self, entries: list[Entry], now: float) -> None:
+        """Requests of a batch handed ahead found late when it started (on the
+        loop, at once: not after the rest of the batch has run)."""
+        for entry in entries:
+            if not entry.future.done():
+                self.on_expired(entry, "deadline_passed", now)
 
     def returned(
         self, batch_id: int, batch: Batch, result: Result | None, error: BaseException | None
@@ -253,7 +268,7 @@ class Executor:
         for gone in [batch, *(b for b in self.waiting if b is not batch)]:
             if gone in self.waiting:
                 gone.abandoned = True
-                self.record_queue(gone.entries, now)
+                self.dispatched(gone, now)
             self.slots.hung.add(gone.call_id)
             self.disarm(gone)
             self.fail(gone, error)
@@ -267,7 +282,7 @@ class Executor:
         self.health.batch_failed()
 
     def fail(self, batch: Batch, error: Exception) -> None:
-        for entry in [*batch.entries, *batch.expired]:
+        for entry in batch.entries:
             if not entry.future.done():
                 entry.future.set_exception(error)
         try:
@@ -279,8 +294,6 @@ class Executor:
         entries, size, rows = batch.entries, batch.size, batch.rows
         outputs, input_ns, infer_ns, output_ns = result
         finished = time.monotonic()
-        for entry in batch.expired:
-            self.on_expired(entry, "deadline_passed", finished)
         if not entries:  # none ran: end what telemetry opened at dispatch
             try:
                 error = DeadlineExceeded("every request expired before the batch started")
@@ -335,22 +348,27 @@ class Executor:
     def execute(self, batch: Batch) -> Result:
         """Merge, run and split one batch (on an engine thread)."""
         entries, size, rows = batch.entries, batch.size, batch.rows
+        batch_rows = rows
         batch.started = now = time.monotonic()
         if batch.abandoned:
             return [], 0, 0, 0  # answered at the timeout of the call before it
         if batch.ahead and any(e.deadline <= now for e in entries):
             # Late by the time a slot took it (the calls before it ran long):
             # not run, as the queue would not have run them.
-            batch.expired = [e for e in entries if e.deadline <= now]
+            expired = [e for e in entries if e.deadline <= now]
             entries = batch.entries = [e for e in entries if e.deadline > now]
             rows = batch.rows = sum(e.rows for e in entries)
+            loop = self.loop
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+                if loop is not None:
+                    loop.call_soon_threadsafe(self.answer_expired, expired, now)
             if not entries:
                 return [], 0, 0, 0
             size = batch.size = next((s for s in self.options.sizes if s >= rows), size)
         if self.engine.takes_requests:
             return self.execute_requests(batch)
         t0 = time.perf_counter_ns()
-        inputs = batch.inputs if batch.inputs is not None and not batch.expired else None
+        inputs = batch.inputs if batch.inputs is not None and rows == batch_rows else None
         if inputs is None:
             inputs = merge_inputs([e.request.inputs for e in entries], size - rows)
         wanted = union_outputs([e.request.outputs for e in entries])

@@ -174,16 +174,16 @@ class Slots:
 
         def finish(result: Any, error: BaseException | None) -> None:
             self.running.pop(call_id, None)
-            if self._waiting:
-                # The thread this call held has taken the call handed ahead.
-                next_id, seconds, on_start, requests = self._waiting.popleft()
-                self.waiting_requests -= requests
-                if next_id in self.running:
-                    self.running[next_id] = time.monotonic() + seconds
-                on_start()
-            else:
-                self.free += 1
             try:
+                if self._waiting:
+                    # The thread this call held has taken the call handed ahead.
+                    next_id, seconds, on_start, requests = self._waiting.popleft()
+                    self.waiting_requests -= requests
+                    if next_id in self.running:
+                        self.running[next_id] = time.monotonic() + seconds
+                    on_start()
+                else:
+                    self.free += 1
                 self._on_free()
             finally:
                 on_done(result, error)

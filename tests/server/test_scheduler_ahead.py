@@ -208,3 +208,108 @@ async def test_slots_predict_the_queue_waits_for_the_calls_handed_ahead() -> Non
     # The slot passes to the call handed ahead before the first call is answered.
     assert done == ["started", True, "b"] and slots.free == 1 and slots.waiting_requests == 0
     slots.shutdown()
+
+
+async def test_late_requests_are_answered_when_their_batch_starts_and_the_rest_run() -> None:
+    engine = GatedEngine()
+    sched = fast_scheduler(engine)
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    late = [
+        asyncio.create_task(sched.submit(request(float(i), deadline=now + 0.1))) for i in range(2)
+    ]
+    live = [
+        asyncio.create_task(sched.submit(request(float(i), deadline=now + 30.0))) for i in (2, 3)
+    ]
+    await until(lambda: sched.slots.waiting == 1)
+    await asyncio.sleep(0.15)  # the held call runs past two of their deadlines
+    engine.started.clear()
+    engine.gate.set()  # the first call returns...
+    engine.gate.clear()  # ...and the batch handed ahead is held in its turn
+    await until(engine.started.is_set)
+    # Answered as soon as the batch started, not after the rest of it ran.
+    done, _ = await asyncio.wait(late, timeout=2.0)
+    assert len(done) == 2 and all(isinstance(t.exception(), DeadlineExceeded) for t in late)
+    assert not any(t.done() for t in live)
+    engine.gate.set()
+    await asyncio.gather(first, *live)
+    assert engine.batches[1] == [2.0, 3.0] and sched.counters.expired == 2
+    await sched.close()
+
+
+async def test_the_engine_timeout_of_a_batch_handed_ahead_counts_from_its_start() -> None:
+    # The call before it runs ~150 ms against its 1 ms prediction; the batch
+    # handed ahead then runs 100 ms, ending ~250 ms after it was handed over:
+    # within its 200 ms timeout only if counted from its start.
+    engine = GatedEngine()
+    sched = fast_scheduler(engine, engine_timeout_s=0.2, probe_interval_s=60.0)
+    first = await hold_first_batch(sched, engine)
+    tasks = [asyncio.create_task(sched.submit(request(float(i)))) for i in range(4)]
+    await until(lambda: sched.slots.waiting == 1)
+    await asyncio.sleep(0.05)
+    engine.seconds = 0.1  # the held call sleeps it too once released
+    engine.gate.set()
+    results = await asyncio.gather(first, *tasks)
+    assert len(results) == 5 and sched.healthy
+    await sched.close()
+
+
+async def test_a_hung_call_fails_the_batches_handed_ahead_at_its_own_timeout() -> None:
+    engine = GatedEngine()
+    sched = fast_scheduler(engine, engine_timeout_s=0.3, probe_interval_s=60.0)
+    first = await hold_first_batch(sched, engine)
+    began = time.monotonic()
+    await asyncio.sleep(0.15)  # handed ahead halfway through the hung call's timeout
+    tasks = [asyncio.create_task(sched.submit(request(float(i)))) for i in range(4)]
+    await until(lambda: sched.slots.waiting == 1)
+    with pytest.raises(Unavailable):
+        await first
+    failed_at = time.monotonic()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, Unavailable) for r in results)
+    # With the hung call, not at their own timeout 150 ms later.
+    assert time.monotonic() - failed_at < 0.1 and failed_at - began < 0.4
+    engine.gate.set()
+    await until(lambda: sched.hung == 0)
+    await sched.close()
+
+
+async def test_a_merge_that_fails_on_the_loop_is_left_to_the_engine_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from inferd.server.scheduler import execution
+
+    merge = execution.merge_inputs
+    loop_thread = threading.get_ident()
+
+    def failing_on_the_loop(inputs: list[dict[str, np.ndarray]], pad: int) -> object:
+        if threading.get_ident() == loop_thread:
+            raise MemoryError
+        return merge(inputs, pad)
+
+    monkeypatch.setattr(execution, "merge_inputs", failing_on_the_loop)
+    engine = GatedEngine()
+    sched = fast_scheduler(engine)
+    first = await hold_first_batch(sched, engine)
+    tasks = [asyncio.create_task(sched.submit(request(float(i)))) for i in range(4)]
+    await until(lambda: sched.slots.waiting == 1)
+    engine.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, *tasks), 5.0)
+    assert [float(r["y"][0, 0]) for r in results[1:]] == [0.0, 2.0, 4.0, 6.0]
+    await sched.close()
+
+
+async def test_each_busy_slot_gets_a_batch_handed_ahead() -> None:
+    engine = GatedEngine(concurrency=2)
+    sched = fast_scheduler(engine)
+    engine.gate.clear()
+    running = [asyncio.create_task(sched.submit(request(-1.0, rows=4))) for _ in range(2)]
+    await until(lambda: sched.slots.free == 0 and len(engine.batches) == 2)
+    tasks = [asyncio.create_task(sched.submit(request(float(i)))) for i in range(8)]
+    await until(lambda: sched.slots.waiting == 2)
+    assert sched.queued == 0
+    engine.gate.set()
+    await asyncio.gather(*running, *tasks)
+    assert sorted(map(sorted, engine.batches[2:])) == [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]
+    assert sched.slots.free == 2 and sched.slots.waiting == 0
+    await sched.close()
