@@ -8,7 +8,8 @@ Per round and concurrency: perf_analyzer sends ``--rows``-row requests to
 ``inferd serve`` on the demo repository; the model's statistics give the rows
 per engine batch; then the server sits idle while ``raw_engine.measure_engine``
 times the model in process at the rows per batch rounded up; the ratio is
-served rows/s over raw rows/s. perf_analyzer (C++) takes less of the cores than
+served rows/s over raw rows/s; "engine busy" is the share of the run the engine
+spent on batches (merge, run, split). perf_analyzer (C++) takes less of the cores than
 a Python load generator, but it still shares them with the server. 127.0.0.1 only.
 """
 
@@ -35,6 +36,43 @@ def counts(stats: Mapping[str, Any]) -> tuple[int, int]:
     inferences = model.get("inference_count", model.get("inferenceCount", 0))
     executions = model.get("execution_count", model.get("executionCount", 0))
     return int(inferences), int(executions)
+
+
+def engine_time(stats: Mapping[str, Any]) -> tuple[int, int]:
+    """(requests answered, nanoseconds of compute input + infer + output summed
+    over them) of a ModelStatistics answer's first model. Each request carries
+    its batch's times, so a batch's time counts once per request in it."""
+    model = (stats.get("model_stats") or stats.get("modelStats") or [{}])[0]
+    inference = model.get("inference_stats") or model.get("inferenceStats") or {}
+    requests = int((inference.get("success") or {}).get("count", 0))
+    ns = 0
+    for snake, camel in _COMPUTE:
+        ns += int((inference.get(snake) or inference.get(camel) or {}).get("ns", 0))
+    return requests, ns
+
+
+_COMPUTE = (
+    ("compute_input", "computeInput"),
+    ("compute_infer", "computeInfer"),
+    ("compute_output", "computeOutput"),
+)
+
+
+def engine_busy(
+    counts: tuple[tuple[int, int], tuple[int, int]],
+    engine: tuple[tuple[int, int], tuple[int, int]],
+    rows_s: float,
+) -> float:
+    """The engine's busy share over a run, from (before, after) readings of
+    ``counts`` and ``engine_time``: its batches' time over the run's length
+    (rows served over the rows/s perf_analyzer measured)."""
+    (rows0, executions0), (rows1, executions1) = counts
+    (requests0, ns0), (requests1, ns1) = engine
+    requests, rows = requests1 - requests0, rows1 - rows0
+    if requests <= 0 or rows <= 0 or rows_s <= 0:
+        return float("nan")
+    batches_s = (ns1 - ns0) / 1e9 * (executions1 - executions0) / requests
+    return batches_s / (rows / rows_s)
 
 
 def rows_per_batch(before: tuple[int, int], after: tuple[int, int]) -> float:
@@ -66,17 +104,20 @@ def main(argv: list[str] | None = None) -> int:
         with InferenceClient(f"127.0.0.1:{port}") as client:
             for round_no in range(opts.rounds):
                 for c in opts.concurrency:
-                    before = counts(client.model_statistics(opts.model, timeout=10))
+                    stats = client.model_statistics(opts.model, timeout=10)
+                    before, time_before = counts(stats), engine_time(stats)
                     rows_s, p99, _ = run_perf(port, opts.model, c, opts.interval_ms, rows=opts.rows)
-                    per_batch = rows_per_batch(
-                        before, counts(client.model_statistics(opts.model, timeout=10))
-                    )
+                    stats = client.model_statistics(opts.model, timeout=10)
+                    after = counts(stats)
+                    per_batch = rows_per_batch(before, after)
+                    busy = engine_busy((before, after), (time_before, engine_time(stats)), rows_s)
                     batch = max(1, math.ceil(per_batch))  # padded up, as the server runs it
                     raw = measure_engine(repo, opts.model, [batch], seconds_per_size=1.5)[0]
                     ratios.append(rows_s / raw.rows_per_s)
                     print(
                         f"round {round_no + 1} c={c}: served {rows_s:7.0f} rows/s (p99 "
-                        f"{p99:.1f} ms, {per_batch:.1f} rows per batch), raw engine at "
+                        f"{p99:.1f} ms, {per_batch:.1f} rows per batch, engine busy "
+                        f"{busy:.2f}), raw engine at "
                         f"{batch} rows {raw.rows_per_s:7.0f} rows/s: {ratios[-1]:.2f}",
                         flush=True,
                     )

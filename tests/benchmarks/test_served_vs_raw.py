@@ -36,3 +36,26 @@ def test_rows_per_batch_from_two_statistics_readings() -> None:
     assert served_vs_raw.rows_per_batch(before, after) == 32.0
     assert math.isnan(served_vs_raw.rows_per_batch(after, after))  # no batch ran
     assert served_vs_raw.counts({}) == (0, 0)
+
+
+def test_engine_busy_counts_each_batch_once_over_the_run() -> None:
+    # 10 batches of 4 requests (32 rows each) ran; each request carries its
+    # batch's 5 ms, so 200 ms summed over requests is 50 ms of engine time.
+    stats = {
+        "model_stats": [
+            {
+                "inference_stats": {
+                    "success": {"count": 40, "ns": 0},
+                    "compute_input": {"ns": 40_000_000},
+                    "compute_infer": {"ns": 150_000_000},
+                    "computeOutput": {"ns": 10_000_000},
+                }
+            }
+        ]
+    }
+    assert served_vs_raw.engine_time(stats) == (40, 200_000_000)
+    assert served_vs_raw.engine_time({}) == (0, 0)
+    # 320 rows at 3,200 rows/s: a 100 ms run, the engine busy for half of it.
+    busy = served_vs_raw.engine_busy(((0, 0), (320, 10)), ((0, 0), (40, 200_000_000)), 3200.0)
+    assert busy == pytest.approx(0.5)
+    assert math.isnan(served_vs_raw.engine_busy(((0, 0), (0, 0)), ((0, 0), (0, 0)), 3200.0))
