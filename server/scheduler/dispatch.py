@@ -341,7 +341,6 @@ class BatchingScheduler(Scheduler):
             rows, due, count = rows + entry_rows, min(due, deadline), count + 1
         if rows < largest and count == len(view):
             return False  # the queue holds no more than a part of a batch of this shape
-        size = self.planner.batch_size(rows)
         # The batch the planner would dispatch when the slot frees, or none.
         # The rates and windows admission keeps are read at now: they only move forward.
         if self.planner.plan(start, self._state(head, now)).take < rows:
@@ -349,8 +348,9 @@ class BatchingScheduler(Scheduler):
         entries = self.queue.take(rows, head, now, self._expire)
         if entries:
             taken = sum(e.rows for e in entries)
+            size = self.planner.batch_size(taken)
             plan = Plan(size, taken, "ahead", due - start)
-            self.execution.launch(entries, plan, self.planner.batch_size(taken), now, ahead=True)
+            self.execution.launch(entries, plan, size, now, ahead=True)
         return bool(entries)
 
     def _end_hold(self, now: float) -> None:

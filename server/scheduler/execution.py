@@ -364,7 +364,7 @@ class Executor:
                     loop.call_soon_threadsafe(self.answer_expired, expired, now)
             if not entries:
                 return [], 0, 0, 0
-            size = batch.size = next((s for s in self.options.sizes if s >= rows), size)
+            size = batch.size = self.options.cover(rows)
         if self.engine.takes_requests:
             return self.execute_requests(batch)
         t0 = time.perf_counter_ns()

@@ -153,6 +153,13 @@ class BatchingOptions:
     def largest(self) -> int:
         return self.sizes[-1] if self.batched else 1
 
+    def cover(self, rows: int) -> int:
+        """Smallest dispatchable size >= rows (padding), else the largest."""
+        for s in self.sizes:
+            if s >= rows:
+                return s
+        return self.sizes[-1]
+
     @property
     def mode(self) -> AdmissionMode:
         return ADMISSION_MODES[self.admission]

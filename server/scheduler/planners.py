@@ -135,10 +135,7 @@ class Planner:
 
     def cover(self, rows: int) -> int:
         """Smallest dispatchable size >= rows (padding), else the largest."""
-        for s in self.options.sizes:
-            if s >= rows:
-                return s
-        return self.options.sizes[-1]
+        return self.options.cover(rows)
 
 
 class AdaptivePlanner(Planner):
