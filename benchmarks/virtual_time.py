@@ -30,7 +30,7 @@ from typing import Any
 #: Modules whose ``time`` is the clock while ``patched`` is active.
 PATCHED_MODULES = (
     "inferd.server.scheduler.dispatch",
-    "inferd.server.scheduler.admission",
+    "inferd.server.scheduler.rates",
     "inferd.server.scheduler.execution",
     "inferd.server.scheduler.slots",
     "inferd.server.scheduler.warmup",

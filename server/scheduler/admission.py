@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import math
-import time
 from typing import NoReturn
 
 from inferd.server.errors import DeadlineExceeded, InvalidArgument, Unavailable
@@ -28,6 +27,7 @@ from inferd.server.scheduler.margin import Margin
 from inferd.server.scheduler.options import BatchingOptions
 from inferd.server.scheduler.planners import Planner
 from inferd.server.scheduler.queue import Entry, RequestQueue
+from inferd.server.scheduler.rates import BurstRate, Rate, WarmRate
 from inferd.server.scheduler.records import Counters
 from inferd.server.scheduler.slots import Slots
 from inferd.server.scheduler.tight import NONE, TightArrivals, Tightest, deadline_class
@@ -44,50 +44,16 @@ CAPACITY_STEP_S = 0.0005
 #: Below this share of the start of the margin's ramp the load is light:
 #: nothing pads a prediction (``Admission.padded_finish``).
 LIGHT_SHARE = 0.5
+#: Seconds over which the tight cap reads the load (``WarmRate``): long
+#: enough to see bursts and the lulls between them as one load, where the
+#: 0.25 s average read a burst at a tenth of capacity as heavy and let full
+#: batches run ahead of the tight requests that came with it
+#: (docs/experiments/tight-cap-load.md).
+SUSTAINED_TAU_S = 1.0
 #: Admission is starving the engine when it admits fewer rows/s than this
 #: fraction of what the engine could serve of the offered rows
 #: (``Admission.starving``).
 STARVED = 0.5
-
-
-class Rate:
-    """Arrival rate in rows/s: an exponentially decaying count (time constant tau)."""
-
-    def __init__(self, tau: float = 0.25) -> None:
-        self.tau = tau
-        self._value = 0.0
-        self._last = time.monotonic()
-
-    def add(self, rows: int, now: float) -> None:
-        self._value = self._value * math.exp(-(now - self._last) / self.tau) + rows
-        self._last = now
-
-    def rate(self, now: float) -> float:
-        return self._value * math.exp(-(now - self._last) / self.tau) / self.tau
-
-
-class BurstRate:
-    """Offered rows/s as the larger of a slow and a fast average.
-
-    The slow one alone lags short bursts, so the planner would size batches
-    for the lull while the burst queues behind one small batch after
-    another; the fast one follows a burst within it. Being the larger of the
-    two, the rate rises at once and falls back as the burst ends
-    (docs/experiments/burst-rate.md)."""
-
-    SLOW_TAU = 0.25
-    FAST_TAU = 0.05
-
-    def __init__(self) -> None:
-        self.slow = Rate(self.SLOW_TAU)
-        self.fast = Rate(self.FAST_TAU)
-
-    def add(self, rows: int, now: float) -> None:
-        self.slow.add(rows, now)
-        self.fast.add(rows, now)
-
-    def rate(self, now: float) -> float:
-        return max(self.slow.rate(now), self.fast.rate(now))
 
 
 class Admission:
@@ -115,8 +81,10 @@ class Admission:
         #: the admitted rate alone fed back: refusals made batches smaller,
         #: which cut throughput and caused more refusals).
         self.offered = BurstRate()
+        #: Offered rows/s over a longer time: the load the tight cap reads.
+        self.sustained = WarmRate(SUSTAINED_TAU_S)
         #: The tightest recent deadlines: what the planner keeps batches
-        #: short for while the load within them is light.
+        #: short for while the load is light.
         self.tight = TightArrivals()
         #: One margin per deadline class (``deadline_class``): a loose
         #: request's wait behind tighter ones that overtake it is no error of a
@@ -125,6 +93,9 @@ class Admission:
         #: Rows/s within each deadline class's time (``capacity_within``),
         #: recomputed every ``CAPACITY_REFRESH_S``.
         self._capacity: dict[int, float] = {}
+        #: Rows/s ahead of each tight class (``capacity_ahead_of``), by its
+        #: seconds in steps of ``CAPACITY_STEP_S`` and rows; refreshed alike.
+        self._capacity_ahead: dict[tuple[int, int], float] = {}
         self._capacity_at = -math.inf
         #: Rows admitted: what refusals leave the engine (``starving``). On a
         #: slower average than the offered rate it is compared with, so the
@@ -142,6 +113,7 @@ class Admission:
         request's or the model's default); returns the predicted seconds to
         finish, before the margin (NaN when no prediction was needed)."""
         self.offered.add(request.rows, now)
+        self.sustained.add(request.rows, now)
         if deadline < math.inf:
             self.tight.add(deadline - now, request.rows, now)
         levels = self.options.priority_levels
@@ -363,6 +335,7 @@ class Admission:
         if now - self._capacity_at > CAPACITY_REFRESH_S:
             self._capacity_at = now
             self._capacity.clear()
+            self._capacity_ahead.clear()
             self._starving = self.starving(now)
         budget = self.options.budget_s
         if budget is not None:
@@ -391,12 +364,43 @@ class Admission:
         return load < LIGHT_SHARE * self.options.mode.ramp[0]
 
     def tight_at_light_load(self, now: float) -> Tightest:
-        """The tightest deadline class (``tight.Tightest``) while the load
-        within its deadline is light; ``NONE`` otherwise."""
+        """The tightest deadline class (``tight.Tightest``) while the load is
+        light for batches short enough for it; ``NONE`` otherwise.
+
+        The load is the sustained one (``SUSTAINED_TAU_S``) over what the
+        engine serves in batches after which such a request, landing as one
+        leaves, still finishes in the next (``capacity_ahead_of``): what the
+        tight cap leaves the engine. Measured within the request's deadline
+        (batches of which two fit in it) and on the 0.25 s average, the load
+        read heavy in every burst at a tenth of capacity, and full batches
+        ran ahead of the tight requests that came with it."""
         tight = self.tight.tightest(now)
-        if tight.counts and self.is_light(self.offered_load(now, tight.seconds)):
+        if not tight.counts:
+            return NONE
+        capacity = self.capacity_ahead_of(tight)
+        if capacity > 0 and self.is_light(self.sustained.rate(now) / capacity):
             return tight
         return NONE
+
+    def capacity_ahead_of(self, tight: Tightest) -> float:
+        """Rows/s of the engine, on every slot, in the batches short enough
+        that a ``tight`` request landing as one leaves still finishes in the
+        next (``AdaptivePlanner.tight_cap``'s sizes); 0 if none is."""
+        key = (int(tight.seconds / CAPACITY_STEP_S), tight.rows)
+        capacity = self._capacity_ahead.get(key)
+        if capacity is not None:
+            return capacity
+        lat, planner = self.latency, self.planner
+        tight_batch = lat.mean(planner.cover(max(1, tight.rows)))
+        budget = key[0] * CAPACITY_STEP_S - planner.reserve - tight_batch
+        best = 0.0
+        for size in lat.sizes:
+            seconds = lat.mean(size)
+            if seconds <= 0 or seconds > budget:
+                break  # engine time grows with the batch size
+            best = max(best, size / seconds)
+        capacity = self._capacity_ahead[key] = best * self.slots.total
+        return capacity
 
     def starving(self, now: float) -> bool:
         """Whether refusals leave the engine less than ``STARVED`` of the

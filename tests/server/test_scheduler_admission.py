@@ -18,9 +18,9 @@ from scheduler_doubles import (
 )
 
 from inferd.server.errors import DeadlineExceeded, Unavailable
-from inferd.server.scheduler.admission import BurstRate
 from inferd.server.scheduler.dispatch import BatchingScheduler
 from inferd.server.scheduler.latency import LatencyModel
+from inferd.server.scheduler.rates import BurstRate
 
 
 def under_load(sched: BatchingScheduler, load: float = 0.95) -> None:

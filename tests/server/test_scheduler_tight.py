@@ -18,6 +18,7 @@ from scheduler_doubles import (
     scheduler,
 )
 
+from inferd.server.scheduler.dispatch import BatchingScheduler
 from inferd.server.scheduler.options import BatchingOptions
 from inferd.server.scheduler.planners import AdaptivePlanner, QueueState
 from inferd.server.scheduler.tight import MIN_SHARE, TightArrivals, deadline_class
@@ -122,10 +123,44 @@ async def test_scheduler_keeps_batches_short_for_tight_callers_only_at_light_loa
     assert sched.queued == 16
     for _ in range(4):  # a fifth of the rows due in 15 ms
         sched.admission.tight.add(0.015, 1, time.monotonic())
-    load = 0.1 if light else 1.0  # within the tight deadline
-    sched.admission.offered_load = lambda now, seconds_left=math.inf: load  # type: ignore[method-assign]
+    # Of what batches short enough for them serve (<= 10 rows: 833 rows/s).
+    load = 0.1 if light else 1.0
+    _sustained(sched, load * 10 / 0.012)
     engine.gate.set()
     await asyncio.gather(first, *loose)
     # 15 ms - 3 ms for the tight request alone: batches of <= 10 rows (12 ms).
     assert len(engine.batches[1]) == (10 if light else 16)
     await sched.close()
+
+
+def _sustained(sched: BatchingScheduler, rows_per_s: float) -> None:
+    sched.admission.sustained.rate = lambda now: rows_per_s  # type: ignore[method-assign]
+
+
+def _tight_tenth(sched: BatchingScheduler) -> None:
+    """A fifth of the rows lately due in 15 ms, the rest in 1 s."""
+    now = time.monotonic()
+    for _ in range(4):
+        sched.admission.tight.add(0.015, 1, now)
+    for _ in range(16):
+        sched.admission.tight.add(1.0, 1, now)
+
+
+def test_the_tight_cap_reads_the_sustained_load_on_the_batches_it_leaves() -> None:
+    # 2 ms + 1 ms a row: batches of <= 10 rows (12 ms) leave a tight request
+    # its own batch (3 ms) in 15 ms; they serve 833 rows/s. Within 15 ms, where
+    # two batches of <= 6 rows must fit, the engine serves 750 rows/s.
+    sched = scheduler(GatedEngine(), affine_latency(0.002, 0.001, range(1, 17)), max_batch_size=16)
+    sched.admission.planner.reserve = 0.0
+    _tight_tenth(sched)
+    now = time.monotonic()
+    assert sched.admission.capacity_ahead_of(sched.admission.tight.tightest(now)) == (
+        pytest.approx(10 / 0.012)
+    )
+    # A burst: the load within the tight deadline reads heavy ...
+    sched.admission.offered_load = lambda now, seconds_left=math.inf: 1.0  # type: ignore[method-assign]
+    # ... while the sustained one is a tenth of what the capped batches serve.
+    _sustained(sched, 83.0)
+    assert sched.admission.tight_at_light_load(now).seconds == pytest.approx(0.015)
+    _sustained(sched, 600.0)  # 0.72 of it: not light
+    assert math.isinf(sched.admission.tight_at_light_load(now).seconds)
