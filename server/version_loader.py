@@ -80,6 +80,7 @@ class VersionLoader:
             )
         assert settings is not None
         return load_engine(platform, path, settings)
+
     #: Models whose ignored Triton batching options were logged already.
     noted_ignored: set[str] = dataclasses.field(default_factory=set)
 

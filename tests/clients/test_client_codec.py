@@ -353,7 +353,6 @@ def test_message_to_dict_keeps_ints_and_names_enums() -> None:
     assert "dynamic_batching" not in as_dict and "version_policy" not in as_dict
 
 
-
 def test_metadata_to_dict_reads_the_model_card_from_the_reply_bytes() -> None:
     sent = with_model_card(pb.ModelMetadataResponse(name="m", versions=["1"]), {"owner": "ml"})
     received = pb.ModelMetadataResponse.FromString(sent.SerializeToString())

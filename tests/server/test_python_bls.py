@@ -183,6 +183,8 @@ def test_bls_text_as_str_reaches_the_callee_as_bytes(
     with InferenceClient(server.address) as client:
         answer = client.infer("text_relay", {"t": text}, timeout=30)
     assert answer["u"].tolist() == [[b"CAF\xc3\xa9"], [b"ABC"]]  # bytes.upper: ASCII only
+
+
 async def test_bls_reaches_a_data_plane_built_after_the_model_loaded(tmp_path: Path) -> None:
     """The data plane binds its entry when it is built, like the ensembles'
     steps: a Python model loaded before that still reaches it at call time."""

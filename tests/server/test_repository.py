@@ -314,9 +314,7 @@ def test_name_mismatch(tmp_path: Path) -> None:
     assert "'m'" in message and "'other'" in message
 
 
-def test_parse_error_names_model_and_line(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_parse_error_names_model_and_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     make_model(tmp_path, "broken", config='name: "broken"\nmax_batch_size: 4\n  bogus_field: 1\n')
     with pytest.raises(RepositoryError) as exc_info:
         ModelRepository(tmp_path).source("broken")
