@@ -216,19 +216,25 @@ class Executor:
             self.waiting.remove(batch)
 
     def started(self, batch: Batch) -> None:
-        """A batch handed ahead took a slot (on the event loop)."""
+        """A batch handed ahead took a slot (on the event loop): its engine
+        timeout counts from now."""
         if batch.abandoned:
             return
         self.disarm(batch)
-        self.dispatched(batch, batch.started or time.monotonic())
         self.arm_timer(batch)
 
-    def answer_expired(self, entries: list[Entry], now: float) -> None:
-        """Requests of a batch handed ahead found late when it started (on the
-        loop, at once: not after the rest of the batch has run)."""
-        for entry in entries:
+    def began(self, batch: Batch, expired: list[Entry], now: float) -> None:
+        """The engine thread began a batch handed ahead at ``now`` (on the
+        loop, at once: not after the rest of the batch has run): the requests
+        it found late are answered, the rest leave the queue. Told by the
+        thread once it has decided which is which: from the slot's hand-over
+        the telemetry raced that decision, and a request found late had a
+        queue span both dispatched and expired."""
+        for entry in expired:
             if not entry.future.done():
                 self.on_expired(entry, "deadline_passed", now)
+        if batch.entries:
+            self.dispatched(batch, now)
 
     def returned(
         self, batch_id: int, batch: Batch, result: Result | None, error: BaseException | None
@@ -352,19 +358,20 @@ class Executor:
         batch.started = now = time.monotonic()
         if batch.abandoned:
             return [], 0, 0, 0  # answered at the timeout of the call before it
-        if batch.ahead and any(e.deadline <= now for e in entries):
+        if batch.ahead:
             # Late by the time a slot took it (the calls before it ran long):
             # not run, as the queue would not have run them.
             expired = [e for e in entries if e.deadline <= now]
-            entries = batch.entries = [e for e in entries if e.deadline > now]
-            rows = batch.rows = sum(e.rows for e in entries)
-            loop = self.loop
+            if expired:
+                entries = batch.entries = [e for e in entries if e.deadline > now]
+                rows = batch.rows = sum(e.rows for e in entries)
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
-                if loop is not None:
-                    loop.call_soon_threadsafe(self.answer_expired, expired, now)
+                if self.loop is not None:
+                    self.loop.call_soon_threadsafe(self.began, batch, expired, now)
             if not entries:
                 return [], 0, 0, 0
-            size = batch.size = self.options.cover(rows)
+            if expired:
+                size = batch.size = self.options.cover(rows)
         if self.engine.takes_requests:
             return self.execute_requests(batch)
         t0 = time.perf_counter_ns()

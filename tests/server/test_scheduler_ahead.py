@@ -26,7 +26,9 @@ from scheduler_doubles import (
 )
 
 from inferd.server.errors import DeadlineExceeded, Unavailable
+from inferd.server.observer import Queued, VersionObserver
 from inferd.server.scheduler.dispatch import BatchingScheduler
+from inferd.server.scheduler.execution import Batch, Result
 from inferd.server.scheduler.slots import Slots
 
 
@@ -234,6 +236,68 @@ async def test_late_requests_are_answered_when_their_batch_starts_and_the_rest_r
     engine.gate.set()
     await asyncio.gather(first, *live)
     assert engine.batches[1] == [2.0, 3.0] and sched.counters.expired == 2
+    await sched.close()
+
+
+class QueueSpans(VersionObserver):
+    """The requests each queue-leaving hook saw, by id."""
+
+    __slots__ = ("dispatched", "expired")
+
+    def __init__(self) -> None:
+        self.dispatched: list[str] = []
+        self.expired: list[str] = []
+
+    def on_expired(self, entry: Queued, reason: str, now: float) -> None:
+        self.expired.append(entry.request.id)
+
+    def on_dispatch(
+        self, entries: Sequence[Queued], reason: str, slack: float, now: float
+    ) -> object:
+        self.dispatched.extend(e.request.id for e in entries)
+        return None
+
+
+async def test_a_request_late_when_its_batch_handed_ahead_starts_leaves_the_queue_once() -> None:
+    # The slot's hand-over runs on the loop while the engine thread decides
+    # which requests are late; held here until the hand-over has run, as the
+    # race allows. They must leave the queue expired, not dispatched too.
+    engine = GatedEngine()
+    sched = fast_scheduler(engine)
+    spans = sched.observer = sched.execution.observer = QueueSpans()
+    executor = sched.execution
+    handed_over = threading.Event()
+    started, execute = executor.started, executor.execute
+
+    def started_then_tell(batch: Batch) -> None:
+        started(batch)
+        handed_over.set()
+
+    def execute_after_hand_over(batch: Batch) -> Result:
+        if batch.ahead:
+            handed_over.wait(2.0)
+        return execute(batch)
+
+    executor.started = started_then_tell  # type: ignore[method-assign]
+    executor.execute = execute_after_hand_over  # type: ignore[method-assign]
+    first = await hold_first_batch(sched, engine)
+    now = time.monotonic()
+    late = [
+        asyncio.create_task(sched.submit(request(0.0, deadline=now + 0.1, id=f"late{i}")))
+        for i in range(2)
+    ]
+    live = [
+        asyncio.create_task(sched.submit(request(1.0, deadline=now + 30.0, id=f"live{i}")))
+        for i in range(2)
+    ]
+    await until(lambda: sched.slots.waiting == 1)
+    await asyncio.sleep(0.15)  # the held call runs past two of their deadlines
+    engine.gate.set()
+    await asyncio.gather(first, *live)
+    await asyncio.gather(*late, return_exceptions=True)
+    assert handed_over.is_set()
+    assert sorted(spans.expired) == ["late0", "late1"]
+    assert sorted(i for i in spans.dispatched if i) == ["live0", "live1"]
     await sched.close()
 
 
