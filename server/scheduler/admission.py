@@ -390,16 +390,10 @@ class Admission:
         capacity = self._capacity_ahead.get(key)
         if capacity is not None:
             return capacity
-        lat, planner = self.latency, self.planner
-        tight_batch = lat.mean(planner.cover(max(1, tight.rows)))
+        planner = self.planner
+        tight_batch = self.latency.mean(planner.cover(max(1, tight.rows)))
         budget = key[0] * CAPACITY_STEP_S - planner.reserve - tight_batch
-        best = 0.0
-        for size in lat.sizes:
-            seconds = lat.mean(size)
-            if seconds <= 0 or seconds > budget:
-                break  # engine time grows with the batch size
-            best = max(best, size / seconds)
-        capacity = self._capacity_ahead[key] = best * self.slots.total
+        capacity = self._capacity_ahead[key] = self.rows_per_s(budget, smallest=False)
         return capacity
 
     def starving(self, now: float) -> bool:
@@ -435,14 +429,21 @@ class Admission:
         fixed-cost model cannot use its largest batches there, and measured
         against the largest batch the load signal stayed low near capacity
         (docs/experiments/admission-ramp.md)."""
-        lat = self.latency
         limit = math.inf if budget is None else (budget - self.planner.reserve) / 2
+        return self.rows_per_s(limit, smallest=True)
+
+    def rows_per_s(self, limit: float, *, smallest: bool) -> float:
+        """Rows/s of the engine, on every slot, at the batch size with the
+        most rows/s among those whose mean time is within ``limit`` seconds
+        (``smallest``: the smallest size counts even past it); 0 while a size
+        is unmeasured."""
+        lat = self.latency
         best = 0.0
         for size in lat.sizes:
             seconds = lat.mean(size)
             if seconds <= 0:
                 return 0.0
-            if best > 0 and seconds > limit:
+            if seconds > limit and (best > 0 or not smallest):
                 break  # engine time grows with the batch size
             best = max(best, size / seconds)
         return best * self.slots.total
