@@ -100,8 +100,8 @@ class Admission:
         #: Rows admitted: what refusals leave the engine (``starving``). On a
         #: slower average than the offered rate it is compared with, so the
         #: first requests of a burst count as starving too: taken in on the
-        #: median margin they fill batches (measured better than like for
-        #: like, docs/experiments/admission-starvation.md).
+        #: idle margin (``Margin`` at no load) they fill batches (measured
+        #: better than like for like, docs/experiments/admission-starvation.md).
         self.admitted_rows = Rate(0.5)
         self._starving = False
         #: The latest admitted requests, newest last: the batch a new request
@@ -209,7 +209,8 @@ class Admission:
         key = deadline_class(seconds_left)
         margin = self.margins.get(key)
         if margin is None:
-            margin = self.margins[key] = Margin(ramp=self.options.mode.ramp)
+            mode = self.options.mode
+            margin = self.margins[key] = Margin(ramp=mode.ramp, idle_quantile=mode.idle_quantile)
         return margin
 
     def padded_finish(

@@ -16,8 +16,9 @@ class Margin:
     prediction: the quantile chosen by the offered load is taken among the
     requests with the shorter half of the predictions and among the longer
     half, and the line goes through both (its slope never negative; past
-    the longer half it rises at most ``MAX_SLOPE``); the margin is never
-    negative. ``seconds(predicted)`` applies it.
+    the longer half's median prediction it rises at most ``MAX_SLOPE``, and
+    below the load ramp only as the longest quarter of the predictions
+    shows); the margin is never negative. ``seconds(predicted)`` applies it.
 
     A line because the error has two parts: time outside the engine that
     every request spends (event loop, gRPC, thread hops), and a stretch of
@@ -29,12 +30,17 @@ class Margin:
 
     The latency model measures engine time only. Well below capacity
     admitted requests have room before their deadlines, so the margin only
-    needs to correct the error's bias (``Q_LOW``, the median: refuse what is
-    more likely late than not; there a refusal is a request certainly not
-    answered in time, while admitting one that may be late costs nobody else
-    engine time, and the p75 refused what Triton's batcher answered,
-    docs/experiments/admission-deadline-classes.md); the error's tail there is
-    host stalls, which no refusal prevents. Under overload every admitted
+    needs to correct the error's bias: at the ramp's start the median
+    (``Q_LOW``: refuse what is more likely late than not), on an idle engine
+    ``idle_quantile`` (balanced admission: the p25), rising linearly between.
+    There a refusal is a request certainly not answered in time, while
+    admitting one that may be late costs nobody else engine time: the p75
+    refused what Triton's batcher answered
+    (docs/experiments/admission-deadline-classes.md), and on a real server,
+    whose errors spread wider than an engine of known speed's, the median
+    refused a fifth of the 15 ms requests of a mixed load at 0.4x that static
+    batching answered (docs/experiments/idle-quantile.md). The error's tail
+    there is host stalls, which no refusal prevents. Under overload every admitted
     request is predicted just inside its deadline, so the margin must cover
     the tail (``Q_HIGH``) and then some (``OVERLOAD_RESERVE``). Quantile and
     reserve rise linearly with the offered load on the engine, over the
@@ -61,6 +67,11 @@ class Margin:
     #: slopes that refuse requests arriving to a near-empty queue. Within the
     #: fitted range a steep line stands: a latency model far off (a host whose
     #: CPU others take) needs it (docs/experiments/admission-margin-line.md).
+    #: Below the ramp it rises there only as steeply as the errors of the
+    #: longest quarter of the predictions do: on a real server those (behind
+    #: a running batch) were no larger than the longer half's, and the rise
+    #: refused tight requests static batching answered
+    #: (docs/experiments/idle-quantile.md).
     MAX_SLOPE = 0.5
 
     def __init__(
@@ -70,8 +81,10 @@ class Margin:
         horizon_s: float = 2.0,
         *,
         ramp: tuple[float, float] = ADMISSION_MODES["balanced"].ramp,
+        idle_quantile: float = ADMISSION_MODES["balanced"].idle_quantile,
     ) -> None:
         self._low, self._high = ramp
+        self._idle_quantile = idle_quantile
         #: (when, predicted s, error s) of recent admitted requests.
         self.errors: collections.deque[tuple[float, float, float]] = collections.deque(
             maxlen=window
@@ -83,13 +96,21 @@ class Margin:
         #: shorter and longer half of them: (median prediction, sorted errors).
         self._ranked: list[tuple[float, float]] = []
         self._halves: list[tuple[float, list[float]]] = []
+        #: The same errors, sorted: the quantile when the halves give no line.
+        #: The longest quarter of the predictions (median prediction, sorted
+        #: errors): how the error goes on past the longer half's median.
+        self._top: tuple[float, list[float]] | None = None
+        #: The line's slope past ``_reach`` below the ramp: what the longest
+        #: quarter shows, within 0..``MAX_SLOPE``.
+        self._past = 0.0
+        self._sorted: list[float] = []
         #: The error quantile in use, and the line it gives: a + b x prediction.
-        self.quantile = self.Q_LOW
+        self.quantile = idle_quantile
         self._share = 0.0
         self.a = 0.0
         self.b = 0.0
         #: The longer half's median prediction: past it the line rises at
-        #: most ``MAX_SLOPE``.
+        #: most ``MAX_SLOPE`` (under load) or ``_past`` (below the ramp).
         self._reach = math.inf
 
     def add(self, error: float, now: float, predicted: float) -> None:
@@ -103,12 +124,19 @@ class Margin:
             half = len(ranked) // 2
             parts = (ranked[:half], ranked[half:]) if half else (ranked,)
             self._halves = [(part[len(part) // 2][0], sorted(e for _, e in part)) for part in parts]
+            top = ranked[half + (len(ranked) - half) // 2 :] if half else []
+            self._top = (top[len(top) // 2][0], sorted(e for _, e in top)) if top else None
+            self._sorted = sorted(e for _, e in ranked)
             self._pick()
 
     def set_load(self, load: float) -> None:
         """``load``: offered work as a fraction of what the engine can do."""
         share = min(1.0, max(0.0, (load - self._low) / (self._high - self._low)))
-        quantile = self.Q_LOW + (self.Q_HIGH - self.Q_LOW) * share
+        if share > 0:
+            quantile = self.Q_LOW + (self.Q_HIGH - self.Q_LOW) * share
+        else:
+            below = max(0.0, load / self._low) if self._low > 0 else 1.0
+            quantile = self._idle_quantile + (self.Q_LOW - self._idle_quantile) * below
         if abs(quantile - self.quantile) > 0.005:
             self.quantile = quantile
             self._share = share
@@ -133,9 +161,15 @@ class Margin:
             if x_long - x_short > 1e-4:
                 q = min(self.quantile, self.Q_LOW)
                 y_short = self._at(short, q)
-                b = max(0.0, (self._at(long, q) - y_short) / (x_long - x_short))
+                y_long = self._at(long, q)
+                b = max(0.0, (y_long - y_short) / (x_long - x_short))
                 self.b = b
                 self._reach = x_long
+                self._past = 0.0
+                top = self._top
+                if top is not None and top[0] - x_long > 1e-4:
+                    rise = (self._at(top[1], q) - y_long) / (top[0] - x_long)
+                    self._past = min(self.MAX_SLOPE, max(0.0, rise))
                 if self.quantile <= self.Q_LOW:
                     self.a = y_short - b * x_short
                 else:
@@ -143,12 +177,13 @@ class Margin:
                     self.a = self._at(residuals, self.quantile)
                 return
         # Too few errors, or predictions all alike: one quantile of them all.
-        self.a = self._at(sorted(e for _, part in halves for e in part), self.quantile)
+        self.a = self._at(self._sorted, self.quantile)
         self.b = 0.0
         self._reach = math.inf
 
     def seconds(self, predicted: float) -> float:
         """The margin for a request predicted to take ``predicted`` seconds."""
         within = min(predicted, self._reach)
-        line = self.a + self.b * within + min(self.b, self.MAX_SLOPE) * (predicted - within)
+        past = min(self.b, self.MAX_SLOPE) if self._share > 0 else self._past
+        line = self.a + self.b * within + past * (predicted - within)
         return max(0.0, line) + self._share * self.OVERLOAD_RESERVE

@@ -82,6 +82,9 @@ class AdmissionMode:
     #: which the admission margin ramps from its light-load quantile to the
     #: p99 plus reserve (``admission.Margin``).
     ramp: tuple[float, float]
+    #: The margin's error quantile on an idle engine: below the ramp it rises
+    #: linearly with the load from this to the median at the ramp's start.
+    idle_quantile: float
     #: Refuse a request whose joining makes its queued batch finish late even
     #: when that batch is predicted late without it.
     whole_batch_rule: bool
@@ -92,10 +95,16 @@ class AdmissionMode:
 #: Balanced puts the p99 and the reserve on the load where the static policy
 #: starts to miss (an earlier ramp refused work it answered on time); strict
 #: reaches them at 0.8 of the budget capacity. See
-#: docs/experiments/admission-ramp.md.
+#: docs/experiments/admission-ramp.md. Well below the ramp balanced refuses
+#: only what is late at the errors' p25 (docs/experiments/idle-quantile.md);
+#: strict refuses what is more likely late than not at any load.
 ADMISSION_MODES: dict[str, AdmissionMode] = {
-    "balanced": AdmissionMode((0.9, 1.2), whole_batch_rule=False, stall_clip=STALL_CLIP),
-    "strict": AdmissionMode((0.5, 0.8), whole_batch_rule=True, stall_clip=STRICT_STALL_CLIP),
+    "balanced": AdmissionMode(
+        (0.9, 1.2), idle_quantile=0.25, whole_batch_rule=False, stall_clip=STALL_CLIP
+    ),
+    "strict": AdmissionMode(
+        (0.5, 0.8), idle_quantile=0.5, whole_batch_rule=True, stall_clip=STRICT_STALL_CLIP
+    ),
 }
 DEFAULT_MAX_QUEUE = 2048
 DEFAULT_WARMUP_ROUNDS = 5

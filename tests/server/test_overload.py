@@ -29,6 +29,9 @@ from inferd.server.scheduler.margin import Margin
 from inferd.server.scheduler.options import ADMISSION_MODES, BatchingOptions
 from inferd.server.stats import ModelStats
 
+#: Where balanced admission's margin reaches the median and starts to ramp.
+RAMP_START = ADMISSION_MODES["balanced"].ramp[0]
+
 #: Most of the admitted requests a run may answer late or expire: a server that
 #: admits everything at twice capacity answers most of them late.
 LATE_BOUND = 0.4
@@ -79,8 +82,14 @@ def test_margin_is_a_low_quantile_below_capacity_and_never_negative() -> None:
     margin = Margin(window=100, every=10, horizon_s=2.0)
     for i in range(100):
         margin.add(i / 1000, now=10.0, predicted=0.010)  # 0..99 ms late on 10 ms
-    margin.set_load(0.5)
+    margin.set_load(RAMP_START)
     assert margin.seconds(0.010) == pytest.approx(0.050)  # bias: the median
+    # Further below the ramp a refusal saves nobody engine time: from the p25
+    # on an idle engine, rising with the load.
+    margin.set_load(0.0)
+    assert margin.seconds(0.010) == pytest.approx(0.025)
+    margin.set_load(RAMP_START / 2)
+    assert margin.seconds(0.010) == pytest.approx(0.037)
     for _ in range(100):
         # finishing early never makes the margin negative
         margin.add(-0.005, now=10.0, predicted=0.010)
@@ -96,7 +105,7 @@ def test_margin_is_a_line_over_the_prediction_that_keeps_its_fixed_part() -> Non
     for i in range(100):
         predicted = 0.005 + i * 0.0002  # 5..25 ms
         margin.add(0.002 + 0.2 * predicted, now=10.0, predicted=predicted)
-    margin.set_load(0.5)
+    margin.set_load(RAMP_START)
     assert margin.b == pytest.approx(0.2)
     # The line goes through each half's median error.
     assert margin.seconds(0.0) == pytest.approx(0.002, abs=5e-5)
@@ -120,11 +129,12 @@ def test_margin_slope_under_overload_is_not_set_by_a_few_outliers() -> None:
 
 
 def test_margin_line_rises_gently_past_the_predictions_it_was_fitted_on() -> None:
-    # Light bursty load: predictions 8 ms and 10 ms, errors 1 and 4 ms. The
-    # line through both halves rises 1.5 ms per ms; followed further, it gave
-    # an arrival predicted 16 ms (an empty queue behind one batch) a 13 ms
+    # Bursty load: predictions 8 ms and 10 ms, errors 1 and 4 ms. The line
+    # through both halves rises 1.5 ms per ms; followed further, it gave an
+    # arrival predicted 16 ms (an empty queue behind one batch) a 13 ms
     # margin: refused with 24 ms left. Past the longer half it rises at most
-    # MAX_SLOPE.
+    # MAX_SLOPE under load, and not at all below the ramp, where admitting a
+    # request that may be late costs nobody else engine time.
     margin = Margin(window=100, every=10, horizon_s=2.0)
     for i in range(100):
         long = i % 2 == 1
@@ -133,8 +143,40 @@ def test_margin_line_rises_gently_past_the_predictions_it_was_fitted_on() -> Non
     assert margin.b == pytest.approx(1.5)
     assert margin.seconds(0.008) == pytest.approx(0.001)
     assert margin.seconds(0.010) == pytest.approx(0.004)  # within the data: the line
+    assert margin.seconds(0.016) == pytest.approx(0.004)  # no longer data: level
+    margin.set_load(1.0)  # on the ramp: the p50-p99 of each half is 1 and 4 ms too
     assert Margin.MAX_SLOPE == 0.5
-    assert margin.seconds(0.016) == pytest.approx(0.004 + 0.5 * 0.006)
+    share = (1.0 - RAMP_START) / (1.2 - RAMP_START)
+    assert margin.seconds(0.016) == pytest.approx(
+        0.004 + 0.5 * 0.006 + share * Margin.OVERLOAD_RESERVE
+    )
+
+
+@pytest.mark.parametrize("levels_off", [False, True])
+def test_below_the_ramp_the_line_goes_on_as_the_longest_predictions_show(
+    levels_off: bool,
+) -> None:
+    # 2 ms plus 20% of predictions of 5..25 ms; with ``levels_off`` the error
+    # stops growing at 15 ms, as on a real server whose longest predictions
+    # (behind a running batch) erred no more than the rest: a line that rose
+    # on past the data refused requests static batching answered in time.
+    margin = Margin(window=100, every=10, horizon_s=2.0)
+    for i in range(100):
+        predicted = 0.005 + i * 0.0002
+        grows = min(predicted, 0.015) if levels_off else predicted
+        margin.add(0.002 + 0.2 * grows, now=10.0, predicted=predicted)
+    margin.set_load(RAMP_START)
+    at_reach = margin.seconds(0.025)
+    past = margin.seconds(0.040) - at_reach
+    if levels_off:
+        assert past == pytest.approx(0.0)
+        assert at_reach == pytest.approx(0.005)
+    else:
+        assert past == pytest.approx(0.2 * 0.015, rel=0.05)
+    margin.set_load(1.0)  # on the ramp the line rises past the data as within it
+    assert margin.seconds(0.040) - margin.seconds(0.025) == pytest.approx(
+        min(margin.b, Margin.MAX_SLOPE) * 0.015
+    )
 
 
 def test_margin_slope_is_never_negative() -> None:
@@ -152,36 +194,39 @@ def test_margin_covers_the_error_tail_as_the_offered_load_reaches_capacity() -> 
     for i in range(100):
         margin.add(i / 1000, now=10.0, predicted=0.010)
     values = []
-    for load in (0.5, 0.9, 1.05, 1.2, 2.0):
+    for load in (0.0, 0.9, 1.05, 1.2, 2.0):
         margin.set_load(load)
         values.append(margin.seconds(0.010))
     reserve = Margin.OVERLOAD_RESERVE
     assert values == sorted(values)
-    assert values[0] == pytest.approx(0.050) and values[1] == pytest.approx(0.050)
+    assert values[0] == pytest.approx(0.025) and values[1] == pytest.approx(0.050)
     assert 0.050 < values[2] < 0.099 + reserve / 2
     # Overloaded: the p99, plus a fixed reserve for the error's drift.
     assert values[3] == pytest.approx(0.099 + reserve)
     assert values[4] == pytest.approx(0.099 + reserve)
-    margin.set_load(0.3)  # the load passed: back to the bias
+    margin.set_load(RAMP_START)  # the load passed: back to the bias
     assert margin.seconds(0.010) == pytest.approx(0.050)
 
 
 def test_strict_admission_covers_the_error_tail_from_a_lower_load() -> None:
-    # Callers who would rather be refused than answered late: the p99 and the
-    # reserve already at 0.8 of the budget capacity, where balanced admission
-    # still corrects only the bias.
+    # Callers who would rather be refused than answered late: the median
+    # however light the load, the p99 and the reserve already at 0.8 of the
+    # budget capacity, where balanced admission is still below the median.
     reserve = Margin.OVERLOAD_RESERVE
     values = {}
     for strict in (False, True):
         mode = ADMISSION_MODES["strict" if strict else "balanced"]
-        margin = Margin(window=100, every=10, horizon_s=2.0, ramp=mode.ramp)
+        margin = Margin(
+            window=100, every=10, horizon_s=2.0, ramp=mode.ramp, idle_quantile=mode.idle_quantile
+        )
         for i in range(100):
             margin.add(i / 1000, now=10.0, predicted=0.010)
         values[strict] = []
         for load in (0.4, 0.65, 0.8):
             margin.set_load(load)
             values[strict].append(margin.seconds(0.010))
-    assert values[False] == pytest.approx([0.050, 0.050, 0.050])
+    # Balanced: from the p25 idle to the median at 0.9, i.e. p36, p43, p47.
+    assert values[False] == pytest.approx([0.036, 0.043, 0.047])
     assert values[True][0] == pytest.approx(0.050)
     assert 0.050 < values[True][1] < 0.099 + reserve / 2
     assert values[True][2] == pytest.approx(0.099 + reserve)
@@ -211,7 +256,8 @@ async def test_admission_option_is_read_from_config_and_reaches_the_margin() -> 
         sched.admission.margin.set_load(0.8)
         margins.append(sched.admission.margin.seconds(0.010))
         await sched.close()
-    assert margins == pytest.approx([0.040, 0.079 + Margin.OVERLOAD_RESERVE])
+    # 160 errors, each of 0..79 ms twice: balanced's p47 below its ramp, strict's p99.
+    assert margins == pytest.approx([0.037, 0.079 + Margin.OVERLOAD_RESERVE])
 
 
 def test_margin_forgets_a_stall() -> None:
