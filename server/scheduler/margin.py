@@ -96,13 +96,13 @@ class Margin:
         #: shorter and longer half of them: (median prediction, sorted errors).
         self._ranked: list[tuple[float, float]] = []
         self._halves: list[tuple[float, list[float]]] = []
-        #: The same errors, sorted: the quantile when the halves give no line.
         #: The longest quarter of the predictions (median prediction, sorted
         #: errors): how the error goes on past the longer half's median.
         self._top: tuple[float, list[float]] | None = None
         #: The line's slope past ``_reach`` below the ramp: what the longest
         #: quarter shows, within 0..``MAX_SLOPE``.
         self._past = 0.0
+        #: The same errors, sorted: the quantile when the halves give no line.
         self._sorted: list[float] = []
         #: The error quantile in use, and the line it gives: a + b x prediction.
         self.quantile = idle_quantile
