@@ -102,8 +102,9 @@ class Margin:
         #: The line's slope past ``_reach`` below the ramp: what the longest
         #: quarter shows, within 0..``MAX_SLOPE``.
         self._past = 0.0
-        #: The same errors, sorted: the quantile when the halves give no line.
-        self._sorted: list[float] = []
+        #: The same errors, sorted (None: not yet since they changed): the
+        #: quantile when the halves give no line.
+        self._sorted: list[float] | None = None
         #: The error quantile in use, and the line it gives: a + b x prediction.
         self.quantile = idle_quantile
         self._share = 0.0
@@ -124,9 +125,9 @@ class Margin:
             half = len(ranked) // 2
             parts = (ranked[:half], ranked[half:]) if half else (ranked,)
             self._halves = [(part[len(part) // 2][0], sorted(e for _, e in part)) for part in parts]
-            top = ranked[half + (len(ranked) - half) // 2 :] if half else []
+            top = parts[-1][len(parts[-1]) // 2 :] if half else []
             self._top = (top[len(top) // 2][0], sorted(e for _, e in top)) if top else None
-            self._sorted = sorted(e for _, e in ranked)
+            self._sorted = None
             self._pick()
 
     def set_load(self, load: float) -> None:
@@ -177,6 +178,8 @@ class Margin:
                     self.a = self._at(residuals, self.quantile)
                 return
         # Too few errors, or predictions all alike: one quantile of them all.
+        if self._sorted is None:
+            self._sorted = sorted(e for _, e in self._ranked)
         self.a = self._at(self._sorted, self.quantile)
         self.b = 0.0
         self._reach = math.inf
