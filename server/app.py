@@ -68,6 +68,7 @@ from inferd.server.repository import ModelRepository
 from inferd.server.request_bytes import RequestBytes
 from inferd.server.response_cache import ResponseCache
 from inferd.server.routing import Router
+from inferd.server.scheduler.loop_load import LoopLoad
 from inferd.server.settings import ServerConfig, check
 from inferd.server.telemetry import Telemetry
 from inferd.server.telemetry.metrics import GpuCollector, Metrics, MetricsServer, multiprocess_dir
@@ -155,6 +156,7 @@ class InferdServer:
             probe_interval_s=config.health_probe_interval_s,
             strict_readiness=config.strict_readiness,
             response_cache=self.response_cache,
+            loop_load=LoopLoad() if config.loop_bound_batching else None,
         )
         self.router = Router(self.models, observer=self.telemetry)
         if self.monitoring is not None:

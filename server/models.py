@@ -27,6 +27,7 @@ from inferd.server.model_version import LoadReport, ModelVersion, State
 from inferd.server.observer import ServerObserver
 from inferd.server.repository import ModelRepository, ModelSource, RepositoryError
 from inferd.server.response_cache import ResponseCache
+from inferd.server.scheduler.loop_load import LoopLoad
 from inferd.server.version_loader import VersionLoader, retire, source_key
 
 log = logging.getLogger("inferd.models")
@@ -77,6 +78,7 @@ class ModelManager:
         probe_interval_s: float = 5.0,
         strict_readiness: bool = True,
         response_cache: ResponseCache | None = None,
+        loop_load: LoopLoad | None = None,
     ) -> None:
         self.repository = repository
         #: Shared by the versions whose config enables it (``response_cache``).
@@ -100,6 +102,7 @@ class ModelManager:
             failure_threshold=failure_threshold,
             probe_interval_s=probe_interval_s,
             model_caller=self.link.call_model,
+            loop_load=loop_load,
         )
         self._listeners: list[Callable[[], None]] = []
         self._models: dict[str, _Entry] = {}

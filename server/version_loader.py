@@ -31,6 +31,7 @@ from inferd.server.repository import (
 from inferd.server.repository.engine_settings import CPU_PROVIDER
 from inferd.server.scheduler.dispatch import BatchingScheduler
 from inferd.server.scheduler.latency import LatencyModel
+from inferd.server.scheduler.loop_load import LoopLoad
 from inferd.server.scheduler.options import (
     BatchingOptions,
     ignored_triton_options,
@@ -64,6 +65,8 @@ class VersionLoader:
     model_caller: ModelCaller | None = None
     #: The server's event loop (BLS requests run on it); set before each load.
     loop: asyncio.AbstractEventLoop | None = None
+    #: How busy that loop's thread is, for the planners (None: not measured).
+    loop_load: LoopLoad | None = None
 
     def _engine(
         self,
@@ -159,6 +162,7 @@ class VersionLoader:
             observer=observer,
             probe=probe,
             on_health_change=self.on_health_change,
+            loop_load=self.loop_load,
         )
         if self.loop is not None:
             loop = self.loop

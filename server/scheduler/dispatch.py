@@ -41,6 +41,7 @@ from inferd.server.scheduler.base import Scheduler
 from inferd.server.scheduler.execution import Executor
 from inferd.server.scheduler.health import Health
 from inferd.server.scheduler.latency import LatencyModel
+from inferd.server.scheduler.loop_load import LoopLoad
 from inferd.server.scheduler.options import BatchingOptions
 from inferd.server.scheduler.planners import (
     Plan,
@@ -78,8 +79,11 @@ class BatchingScheduler(Scheduler):
         probe: Callable[[], object] | None = None,
         on_health_change: Callable[[], None] | None = None,
         planner: Planner | None = None,
+        loop_load: LoopLoad | None = None,
     ) -> None:
         self.engine = engine
+        #: How busy the event loop thread is (None: not measured, never busy).
+        self.loop_load = loop_load
         #: Telemetry hooks (``server.observer``); the default does nothing.
         self.observer = observer or NULL_VERSION_OBSERVER
         self.stats = stats
@@ -303,6 +307,7 @@ class BatchingScheduler(Scheduler):
             functools.partial(self.queue.view, head, 2 * self.options.largest),
             tight.seconds,
             tight.rows,
+            self.loop_load.share() if self.loop_load is not None else 0.0,
         )
 
     def _dispatch_ahead(self) -> bool:

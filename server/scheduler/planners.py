@@ -20,6 +20,16 @@ from inferd.server.scheduler.options import BatchingOptions
 #: fuller batch: the engine idles meanwhile (docs/experiments/adaptive-wait-share.md).
 MAX_WAIT_SHARE = 0.1
 
+#: While the event loop thread spends more than ``LOOP_BUSY_FROM`` of its time
+#: on CPU, the adaptive planner waits for fuller batches than the engine needs:
+#: each batch costs the loop and an engine thread wake-ups that a fuller batch
+#: shares, and with a fast engine the loop is what runs out. The longest such
+#: wait (from the head's arrival) grows with the share, up to
+#: ``LOOP_BOUND_WAIT_S`` at ``LOOP_BUSY_FULL`` (docs/experiments/loop-bound-batching.md).
+LOOP_BUSY_FROM = 0.5
+LOOP_BUSY_FULL = 0.8
+LOOP_BOUND_WAIT_S = 0.002
+
 #: Most time the adaptive planner keeps before a deadline for work outside the
 #: engine (gRPC, the event loop, merging), as measured on 2 busy cores; also
 #: what it keeps before the latency model has seen batches run. It does not grow
@@ -73,6 +83,9 @@ class QueueState:
     #: when not.
     tight_s: float = math.inf
     tight_rows: int = 0
+    #: Recent share of the event loop thread's time spent on CPU (``LoopLoad``;
+    #: 0 when not measured).
+    loop_busy: float = 0.0
 
 
 class Planner:
@@ -191,16 +204,15 @@ class AdaptivePlanner(Planner):
             return Plan(size, take, "deadline", slack)
         target = self.keep_up_size(arrival_rate)
         if take >= target:
+            fuller = self.fuller_until(state.loop_busy, head_arrival, head_deadline)
+            if fuller > now:
+                return Plan(wake_at=fuller)
             return Plan(size, take, "ready", slack)
         # Waiting gathers about rate * t rows; stop waiting before slack runs out.
         target_slack = head_deadline - now - lat.high(self.cover(target))
         if target_slack <= 0:
             return Plan(size, take, "deadline", slack)
-        # Waiting is a bet on arrivals; cap it at a share of the head's budget so
-        # a lull never spends the slack that admission promised to callers.
-        wait_until = head_arrival + MAX_WAIT_SHARE * (head_deadline - head_arrival)
-        if opts.max_queue_delay_s > 0:  # Triton's window: the longest any request waits
-            wait_until = min(wait_until, head_arrival + opts.max_queue_delay_s)
+        wait_until = self.wait_until(head_arrival, head_deadline)
         if now >= wait_until:
             return Plan(size, take, "waited", slack)
         needed = (target - take) / arrival_rate if arrival_rate > 0 else math.inf
@@ -208,6 +220,29 @@ class AdaptivePlanner(Planner):
         if wake_at <= now:  # slack below the clock's resolution: no wait to time
             return Plan(size, take, "deadline", slack)
         return Plan(wake_at=wake_at)
+
+    def wait_until(self, head_arrival: float, head_deadline: float) -> float:
+        """The latest a batch may wait for more rows. Waiting is a bet on
+        arrivals; it is capped at a share of the head's budget so a lull never
+        spends the slack that admission promised to callers, and at Triton's
+        window (the longest any request waits) when the config sets one."""
+        until = head_arrival + MAX_WAIT_SHARE * (head_deadline - head_arrival)
+        if self.options.max_queue_delay_s > 0:
+            until = min(until, head_arrival + self.options.max_queue_delay_s)
+        return until
+
+    def fuller_until(self, loop_busy: float, head_arrival: float, head_deadline: float) -> float:
+        """While the event loop is the bottleneck (``LOOP_BUSY_FROM``), until
+        when a batch the engine would take now waits for more rows (-inf: it
+        does not); never past ``wait_until``, nor so long that a full batch
+        would make the head late. Arrivals that fill it end the wait at once."""
+        if loop_busy <= LOOP_BUSY_FROM:
+            return -math.inf
+        share = min(1.0, (loop_busy - LOOP_BUSY_FROM) / (LOOP_BUSY_FULL - LOOP_BUSY_FROM))
+        until = min(
+            head_arrival + share * LOOP_BOUND_WAIT_S, self.wait_until(head_arrival, head_deadline)
+        )
+        return min(until, head_deadline - self.latency.high(self.options.largest))
 
     def tight_cap(self, now: float, state: QueueState) -> int:
         """Most rows a batch may take so that the tightest recent arrival,

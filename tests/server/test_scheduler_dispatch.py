@@ -19,7 +19,12 @@ from scheduler_doubles import (
 
 from inferd.server.errors import DeadlineExceeded, Unavailable
 from inferd.server.request import InferRequest
+from inferd.server.scheduler import planners
+from inferd.server.scheduler.dispatch import BatchingScheduler
 from inferd.server.scheduler.latency import LatencyModel
+from inferd.server.scheduler.loop_load import LoopLoad
+from inferd.server.scheduler.options import BatchingOptions
+from inferd.server.stats import ModelStats
 
 
 async def test_queue_is_served_earliest_deadline_first() -> None:
@@ -217,4 +222,38 @@ async def test_the_dispatcher_task_takes_over_when_the_direct_refill_fails() -> 
         loop.set_exception_handler(None)
     await first
     assert failures == [1] and out["y"][0, 0] == 4.0
+    await sched.close()
+
+
+class _LoopAt(LoopLoad):
+    """An event loop whose measured busy share is ``busy``."""
+
+    def __init__(self, busy: float) -> None:
+        super().__init__()
+        self.busy = busy
+
+    def share(self) -> float:
+        return self.busy
+
+
+@pytest.mark.parametrize("busy", [0.0, 1.0])
+async def test_a_busy_event_loop_holds_a_batch_for_the_requests_arriving_behind_it(
+    busy: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A long window, so that a slow host cannot close it between two submits.
+    monkeypatch.setattr(planners, "LOOP_BOUND_WAIT_S", 5.0)
+    engine = GatedEngine()
+    sched = BatchingScheduler(
+        engine, ModelStats(), BatchingOptions(max_batch_size=4), loop_load=_LoopAt(busy)
+    )
+    first = asyncio.create_task(sched.submit(request(0.0)))
+    await asyncio.sleep(0.05)
+    if busy == 0.0:  # the engine is idle and keeps up: the request goes alone, now
+        assert engine.batches == [[0.0]]
+    else:  # the loop is the bottleneck: it waits for more rows
+        assert engine.batches == []
+    rest = [asyncio.create_task(sched.submit(request(float(v)))) for v in (1, 2, 3)]
+    await asyncio.gather(first, *rest)
+    if busy == 1.0:  # a full batch ends the wait at once
+        assert engine.batches == [[0.0, 1.0, 2.0, 3.0]]
     await sched.close()

@@ -3,6 +3,7 @@ wait, cut, pad, reserve) and the static (Triton) plan."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,7 +12,11 @@ from scheduler_doubles import affine_latency, plan_queue
 from inferd.server.scheduler.latency import LatencyModel
 from inferd.server.scheduler.options import BatchingOptions
 from inferd.server.scheduler.planners import (
+    LOOP_BOUND_WAIT_S,
+    LOOP_BUSY_FROM,
+    LOOP_BUSY_FULL,
     AdaptivePlanner,
+    Plan,
     QueueState,
     StaticPlanner,
     make_planner,
@@ -282,3 +287,61 @@ def test_adaptive_plan_never_waits_until_now() -> None:
             plan = planner.plan(now, state)
             assert plan.take > 0 or (plan.wake_at is not None and plan.wake_at > now), plan
             deadline = math.nextafter(deadline, math.inf)
+
+
+def _loop_bound_plan(busy: float, now: float = 0.0, **options: float) -> Plan:
+    # 50 us + 1 us/row: one row keeps up with 2,000 rows/s many times over.
+    latency = affine_latency(0.00005, 0.000001, range(1, 33))
+    planner = AdaptivePlanner(BatchingOptions(max_batch_size=32, **options), latency)
+    planner.reserve = 0.001
+    state = QueueState(
+        rows=3, head_deadline=0.050, head_arrival=0.0, arrival_rate=2000, loop_busy=busy
+    )
+    return planner.plan(now, state)
+
+
+def test_adaptive_plan_waits_for_fuller_batches_only_while_the_event_loop_is_busy() -> None:
+    # The engine keeps up with one-row batches: with the loop idle or half busy
+    # the batch goes now, as before.
+    for busy in (0.0, LOOP_BUSY_FROM):
+        plan = _loop_bound_plan(busy)
+        assert (plan.take, plan.reason) == (3, "ready")
+    # At LOOP_BUSY_FULL and above it waits up to LOOP_BOUND_WAIT_S from the
+    # head's arrival; halfway, half of that.
+    for busy, wait in ((LOOP_BUSY_FULL, LOOP_BOUND_WAIT_S), (1.0, LOOP_BOUND_WAIT_S)):
+        plan = _loop_bound_plan(busy)
+        assert plan.take == 0 and plan.wake_at == pytest.approx(wait)
+    halfway = (LOOP_BUSY_FROM + LOOP_BUSY_FULL) / 2
+    assert _loop_bound_plan(halfway).wake_at == pytest.approx(LOOP_BOUND_WAIT_S / 2)
+    # Once the wait is over it dispatches what it has.
+    plan = _loop_bound_plan(1.0, now=LOOP_BOUND_WAIT_S)
+    assert (plan.take, plan.reason) == (3, "ready")
+
+
+def test_a_loop_bound_wait_keeps_the_configs_window_and_the_heads_deadline() -> None:
+    # Triton's max_queue_delay is the longest any request waits.
+    plan = _loop_bound_plan(1.0, max_queue_delay_s=0.0005)
+    assert plan.take == 0 and plan.wake_at == pytest.approx(0.0005)
+    # A full batch must still finish, reserve kept, before the head's deadline:
+    # 1.5 ms a row, a head due at 50 ms (1 ms reserve) waits 0.95 ms, not 2 ms.
+    latency = affine_latency(0.00005, 0.0015, range(1, 33))
+    planner = AdaptivePlanner(BatchingOptions(max_batch_size=32), latency)
+    planner.reserve = 0.001
+    state = QueueState(
+        rows=3, head_deadline=0.050, head_arrival=0.0, arrival_rate=10, loop_busy=1.0
+    )
+    wake = planner.plan(0.0, state).wake_at
+    assert wake is not None and wake == pytest.approx(0.050 - 0.001 - latency.high(32))
+    assert wake < LOOP_BOUND_WAIT_S
+    # A full batch goes at once, busy loop or not.
+    full = planner.plan(0.0, dataclasses.replace(state, rows=32, head_deadline=math.inf))
+    assert (full.take, full.reason) == (32, "full")
+    # A tenth of the head's budget bounds it too: due at 5 ms, it waits 0.4 ms.
+    short = _loop_bound_plan(1.0)
+    assert short.wake_at == pytest.approx(LOOP_BOUND_WAIT_S)  # 50 ms: the 2 ms bind
+    fast = AdaptivePlanner(
+        BatchingOptions(max_batch_size=32), affine_latency(0.00005, 0.000001, range(1, 33))
+    )
+    fast.reserve = 0.001
+    tight = fast.plan(0.0, dataclasses.replace(state, head_deadline=0.005))
+    assert tight.wake_at == pytest.approx(0.1 * (0.005 - 0.001))
