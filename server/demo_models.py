@@ -49,7 +49,7 @@ from onnx import TensorProto, helper, numpy_helper
 from inferd.protos import model_config_pb2
 
 #: Bump whenever the generated files change, so existing repositories rebuild.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = ".inferd-demo-repository.json"
 MODEL_NAMES = ("digits_mlp", "text_stats", "dense_reference")
 
@@ -325,8 +325,10 @@ def _build_into(root: Path) -> None:
         root,
         "digits_mlp",
         digits,
+        # A 2 ms window leaves room to wait for fuller batches while the event
+        # loop is the bottleneck (docs/experiments/loop-bound-batching.md).
         model_config(
-            "digits_mlp", digits, max_batch_size=64, max_queue_delay_us=500, intra_op_threads=1
+            "digits_mlp", digits, max_batch_size=64, max_queue_delay_us=2000, intra_op_threads=1
         ),
         {
             "owner": _OWNER,
