@@ -38,14 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.revisions import checkout, parse_rev  # noqa: E402
-
 if TYPE_CHECKING:
     import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MODEL = "digits_mlp"
 
@@ -169,13 +165,17 @@ def worker_main(argv: Sequence[str]) -> int:
 def run_worker(
     root: Path, repository: Path, tasks: Sequence[int], requests: int, profile: bool
 ) -> dict[str, Any]:
-    """One round of one revision: its code first on the path, in a process of its own."""
+    """One round of one revision, in a process of its own: that revision's
+    ``inferd`` first on the path, this file's code measuring it (an older
+    revision's ``benchmarks`` package may not have this module)."""
     command = [
         sys.executable, "-c",
-        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; "
-        "from benchmarks.dataplane_cpu import worker_main; "
-        "raise SystemExit(worker_main(sys.argv[3:]))",
-        str(root), str(ROOT), str(repository), ",".join(map(str, tasks)), str(requests),
+        "import importlib.util, sys; sys.path.insert(0, sys.argv[1]); "
+        "spec = importlib.util.spec_from_file_location('dataplane_cpu', sys.argv[2]); "
+        "module = sys.modules['dataplane_cpu'] = importlib.util.module_from_spec(spec); "
+        "spec.loader.exec_module(module); "
+        "raise SystemExit(module.worker_main(sys.argv[3:]))",
+        str(root), __file__, str(repository), ",".join(map(str, tasks)), str(requests),
         "1" if profile else "0",
     ]  # fmt: skip
     proc = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
@@ -189,6 +189,8 @@ def run_worker(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from benchmarks.revisions import parse_rev
+
     parser.add_argument(
         "--rev", type=parse_rev, action="append", metavar="NAME=REV",
         help="a revision of inferd to measure (repeatable; default: now=.)",
@@ -199,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=None)
     parser.add_argument("--profile", action="store_true")
     opts = parser.parse_args(argv)
+    from benchmarks.revisions import checkout
+
     if any(t < 1 for t in opts.tasks) or opts.requests < 1 or opts.rounds < 1:
         parser.error("--tasks, --requests and --rounds must be at least 1")
     revs = opts.rev or [("now", ".")]
