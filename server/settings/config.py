@@ -206,10 +206,7 @@ class ServerConfig:
     )
     #: docs/experiments/loop-bound-batching.md
     loop_bound_batching: bool = option(
-        True,
-        group=_MODELS,
-        help="while the event loop thread is the bottleneck, adaptive batching waits up to "
-        "2 ms for fuller batches (each batch costs the loop thread wake-ups)",
+        True, group=_MODELS, help="wait up to 2 ms for fuller batches while the event loop is busy"
     )
     #: Requests over a model's max_batch_size are refused with INVALID_ARGUMENT.
     default_max_batch_size: int = option(
