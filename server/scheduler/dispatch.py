@@ -141,6 +141,8 @@ class BatchingScheduler(Scheduler):
         self._ahead_timer: asyncio.TimerHandle | None = None
         #: When the planner started holding the queue with a slot free; None: not holding.
         self._hold_since: float | None = None
+        #: Rows queued when the planner began holding for a fuller batch (None: not).
+        self._fuller_rows: int | None = None
         #: The dispatcher task, started by the first request.
         self.dispatcher: asyncio.Task[None] | None = None
 
@@ -270,10 +272,12 @@ class BatchingScheduler(Scheduler):
             now = time.monotonic()
             head = self.queue.head(now, self._hopeless, self._expire)
             if head is None:
-                self._hold_since = None  # nothing left to hold
+                self._hold_since = self._fuller_rows = None  # nothing left to hold
                 break
             plan = self.planner.plan(now, self._state(head, now))
             if plan.take == 0:
+                if plan.reason == "fuller" and self._fuller_rows is None:
+                    self._fuller_rows = self.queue.rows
                 if self._hold_since is None:
                     self._hold_since = now
                 if plan.wake_at is not None:
@@ -284,6 +288,9 @@ class BatchingScheduler(Scheduler):
                 break
             if self._hold_since is not None:
                 self._end_hold(now)
+            if self._fuller_rows is not None:
+                self.planner.held_for_fuller(self.queue.rows - self._fuller_rows)
+                self._fuller_rows = None
             entries = self.queue.take(plan.take, head, time.monotonic(), self._expire)
             if entries:
                 rows = sum(e.rows for e in entries)

@@ -29,6 +29,12 @@ MAX_WAIT_SHARE = 0.1
 LOOP_BUSY_FROM = 0.5
 LOOP_BUSY_FULL = 0.8
 LOOP_BOUND_WAIT_S = 0.002
+#: Such holds go on while they gather rows: at least ``FULLER_MIN_GAIN`` rows
+#: each on average. A caller sending one request at a time, or a model with
+#: little traffic on a loop kept busy by others, gathers none; it then holds
+#: once every ``FULLER_PROBE_S`` to find out whether holding pays again.
+FULLER_MIN_GAIN = 0.5
+FULLER_PROBE_S = 0.25
 
 #: Most time the adaptive planner keeps before a deadline for work outside the
 #: engine (gRPC, the event loop, merging), as measured on 2 busy cores; also
@@ -88,6 +94,29 @@ class QueueState:
     loop_busy: float = 0.0
 
 
+class FullerHolds:
+    """How many rows recent holds for fuller batches gathered, on average."""
+
+    #: Weight of the newest hold in the average.
+    WEIGHT = 0.3
+
+    def __init__(self) -> None:
+        self.gain = 1.0  # untried: hold, and learn
+        self._probe_at = -math.inf
+
+    def worth(self, now: float) -> bool:
+        """Whether to hold now: the average pays, or it is time to probe."""
+        if self.gain >= FULLER_MIN_GAIN:
+            return True
+        if now >= self._probe_at:
+            self._probe_at = now + FULLER_PROBE_S
+            return True
+        return False
+
+    def gathered(self, rows: int) -> None:
+        self.gain += self.WEIGHT * (max(0, rows) - self.gain)
+
+
 class Planner:
     """Decides, when a slot is free, whether to dispatch and how big; and
     everything else that differs between policies."""
@@ -122,6 +151,10 @@ class Planner:
 
     def plan(self, now: float, state: QueueState) -> Plan:
         raise NotImplementedError
+
+    def held_for_fuller(self, rows: int) -> None:
+        """A hold for a fuller batch (a plan with reason ``fuller``) ended:
+        ``rows`` joined the queue meanwhile."""
 
     def deadline(self, requested: float | None, now: float) -> float:
         """When the answer to a request arriving at ``now`` must be ready,
@@ -160,10 +193,16 @@ class AdaptivePlanner(Planner):
     smallest batch that keeps up, but never past the moment the earliest
     deadline would be missed (its slack), a share of the head's budget
     (``MAX_WAIT_SHARE``) or Triton's ``max_queue_delay_microseconds`` when
-    set. Batches are cut where the most queued requests finish on time
-    (``cut``); padding up to an engine size is used only when the padded
-    batch still fits.
+    set. While the event loop thread is the bottleneck it also holds a batch
+    the engine would take for more rows (``fuller_until``), as long as such
+    holds gather some (``FullerHolds``). Batches are cut where the most queued
+    requests finish on time (``cut``); padding up to an engine size is used
+    only when the padded batch still fits.
     """
+
+    def __init__(self, options: BatchingOptions, latency: LatencyModel) -> None:
+        super().__init__(options, latency)
+        self.fuller = FullerHolds()
 
     def deadline(self, requested: float | None, now: float) -> float:
         """The caller's deadline or the model's budget, whichever is earlier,
@@ -204,9 +243,11 @@ class AdaptivePlanner(Planner):
             return Plan(size, take, "deadline", slack)
         target = self.keep_up_size(arrival_rate)
         if take >= target:
-            fuller = self.fuller_until(state.loop_busy, head_arrival, head_deadline)
-            if fuller > now:
-                return Plan(wake_at=fuller)
+            # Only a batch that would take every queued row can grow by waiting.
+            if take == min(rows, largest):
+                fuller = self.fuller_until(state.loop_busy, head_arrival, head_deadline)
+                if fuller > now and self.fuller.worth(now):
+                    return Plan(reason="fuller", wake_at=fuller)
             return Plan(size, take, "ready", slack)
         # Waiting gathers about rate * t rows; stop waiting before slack runs out.
         target_slack = head_deadline - now - lat.high(self.cover(target))
@@ -220,6 +261,9 @@ class AdaptivePlanner(Planner):
         if wake_at <= now:  # slack below the clock's resolution: no wait to time
             return Plan(size, take, "deadline", slack)
         return Plan(wake_at=wake_at)
+
+    def held_for_fuller(self, rows: int) -> None:
+        self.fuller.gathered(rows)
 
     def wait_until(self, head_arrival: float, head_deadline: float) -> float:
         """The latest a batch may wait for more rows. Waiting is a bet on

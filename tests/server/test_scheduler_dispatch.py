@@ -253,7 +253,30 @@ async def test_a_busy_event_loop_holds_a_batch_for_the_requests_arriving_behind_
     else:  # the loop is the bottleneck: it waits for more rows
         assert engine.batches == []
     rest = [asyncio.create_task(sched.submit(request(float(v)))) for v in (1, 2, 3)]
-    await asyncio.gather(first, *rest)
+    await asyncio.wait_for(asyncio.gather(first, *rest), 2.0)  # not the 5 s window
     if busy == 1.0:  # a full batch ends the wait at once
         assert engine.batches == [[0.0, 1.0, 2.0, 3.0]]
+    await sched.close()
+
+
+async def test_holds_that_gather_nothing_stop_but_for_a_probe_now_and_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One request at a time on a busy loop: nothing can join a held batch.
+    monkeypatch.setattr(planners, "LOOP_BOUND_WAIT_S", 0.2)
+    monkeypatch.setattr(planners, "FULLER_PROBE_S", 60.0)
+    engine = GatedEngine()
+    sched = BatchingScheduler(
+        engine, ModelStats(), BatchingOptions(max_batch_size=4), loop_load=_LoopAt(1.0)
+    )
+    took: list[float] = []
+    for v in range(5):
+        start = time.monotonic()
+        await asyncio.wait_for(sched.submit(request(float(v))), 2.0)
+        took.append(time.monotonic() - start)
+    # Two holds bring the average gathered below FULLER_MIN_GAIN, the third is
+    # the first probe; the rest go at once until the next probe is due.
+    assert all(t >= 0.15 for t in took[:3]), took
+    assert all(t < 0.1 for t in took[3:]), took
+    assert engine.batches == [[0.0], [1.0], [2.0], [3.0], [4.0]]
     await sched.close()

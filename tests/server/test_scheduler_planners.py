@@ -12,10 +12,13 @@ from scheduler_doubles import affine_latency, plan_queue
 from inferd.server.scheduler.latency import LatencyModel
 from inferd.server.scheduler.options import BatchingOptions
 from inferd.server.scheduler.planners import (
+    FULLER_MIN_GAIN,
+    FULLER_PROBE_S,
     LOOP_BOUND_WAIT_S,
     LOOP_BUSY_FROM,
     LOOP_BUSY_FULL,
     AdaptivePlanner,
+    FullerHolds,
     Plan,
     QueueState,
     StaticPlanner,
@@ -345,3 +348,51 @@ def test_a_loop_bound_wait_keeps_the_configs_window_and_the_heads_deadline() -> 
     fast.reserve = 0.001
     tight = fast.plan(0.0, dataclasses.replace(state, head_deadline=0.005))
     assert tight.wake_at == pytest.approx(0.1 * (0.005 - 0.001))
+
+
+def test_holds_for_fuller_batches_go_on_while_they_gather_rows() -> None:
+    holds = FullerHolds()
+    assert holds.worth(0.0)  # untried
+    for _ in range(2):
+        holds.gathered(0)
+    assert holds.gain < FULLER_MIN_GAIN
+    assert holds.worth(10.0)  # a probe...
+    assert not holds.worth(10.0 + FULLER_PROBE_S / 2)  # ...then none until the next is due
+    assert holds.worth(10.0 + FULLER_PROBE_S)
+    holds.gathered(3)  # a probe that gathered rows: holding pays again
+    assert holds.gain >= FULLER_MIN_GAIN and holds.worth(10.1 + FULLER_PROBE_S)
+    holds.gathered(-2)  # rows withdrawn meanwhile count as none gathered
+    assert holds.gain >= 0
+
+
+def test_the_planner_holds_only_while_holding_pays() -> None:
+    latency = affine_latency(0.00005, 0.000001, range(1, 33))
+    planner = AdaptivePlanner(BatchingOptions(max_batch_size=32), latency)
+    planner.reserve = 0.001
+    state = QueueState(
+        rows=3, head_deadline=0.050, head_arrival=0.0, arrival_rate=2000, loop_busy=1.0
+    )
+    assert planner.plan(0.0, state).reason == "fuller"
+    for _ in range(3):
+        planner.held_for_fuller(0)
+    probe = planner.plan(0.0, state)
+    assert (probe.take, probe.reason) == (0, "fuller")
+    assert planner.plan(0.001, state).reason == "ready"  # no hold until the next probe
+
+
+def test_a_batch_capped_short_is_not_held_for_rows_it_would_not_take() -> None:
+    # Twenty loose rows queued; batches capped at 7 rows for a caller due in
+    # 10 ms who may come (1 ms + 1 ms a row): waiting cannot grow this batch.
+    planner = AdaptivePlanner(
+        BatchingOptions(max_batch_size=32), affine_latency(0.001, 0.001, range(1, 33))
+    )
+    planner.reserve = 0.0
+    queue = [(1, 0.100)] * 20
+    state = QueueState(
+        20, 0.100, 0.0, 0.0, queue=lambda: queue, tight_s=0.010, tight_rows=1, loop_busy=1.0
+    )
+    plan = planner.plan(0.0, state)
+    assert (plan.take, plan.reason) == (7, "ready")
+    # Uncapped, the same queue is held for more rows.
+    uncapped = dataclasses.replace(state, tight_s=math.inf)
+    assert planner.plan(0.0, uncapped).reason == "fuller"
